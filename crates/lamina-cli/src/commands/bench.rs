@@ -1,0 +1,199 @@
+//! `lamina bench`: prefill and decode speed, batched decode throughput and peak memory,
+//! optionally side by side with llama.cpp's `llama-bench` on the same model, machine and
+//! thread count, in the same run.
+//!
+//! Method, chosen to match `llama-bench -p 512 -n 128`: prefill is one 512-token prompt
+//! from an empty cache; decode is 128 tokens generated one at a time from an empty cache;
+//! both use fixed pseudo-random token ids, and each figure is the mean of `--repetitions`
+//! runs. Batched decode runs N sequences (16-token prompts, then 128 greedy tokens each,
+//! end-of-sequence ignored) through the engine and divides all decoded tokens by the time
+//! of the decode steps.
+
+use crate::common::{self, ModelArgs};
+use anyhow::{Context, Result};
+use clap::Args;
+use lamina_engine::{GenerationParams, SamplingParams};
+use lamina_kernels::ThreadPool;
+use lamina_model::{BatchInput, Scratch};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    pub model: Option<String>,
+    /// Prompt tokens for the prefill measurement.
+    #[arg(short = 'p', long, default_value_t = 512)]
+    pub prompt_tokens: usize,
+    /// Generated tokens for the decode measurement.
+    #[arg(short = 'n', long, default_value_t = 128)]
+    pub gen_tokens: usize,
+    /// Concurrent sequences for the batched-decode measurement (comma separated).
+    #[arg(long, default_value = "1,4,8", value_delimiter = ',')]
+    pub batch: Vec<usize>,
+    #[arg(short = 'r', long, default_value_t = 3)]
+    pub repetitions: usize,
+    /// Also run llama.cpp's llama-bench with the same settings and print ratios.
+    #[arg(long)]
+    pub vs_llama_cpp: bool,
+    /// Path of llama-bench (default: $LLAMA_BENCH, then the build of ../shared/tools/build-llama-cpp.sh).
+    #[arg(long)]
+    pub llama_bench: Option<PathBuf>,
+    #[command(flatten)]
+    pub model_args: ModelArgs,
+}
+
+fn pseudo_tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            // Avoid the first ids (special tokens in most vocabularies).
+            (100 + (s % (vocab as u64 - 100))) as u32
+        })
+        .collect()
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let (model, tok) = common::load(args.model.as_deref(), &args.model_args)?;
+    let threads = args.model_args.threads();
+    let pool = ThreadPool::new(threads);
+    let vocab = model.config.vocab_size;
+    let reps = args.repetitions.max(1);
+    let kernels = model.kernels.isa.name();
+    let skipped: Vec<&str> = lamina_kernels::Isa::all().iter().filter(|i| !i.supported()).map(|i| i.name()).collect();
+    println!("model: {} | threads: {threads} | kernels: {kernels}{} | precision: {:?}",
+        model.source.display(),
+        if skipped.is_empty() { String::new() } else { format!(" (not supported here: {})", skipped.join(", ")) },
+        model.precision);
+
+    // Prefill.
+    let prompt = pseudo_tokens(args.prompt_tokens, vocab, 1);
+    let mut kv = model.new_kv_cache(1, args.prompt_tokens + args.gen_tokens + 1);
+    let mut scratch = Scratch::default();
+    let mut logits = Vec::new();
+    let positions: Vec<usize> = (0..prompt.len()).collect();
+    let slots = vec![0usize; prompt.len()];
+    let mut prefill = Vec::new();
+    for r in 0..=reps {
+        kv.truncate(0, 0);
+        let t = Instant::now();
+        model.forward(BatchInput { tokens: &prompt, positions: &positions, slots: &slots, logits_rows: &[prompt.len() - 1] }, &mut kv, &mut scratch, &pool, &mut logits)?;
+        if r > 0 {
+            // The first run warms caches and page-ins, as llama-bench's warm-up does.
+            prefill.push(prompt.len() as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    // Decode from an empty cache, one token at a time.
+    let mut decode = Vec::new();
+    let gen = pseudo_tokens(args.gen_tokens, vocab, 2);
+    for _ in 0..reps {
+        kv.truncate(0, 0);
+        let t = Instant::now();
+        for (p, &tk) in gen.iter().enumerate() {
+            model.forward(BatchInput { tokens: &[tk], positions: &[p], slots: &[0], logits_rows: &[0] }, &mut kv, &mut scratch, &pool, &mut logits)?;
+        }
+        decode.push(gen.len() as f64 / t.elapsed().as_secs_f64());
+    }
+    let (pp, pp_sd) = mean_sd(&prefill);
+    let (tg, tg_sd) = mean_sd(&decode);
+    println!("prefill {:>4} tokens: {pp:>8.1} ± {pp_sd:.1} tok/s", args.prompt_tokens);
+    println!("decode  {:>4} tokens: {tg:>8.1} ± {tg_sd:.1} tok/s", args.gen_tokens);
+    drop(kv);
+
+    // Batched decode through the engine.
+    let mut batched = Vec::new();
+    for &n in &args.batch {
+        let n = n.max(1);
+        let mut engine = common::engine(model.clone(), tok.clone(), &args.model_args, n);
+        let params = GenerationParams { sampling: SamplingParams::greedy(), max_tokens: args.gen_tokens, stop: vec![], ignore_eos: true };
+        for i in 0..n {
+            engine.add(pseudo_tokens(16, vocab, 10 + i as u64), params.clone(), None)?;
+        }
+        engine.step()?; // prefill of all prompts (and each sequence's first token)
+        let t = Instant::now();
+        while engine.step()? > 0 {}
+        let secs = t.elapsed().as_secs_f64();
+        let decoded: usize = engine.take_finished().iter().map(|f| f.stats.generated_tokens - 1).sum();
+        let agg = decoded as f64 / secs;
+        println!("batched decode, {n} sequences: {agg:>8.1} tok/s aggregate ({:.1} per sequence)", agg / n as f64);
+        batched.push((n, agg));
+    }
+    if let (Some(&(1, one)), Some(&(n, many))) = (batched.first(), batched.last()) {
+        if n > 1 {
+            println!("aggregate at {n} sequences / single stream: {:.2}x", many / one);
+        }
+    }
+    let rss = common::peak_rss().unwrap_or(0);
+    println!("peak RSS: {:.1} MiB", rss as f64 / (1 << 20) as f64);
+
+    if args.vs_llama_cpp {
+        let model_path = model.source.clone();
+        match find_llama_bench(args.llama_bench.clone()) {
+            None => println!(
+                "llama.cpp: llama-bench not found (build it with ../shared/tools/build-llama-cpp.sh, or pass --llama-bench PATH); no ratios"
+            ),
+            Some(bin) => {
+                let r = run_llama_bench(&bin, &model_path, args.prompt_tokens, args.gen_tokens, threads, reps)?;
+                println!("llama.cpp ({}): prefill {:.1} tok/s, decode {:.1} tok/s, peak RSS {:.1} MiB", bin.display(), r.0, r.1, r.2 as f64 / (1 << 20) as f64);
+                println!("ratio lamina / llama.cpp: prefill {:.2}x, decode {:.2}x, peak RSS {:.2}x", pp / r.0, tg / r.1, rss as f64 / r.2 as f64);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let m = v.iter().sum::<f64>() / v.len() as f64;
+    let var = v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / v.len() as f64;
+    (m, var.sqrt())
+}
+
+fn find_llama_bench(explicit: Option<PathBuf>) -> Option<PathBuf> {
+    let mut candidates: Vec<PathBuf> = explicit.into_iter().collect();
+    if let Ok(p) = std::env::var("LLAMA_BENCH") {
+        candidates.push(p.into());
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        candidates.push(PathBuf::from(home).join(".cache/lamina-ref/llama.cpp/src/vendor/llama.cpp/build/bin/llama-bench"));
+    }
+    candidates.into_iter().find(|p| p.is_file())
+}
+
+/// Runs llama-bench and returns (prefill tok/s, decode tok/s, peak RSS bytes).
+fn run_llama_bench(bin: &PathBuf, model: &PathBuf, p: usize, n: usize, threads: usize, reps: usize) -> Result<(f64, f64, u64)> {
+    let out = std::process::Command::new(bin)
+        .args(["-m"])
+        .arg(model)
+        .args(["-p", &p.to_string(), "-n", &n.to_string(), "-t", &threads.to_string(), "-r", &reps.to_string(), "-o", "json"])
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
+    if !out.status.success() {
+        anyhow::bail!("llama-bench failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("parsing llama-bench JSON")?;
+    let mut pp = 0.0;
+    let mut tg = 0.0;
+    for e in v.as_array().into_iter().flatten() {
+        let ts = e["avg_ts"].as_f64().unwrap_or(0.0);
+        if e["n_prompt"].as_u64().unwrap_or(0) > 0 {
+            pp = ts;
+        } else if e["n_gen"].as_u64().unwrap_or(0) > 0 {
+            tg = ts;
+        }
+    }
+    Ok((pp, tg, children_peak_rss()))
+}
+
+/// Peak RSS of the largest finished child process (getrusage RUSAGE_CHILDREN).
+fn children_peak_rss() -> u64 {
+    // SAFETY: getrusage only writes into the struct we pass.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) == 0 {
+            return ru.ru_maxrss as u64 * 1024;
+        }
+    }
+    0
+}

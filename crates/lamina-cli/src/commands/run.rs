@@ -1,0 +1,79 @@
+//! `lamina run`: one completion, streamed.
+
+use crate::common::{self, ModelArgs, SamplingArgs};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use lamina_tokenizer::ChatMessage;
+use std::io::{Read, Write};
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// A .gguf file, a Hugging Face folder, a built-in name or a hub id (default: smollm2-135m-instruct).
+    pub model: Option<String>,
+    /// The prompt; read from stdin when absent.
+    #[arg(short, long)]
+    pub prompt: Option<String>,
+    /// Wrap the prompt in the model's chat template as a user message.
+    #[arg(long)]
+    pub chat: bool,
+    /// System prompt (with --chat).
+    #[arg(long)]
+    pub system: Option<String>,
+    #[command(flatten)]
+    pub model_args: ModelArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+pub fn read_stdin_prompt() -> Result<String> {
+    let mut bytes = Vec::new();
+    std::io::stdin().read_to_end(&mut bytes).context("reading the prompt from stdin")?;
+    String::from_utf8(bytes).map_err(|e| anyhow::anyhow!("the prompt on stdin is not valid UTF-8 (byte {})", e.utf8_error().valid_up_to()))
+}
+
+pub fn run(args: RunArgs) -> Result<()> {
+    let params = args.sampling.params()?;
+    let prompt = match &args.prompt {
+        Some(p) => p.clone(),
+        None => read_stdin_prompt()?,
+    };
+    if prompt.trim().is_empty() {
+        bail!("the prompt is empty (pass -p TEXT or pipe text on stdin)");
+    }
+    let (model, tok) = common::load(args.model.as_deref(), &args.model_args)?;
+    let text = if args.chat {
+        let mut msgs = Vec::new();
+        if let Some(s) = &args.system {
+            msgs.push(ChatMessage::system(s));
+        }
+        msgs.push(ChatMessage::user(&prompt));
+        tok.apply_chat_template(&msgs, true)?
+    } else {
+        prompt
+    };
+    let ids = tok.encode(&text, true)?;
+    let mut engine = common::engine(model, tok, &args.model_args, 1);
+    let callback: lamina_engine::TokenCallback = Box::new(|ev| {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(ev.text.as_bytes());
+        let _ = out.flush();
+        true
+    });
+    let done = engine.generate(ids, params, Some(callback))?;
+    println!();
+    if args.sampling.verbose {
+        let s = &done.stats;
+        eprintln!(
+            "prompt tokens: {} ({} cached) | generated tokens: {} | prefill: {:.1} tok/s | decode: {:.1} tok/s | finish: {} | threads: {} | kernels: {}",
+            s.prompt_tokens,
+            s.cached_tokens,
+            s.generated_tokens,
+            s.prefill_tok_s(),
+            s.decode_tok_s(),
+            done.reason.as_str(),
+            engine.threads(),
+            engine.model.kernels.isa.name()
+        );
+    }
+    Ok(())
+}

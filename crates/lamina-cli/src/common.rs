@@ -1,0 +1,112 @@
+//! Arguments shared by several commands, and model loading with user-facing messages.
+
+use anyhow::Result;
+use clap::Args;
+use lamina_engine::{resolve, Engine, EngineConfig, GenerationParams, SamplingParams};
+use lamina_model::{Model, Precision};
+use lamina_tokenizer::Tokenizer;
+use std::sync::Arc;
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Worker threads (default: all logical CPUs).
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+    /// Matrix arithmetic: `native` (8-bit activations, fast, as llama.cpp) or `f32`
+    /// (dequantized weights, as transformers).
+    #[arg(long, default_value = "native", value_parser = ["native", "f32"])]
+    pub precision: String,
+    /// Context window to use (default: the model's, capped at 4096).
+    #[arg(short = 'c', long)]
+    pub ctx: Option<usize>,
+}
+
+impl ModelArgs {
+    pub fn precision(&self) -> Precision {
+        if self.precision == "f32" {
+            Precision::F32
+        } else {
+            Precision::Native
+        }
+    }
+    pub fn threads(&self) -> usize {
+        self.threads.unwrap_or_else(|| lamina_core::Settings::detect().threads).max(1)
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Temperature; 0 means greedy.
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f32,
+    /// Keep the k most likely tokens (0 = off).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Nucleus sampling: keep the smallest set with this total probability (1 = off).
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Drop tokens less likely than min-p × the most likely one (0 = off).
+    #[arg(long, default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Repetition penalty over the last --repeat-last-n tokens (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    #[arg(long, default_value_t = 0.0)]
+    pub frequency_penalty: f32,
+    #[arg(long, default_value_t = 0.0)]
+    pub presence_penalty: f32,
+    #[arg(long, default_value_t = 64)]
+    pub repeat_last_n: usize,
+    /// Random seed: the same seed gives the same output.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Most tokens to generate.
+    #[arg(short = 'n', long, default_value_t = 256)]
+    pub max_tokens: usize,
+    /// Stop when this text is generated (repeatable).
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Do not stop at end-of-sequence tokens.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Print a summary (token counts and speeds) to stderr at the end.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+impl SamplingArgs {
+    pub fn params(&self) -> Result<GenerationParams> {
+        let sampling = SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repetition_penalty: self.repeat_penalty,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
+            penalty_last_n: self.repeat_last_n,
+            seed: self.seed,
+        };
+        sampling.validate().map_err(|e| anyhow::anyhow!("invalid sampling option: {e}"))?;
+        Ok(GenerationParams { sampling, max_tokens: self.max_tokens, stop: self.stop.clone(), ignore_eos: self.ignore_eos })
+    }
+}
+
+/// Resolves and loads MODEL (None = the built-in default), printing download progress.
+pub fn load(model: Option<&str>, args: &ModelArgs) -> Result<(Arc<Model>, Arc<Tokenizer>)> {
+    let (m, t) = resolve::load(model, args.precision(), &mut |msg| eprintln!("{msg}"))?;
+    Ok((Arc::new(m), Arc::new(t)))
+}
+
+pub fn engine(model: Arc<Model>, tok: Arc<Tokenizer>, args: &ModelArgs, sequences: usize) -> Engine {
+    let ctx = args.ctx.unwrap_or(model.config.context_length.min(4096));
+    Engine::new(model, tok, EngineConfig { threads: args.threads(), max_sequences: sequences, context_length: ctx, max_batch_tokens: 512 })
+}
+
+/// Peak resident memory of this process, in bytes (Linux `VmHWM`).
+pub fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

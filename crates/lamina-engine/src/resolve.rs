@@ -1,0 +1,98 @@
+//! Turning what a user typed as MODEL into files: a built-in name (fetched on first use),
+//! a `.gguf` file, a Hugging Face model folder, or a hub id `org/name` (downloaded with
+//! `hf-hub` into its cache; without network access this fails with a clear message).
+
+use lamina_core::registry;
+use lamina_core::{Error, Result};
+use lamina_model::{load_model, Model, Precision};
+use lamina_tokenizer::Tokenizer;
+use std::path::{Path, PathBuf};
+
+/// Resolves MODEL to a local path. `None` means the built-in default model.
+pub fn resolve_model_path(spec: Option<&str>, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+    let spec = spec.unwrap_or(registry::DEFAULT_MODEL);
+    if let Some(builtin) = registry::find_builtin(spec) {
+        return builtin.ensure(progress);
+    }
+    let path = Path::new(spec);
+    if path.exists() {
+        return Ok(path.to_path_buf());
+    }
+    if looks_like_hub_id(spec) {
+        return download_from_hub(spec, progress);
+    }
+    Err(Error::ModelNotFound(path.to_path_buf()))
+}
+
+/// `org/name` with no path-like parts and no file extension.
+pub fn looks_like_hub_id(spec: &str) -> bool {
+    let parts: Vec<&str> = spec.split('/').collect();
+    parts.len() == 2
+        && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        && !spec.starts_with('.')
+        && !spec.ends_with(".gguf")
+}
+
+/// Downloads a Hugging Face model repository's inference files into the hf-hub cache and
+/// returns the folder. Files: config.json, tokenizer.json, tokenizer_config.json (optional),
+/// and the safetensors weights (single file or the shards listed in the index).
+pub fn download_from_hub(repo_id: &str, progress: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+    progress(&format!("fetching {repo_id} from the Hugging Face hub …"));
+    let api = hf_hub::api::sync::Api::new().map_err(|e| Error::Download(format!("hub client: {e}")))?;
+    let repo = api.model(repo_id.to_string());
+    let get = |f: &str| repo.get(f).map_err(|e| Error::Download(format!("{repo_id}/{f}: {e} (is the hub reachable?)")));
+    let config = get("config.json")?;
+    get("tokenizer.json")?;
+    let _ = repo.get("tokenizer_config.json");
+    match repo.get("model.safetensors.index.json") {
+        Ok(index) => {
+            let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Download(format!("bad index: {e}")))?;
+            let mut shards: Vec<String> = v["weight_map"]
+                .as_object()
+                .map(|m| m.values().filter_map(|x| x.as_str().map(String::from)).collect())
+                .unwrap_or_default();
+            shards.sort();
+            shards.dedup();
+            for s in shards {
+                get(&s)?;
+            }
+        }
+        Err(_) => {
+            get("model.safetensors")?;
+        }
+    }
+    Ok(config.parent().map(Path::to_path_buf).unwrap_or_default())
+}
+
+/// Loads the tokenizer that belongs with a model path: `tokenizer.json` in a folder (or
+/// beside a `.gguf`), else the GGUF's own vocabulary.
+pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    if path.is_dir() {
+        if path.join("tokenizer.json").exists() {
+            return Tokenizer::from_dir(path);
+        }
+        return Err(Error::MissingTokenizer(path.to_path_buf()));
+    }
+    match Tokenizer::from_gguf(path) {
+        Ok(t) => Ok(t),
+        Err(e) => {
+            let beside = path.parent().map(|p| p.join("tokenizer.json"));
+            match beside {
+                Some(b) if b.exists() => Tokenizer::from_file(&b),
+                _ => Err(match e {
+                    Error::Tokenizer(_) | Error::MissingTokenizer(_) => Error::MissingTokenizer(path.to_path_buf()),
+                    other => other,
+                }),
+            }
+        }
+    }
+}
+
+/// Resolves, loads and checks a model and its tokenizer.
+pub fn load(spec: Option<&str>, precision: Precision, progress: &mut dyn FnMut(&str)) -> Result<(Model, Tokenizer)> {
+    let path = resolve_model_path(spec, progress)?;
+    let model = load_model(&path, precision)?;
+    let tokenizer = load_tokenizer(&path)?;
+    Ok((model, tokenizer))
+}

@@ -1,0 +1,124 @@
+//! End-to-end checks of the real SmolLM2-135M-Instruct against independent references:
+//! greedy continuations (llama.cpp and transformers) and llama.cpp's perplexity.
+
+use lamina_kernels::ThreadPool;
+use lamina_model::{load_model, BatchInput, Model, Precision, Scratch};
+use lamina_tokenizer::Tokenizer;
+
+fn shared(rel: &str) -> String {
+    format!("{}/../../../shared/{rel}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn jsonl(rel: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(shared(rel)).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+/// Greedy decoding of `reference.len()` tokens, compared step by step. Returns
+/// `Ok(None)` on an exact match, `Ok(Some((step, gap)))` when the first difference is at a
+/// near-tie of `gap` logits, `Err` otherwise.
+fn compare_greedy(model: &Model, pool: &ThreadPool, prompt: &[u32], reference: &[u32]) -> Result<Option<(usize, f32)>, String> {
+    let mut kv = model.new_kv_cache(1, 1024);
+    let mut scratch = Scratch::default();
+    let mut logits = Vec::new();
+    let mut input: Vec<u32> = prompt.to_vec();
+    let mut pos = 0;
+    for (step, &want) in reference.iter().enumerate() {
+        let positions: Vec<usize> = (pos..pos + input.len()).collect();
+        let slots = vec![0; input.len()];
+        model
+            .forward(BatchInput { tokens: &input, positions: &positions, slots: &slots, logits_rows: &[input.len() - 1] }, &mut kv, &mut scratch, pool, &mut logits)
+            .map_err(|e| e.to_string())?;
+        pos += input.len();
+        let got = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0))).unwrap().0 as u32;
+        if got != want {
+            let gap = logits[got as usize] - logits[want as usize];
+            return if gap <= 0.01 {
+                Ok(Some((step, gap)))
+            } else {
+                Err(format!("step {step}: ours {got} vs reference {want}, logit gap {gap:.4} (not a near-tie)"))
+            };
+        }
+        input = vec![got];
+    }
+    Ok(None)
+}
+
+fn model_and_tokenizer(precision: Precision) -> (Model, Tokenizer) {
+    let path = lamina_core::registry::default_model_path().unwrap();
+    (load_model(&path, precision).unwrap(), Tokenizer::from_gguf(&path).unwrap())
+}
+
+/// Our f32 path follows transformers' arithmetic (f32 activations), so it must reproduce
+/// transformers' greedy continuations.
+#[test]
+fn greedy_matches_transformers_f32() {
+    let (model, _) = model_and_tokenizer(Precision::F32);
+    let pool = ThreadPool::new(2);
+    let mut exact = 0;
+    let mut failures = Vec::new();
+    let refs = jsonl("reference/smollm2_greedy_hf_f32.jsonl");
+    for r in &refs {
+        match compare_greedy(&model, &pool, &ids(&r["prompt_ids"]), &ids(&r["greedy_ids"])) {
+            Ok(None) => exact += 1,
+            Ok(Some((step, gap))) => eprintln!("near-tie at step {step} (gap {gap:.4}): {:?}", r["prompt"]),
+            Err(e) => failures.push(format!("{:?}: {e}", r["prompt"])),
+        }
+    }
+    eprintln!("f32 vs transformers: {exact}/{} prompts identical", refs.len());
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// Our native path uses llama.cpp's matrix arithmetic (8-bit activations against Q4_1/Q8_0
+/// weights) but keeps the KV cache and attention in f32, where llama.cpp uses f16 and
+/// flash attention. This is not the greedy reference test (that is the f32 one above);
+/// it bounds how far the fast path drifts from llama.cpp: measured 5/10 identical, one
+/// near-tie (0.001), and the other four first differ at gaps of 0.04–0.19 logits. We
+/// assert at least 5 identical and every first difference under 0.25 logits.
+#[test]
+fn greedy_close_to_llama_cpp_native() {
+    let (model, tok) = model_and_tokenizer(Precision::Native);
+    let pool = ThreadPool::new(2);
+    let mut exact = 0;
+    let mut failures = Vec::new();
+    let refs = jsonl("reference/smollm2_greedy_llamacpp.jsonl");
+    for r in &refs {
+        let prompt = r["prompt"].as_str().unwrap();
+        let cont = r["greedy_continuation"].as_str().unwrap();
+        let p_ids = tok.encode(prompt, false).unwrap();
+        let all = tok.encode(&format!("{prompt}{cont}"), false).unwrap();
+        assert_eq!(&all[..p_ids.len()], &p_ids[..], "prompt tokens are a prefix");
+        let reference = &all[p_ids.len()..];
+        match compare_greedy(&model, &pool, &p_ids, reference) {
+            Ok(None) => exact += 1,
+            Ok(Some((step, gap))) => eprintln!("near-tie at step {step} (gap {gap:.4}): {prompt:?}"),
+            Err(e) => {
+                eprintln!("differs: {prompt:?}: {e}");
+                failures.push(e);
+            }
+        }
+    }
+    eprintln!("native vs llama.cpp: {exact}/{} prompts identical", refs.len());
+    assert!(exact >= 5, "only {exact} identical");
+    for f in &failures {
+        let gap: f32 = f.rsplit("gap ").next().unwrap().split(' ').next().unwrap().parse().unwrap();
+        assert!(gap < 0.25, "{f}");
+    }
+}
+
+/// `llama-perplexity -c 512` on the first 65,536 bytes of tinyshakespeare gives 38.353.
+#[test]
+fn perplexity_matches_llama_cpp() {
+    let (model, tok) = model_and_tokenizer(Precision::Native);
+    let pool = ThreadPool::new(2);
+    let text = std::fs::read(shared("datasets/tinyshakespeare.txt")).unwrap();
+    let text = String::from_utf8(text[..65536].to_vec()).unwrap();
+    let tokens = tok.encode(&text, false).unwrap();
+    let report = lamina_engine::perplexity::perplexity(&model, &pool, &tokens, 512, None, |_, _, _| {}).unwrap();
+    eprintln!("PPL = {:.4} over {} windows, {} tokens", report.ppl, report.windows, tokens.len());
+    assert_eq!(report.windows, 38);
+    assert!((report.ppl - 38.353).abs() / 38.353 < 0.01, "PPL {} not within 1% of 38.353", report.ppl);
+}

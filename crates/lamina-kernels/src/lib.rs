@@ -1,0 +1,20 @@
+//! CPU compute kernels for Lamina's inference path.
+//!
+//! - [`pool`]: a persistent worker pool with cheap per-op synchronisation;
+//! - [`quant`]: GGUF block formats and 8-bit activation quantization;
+//! - [`dot`]: quantized and f32 dot products, scalar reference plus AVX2 and AVX2+VNNI;
+//! - [`matmul`]: multi-threaded, tiled matrix products built on the dot products;
+//! - [`ops`]: norms, RoPE, softmax, activations, attention.
+//!
+//! Every SIMD kernel has a scalar twin and a test comparing the two (see `tests/simd.rs`).
+
+pub mod cpu;
+pub mod dot;
+pub mod matmul;
+pub mod ops;
+pub mod pool;
+pub mod quant;
+
+pub use cpu::Isa;
+pub use matmul::{ActFormat, Activations, Kernels, MatmulJob, Weights};
+pub use pool::ThreadPool;

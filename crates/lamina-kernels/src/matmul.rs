@@ -1,0 +1,251 @@
+//! Matrix products `out = x · Wᵀ` between a weight matrix stored row by row (GGUF layout:
+//! `rows` output features, each a row of `cols` inputs) and `n` activation rows.
+//!
+//! Work is split over output rows across the pool's threads; within a thread, activation
+//! rows are taken in tiles of up to [`MAX_COLS`] so that each unpacked weight block is
+//! reused, and in panels of [`PANEL`] rows so that the activations a weight row meets stay
+//! in L1/L2 cache.
+
+use crate::cpu::Isa;
+use crate::dot::{self, DotFn, MAX_COLS};
+use crate::pool::ThreadPool;
+use crate::quant::*;
+
+/// Most products fused into one dispatch by [`matmul_many`].
+pub const MAX_JOBS: usize = 4;
+
+/// Activation rows per cache panel.
+const PANEL: usize = 64;
+
+/// Borrowed weight data of one matrix, by storage type.
+#[derive(Clone, Copy, Debug)]
+pub enum Weights<'a> {
+    F32(&'a [f32]),
+    Q4_0(&'a [BlockQ4_0]),
+    Q4_1(&'a [BlockQ4_1]),
+    Q5_0(&'a [BlockQ5_0]),
+    Q5_1(&'a [BlockQ5_1]),
+    Q8_0(&'a [BlockQ8_0]),
+}
+
+/// Which 8-bit activation format a weight type multiplies against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActFormat {
+    F32,
+    Q8_0,
+    Q8_1,
+}
+
+impl Weights<'_> {
+    pub fn act_format(&self) -> ActFormat {
+        match self {
+            Weights::F32(_) => ActFormat::F32,
+            Weights::Q4_0(_) | Weights::Q5_0(_) | Weights::Q8_0(_) => ActFormat::Q8_0,
+            Weights::Q4_1(_) | Weights::Q5_1(_) => ActFormat::Q8_1,
+        }
+    }
+}
+
+/// The dot-product kernels of one instruction-set path.
+#[derive(Clone, Copy, Debug)]
+pub struct Kernels {
+    pub isa: Isa,
+    pub f32: DotFn<f32, f32>,
+    pub q4_0: DotFn<BlockQ4_0, BlockQ8_0>,
+    pub q4_1: DotFn<BlockQ4_1, BlockQ8_1>,
+    pub q5_0: DotFn<BlockQ5_0, BlockQ8_0>,
+    pub q5_1: DotFn<BlockQ5_1, BlockQ8_1>,
+    pub q8_0: DotFn<BlockQ8_0, BlockQ8_0>,
+}
+
+impl Kernels {
+    /// The kernels for `isa`, or `None` when this CPU cannot run them.
+    pub fn new(isa: Isa) -> Option<Kernels> {
+        if !isa.supported() {
+            return None;
+        }
+        let scalar = Kernels {
+            isa: Isa::Scalar,
+            f32: dot::dot_f32_scalar,
+            q4_0: dot::dot_q4_0_q8_0_scalar,
+            q4_1: dot::dot_q4_1_q8_1_scalar,
+            q5_0: dot::dot_q5_0_q8_0_scalar,
+            q5_1: dot::dot_q5_1_q8_1_scalar,
+            q8_0: dot::dot_q8_0_q8_0_scalar,
+        };
+        Some(match isa {
+            Isa::Scalar => scalar,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => Kernels {
+                isa,
+                f32: dot::x86::dot_f32,
+                q4_0: dot::x86::avx2::dot_q4_0_q8_0,
+                q4_1: dot::x86::avx2::dot_q4_1_q8_1,
+                q5_0: dot::x86::avx2::dot_q5_0_q8_0,
+                q5_1: dot::x86::avx2::dot_q5_1_q8_1,
+                q8_0: dot::x86::avx2::dot_q8_0_q8_0,
+            },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2Vnni => Kernels {
+                isa,
+                f32: dot::x86::dot_f32,
+                q4_0: dot::x86::vnni::dot_q4_0_q8_0,
+                q4_1: dot::x86::vnni::dot_q4_1_q8_1,
+                q5_0: dot::x86::vnni::dot_q5_0_q8_0,
+                q5_1: dot::x86::vnni::dot_q5_1_q8_1,
+                q8_0: dot::x86::vnni::dot_q8_0_q8_0,
+            },
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => return None,
+        })
+    }
+
+    /// The fastest kernels this CPU supports.
+    pub fn best() -> Kernels {
+        Kernels::new(Isa::best()).unwrap_or_else(|| Kernels::new(Isa::Scalar).expect("scalar is always supported"))
+    }
+}
+
+/// Activations of `n` rows of width `cols`, in the formats the weights need.
+/// Buffers are reused between calls; `prepare` only quantizes the formats asked for.
+#[derive(Default, Debug)]
+pub struct Activations {
+    pub n: usize,
+    pub cols: usize,
+    pub q8_0: Vec<BlockQ8_0>,
+    pub q8_1: Vec<BlockQ8_1>,
+    has_q8_0: bool,
+    has_q8_1: bool,
+}
+
+impl Activations {
+    /// Records `x` (`n × cols`, row-major) and quantizes it to `formats` (f32 is read from `x` directly).
+    pub fn prepare(&mut self, x: &[f32], n: usize, cols: usize, formats: &[ActFormat]) {
+        debug_assert_eq!(x.len(), n * cols);
+        self.n = n;
+        self.cols = cols;
+        self.has_q8_0 = false;
+        self.has_q8_1 = false;
+        let blocks = n * cols / QK;
+        for f in formats {
+            match f {
+                ActFormat::Q8_0 if !self.has_q8_0 => {
+                    if self.q8_0.len() < blocks {
+                        self.q8_0.resize(blocks, BlockQ8_0::default());
+                    }
+                    quantize_q8_0(x, &mut self.q8_0[..blocks]);
+                    self.has_q8_0 = true;
+                }
+                ActFormat::Q8_1 if !self.has_q8_1 => {
+                    if self.q8_1.len() < blocks {
+                        self.q8_1.resize(blocks, BlockQ8_1::default());
+                    }
+                    quantize_q8_1(x, &mut self.q8_1[..blocks]);
+                    self.has_q8_1 = true;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A raw pointer that may be shared with the pool's threads; each thread writes only
+/// the output elements of its own rows.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+/// One matrix of a fused product: its weights, its output buffer (`n × rows`, row-major)
+/// and row count.
+pub struct MatmulJob<'a> {
+    pub weights: Weights<'a>,
+    pub rows: usize,
+    pub out: &'a mut [f32],
+}
+
+/// Computes several products that share the same input activations in one pool dispatch
+/// (e.g. Q, K and V; gate and up), so threads synchronise once instead of once per matrix.
+///
+/// `x` is the f32 input (`n × cols`), `acts` its quantized forms (from [`Activations::prepare`]).
+pub fn matmul_many(pool: &ThreadPool, k: &Kernels, x: &[f32], acts: &Activations, jobs: &mut [MatmulJob<'_>]) {
+    let n = acts.n;
+    let cols = acts.cols;
+    let total_rows: usize = jobs.iter().map(|j| j.rows).sum();
+    for j in jobs.iter() {
+        assert!(j.out.len() >= n * j.rows, "output buffer too small");
+    }
+    // A fixed-size table instead of a Vec: no allocation on the per-token path.
+    assert!(jobs.len() <= MAX_JOBS, "at most {MAX_JOBS} fused products");
+    let mut outs: [Option<(Weights<'_>, usize, SharedOut)>; MAX_JOBS] = [None; MAX_JOBS];
+    for (slot, j) in outs.iter_mut().zip(jobs.iter_mut()) {
+        *slot = Some((j.weights, j.rows, SharedOut(j.out.as_mut_ptr())));
+    }
+    pool.run(&|t, nt| {
+        let range = ThreadPool::split(total_rows, t, nt, 4);
+        // Walk the jobs to find which rows of which matrix fall in this thread's range.
+        let mut base = 0;
+        for &(w, rows, out) in outs.iter().flatten() {
+            let lo = range.start.max(base);
+            let hi = range.end.min(base + rows);
+            if lo < hi {
+                rows_product(k, w, cols, x, acts, n, lo - base..hi - base, rows, out);
+            }
+            base += rows;
+        }
+    });
+}
+
+/// Single-matrix convenience wrapper of [`matmul_many`].
+pub fn matmul(pool: &ThreadPool, k: &Kernels, x: &[f32], acts: &Activations, weights: Weights<'_>, rows: usize, out: &mut [f32]) {
+    matmul_many(pool, k, x, acts, &mut [MatmulJob { weights, rows, out }]);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rows_product(
+    k: &Kernels,
+    w: Weights<'_>,
+    cols: usize,
+    x: &[f32],
+    acts: &Activations,
+    n: usize,
+    rows: std::ops::Range<usize>,
+    stride_out: usize,
+    out: SharedOut,
+) {
+    let nb = cols / QK;
+    let mut tmp = [0.0f32; MAX_COLS];
+    macro_rules! run {
+        ($blocks:expr, $acts:expr, $f:expr, $per_row:expr) => {{
+            let blocks = $blocks;
+            let a = $acts;
+            let per_row = $per_row;
+            let mut p0 = 0;
+            while p0 < n {
+                let p1 = (p0 + PANEL).min(n);
+                for r in rows.clone() {
+                    let wr = &blocks[r * per_row..(r + 1) * per_row];
+                    let mut t = p0;
+                    while t < p1 {
+                        let c = (p1 - t).min(MAX_COLS);
+                        ($f)(wr, &a[t * per_row..], per_row, &mut tmp[..c]);
+                        for i in 0..c {
+                            // SAFETY: (t+i) < n and r < stride_out; each row belongs to one thread.
+                            unsafe { *out.0.add((t + i) * stride_out + r) = tmp[i] };
+                        }
+                        t += c;
+                    }
+                }
+                p0 = p1;
+            }
+        }};
+    }
+    match w {
+        Weights::F32(b) => run!(b, x, k.f32, cols),
+        Weights::Q4_0(b) => run!(b, &acts.q8_0[..], k.q4_0, nb),
+        Weights::Q4_1(b) => run!(b, &acts.q8_1[..], k.q4_1, nb),
+        Weights::Q5_0(b) => run!(b, &acts.q8_0[..], k.q5_0, nb),
+        Weights::Q5_1(b) => run!(b, &acts.q8_1[..], k.q5_1, nb),
+        Weights::Q8_0(b) => run!(b, &acts.q8_0[..], k.q8_0, nb),
+    }
+}

@@ -1,0 +1,299 @@
+//! Block-quantized formats (the GGML/GGUF layouts) and activation quantization.
+//!
+//! A quantized row is a sequence of blocks of 32 values. Weight formats follow the GGUF
+//! specification byte for byte so that weights can be used straight from the file:
+//!
+//! | type | bytes | layout | value |
+//! |---|---|---|---|
+//! | Q4_0 | 18 | `d: f16, qs: [u8; 16]` | `d * (nibble - 8)` |
+//! | Q4_1 | 20 | `d: f16, m: f16, qs: [u8; 16]` | `d * nibble + m` |
+//! | Q5_0 | 22 | `d: f16, qh: u32, qs: [u8; 16]` | `d * (nibble + 16*bit - 16)` |
+//! | Q5_1 | 24 | `d: f16, m: f16, qh: u32, qs: [u8; 16]` | `d * (nibble + 16*bit) + m` |
+//! | Q8_0 | 34 | `d: f16, qs: [i8; 32]` | `d * q` |
+//!
+//! Nibble `j` of `qs` holds value `j` in its low half and value `j + 16` in its high half.
+//!
+//! Activations are quantized once per matrix product to 8 bits, as llama.cpp does:
+//! [`BlockQ8_0`] for weights without an offset, [`BlockQ8_1`] (which also stores
+//! `d * sum(q)`) for weights with an offset `m`, so that `sum(m * x)` costs one multiply.
+
+use half::f16;
+
+pub const QK: usize = 32;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BlockQ4_0 {
+    pub d: f16,
+    pub qs: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BlockQ4_1 {
+    pub d: f16,
+    pub m: f16,
+    pub qs: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BlockQ5_0 {
+    pub d: f16,
+    pub qh: [u8; 4],
+    pub qs: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BlockQ5_1 {
+    pub d: f16,
+    pub m: f16,
+    pub qh: [u8; 4],
+    pub qs: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockQ8_0 {
+    pub d: f16,
+    pub qs: [i8; 32],
+}
+
+impl Default for BlockQ8_0 {
+    fn default() -> Self {
+        BlockQ8_0 { d: f16::ZERO, qs: [0; 32] }
+    }
+}
+
+/// 8-bit activation block that also carries `s = d * sum(qs)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockQ8_1 {
+    pub d: f16,
+    pub s: f16,
+    pub qs: [i8; 32],
+}
+
+impl Default for BlockQ8_1 {
+    fn default() -> Self {
+        BlockQ8_1 { d: f16::ZERO, s: f16::ZERO, qs: [0; 32] }
+    }
+}
+
+const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == 18);
+const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
+const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
+const _: () = assert!(std::mem::size_of::<BlockQ5_1>() == 24);
+const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
+const _: () = assert!(std::mem::size_of::<BlockQ8_1>() == 36);
+
+/// `round()` as the C library does it (half away from zero), the rounding the GGML
+/// reference quantizers use.
+#[inline]
+fn round_away(x: f32) -> i32 {
+    x.round() as i32
+}
+
+/// Scale of a block: the largest magnitude maps to ±127.
+#[inline]
+fn absmax(x: &[f32]) -> f32 {
+    x.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+}
+
+/// Quantizes `x` (length a multiple of 32) to Q8_0 blocks.
+pub fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+    debug_assert_eq!(x.len(), out.len() * QK);
+    for (b, xs) in out.iter_mut().zip(x.chunks_exact(QK)) {
+        let amax = absmax(xs);
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        b.d = f16::from_f32(d);
+        for (q, v) in b.qs.iter_mut().zip(xs) {
+            *q = round_away(v * id) as i8;
+        }
+    }
+}
+
+/// Quantizes `x` to Q8_1 blocks (Q8_0 plus `s = d * sum(q)`).
+pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
+    debug_assert_eq!(x.len(), out.len() * QK);
+    for (b, xs) in out.iter_mut().zip(x.chunks_exact(QK)) {
+        let amax = absmax(xs);
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, v) in b.qs.iter_mut().zip(xs) {
+            let r = round_away(v * id);
+            *q = r as i8;
+            sum += r;
+        }
+        b.d = f16::from_f32(d);
+        b.s = f16::from_f32(sum as f32 * d);
+    }
+}
+
+pub fn dequantize_q4_0(blocks: &[BlockQ4_0], out: &mut [f32]) {
+    for (b, ys) in blocks.iter().zip(out.chunks_exact_mut(QK)) {
+        let d = b.d.to_f32();
+        for j in 0..16 {
+            ys[j] = ((b.qs[j] & 0x0F) as i32 - 8) as f32 * d;
+            ys[j + 16] = ((b.qs[j] >> 4) as i32 - 8) as f32 * d;
+        }
+    }
+}
+
+pub fn dequantize_q4_1(blocks: &[BlockQ4_1], out: &mut [f32]) {
+    for (b, ys) in blocks.iter().zip(out.chunks_exact_mut(QK)) {
+        let d = b.d.to_f32();
+        let m = b.m.to_f32();
+        for j in 0..16 {
+            ys[j] = (b.qs[j] & 0x0F) as f32 * d + m;
+            ys[j + 16] = (b.qs[j] >> 4) as f32 * d + m;
+        }
+    }
+}
+
+pub fn dequantize_q5_0(blocks: &[BlockQ5_0], out: &mut [f32]) {
+    for (b, ys) in blocks.iter().zip(out.chunks_exact_mut(QK)) {
+        let d = b.d.to_f32();
+        let qh = u32::from_le_bytes(b.qh);
+        for j in 0..16 {
+            let h0 = ((qh >> j) << 4) & 0x10;
+            let h1 = (qh >> (j + 12)) & 0x10;
+            ys[j] = (((b.qs[j] & 0x0F) as u32 | h0) as i32 - 16) as f32 * d;
+            ys[j + 16] = (((b.qs[j] >> 4) as u32 | h1) as i32 - 16) as f32 * d;
+        }
+    }
+}
+
+pub fn dequantize_q5_1(blocks: &[BlockQ5_1], out: &mut [f32]) {
+    for (b, ys) in blocks.iter().zip(out.chunks_exact_mut(QK)) {
+        let d = b.d.to_f32();
+        let m = b.m.to_f32();
+        let qh = u32::from_le_bytes(b.qh);
+        for j in 0..16 {
+            let h0 = ((qh >> j) << 4) & 0x10;
+            let h1 = (qh >> (j + 12)) & 0x10;
+            ys[j] = ((b.qs[j] & 0x0F) as u32 | h0) as f32 * d + m;
+            ys[j + 16] = ((b.qs[j] >> 4) as u32 | h1) as f32 * d + m;
+        }
+    }
+}
+
+pub fn dequantize_q8_0(blocks: &[BlockQ8_0], out: &mut [f32]) {
+    for (b, ys) in blocks.iter().zip(out.chunks_exact_mut(QK)) {
+        let d = b.d.to_f32();
+        for j in 0..QK {
+            ys[j] = b.qs[j] as f32 * d;
+        }
+    }
+}
+
+/// Quantizes weights to Q4_0 (the GGML reference rounding: the value of largest
+/// magnitude maps to -8, scale `d = max / -8`).
+pub fn quantize_q4_0(x: &[f32], out: &mut [BlockQ4_0]) {
+    for (b, xs) in out.iter_mut().zip(x.chunks_exact(QK)) {
+        let mut max = 0.0f32;
+        let mut amax = 0.0f32;
+        for &v in xs {
+            if v.abs() > amax {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        let d = max / -8.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        b.d = f16::from_f32(d);
+        for j in 0..16 {
+            let q0 = ((xs[j] * id + 8.5) as i32).min(15) as u8;
+            let q1 = ((xs[j + 16] * id + 8.5) as i32).min(15) as u8;
+            b.qs[j] = q0 | (q1 << 4);
+        }
+    }
+}
+
+/// Quantizes weights to Q4_1 (min/max affine, 16 levels).
+pub fn quantize_q4_1(x: &[f32], out: &mut [BlockQ4_1]) {
+    for (b, xs) in out.iter_mut().zip(x.chunks_exact(QK)) {
+        let min = xs.iter().copied().fold(f32::INFINITY, f32::min);
+        let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let d = (max - min) / 15.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        b.d = f16::from_f32(d);
+        b.m = f16::from_f32(min);
+        for j in 0..16 {
+            let q0 = (((xs[j] - min) * id + 0.5) as i32).min(15) as u8;
+            let q1 = (((xs[j + 16] - min) * id + 0.5) as i32).min(15) as u8;
+            b.qs[j] = q0 | (q1 << 4);
+        }
+    }
+}
+
+/// Reinterprets raw bytes as a slice of blocks.
+///
+/// # Safety-relevant contract
+/// Returns `None` when the length is not a whole number of blocks or the pointer is not
+/// aligned for `T` (all block types here have alignment 2).
+pub fn cast_blocks<T: Copy>(bytes: &[u8]) -> Option<&[T]> {
+    let size = std::mem::size_of::<T>();
+    if bytes.len() % size != 0 || (bytes.as_ptr() as usize) % std::mem::align_of::<T>() != 0 {
+        return None;
+    }
+    // SAFETY: length and alignment checked; every bit pattern is a valid block.
+    Some(unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const T, bytes.len() / size) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn q8_round_trip_error_is_bounded() {
+        let x = data(256, 1);
+        let mut q = vec![BlockQ8_0::default(); 8];
+        quantize_q8_0(&x, &mut q);
+        let mut y = vec![0.0; 256];
+        dequantize_q8_0(&q, &mut y);
+        for (a, b) in x.iter().zip(&y) {
+            assert!((a - b).abs() <= 1.0 / 127.0 + 1e-3, "{a} {b}");
+        }
+        let mut q1 = vec![BlockQ8_1::default(); 8];
+        quantize_q8_1(&x, &mut q1);
+        for (b, xs) in q1.iter().zip(x.chunks(32)) {
+            let s: i32 = b.qs.iter().map(|&v| v as i32).sum();
+            assert!((b.s.to_f32() - s as f32 * b.d.to_f32()).abs() < 1e-2);
+            let _ = xs;
+        }
+    }
+
+    #[test]
+    fn q4_round_trip_error_is_bounded() {
+        let x = data(320, 7);
+        let mut q = vec![BlockQ4_1::default(); 10];
+        quantize_q4_1(&x, &mut q);
+        let mut y = vec![0.0; 320];
+        dequantize_q4_1(&q, &mut y);
+        for (a, b) in x.iter().zip(&y) {
+            assert!((a - b).abs() <= 2.0 / 15.0 * 0.51 + 2e-3, "{a} {b}");
+        }
+        let mut q0 = vec![BlockQ4_0::default(); 10];
+        quantize_q4_0(&x, &mut q0);
+        dequantize_q4_0(&q0, &mut y);
+        for (a, b) in x.iter().zip(&y) {
+            assert!((a - b).abs() <= 0.15, "{a} {b}");
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! The Lamina decoder-only transformer.
+//!
+//! One model definition, two ways to run it:
+//! - [`trainable`]: the forward pass on candle tensors with autograd, used by training;
+//! - [`model`]: the inference forward pass on `lamina-kernels`, used by generation and serving.
+//!
+//! Both read the same [`lamina_core::ModelConfig`] and the same tensor names, and a test
+//! checks that they compute the same logits for the same weights.
+
+pub mod gguf;
+pub mod kv_cache;
+pub mod linear;
+pub mod load;
+pub mod model;
+pub mod trainable;
+
+pub use kv_cache::KvCache;
+pub use linear::Linear;
+pub use load::{load_gguf, load_model, load_safetensors_dir};
+pub use model::{BatchInput, Model, Precision, Scratch};

@@ -1,0 +1,380 @@
+//! The inference forward pass of the decoder-only transformer (Llama and GPT-2 families).
+//!
+//! A forward call takes a *batch of tokens from any number of sequences*: each token
+//! carries its position and the KV-cache slot of its sequence. Prefill of one prompt,
+//! decode of one token for eight sequences, or a mix of both, are the same call, which is
+//! what continuous batching needs. Logits are computed only for the rows asked for.
+//!
+//! Shapes in comments: `n` tokens in the batch, `d` hidden size, `f` MLP width,
+//! `hq`/`hkv` query/key-value heads of `hd` dims, `v` vocabulary.
+
+use crate::gguf::GgufFile;
+use crate::kv_cache::KvCache;
+use crate::linear::Linear;
+use lamina_core::{Architecture, Error, ModelConfig, Result};
+use lamina_kernels::matmul::{matmul, matmul_many, ActFormat, Activations, Kernels, MatmulJob};
+use lamina_kernels::{ops, ThreadPool};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The arithmetic of the matrix products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// Quantized weights used as stored, against activations quantized to 8 bits per
+    /// block of 32 — llama.cpp's arithmetic, and the fast path.
+    Native,
+    /// Weights dequantized to f32 at load, f32 activations — the arithmetic of a
+    /// Hugging Face `transformers` run on the same weights; slower, for reference checks.
+    F32,
+}
+
+/// RMSNorm (weight only) or LayerNorm (weight and bias).
+#[derive(Debug, Clone)]
+pub struct Norm {
+    pub weight: Vec<f32>,
+    pub bias: Option<Vec<f32>>,
+}
+
+impl Norm {
+    fn apply(&self, x: &[f32], eps: f32, out: &mut [f32]) {
+        match &self.bias {
+            None => ops::rms_norm(x, &self.weight, eps, out),
+            Some(b) => ops::layer_norm(x, &self.weight, b, eps, out),
+        }
+    }
+}
+
+/// One transformer block.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub attn_norm: Norm,
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
+    pub ffn_norm: Norm,
+    /// SwiGLU gate (Llama); `None` for GPT-2's GELU MLP.
+    pub gate: Option<Linear>,
+    pub up: Linear,
+    pub down: Linear,
+}
+
+/// A loaded model, ready for inference.
+pub struct Model {
+    pub config: ModelConfig,
+    pub precision: Precision,
+    /// Token embeddings `(v, d)`.
+    pub embed: Linear,
+    /// Learned positions `(context, d)` for GPT-2.
+    pub pos_embed: Option<Linear>,
+    pub layers: Vec<Layer>,
+    pub final_norm: Norm,
+    /// Output projection `(v, d)`; shares storage with `embed` when tied.
+    pub output: Linear,
+    pub inv_freq: Vec<f32>,
+    pub kernels: Kernels,
+    /// The file or folder the model came from.
+    pub source: PathBuf,
+    /// The GGUF file when loaded from one (metadata for `info` and the tokenizer).
+    pub gguf: Option<Arc<GgufFile>>,
+}
+
+/// One forward call's input: token `i` is at `positions[i]` of the sequence whose cache is
+/// slot `slots[i]`. Tokens of one sequence must be in position order and continue its
+/// cache (position = cached length + earlier tokens of that sequence in the batch).
+#[derive(Debug, Clone, Copy)]
+pub struct BatchInput<'a> {
+    pub tokens: &'a [u32],
+    pub positions: &'a [usize],
+    pub slots: &'a [usize],
+    /// Batch rows whose next-token logits are wanted, in output order.
+    pub logits_rows: &'a [usize],
+}
+
+/// Reusable buffers of the forward pass; grow on demand, never shrink, so steady-state
+/// decoding allocates nothing.
+#[derive(Default)]
+pub struct Scratch {
+    x: Vec<f32>,
+    xn: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    tmp: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    scores: Vec<f32>,
+    acts: Activations,
+}
+
+fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+    &mut v[..n]
+}
+
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut f32);
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+impl SyncPtr {
+    /// Method access makes closures capture the whole wrapper (which is `Sync`), not the raw field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// The activation formats a group of layers needs (a fixed array: no allocation per op).
+fn formats<const N: usize>(ls: [&Linear; N]) -> [ActFormat; N] {
+    ls.map(|l| l.weights().act_format())
+}
+
+impl Model {
+    /// Bytes of weights one decoded token reads (all layers plus the output projection).
+    pub fn weight_bytes_per_token(&self) -> usize {
+        let mut b = self.output.weight_bytes();
+        for l in &self.layers {
+            for lin in [&l.q, &l.k, &l.v, &l.o, &l.up, &l.down] {
+                b += lin.weight_bytes();
+            }
+            if let Some(g) = &l.gate {
+                b += g.weight_bytes();
+            }
+        }
+        b
+    }
+
+    /// A KV cache shaped for this model with `slots` sequences of up to `max_positions`.
+    pub fn new_kv_cache(&self, slots: usize, max_positions: usize) -> KvCache {
+        KvCache::new(self.config.num_layers, self.config.kv_dim(), max_positions.min(self.config.context_length), slots)
+    }
+
+    fn check_input(&self, input: &BatchInput<'_>, kv: &KvCache) -> Result<()> {
+        let n = input.tokens.len();
+        if input.positions.len() != n || input.slots.len() != n {
+            return Err(Error::InvalidInput("tokens, positions and slots differ in length".into()));
+        }
+        for (i, (&t, (&p, &s))) in input.tokens.iter().zip(input.positions.iter().zip(input.slots)).enumerate() {
+            if t as usize >= self.config.vocab_size {
+                return Err(Error::InvalidInput(format!("token id {t} is outside the vocabulary ({})", self.config.vocab_size)));
+            }
+            if p >= kv.max_positions || p >= self.config.context_length {
+                return Err(Error::PromptTooLong { prompt_tokens: p + 1, context_length: kv.max_positions.min(self.config.context_length) });
+            }
+            if s >= kv.slots.len() {
+                return Err(Error::InvalidInput(format!("KV slot {s} does not exist")));
+            }
+            let before = input.slots[..i].iter().filter(|&&x| x == s).count();
+            if p != kv.slots[s].len + before {
+                return Err(Error::InvalidInput(format!(
+                    "token {i} at position {p} does not continue sequence slot {s} (cached length {}, {before} earlier in batch)",
+                    kv.slots[s].len
+                )));
+            }
+        }
+        for &r in input.logits_rows {
+            if r >= n {
+                return Err(Error::InvalidInput(format!("logits row {r} outside batch of {n}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the batch through the model, appending its keys and values to `kv`, and writes
+    /// `logits_rows.len() × vocab` logits into `logits`.
+    pub fn forward(
+        &self,
+        input: BatchInput<'_>,
+        kv: &mut KvCache,
+        scratch: &mut Scratch,
+        pool: &ThreadPool,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
+        self.check_input(&input, kv)?;
+        let cfg = &self.config;
+        let n = input.tokens.len();
+        let (d, hd, hq, hkv, f) = (cfg.hidden_size, cfg.head_dim, cfg.num_heads, cfg.num_kv_heads, cfg.ffn_dim);
+        let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
+        let eps = cfg.norm_eps;
+        let k = &self.kernels;
+        if n == 0 {
+            logits.clear();
+            return Ok(());
+        }
+        // Room in the cache for every position this batch writes.
+        for (&s, &p) in input.slots.iter().zip(input.positions) {
+            kv.reserve(s, p + 1);
+        }
+
+        // Embeddings: x (n, d).
+        let Scratch { x, xn, q, k: kb, v: vb, att, tmp, gate, up, cos, sin, scores, acts } = scratch;
+        let x = grow(x, n * d);
+        for (i, &t) in input.tokens.iter().enumerate() {
+            self.embed.row_f32(t as usize, &mut x[i * d..(i + 1) * d]);
+        }
+        if let Some(pe) = &self.pos_embed {
+            let mut row = vec![0.0; d];
+            for (i, &p) in input.positions.iter().enumerate() {
+                pe.row_f32(p, &mut row);
+                ops::add_assign(&mut x[i * d..(i + 1) * d], &row);
+            }
+        }
+        // Rotary angles per token: (n, rope_dim/2).
+        let half = self.inv_freq.len();
+        let cos = grow(cos, n * half);
+        let sin = grow(sin, n * half);
+        for (i, &p) in input.positions.iter().enumerate() {
+            ops::rope_angles(p, &self.inv_freq, &mut cos[i * half..(i + 1) * half], &mut sin[i * half..(i + 1) * half]);
+        }
+        let max_len = input.positions.iter().max().copied().unwrap_or(0) + 1;
+        let nt = pool.threads();
+        let scores = grow(scores, nt * max_len);
+        let xn = grow(xn, n * d);
+        let q = grow(q, n * qd);
+        let kb = grow(kb, n * kvd);
+        let vb = grow(vb, n * kvd);
+        let att = grow(att, n * qd);
+        let tmp = grow(tmp, n * d);
+        let gate = grow(gate, n * f);
+        let up = grow(up, n * f);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let group = hq / hkv;
+
+        for (li, layer) in self.layers.iter().enumerate() {
+            // --- attention ---
+            layer.attn_norm.apply(x, eps, xn); // (n, d)
+            acts.prepare(xn, n, d, &formats([&layer.q, &layer.k, &layer.v]));
+            matmul_many(
+                pool,
+                k,
+                xn,
+                acts,
+                &mut [
+                    MatmulJob { weights: layer.q.weights(), rows: qd, out: q },   // (n, hq*hd)
+                    MatmulJob { weights: layer.k.weights(), rows: kvd, out: kb }, // (n, hkv*hd)
+                    MatmulJob { weights: layer.v.weights(), rows: kvd, out: vb }, // (n, hkv*hd)
+                ],
+            );
+            add_bias(q, &layer.q.bias, qd);
+            add_bias(kb, &layer.k.bias, kvd);
+            add_bias(vb, &layer.v.bias, kvd);
+            if cfg.architecture == Architecture::Llama {
+                for i in 0..n {
+                    let (c, s) = (&cos[i * half..(i + 1) * half], &sin[i * half..(i + 1) * half]);
+                    ops::rope_interleaved(&mut q[i * qd..(i + 1) * qd], hq, hd, c, s);
+                    ops::rope_interleaved(&mut kb[i * kvd..(i + 1) * kvd], hkv, hd, c, s);
+                }
+            }
+            // Append this batch's keys and values to each sequence's cache.
+            for i in 0..n {
+                let (s, p) = (input.slots[i], input.positions[i]);
+                let (kp, vp) = kv.layer_ptrs(s, li);
+                // SAFETY: `reserve` made room for position p; rows of distinct (slot, pos) do not overlap.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(kb[i * kvd..].as_ptr(), kp.add(p * kvd), kvd);
+                    std::ptr::copy_nonoverlapping(vb[i * kvd..].as_ptr(), vp.add(p * kvd), kvd);
+                }
+            }
+            // Attention: one unit per (token, query head), split over threads.
+            {
+                let kvr = &*kv;
+                let att_ptr = SyncPtr(att.as_mut_ptr());
+                let sc_ptr = SyncPtr(scores.as_mut_ptr());
+                let q = &*q;
+                pool.run(&|t, nthreads| {
+                    let units = ThreadPool::split(n * hq, t, nthreads, 1);
+                    // SAFETY: each thread uses its own `max_len` stretch of the scores buffer.
+                    let sc = unsafe { std::slice::from_raw_parts_mut(sc_ptr.get().add(t * max_len), max_len) };
+                    for u in units {
+                        let (i, h) = (u / hq, u % hq);
+                        let (s, p) = (input.slots[i], input.positions[i]);
+                        let g = h / group;
+                        let start = match cfg.sliding_window {
+                            Some(w) if p + 1 > w => p + 1 - w,
+                            _ => 0,
+                        };
+                        let len = p + 1 - start;
+                        let (keys, values) = kvr.layer(s, li);
+                        // SAFETY: unit (i, h) owns att[i*qd + h*hd .. +hd].
+                        let out = unsafe { std::slice::from_raw_parts_mut(att_ptr.get().add(i * qd + h * hd), hd) };
+                        ops::attend(
+                            k,
+                            &q[i * qd + h * hd..i * qd + (h + 1) * hd],
+                            &keys[start * kvd + g * hd..],
+                            &values[start * kvd + g * hd..],
+                            kvd,
+                            len,
+                            scale,
+                            sc,
+                            out,
+                        );
+                    }
+                });
+            }
+            acts.prepare(att, n, qd, &formats([&layer.o]));
+            matmul(pool, k, att, acts, layer.o.weights(), d, tmp); // (n, d)
+            add_bias(tmp, &layer.o.bias, d);
+            ops::add_assign(x, tmp);
+
+            // --- MLP ---
+            layer.ffn_norm.apply(x, eps, xn);
+            match &layer.gate {
+                Some(g) => {
+                    acts.prepare(xn, n, d, &formats([g, &layer.up]));
+                    matmul_many(
+                        pool,
+                        k,
+                        xn,
+                        acts,
+                        &mut [
+                            MatmulJob { weights: g.weights(), rows: f, out: gate },         // (n, f)
+                            MatmulJob { weights: layer.up.weights(), rows: f, out: up }, // (n, f)
+                        ],
+                    );
+                    ops::swiglu(gate, up);
+                }
+                None => {
+                    acts.prepare(xn, n, d, &formats([&layer.up]));
+                    matmul(pool, k, xn, acts, layer.up.weights(), f, gate);
+                    add_bias(gate, &layer.up.bias, f);
+                    ops::gelu(gate);
+                }
+            }
+            acts.prepare(gate, n, f, &formats([&layer.down]));
+            matmul(pool, k, gate, acts, layer.down.weights(), d, tmp); // (n, d)
+            add_bias(tmp, &layer.down.bias, d);
+            ops::add_assign(x, tmp);
+        }
+        for (&s, &p) in input.slots.iter().zip(input.positions) {
+            let slot = &mut kv.slots[s];
+            slot.len = slot.len.max(p + 1);
+        }
+
+        // Final norm and output projection for the requested rows only: (m, d) → (m, v).
+        let m = input.logits_rows.len();
+        if m == 0 {
+            logits.clear();
+            return Ok(());
+        }
+        for (j, &r) in input.logits_rows.iter().enumerate() {
+            self.final_norm.apply(&x[r * d..(r + 1) * d], eps, &mut xn[j * d..(j + 1) * d]);
+        }
+        let vocab = cfg.vocab_size;
+        logits.resize(m * vocab, 0.0);
+        acts.prepare(&xn[..m * d], m, d, &formats([&self.output]));
+        matmul(pool, k, &xn[..m * d], acts, self.output.weights(), vocab, &mut logits[..m * vocab]);
+        Ok(())
+    }
+}
+
+fn add_bias(y: &mut [f32], bias: &Option<Vec<f32>>, width: usize) {
+    if let Some(b) = bias {
+        for row in y.chunks_exact_mut(width) {
+            ops::add_assign(row, b);
+        }
+    }
+}

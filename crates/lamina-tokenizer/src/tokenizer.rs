@@ -1,0 +1,381 @@
+//! The [`Tokenizer`] type: a `tokenizers::Tokenizer` plus the model-level facts that the
+//! `tokenizers` crate does not track (which ids are BOS/EOS, which ids end a turn, whether
+//! BOS is added, the chat template).
+
+use crate::chat::{ChatMessage, ChatTemplate};
+use crate::stream::DecodeStream;
+use lamina_core::{Error, Result};
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::Path;
+use tokenizers::DecoderWrapper;
+
+/// Token texts that end an assistant turn in common chat formats. A model stops generating
+/// at any of these (not only at its declared EOS), because chat fine-tunes often declare
+/// `<|endoftext|>` as EOS yet end every reply with their own end-of-turn marker.
+pub(crate) const END_OF_TURN_TOKENS: &[&str] = &[
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "<EOT>",
+];
+
+/// A tokenizer for one model.
+#[derive(Debug, Clone)]
+pub struct Tokenizer {
+    pub(crate) inner: tokenizers::Tokenizer,
+    pub(crate) bos_id: Option<u32>,
+    pub(crate) eos_id: Option<u32>,
+    pub(crate) unk_id: Option<u32>,
+    pub(crate) pad_id: Option<u32>,
+    pub(crate) eog_ids: BTreeSet<u32>,
+    pub(crate) add_bos: bool,
+    pub(crate) add_eos: bool,
+    pub(crate) chat_template: Option<String>,
+    pub(crate) vocab_size: usize,
+    /// Whether the inner post-processor already inserts BOS/EOS when asked for special
+    /// tokens; if so we must not add them a second time.
+    post_adds_bos: bool,
+    post_adds_eos: bool,
+    /// Whether pieces are GPT-2 byte-level strings (`Ġ` for space) that need mapping back
+    /// to bytes when shown to a user.
+    byte_level: bool,
+}
+
+/// The facts about a tokenizer that come from outside `tokenizer.json` (GGUF metadata,
+/// `tokenizer_config.json`, `generation_config.json`). Absent fields are guessed from the
+/// vocabulary.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct SpecialInfo {
+    pub bos_id: Option<u32>,
+    pub eos_id: Option<u32>,
+    pub unk_id: Option<u32>,
+    pub pad_id: Option<u32>,
+    pub extra_eos_ids: Vec<u32>,
+    pub add_bos: bool,
+    pub add_eos: bool,
+    pub chat_template: Option<String>,
+    pub vocab_size: Option<usize>,
+}
+
+pub(crate) fn tok_err(e: impl std::fmt::Display) -> Error {
+    Error::Tokenizer(e.to_string())
+}
+
+impl Tokenizer {
+    /// Assembles a tokenizer from a built `tokenizers::Tokenizer` and its special-token facts.
+    /// Padding and truncation are switched off: they are batching policies, and a
+    /// tokenizer.json that pads every input to 128 tokens would otherwise leak `[PAD]` ids
+    /// into every encode.
+    pub(crate) fn assemble(mut inner: tokenizers::Tokenizer, info: SpecialInfo) -> Result<Self> {
+        inner.with_padding(None);
+        inner.with_truncation(None).map_err(tok_err)?;
+
+        let vocab = inner.get_vocab(true);
+        let max_id = vocab
+            .values()
+            .copied()
+            .max()
+            .map(|m| m as usize + 1)
+            .unwrap_or(0);
+        let vocab_size = info.vocab_size.unwrap_or(0).max(max_id);
+
+        let find = |names: &[&str]| names.iter().find_map(|n| vocab.get(*n).copied());
+        let bos_id = info
+            .bos_id
+            .or_else(|| find(&["<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>"]));
+        let eos_id = info.eos_id.or_else(|| {
+            find(&[
+                "</s>",
+                "<|endoftext|>",
+                "<|end_of_text|>",
+                "<eos>",
+                "<|im_end|>",
+            ])
+        });
+        let unk_id = info.unk_id.or_else(|| find(&["<unk>", "[UNK]", "<|unk|>"]));
+        let pad_id = info.pad_id.or_else(|| find(&["<pad>", "[PAD]", "<|pad|>"]));
+
+        let mut eog_ids: BTreeSet<u32> = info.extra_eos_ids.iter().copied().collect();
+        eog_ids.extend(eos_id);
+        eog_ids.extend(
+            END_OF_TURN_TOKENS
+                .iter()
+                .filter_map(|t| vocab.get(*t).copied()),
+        );
+
+        let probe = inner
+            .encode_fast("", true)
+            .ok()
+            .map(|e| e.get_ids().to_vec())
+            .unwrap_or_default();
+        let post_adds_bos = bos_id.is_some_and(|b| probe.first() == Some(&b));
+        let post_adds_eos = eos_id.is_some_and(|e| probe.last() == Some(&e));
+        let byte_level = inner.get_decoder().is_some_and(decoder_is_byte_level);
+
+        Ok(Tokenizer {
+            inner,
+            bos_id,
+            eos_id,
+            unk_id,
+            pad_id,
+            eog_ids,
+            add_bos: info.add_bos,
+            add_eos: info.add_eos,
+            chat_template: info.chat_template,
+            vocab_size,
+            post_adds_bos,
+            post_adds_eos,
+            byte_level,
+        })
+    }
+
+    /// Wraps an existing `tokenizers::Tokenizer`, guessing special tokens from the
+    /// vocabulary (no BOS is added unless its post-processor adds one).
+    pub fn from_inner(inner: tokenizers::Tokenizer) -> Result<Self> {
+        Self::assemble(inner, SpecialInfo::default())
+    }
+
+    /// Loads a Hugging Face `tokenizer.json` on its own (no `tokenizer_config.json`).
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let inner = crate::hf::read_tokenizer_json(path)?;
+        Self::assemble(inner, SpecialInfo::default())
+    }
+
+    /// Loads `tokenizer.json` from a model folder, together with `tokenizer_config.json`,
+    /// `special_tokens_map.json` and `generation_config.json` where present.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        crate::hf::from_dir(dir.as_ref())
+    }
+
+    /// Builds the tokenizer stored in a GGUF file's metadata.
+    pub fn from_gguf(path: impl AsRef<Path>) -> Result<Self> {
+        crate::gguf::from_gguf(path.as_ref())
+    }
+
+    /// Builds the tokenizer from GGUF metadata that a model loader has already read;
+    /// `path` is only used in error messages.
+    pub fn from_gguf_metadata(
+        path: impl AsRef<Path>,
+        metadata: &std::collections::HashMap<String, candle_core::quantized::gguf_file::Value>,
+    ) -> Result<Self> {
+        crate::gguf::from_metadata(path.as_ref(), metadata)
+    }
+
+    /// Token ids for `text`. Special-token texts in `text` (such as `<|im_start|>`) become
+    /// their single ids, because chat prompts are rendered as text that contains them.
+    /// `add_special` adds BOS/EOS as the model asks for (`add_bos`/`add_eos`) and runs the
+    /// tokenizer.json post-processor (e.g. BERT's `[CLS] … [SEP]`).
+    pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
+        let enc = self.inner.encode_fast(text, add_special).map_err(tok_err)?;
+        let mut ids = enc.get_ids().to_vec();
+        if add_special {
+            if let Some(bos) = self.bos_id.filter(|_| self.add_bos && !self.post_adds_bos) {
+                ids.insert(0, bos);
+            }
+            if let Some(eos) = self.eos_id.filter(|_| self.add_eos && !self.post_adds_eos) {
+                ids.push(eos);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Text for `ids`. With `skip_special`, control tokens such as `<|im_end|>` are left out.
+    /// Ids outside the vocabulary are an error rather than silently dropped, because they
+    /// mean the caller and the model disagree about the vocabulary.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        if let Some(bad) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
+            return Err(Error::Tokenizer(format!(
+                "token id {bad} is outside the vocabulary (size {})",
+                self.vocab_size
+            )));
+        }
+        self.inner.decode(ids, skip_special).map_err(tok_err)
+    }
+
+    /// A streaming decoder that yields text as soon as whole characters are available.
+    pub fn decode_stream(&self, skip_special: bool) -> DecodeStream<'_> {
+        DecodeStream::new(self, skip_special)
+    }
+
+    /// The text one token stands for, as a user would read it: byte-level pieces are mapped
+    /// back to bytes (`Ġworld` → ` world`), SentencePiece's `▁` becomes a space and
+    /// `<0x0A>` becomes its byte. Incomplete UTF-8 shows as U+FFFD. Special tokens show
+    /// their text. Unknown ids give an empty string.
+    pub fn token_to_piece(&self, id: u32) -> String {
+        let Some(raw) = self.inner.id_to_token(id) else {
+            return String::new();
+        };
+        if self.inner.get_added_vocabulary().is_special_token(&raw) {
+            return raw;
+        }
+        if self.byte_level {
+            let table = crate::gguf::byte_level_decoder_table();
+            let bytes: Option<Vec<u8>> = raw.chars().map(|c| table.get(&c).copied()).collect();
+            return match bytes {
+                Some(b) => String::from_utf8_lossy(&b).into_owned(),
+                None => raw,
+            };
+        }
+        if let Some(b) = parse_byte_token(&raw) {
+            return String::from_utf8_lossy(&[b]).into_owned();
+        }
+        raw.replace('\u{2581}', " ")
+    }
+
+    /// The vocabulary string of `id` (`Ġworld`, `▁the`, `<0x0A>`), or `None` if unknown.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// The id of a vocabulary string, or `None` if it is not in the vocabulary.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// Whether generation should stop after sampling `id`.
+    pub fn is_end_of_generation(&self, id: u32) -> bool {
+        self.eog_ids.contains(&id)
+    }
+
+    /// All ids that stop generation (EOS and end-of-turn markers), ascending.
+    pub fn end_of_generation_ids(&self) -> Vec<u32> {
+        self.eog_ids.iter().copied().collect()
+    }
+
+    /// Number of ids (one more than the largest id), which is the size of the model's
+    /// embedding table even if some ids have no string.
+    pub fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    pub fn bos_id(&self) -> Option<u32> {
+        self.bos_id
+    }
+
+    pub fn eos_id(&self) -> Option<u32> {
+        self.eos_id
+    }
+
+    pub fn unk_id(&self) -> Option<u32> {
+        self.unk_id
+    }
+
+    pub fn pad_id(&self) -> Option<u32> {
+        self.pad_id
+    }
+
+    /// Whether `encode(_, true)` starts with BOS.
+    pub fn add_bos(&self) -> bool {
+        self.add_bos || self.post_adds_bos
+    }
+
+    /// Whether `encode(_, true)` ends with EOS.
+    pub fn add_eos(&self) -> bool {
+        self.add_eos || self.post_adds_eos
+    }
+
+    pub fn set_add_bos(&mut self, add_bos: bool) {
+        self.add_bos = add_bos;
+    }
+
+    pub fn set_add_eos(&mut self, add_eos: bool) {
+        self.add_eos = add_eos;
+    }
+
+    /// Marks one more id as ending generation (e.g. from a user's `--stop-token`).
+    pub fn add_end_of_generation_id(&mut self, id: u32) {
+        self.eog_ids.insert(id);
+    }
+
+    /// The Jinja chat template that came with the model, if any.
+    pub fn chat_template(&self) -> Option<&str> {
+        self.chat_template.as_deref()
+    }
+
+    /// Replaces the chat template (e.g. a user-supplied one for a model that has none).
+    pub fn set_chat_template(&mut self, template: Option<String>) {
+        self.chat_template = template;
+    }
+
+    /// The wrapped `tokenizers::Tokenizer`, for features this type does not expose.
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+
+    /// Renders `messages` with the model's chat template into the prompt text (which still
+    /// has to be encoded). `add_generation_prompt` appends the opening of an assistant turn.
+    pub fn apply_chat_template(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        let source = self.chat_template.as_deref().ok_or_else(|| {
+            Error::ChatTemplate(
+                "this model has no chat template (tokenizer.chat_template / tokenizer_config.json); \
+                 use plain completion or supply a template"
+                    .to_string(),
+            )
+        })?;
+        let name = |id: Option<u32>| {
+            id.and_then(|i| self.inner.id_to_token(i))
+                .unwrap_or_default()
+        };
+        let template = ChatTemplate::new(source, name(self.bos_id), name(self.eos_id))?;
+        template.render(messages, add_generation_prompt)
+    }
+
+    /// Writes `tokenizer.json`. The file is written beside its destination and renamed
+    /// into place, so a crash never leaves a half-written tokenizer that later fails to load.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let json = self.inner.to_string(false).map_err(tok_err)?;
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        let file_name = path
+            .file_name()
+            .ok_or_else(|| Error::InvalidInput(format!("{} is not a file path", path.display())))?;
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}",
+            file_name.to_string_lossy(),
+            std::process::id()
+        ));
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(json.as_bytes())?;
+            f.sync_all()
+        };
+        if let Err(e) = write() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::io(&tmp, e));
+        }
+        std::fs::rename(&tmp, path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::io(path, e)
+        })
+    }
+}
+
+/// Parses SentencePiece byte-fallback pieces of the form `<0xAB>`.
+pub(crate) fn parse_byte_token(s: &str) -> Option<u8> {
+    let hex = s.strip_prefix("<0x")?.strip_suffix('>')?;
+    if hex.len() != 2 {
+        return None;
+    }
+    u8::from_str_radix(hex, 16).ok()
+}
+
+fn decoder_is_byte_level(d: &DecoderWrapper) -> bool {
+    match d {
+        DecoderWrapper::ByteLevel(_) => true,
+        DecoderWrapper::Sequence(s) => s.get_decoders().iter().any(decoder_is_byte_level),
+        _ => false,
+    }
+}

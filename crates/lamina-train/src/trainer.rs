@@ -1,0 +1,402 @@
+//! The pre-training loop.
+
+use crate::checkpoint::{load_checkpoint, save_checkpoint, TrainerState, FORMAT_VERSION};
+use crate::config::TrainConfig;
+use crate::data::{prepare, Dataset, Split, TokenizerSpec};
+use crate::optim::{clip_grad_norm, lr_at, AdamW, AdamWConfig};
+use crate::plot::plot_log;
+use candle_core::{DType, Device, Tensor};
+use lamina_core::{Error, Result};
+use lamina_model::trainable::{candle_err, SplitMix64, TrainableModel};
+use lamina_tokenizer::Tokenizer;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Metrics of one optimizer step.
+#[derive(Debug, Clone)]
+pub struct StepMetrics {
+    /// Steps completed (1 after the first update).
+    pub step: usize,
+    pub max_iters: usize,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    /// Training tokens per second over this run so far.
+    pub tokens_per_sec: f64,
+}
+
+/// Result of an evaluation.
+#[derive(Debug, Clone)]
+pub struct EvalMetrics {
+    pub step: usize,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub val_ppl: f64,
+}
+
+/// Hooks the trainer calls; all default to doing nothing.
+pub trait Callbacks {
+    fn on_start(&mut self, _start_step: usize, _max_iters: usize, _num_params: usize) {}
+    fn on_step(&mut self, _m: &StepMetrics) {}
+    fn on_eval(&mut self, _e: &EvalMetrics) {}
+    fn on_sample(&mut self, _step: usize, _text: &str) {}
+    fn on_checkpoint(&mut self, _step: usize, _dir: &Path) {}
+    fn message(&mut self, _msg: &str) {}
+    fn on_finish(&mut self) {}
+}
+
+/// Callbacks that do nothing.
+pub struct NoCallbacks;
+impl Callbacks for NoCallbacks {}
+
+/// An indicatif progress bar (step, loss, lr, tok/s, ETA) with evaluations and samples
+/// printed above it.
+pub struct ProgressCallbacks {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl ProgressCallbacks {
+    pub fn new() -> Self {
+        ProgressCallbacks { bar: None }
+    }
+
+    fn println(&self, s: &str) {
+        match &self.bar {
+            Some(b) => b.println(s),
+            None => eprintln!("{s}"),
+        }
+    }
+}
+
+impl Default for ProgressCallbacks {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Callbacks for ProgressCallbacks {
+    fn on_start(&mut self, start_step: usize, max_iters: usize, num_params: usize) {
+        let bar = indicatif::ProgressBar::new(max_iters as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}]")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_position(start_step as u64);
+        bar.reset_eta();
+        bar.println(format!("model: {:.2} M parameters", num_params as f64 / 1e6));
+        self.bar = Some(bar);
+    }
+    fn on_step(&mut self, m: &StepMetrics) {
+        if let Some(b) = &self.bar {
+            b.set_position(m.step as u64);
+            b.set_message(format!("loss {:.4} lr {:.2e} {:.0} tok/s", m.loss, m.lr, m.tokens_per_sec));
+        }
+    }
+    fn on_eval(&mut self, e: &EvalMetrics) {
+        self.println(&format!(
+            "step {}: train loss {:.4}, val loss {:.4}, val ppl {:.2}",
+            e.step, e.train_loss, e.val_loss, e.val_ppl
+        ));
+    }
+    fn on_sample(&mut self, _step: usize, text: &str) {
+        self.println(&format!("--- sample ---\n{text}\n--------------"));
+    }
+    fn on_checkpoint(&mut self, step: usize, dir: &Path) {
+        self.println(&format!("step {step}: checkpoint {}", dir.display()));
+    }
+    fn message(&mut self, msg: &str) {
+        self.println(msg);
+    }
+    fn on_finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish();
+        }
+    }
+}
+
+/// What a run produced.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub start_step: usize,
+    pub final_step: usize,
+    /// Training loss of every step run here: `(step, loss)`.
+    pub train_losses: Vec<(usize, f64)>,
+    pub evals: Vec<EvalMetrics>,
+    pub last_checkpoint: Option<PathBuf>,
+    pub metrics_log: PathBuf,
+    pub plot: Option<PathBuf>,
+    pub elapsed_sec: f64,
+    pub iters_per_sec: f64,
+    pub tokens_per_sec: f64,
+    pub num_params: usize,
+}
+
+/// Makes candle's CPU kernels use `n` threads (0 = all CPUs). Candle's matmul reads
+/// `RAYON_NUM_THREADS` on every call and rayon's global pool reads it when first used, so
+/// this must run before any tensor work in the process. Returns the thread count in force.
+pub fn set_threads(n: usize) -> usize {
+    if n > 0 {
+        // SAFETY (edition 2021: safe fn): called at start-up, before training threads exist.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        n
+    } else {
+        std::env::var("RAYON_NUM_THREADS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+    }
+}
+
+fn scalar(t: &Tensor) -> Result<f64> {
+    t.to_dtype(DType::F64).and_then(|t| t.to_scalar::<f64>()).map_err(candle_err)
+}
+
+/// Mean loss over `iters` batches of a split (no gradients kept).
+pub fn estimate_loss(
+    model: &TrainableModel,
+    data: &Dataset,
+    split: Split,
+    batch: usize,
+    iters: usize,
+    rng: &mut SplitMix64,
+) -> Result<f64> {
+    let mut total = 0.0;
+    for _ in 0..iters {
+        let (x, y) = data.batch(split, batch, rng, model.device())?;
+        let (_, loss) = model.forward(&x, Some(&y))?;
+        total += scalar(&loss.ok_or_else(|| Error::Other("no loss".into()))?)?;
+    }
+    Ok(total / iters as f64)
+}
+
+/// Generates `n` tokens after `prompt` (temperature 0 = greedy), cropping the context to
+/// the model's window.
+pub fn generate(model: &TrainableModel, prompt: &[u32], n: usize, temperature: f64, rng: &mut SplitMix64) -> Result<Vec<u32>> {
+    let ctx = model.config().context_length;
+    let mut ids: Vec<u32> = if prompt.is_empty() { vec![0] } else { prompt.to_vec() };
+    let start = ids.len();
+    for _ in 0..n {
+        let window = &ids[ids.len().saturating_sub(ctx)..];
+        let x = Tensor::from_slice(window, (1, window.len()), model.device()).map_err(candle_err)?;
+        let (logits, _) = model.forward(&x, None)?; // (1, t, v)
+        let last = logits
+            .narrow(1, window.len() - 1, 1)
+            .and_then(|l| l.flatten_all())
+            .and_then(|l| l.to_dtype(DType::F64))
+            .and_then(|l| l.to_vec1::<f64>())
+            .map_err(candle_err)?;
+        let next = if temperature <= 0.0 {
+            last.iter().enumerate().fold((0usize, f64::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a }).0
+        } else {
+            let m = last.iter().cloned().fold(f64::MIN, f64::max);
+            let p: Vec<f64> = last.iter().map(|&v| ((v - m) / temperature).exp()).collect();
+            let s: f64 = p.iter().sum();
+            let mut r = rng.next_f64() * s;
+            let mut pick = p.len() - 1;
+            for (i, &pi) in p.iter().enumerate() {
+                if r < pi {
+                    pick = i;
+                    break;
+                }
+                r -= pi;
+            }
+            pick
+        };
+        ids.push(next as u32);
+    }
+    Ok(ids[start..].to_vec())
+}
+
+fn log_line(f: &mut std::fs::File, path: &Path, v: serde_json::Value) -> Result<()> {
+    writeln!(f, "{v}").map_err(|e| Error::io(path, e))
+}
+
+/// Pre-trains a model by next-token prediction as configured, optionally continuing the
+/// checkpoint at `resume` (a step folder or a run folder). A resumed run reproduces the
+/// losses of an uninterrupted one exactly.
+pub fn pretrain(cfg: &TrainConfig, resume: Option<&Path>, cb: &mut dyn Callbacks) -> Result<TrainSummary> {
+    cfg.validate()?;
+    set_threads(cfg.threads);
+    let device = Device::Cpu;
+    let dtype = cfg.candle_dtype()?;
+
+    // Checkpoint first (its tokenizer wins, so ids stay the same).
+    let loaded = match resume {
+        Some(p) => Some(load_checkpoint(p, &device)?),
+        None => None,
+    };
+    let spec = TokenizerSpec::parse(&cfg.tokenizer);
+    let mut logger = |m: &str| cb.message(m);
+    let (tokenizer, tokens): (Tokenizer, _) = match &loaded {
+        Some(l) => {
+            let tp = l.dir.join("tokenizer.json");
+            let (_, tf) = prepare(&cfg.data, &TokenizerSpec::File(tp), cfg.cache.as_deref(), &cfg.token_dtype, &mut logger)?;
+            (l.tokenizer.clone(), tf)
+        }
+        None => prepare(&cfg.data, &spec, cfg.cache.as_deref(), &cfg.token_dtype, &mut logger)?,
+    };
+    let model_cfg = cfg.model_config(tokenizer.vocab_size())?;
+    let data = Dataset::new(tokens, cfg.block_size)?;
+
+    let adam = AdamWConfig { beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weight_decay: cfg.weight_decay };
+    let (model, mut opt, mut step, mut data_rng, mut eval_rng) = match loaded {
+        Some(l) => {
+            if l.state.model_config != model_cfg {
+                return Err(Error::Checkpoint {
+                    path: l.dir.clone(),
+                    reason: format!(
+                        "the checkpoint's model ({:?}) differs from the configured one ({:?})",
+                        l.state.model_config, model_cfg
+                    ),
+                });
+            }
+            if l.model.dtype() != dtype {
+                return Err(Error::Checkpoint { path: l.dir.clone(), reason: format!("checkpoint was trained in {}", l.state.dtype) });
+            }
+            let mut opt = AdamW::new(l.model.named_params(), adam)?;
+            opt.load_state(&l.optimizer_state, l.state.step as u64).map_err(|e| Error::Checkpoint {
+                path: l.dir.clone(),
+                reason: format!("optimizer state: {e}"),
+            })?;
+            (l.model, opt, l.state.step, l.state.data_rng, l.state.eval_rng)
+        }
+        None => {
+            let model = TrainableModel::new(&model_cfg, cfg.seed, dtype, &device)?;
+            let opt = AdamW::new(model.named_params(), adam)?;
+            (model, opt, 0, SplitMix64::new(cfg.seed ^ 0x5EED_DA7A), SplitMix64::new(cfg.seed ^ 0xE7A1_5A3B))
+        }
+    };
+    let start_step = step;
+    let end = cfg.stop_at.map_or(cfg.max_iters, |s| s.min(cfg.max_iters));
+
+    std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
+    let log_path = cfg.out_dir.join("metrics.jsonl");
+    // On resume keep only the log lines up to the resumed step.
+    let kept = if start_step > 0 {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                    .is_some_and(|s| s as usize <= start_step)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    } else {
+        String::new()
+    };
+    let mut log = std::fs::File::create(&log_path).map_err(|e| Error::io(&log_path, e))?;
+    log.write_all(kept.as_bytes()).map_err(|e| Error::io(&log_path, e))?;
+
+    cb.on_start(start_step, cfg.max_iters, model.num_params());
+    let params: Vec<_> = model.named_params();
+    let tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum;
+    let t0 = Instant::now();
+    let mut summary = TrainSummary {
+        start_step,
+        final_step: step,
+        train_losses: Vec::new(),
+        evals: Vec::new(),
+        last_checkpoint: None,
+        metrics_log: log_path.clone(),
+        plot: None,
+        elapsed_sec: 0.0,
+        iters_per_sec: 0.0,
+        tokens_per_sec: 0.0,
+        num_params: model.num_params(),
+    };
+    let mut last_val = None;
+    let prompt = if cfg.sample_prompt.is_empty() { Vec::new() } else { tokenizer.encode(&cfg.sample_prompt, false).unwrap_or_default() };
+
+    while step < end {
+        let lr = lr_at(step, cfg.lr, cfg.min_lr, cfg.warmup_iters, cfg.lr_decay_iters);
+        let mut grads: Vec<Option<Tensor>> = vec![None; params.len()];
+        let mut loss_sum = 0.0;
+        for _ in 0..cfg.grad_accum {
+            let (x, y) = data.batch(Split::Train, cfg.batch_size, &mut data_rng, &device)?;
+            let (_, loss) = model.forward(&x, Some(&y))?;
+            let loss = loss.ok_or_else(|| Error::Other("no loss".into()))?;
+            loss_sum += scalar(&loss)?;
+            let scaled = if cfg.grad_accum > 1 { (loss / cfg.grad_accum as f64).map_err(candle_err)? } else { loss };
+            let store = scaled.backward().map_err(candle_err)?;
+            for (acc, (_, var)) in grads.iter_mut().zip(&params) {
+                if let Some(g) = store.get(var.as_tensor()) {
+                    *acc = Some(match acc.take() {
+                        Some(a) => (a + g).map_err(candle_err)?,
+                        None => g.clone(),
+                    });
+                }
+            }
+        }
+        let loss = loss_sum / cfg.grad_accum as f64;
+        if !loss.is_finite() {
+            return Err(Error::Other(format!("loss became {loss} at step {}: training diverged (lower lr?)", step + 1)));
+        }
+        let grad_norm = clip_grad_norm(&mut grads, cfg.grad_clip)?;
+        opt.step(&grads, lr)?;
+        step += 1;
+        summary.train_losses.push((step, loss));
+        let elapsed = t0.elapsed().as_secs_f64().max(1e-9);
+        let tps = (step - start_step) as f64 * tokens_per_step as f64 / elapsed;
+        cb.on_step(&StepMetrics { step, max_iters: cfg.max_iters, loss, lr, grad_norm, tokens_per_sec: tps });
+        if step % cfg.log_interval == 0 || step == end {
+            log_line(
+                &mut log,
+                &log_path,
+                serde_json::json!({"step": step, "train_loss": loss, "lr": lr, "grad_norm": grad_norm,
+                    "tok_per_s": tps, "elapsed_s": elapsed}),
+            )?;
+        }
+        let at_end = step == end;
+        if step % cfg.eval_interval == 0 || at_end {
+            let train_loss = estimate_loss(&model, &data, Split::Train, cfg.batch_size, cfg.eval_iters, &mut eval_rng)?;
+            let val_loss = estimate_loss(&model, &data, Split::Val, cfg.batch_size, cfg.eval_iters, &mut eval_rng)?;
+            let e = EvalMetrics { step, train_loss, val_loss, val_ppl: val_loss.exp() };
+            log_line(
+                &mut log,
+                &log_path,
+                serde_json::json!({"step": step, "eval_train_loss": train_loss, "val_loss": val_loss, "val_ppl": e.val_ppl}),
+            )?;
+            cb.on_eval(&e);
+            summary.evals.push(e);
+            last_val = Some(val_loss);
+            if cfg.sample_tokens > 0 {
+                let ids = generate(&model, &prompt, cfg.sample_tokens, cfg.temperature, &mut eval_rng)?;
+                let text = tokenizer.decode(&ids, false)?;
+                cb.on_sample(step, &format!("{}{text}", cfg.sample_prompt));
+            }
+        }
+        if (cfg.checkpoint_interval > 0 && step % cfg.checkpoint_interval == 0) || at_end {
+            let state = TrainerState {
+                format_version: FORMAT_VERSION,
+                step,
+                data_rng,
+                eval_rng,
+                config: cfg.clone(),
+                model_config: model_cfg.clone(),
+                dtype: cfg.dtype.clone(),
+                files: Default::default(),
+                last_val_loss: last_val,
+            };
+            let dir = save_checkpoint(&cfg.out_dir, &model, &opt, &tokenizer, &state)?;
+            cb.on_checkpoint(step, &dir);
+            summary.last_checkpoint = Some(dir);
+        }
+    }
+    drop(log);
+    let elapsed = t0.elapsed().as_secs_f64();
+    summary.final_step = step;
+    summary.elapsed_sec = elapsed;
+    summary.iters_per_sec = (step - start_step) as f64 / elapsed.max(1e-9);
+    summary.tokens_per_sec = summary.iters_per_sec * tokens_per_step as f64;
+    let png = cfg.out_dir.join("loss.png");
+    match plot_log(&log_path, &png) {
+        Ok(()) => summary.plot = Some(png),
+        Err(e) => cb.message(&format!("no loss plot: {e}")),
+    }
+    cb.on_finish();
+    Ok(summary)
+}
