@@ -433,7 +433,10 @@ impl GgufFile {
             ffn_dim: need("feed_forward_length")?,
             context_length: need("context_length")?,
             norm_eps: self.get_f64(&key(eps_key)).unwrap_or(1e-5) as f32,
-            rope_theta: self.get_f64(&key("rope.freq_base")).unwrap_or(10000.0) as f32,
+            rope_theta: match architecture {
+                Architecture::Llama => self.get_f64(&key("rope.freq_base")).unwrap_or(10000.0) as f32,
+                Architecture::Gpt2 => 0.0,
+            },
             rope_dim: match architecture {
                 Architecture::Llama => self.get_u64(&key("rope.dimension_count")).map(|v| v as usize).unwrap_or(head_dim),
                 Architecture::Gpt2 => 0,

@@ -85,13 +85,30 @@ pub fn load_gguf(path: &Path, precision: Precision) -> Result<Model> {
     };
     let is_gpt2 = cfg.architecture == Architecture::Gpt2;
     let embed = lin("token_embd.weight", cfg.vocab_size, d)?;
-    let pos_embed = if is_gpt2 { Some(Linear::from_gguf(&file, "position_embd.weight", 0, cfg.context_length, true)?) } else { None };
-    let mut layers = Vec::with_capacity(cfg.num_layers);
+    let pos_embed = if is_gpt2 {
+        let pos = Linear::from_gguf(&file, "position_embd.weight", 0, cfg.context_length, true)?;
+        check_shape(&pos, "position_embd.weight", cfg.context_length, d)?;
+        Some(pos)
+    } else {
+        None
+    };
+    // The layer count comes from metadata: check the file really has that many blocks
+    // before trusting it with an allocation.
+    let last = if is_gpt2 { "attn_qkv" } else { "attn_q" };
+    file.tensor(&format!("blk.{}.{last}.weight", cfg.num_layers - 1))?;
+    if file.tensors.contains_key(&format!("blk.{}.{last}.weight", cfg.num_layers)) {
+        return Err(Error::invalid_file(path, format!("the file has more blocks than block_count = {}", cfg.num_layers)));
+    }
+    let mut layers = Vec::new();
     for i in 0..cfg.num_layers {
         let p = |s: &str| format!("blk.{i}.{s}");
         let (q, k, v) = if is_gpt2 {
             // Fused QKV: rows [0, d) are Q, [d, 2d) K, [2d, 3d) V.
             let name = p("attn_qkv.weight");
+            let info = file.tensor(&name)?;
+            if info.dims.len() != 2 || info.dims[0] != d || info.dims[1] != qd + 2 * kvd {
+                return Err(Error::ShapeMismatch { name: name.clone(), expected: vec![d, qd + 2 * kvd], actual: info.dims.clone() });
+            }
             let mut q = Linear::from_gguf(&file, &name, 0, qd, dense)?;
             let mut k = Linear::from_gguf(&file, &name, qd, kvd, dense)?;
             let mut v = Linear::from_gguf(&file, &name, qd + kvd, kvd, dense)?;

@@ -1,0 +1,216 @@
+//! End-to-end tests of the `lamina` binary: what a user types, what they see. Each test
+//! works in its own temporary directory. Bad input must give one line on stderr starting
+//! with `error:`, a non-zero exit, and never a panic.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn lamina() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_lamina"))
+}
+
+fn run_with_stdin(mut cmd: Command, stdin: &[u8]) -> Output {
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn model() -> PathBuf {
+    lamina_core::registry::default_model_path().unwrap()
+}
+
+/// Asserts a clean failure: non-zero exit, one `error:` line mentioning `needle`, no panic.
+fn assert_clean_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, got success; stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "expected one error line, got: {stderr}");
+    assert!(errors[0].to_lowercase().contains(&needle.to_lowercase()), "error line {:?} does not mention {needle:?}", errors[0]);
+}
+
+fn write_copy(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn greedy_run_streams_the_reference_continuation() {
+    let out = lamina().args(["run", "-p", "The capital of France is", "--temperature", "0", "-n", "8"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // llama.cpp's greedy continuation of this prompt starts with " Paris.\n\nThe United States".
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with(" Paris.\n\nThe United States"), "{text:?}");
+}
+
+#[test]
+fn same_seed_same_output_and_verbose_summary() {
+    let args = ["run", "-p", "Once upon a time", "--temperature", "1.0", "--seed", "42", "-n", "16", "-v"];
+    let a = lamina().args(args).output().unwrap();
+    let b = lamina().args(args).output().unwrap();
+    assert!(a.status.success());
+    assert_eq!(a.stdout, b.stdout);
+    let c = lamina().args(["run", "-p", "Once upon a time", "--temperature", "1.0", "--seed", "7", "-n", "16"]).output().unwrap();
+    assert_ne!(a.stdout, c.stdout, "different seeds gave the same 16 tokens");
+    let err = String::from_utf8_lossy(&a.stderr);
+    assert!(err.contains("prompt tokens: 4") && err.contains("generated tokens: 16") && err.contains("decode:"), "{err}");
+}
+
+#[test]
+fn stop_strings_cut_the_output() {
+    let out = lamina().args(["run", "-p", "The capital of France is", "--temperature", "0", "-n", "20", "--stop", "United"]).output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), " Paris.\n\nThe \n");
+}
+
+#[test]
+fn prompt_from_stdin_and_chat_template() {
+    let mut cmd = lamina();
+    cmd.args(["run", "--chat", "--temperature", "0", "-n", "12", "-v"]);
+    let out = run_with_stdin(cmd, "What is the capital of France?".as_bytes());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // system (default) + user turn rendered by the GGUF's template: 37 tokens.
+    assert!(err.contains("prompt tokens: 37"), "{err}");
+}
+
+#[test]
+fn chat_reuses_the_cache_and_handles_commands() {
+    let mut cmd = lamina();
+    cmd.args(["chat", "--temperature", "0", "-n", "16", "-v"]);
+    let out = run_with_stdin(cmd, b"Hi!\nName a colour.\n/reset\nHello\n/exit\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let stats: Vec<&str> = err.lines().filter(|l| l.starts_with("[prompt")).collect();
+    assert_eq!(stats.len(), 3, "{err}");
+    // Second turn: the first turn's tokens come from the KV cache.
+    let cached: usize = stats[1].split(", ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(cached > 20, "second turn reused only {cached} tokens: {}", stats[1]);
+    assert!(err.contains("conversation cleared"));
+}
+
+#[test]
+fn chat_drops_oldest_turns_when_the_context_is_full() {
+    let mut cmd = lamina();
+    cmd.args(["chat", "--temperature", "0", "-n", "24", "--ctx", "160"]);
+    let turns = "Tell me about the sea.\nTell me about mountains.\nTell me about rivers.\nTell me about deserts.\n";
+    let out = run_with_stdin(cmd, turns.as_bytes());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("dropped the oldest turn"), "{err}");
+}
+
+#[test]
+fn tokenize_prints_ids_pieces_and_count() {
+    let out = lamina().args(["tokenize", "smollm2-135m-instruct", "The capital of France is"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    // Reference ids from llama.cpp: [504, 3575, 282, 4649, 314].
+    for id in ["504", "3575", "282", "4649", "314"] {
+        assert!(text.contains(id), "{text}");
+    }
+    assert!(text.contains("\" capital\"") && text.trim_end().ends_with("5 tokens"), "{text}");
+}
+
+#[test]
+fn info_describes_the_model() {
+    let out = lamina().args(["info"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for want in ["architecture:     llama", "layers:           30", "Q4_1 ×210", "vocabulary size:  49152", "chat template:    yes", "context length:   8192"] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+}
+
+#[test]
+fn perplexity_prints_a_ppl_line() {
+    let file = format!("{}/../../../shared/datasets/tinyshakespeare.txt", env!("CARGO_MANIFEST_DIR"));
+    let out = lamina().args(["perplexity", "smollm2-135m-instruct", &file, "--ctx", "128", "--bytes", "4000"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let ppl: f64 = text.trim().strip_prefix("PPL = ").unwrap().parse().unwrap();
+    assert!(ppl > 5.0 && ppl < 200.0, "{ppl}");
+}
+
+#[test]
+fn bad_model_files_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(model()).unwrap();
+    // Truncated in the header, and in the middle of the tensor data.
+    for cut in [3usize, 100, 5_000] {
+        let p = write_copy(dir.path(), &format!("cut{cut}.gguf"), &bytes[..cut]);
+        let out = lamina().args(["run", p.to_str().unwrap(), "-p", "hi"]).output().unwrap();
+        assert_clean_error(&out, "invalid model file");
+    }
+    let p = write_copy(dir.path(), "short.gguf", &bytes[..bytes.len() - 1000]);
+    let out = lamina().args(["run", p.to_str().unwrap(), "-p", "hi"]).output().unwrap();
+    assert_clean_error(&out, "truncated");
+    // Corrupt header: wrong magic.
+    let mut bad = bytes[..4096].to_vec();
+    bad[0] = b'X';
+    let p = write_copy(dir.path(), "magic.gguf", &bad);
+    assert_clean_error(&lamina().args(["info", p.to_str().unwrap()]).output().unwrap(), "not a GGUF file");
+    // Unsupported architecture: the value "llama" of general.architecture becomes "mamba".
+    let key = b"general.architecture";
+    let at = bytes.windows(key.len()).position(|w| w == key).unwrap() + key.len();
+    let val = at + bytes[at..].windows(5).position(|w| w == b"llama").unwrap();
+    let mut arch = bytes.clone();
+    arch[val..val + 5].copy_from_slice(b"mamba");
+    let p = write_copy(dir.path(), "arch.gguf", &arch);
+    assert_clean_error(&lamina().args(["run", p.to_str().unwrap(), "-p", "hi"]).output().unwrap(), "unsupported architecture `mamba`");
+    // A path that does not exist.
+    let out = lamina().args(["run", "/no/such/model.gguf", "-p", "hi"]).output().unwrap();
+    assert_clean_error(&out, "does not exist");
+}
+
+#[test]
+fn missing_tokenizer_fails_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    // A valid tiny Llama checkpoint with no tokenizer.json beside it.
+    let cfg = r#"{"model_type":"llama","vocab_size":32,"hidden_size":32,"num_hidden_layers":1,"num_attention_heads":2,
+        "num_key_value_heads":2,"intermediate_size":64,"max_position_embeddings":64,"tie_word_embeddings":true}"#;
+    std::fs::write(dir.path().join("config.json"), cfg).unwrap();
+    let shapes: Vec<(&str, Vec<usize>)> = vec![
+        ("model.embed_tokens.weight", vec![32, 32]),
+        ("model.layers.0.input_layernorm.weight", vec![32]),
+        ("model.layers.0.self_attn.q_proj.weight", vec![32, 32]),
+        ("model.layers.0.self_attn.k_proj.weight", vec![32, 32]),
+        ("model.layers.0.self_attn.v_proj.weight", vec![32, 32]),
+        ("model.layers.0.self_attn.o_proj.weight", vec![32, 32]),
+        ("model.layers.0.post_attention_layernorm.weight", vec![32]),
+        ("model.layers.0.mlp.gate_proj.weight", vec![64, 32]),
+        ("model.layers.0.mlp.up_proj.weight", vec![64, 32]),
+        ("model.layers.0.mlp.down_proj.weight", vec![32, 64]),
+        ("model.norm.weight", vec![32]),
+    ];
+    let datas: Vec<Vec<u8>> = shapes.iter().map(|(_, s)| vec![0u8; s.iter().product::<usize>() * 4]).collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = shapes
+        .iter()
+        .zip(&datas)
+        .map(|((n, s), d)| (n.to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, None, &dir.path().join("model.safetensors")).unwrap();
+    let out = lamina().args(["run", dir.path().to_str().unwrap(), "-p", "hi"]).output().unwrap();
+    assert_clean_error(&out, "no tokenizer found");
+    // With a corrupt safetensors file instead, the weights are what fails.
+    std::fs::write(dir.path().join("model.safetensors"), b"\x10\x00\x00\x00\x00\x00\x00\x00{not json").unwrap();
+    let out = lamina().args(["run", dir.path().to_str().unwrap(), "-p", "hi"]).output().unwrap();
+    assert_clean_error(&out, "invalid model file");
+}
+
+#[test]
+fn bad_prompts_fail_cleanly() {
+    let out = lamina().args(["run", "-p", ""]).output().unwrap();
+    assert_clean_error(&out, "prompt is empty");
+    let mut cmd = lamina();
+    cmd.arg("run");
+    let out = run_with_stdin(cmd, b"caf\xff\xfe bad bytes");
+    assert_clean_error(&out, "not valid UTF-8");
+    let long = "word ".repeat(200);
+    let out = lamina().args(["run", "--ctx", "64", "-p", &long]).output().unwrap();
+    assert_clean_error(&out, "context window holds 64");
+    let out = lamina().args(["run", "-p", "hi", "--top-p", "1.5"]).output().unwrap();
+    assert_clean_error(&out, "top_p");
+}
