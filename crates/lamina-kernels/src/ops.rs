@@ -9,7 +9,8 @@ use crate::matmul::Kernels;
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let d = weight.len();
     for (xr, yr) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-        let ss: f32 = xr.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        // Sum of squares in f64, as ggml does; the scale itself in f32.
+        let ss = (xr.iter().map(|&v| (v * v) as f64).sum::<f64>() / d as f64) as f32;
         let scale = 1.0 / (ss + eps).sqrt();
         for ((y, &v), &w) in yr.iter_mut().zip(xr).zip(weight) {
             *y = v * scale * w;
@@ -132,9 +133,265 @@ pub fn attend(
     }
 }
 
+/// Query tokens per batch from which llama.cpp switches its CPU flash attention from the
+/// one-query-at-a-time path (f16 accumulation) to the tiled path (f32 accumulation).
+pub const GGML_FA_TILE_Q: usize = 64;
+
+/// Attention over an f16 KV cache with llama.cpp's CPU flash-attention arithmetic, so the
+/// native path reproduces llama.cpp's numbers and not only its matrix products.
+///
+/// With `f16_accumulate` (llama.cpp's path for batches of fewer than [`GGML_FA_TILE_Q`]
+/// query tokens): the query is rounded to f16, scores are f16·f16 dot products summed in
+/// f32, softmax is computed online (running max `m`, running sum `s`), and the weighted
+/// sum of values is kept in an f16 vector that is rescaled whenever the maximum grows.
+/// Without it (the tiled path for longer batches): the same online softmax with an f32
+/// accumulator. `k`, `v`: `len` rows of stride `kv_stride` (f16), offset to the head's group.
+/// `scratch` needs `3 * head_dim` floats.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_f16(
+    q: &[f32],
+    k: &[half::f16],
+    v: &[half::f16],
+    kv_stride: usize,
+    len: usize,
+    scale: f32,
+    f16_accumulate: bool,
+    scratch: &mut [f32],
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    let (qr, rest) = scratch.split_at_mut(hd);
+    let (acc, rest) = rest.split_at_mut(hd);
+    let acc16: &mut [half::f16] = {
+        // The f16 accumulator lives in the third scratch vector (hd f16 take hd/2 floats).
+        let tail = &mut rest[..hd];
+        // SAFETY: f16 has alignment 2 ≤ 4 and the region holds 2*hd f16 values.
+        unsafe { std::slice::from_raw_parts_mut(tail.as_mut_ptr() as *mut half::f16, hd) }
+    };
+    let f16c = f16_simd();
+    if f16_accumulate {
+        for (d, &x) in qr.iter_mut().zip(q) {
+            *d = half::f16::from_f32(x).to_f32();
+        }
+        acc16.fill(half::f16::ZERO);
+    } else {
+        qr.copy_from_slice(q);
+        acc.fill(0.0);
+    }
+    let mut m = f32::NEG_INFINITY;
+    let mut sum = 0.0f32;
+    for i in 0..len {
+        let krow = &k[i * kv_stride..i * kv_stride + hd];
+        let vrow = &v[i * kv_stride..i * kv_stride + hd];
+        let s = dot_f32_f16(f16c, qr, krow) * scale;
+        let (mut ms, mut vs) = (1.0f32, 1.0f32);
+        if s > m {
+            let old = m;
+            m = s;
+            ms = (old - m).exp();
+            if f16_accumulate {
+                scale_f16(f16c, acc16, ms);
+            } else {
+                for a in acc.iter_mut() {
+                    *a *= ms;
+                }
+            }
+        } else {
+            vs = (s - m).exp();
+        }
+        if f16_accumulate {
+            mad_f16(f16c, acc16, vrow, vs);
+        } else {
+            mad_f32_f16(f16c, acc, vrow, vs);
+        }
+        sum = sum * ms + vs;
+    }
+    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+    if f16_accumulate {
+        for (o, a) in out.iter_mut().zip(acc16.iter()) {
+            *o = a.to_f32() * inv;
+        }
+    } else {
+        for (o, &a) in out.iter_mut().zip(acc.iter()) {
+            *o = a * inv;
+        }
+    }
+}
+
+/// Whether the F16C+FMA versions of the f16 helpers can run here (checked once).
+fn f16_simd() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static OK: OnceLock<bool> = OnceLock::new();
+        *OK.get_or_init(|| crate::cpu::Isa::Avx2.supported() && crate::cpu::Isa::best() != crate::cpu::Isa::Scalar)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `Σ a[i] * b[i]` with f16 `b`, summed in f32.
+pub fn dot_f32_f16(simd: bool, a: &[f32], b: &[half::f16]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if simd && a.len() % 8 == 0 {
+        // SAFETY: `simd` is only true when AVX2, FMA and F16C were detected.
+        return unsafe { f16x86::dot(a, b) };
+    }
+    let _ = simd;
+    a.iter().zip(b).map(|(x, y)| x * y.to_f32()).sum()
+}
+
+/// `acc = f16(acc * s)` element-wise.
+pub fn scale_f16(simd: bool, acc: &mut [half::f16], s: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if simd && acc.len() % 8 == 0 {
+        // SAFETY: see `dot_f32_f16`.
+        return unsafe { f16x86::scale(acc, s) };
+    }
+    let _ = simd;
+    for a in acc.iter_mut() {
+        *a = half::f16::from_f32(a.to_f32() * s);
+    }
+}
+
+/// `acc = f16(acc + v * s)` element-wise (llama.cpp's `ggml_vec_mad_f16`).
+pub fn mad_f16(simd: bool, acc: &mut [half::f16], v: &[half::f16], s: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if simd && acc.len() % 8 == 0 {
+        // SAFETY: see `dot_f32_f16`.
+        return unsafe { f16x86::mad(acc, v, s) };
+    }
+    let _ = simd;
+    for (a, x) in acc.iter_mut().zip(v) {
+        *a = half::f16::from_f32(a.to_f32() + x.to_f32() * s);
+    }
+}
+
+/// `acc += v * s` with an f32 accumulator.
+pub fn mad_f32_f16(simd: bool, acc: &mut [f32], v: &[half::f16], s: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if simd && acc.len() % 8 == 0 {
+        // SAFETY: see `dot_f32_f16`.
+        return unsafe { f16x86::mad_f32(acc, v, s) };
+    }
+    let _ = simd;
+    for (a, x) in acc.iter_mut().zip(v) {
+        *a += x.to_f32() * s;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod f16x86 {
+    //! F16C + FMA versions of the f16 attention helpers (lengths are multiples of 8).
+    use std::arch::x86_64::*;
+
+    #[inline(always)]
+    unsafe fn load8(p: *const half::f16) -> __m256 {
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+
+    #[inline(always)]
+    unsafe fn store8(p: *mut half::f16, v: __m256) {
+        _mm_storeu_si128(p as *mut __m128i, _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot(a: &[f32], b: &[half::f16]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        for i in (0..a.len()).step_by(8) {
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr().add(i)), load8(b.as_ptr().add(i)), acc);
+        }
+        let lo = _mm256_castps256_ps128(acc);
+        let hi = _mm256_extractf128_ps(acc, 1);
+        let s = _mm_add_ps(lo, hi);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn scale(acc: &mut [half::f16], s: f32) {
+        let sv = _mm256_set1_ps(s);
+        for i in (0..acc.len()).step_by(8) {
+            let p = acc.as_mut_ptr().add(i);
+            store8(p, _mm256_mul_ps(load8(p), sv));
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn mad(acc: &mut [half::f16], v: &[half::f16], s: f32) {
+        let sv = _mm256_set1_ps(s);
+        for i in (0..acc.len()).step_by(8) {
+            let p = acc.as_mut_ptr().add(i);
+            store8(p, _mm256_fmadd_ps(load8(v.as_ptr().add(i)), sv, load8(p)));
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn mad_f32(acc: &mut [f32], v: &[half::f16], s: f32) {
+        let sv = _mm256_set1_ps(s);
+        for i in (0..acc.len()).step_by(8) {
+            let p = acc.as_mut_ptr().add(i);
+            _mm256_storeu_ps(p, _mm256_fmadd_ps(load8(v.as_ptr().add(i)), sv, _mm256_loadu_ps(p)));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn f16_attention_is_close_to_f32_attention() {
+        let kern = Kernels::new(crate::cpu::Isa::Scalar).unwrap();
+        let (hd, len, stride) = (16, 23, 32);
+        let q: Vec<f32> = (0..hd).map(|i| (i as f32 * 0.37).sin()).collect();
+        let k: Vec<f32> = (0..len * stride).map(|i| (i as f32 * 0.13).cos()).collect();
+        let v: Vec<f32> = (0..len * stride).map(|i| (i as f32 * 0.07).sin()).collect();
+        let k16: Vec<half::f16> = k.iter().map(|&x| half::f16::from_f32(x)).collect();
+        let v16: Vec<half::f16> = v.iter().map(|&x| half::f16::from_f32(x)).collect();
+        let mut scores = vec![0.0; len];
+        let mut want = vec![0.0; hd];
+        attend(&kern, &q, &k, &v, stride, len, 0.25, &mut scores, &mut want);
+        for acc16 in [false, true] {
+            let mut scratch = vec![0.0; 3 * hd];
+            let mut got = vec![0.0; hd];
+            attend_f16(&q, &k16, &v16, stride, len, 0.25, acc16, &mut scratch, &mut got);
+            for d in 0..hd {
+                // f16 storage has ~3 significant digits; f16 accumulation adds a little more.
+                assert!((got[d] - want[d]).abs() < 3e-3, "{acc16} {d}: {} vs {}", got[d], want[d]);
+            }
+        }
+    }
+
+    #[test]
+    fn f16_helpers_simd_match_scalar() {
+        if !f16_simd() {
+            eprintln!("SKIPPED: F16C attention helpers (CPU lacks AVX2/F16C)");
+            return;
+        }
+        let a: Vec<f32> = (0..64).map(|i| (i as f32 * 0.29).sin()).collect();
+        let b: Vec<half::f16> = (0..64).map(|i| half::f16::from_f32((i as f32 * 0.11).cos())).collect();
+        assert!((dot_f32_f16(true, &a, &b) - dot_f32_f16(false, &a, &b)).abs() < 1e-4);
+        let mut x1 = b.clone();
+        let mut x2 = b.clone();
+        mad_f16(true, &mut x1, &b, 0.37);
+        mad_f16(false, &mut x2, &b, 0.37);
+        scale_f16(true, &mut x1, 0.61);
+        scale_f16(false, &mut x2, 0.61);
+        // fma vs separate multiply-add may differ by one f16 rounding step.
+        for (p, q) in x1.iter().zip(&x2) {
+            assert!((p.to_f32() - q.to_f32()).abs() <= 2e-3 * q.to_f32().abs().max(1.0));
+        }
+        let mut f1 = a.clone();
+        let mut f2 = a.clone();
+        mad_f32_f16(true, &mut f1, &b, 0.5);
+        mad_f32_f16(false, &mut f2, &b, 0.5);
+        for (p, q) in f1.iter().zip(&f2) {
+            assert!((p - q).abs() < 1e-6);
+        }
+    }
 
     #[test]
     fn softmax_sums_to_one() {

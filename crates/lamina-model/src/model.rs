@@ -9,7 +9,7 @@
 //! `hq`/`hkv` query/key-value heads of `hd` dims, `v` vocabulary.
 
 use crate::gguf::GgufFile;
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{KvCache, KvDtype, KvLayer};
 use crate::linear::Linear;
 use lamina_core::{Architecture, Error, ModelConfig, Result};
 use lamina_kernels::matmul::{matmul, matmul_many, ActFormat, Activations, Kernels, MatmulJob};
@@ -148,9 +148,14 @@ impl Model {
         b
     }
 
-    /// A KV cache shaped for this model with `slots` sequences of up to `max_positions`.
+    /// A KV cache shaped for this model with `slots` sequences of up to `max_positions`:
+    /// f16 on the native path (as llama.cpp), f32 on the f32 path.
     pub fn new_kv_cache(&self, slots: usize, max_positions: usize) -> KvCache {
-        KvCache::new(self.config.num_layers, self.config.kv_dim(), max_positions.min(self.config.context_length), slots)
+        let dtype = match self.precision {
+            Precision::Native => KvDtype::F16,
+            Precision::F32 => KvDtype::F32,
+        };
+        KvCache::new(self.config.num_layers, self.config.kv_dim(), max_positions.min(self.config.context_length), slots, dtype)
     }
 
     fn check_input(&self, input: &BatchInput<'_>, kv: &KvCache) -> Result<()> {
@@ -230,9 +235,12 @@ impl Model {
         for (i, &p) in input.positions.iter().enumerate() {
             ops::rope_angles(p, &self.inv_freq, &mut cos[i * half..(i + 1) * half], &mut sin[i * half..(i + 1) * half]);
         }
-        let max_len = input.positions.iter().max().copied().unwrap_or(0) + 1;
+        // Per-thread attention scratch: scores (f32 cache) or three head vectors (f16 cache).
+        let max_len = (input.positions.iter().max().copied().unwrap_or(0) + 1).max(3 * hd);
         let nt = pool.threads();
         let scores = grow(scores, nt * max_len);
+        // llama.cpp accumulates attention in f16 for batches shorter than its query tile.
+        let f16_accumulate = n < ops::GGML_FA_TILE_Q;
         let xn = grow(xn, n * d);
         let q = grow(q, n * qd);
         let kb = grow(kb, n * kvd);
@@ -271,13 +279,7 @@ impl Model {
             }
             // Append this batch's keys and values to each sequence's cache.
             for i in 0..n {
-                let (s, p) = (input.slots[i], input.positions[i]);
-                let (kp, vp) = kv.layer_ptrs(s, li);
-                // SAFETY: `reserve` made room for position p; rows of distinct (slot, pos) do not overlap.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(kb[i * kvd..].as_ptr(), kp.add(p * kvd), kvd);
-                    std::ptr::copy_nonoverlapping(vb[i * kvd..].as_ptr(), vp.add(p * kvd), kvd);
-                }
+                kv.write(input.slots[i], li, input.positions[i], &kb[i * kvd..(i + 1) * kvd], &vb[i * kvd..(i + 1) * kvd]);
             }
             // Attention: one unit per (token, query head), split over threads.
             {
@@ -298,20 +300,26 @@ impl Model {
                             _ => 0,
                         };
                         let len = p + 1 - start;
-                        let (keys, values) = kvr.layer(s, li);
                         // SAFETY: unit (i, h) owns att[i*qd + h*hd .. +hd].
                         let out = unsafe { std::slice::from_raw_parts_mut(att_ptr.get().add(i * qd + h * hd), hd) };
-                        ops::attend(
-                            k,
-                            &q[i * qd + h * hd..i * qd + (h + 1) * hd],
-                            &keys[start * kvd + g * hd..],
-                            &values[start * kvd + g * hd..],
-                            kvd,
-                            len,
-                            scale,
-                            sc,
-                            out,
-                        );
+                        let qh = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
+                        let off = start * kvd + g * hd;
+                        match kvr.layer(s, li) {
+                            KvLayer::F32 { k: keys, v: values } => {
+                                ops::attend(k, qh, &keys[off..], &values[off..], kvd, len, scale, sc, out)
+                            }
+                            KvLayer::F16 { k: keys, v: values } => ops::attend_f16(
+                                qh,
+                                &keys[off..],
+                                &values[off..],
+                                kvd,
+                                len,
+                                scale,
+                                f16_accumulate,
+                                sc,
+                                out,
+                            ),
+                        }
                     }
                 });
             }
