@@ -3,6 +3,7 @@
 
 mod commands;
 mod common;
+mod train_cmds;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +26,18 @@ enum Command {
     Info(commands::info::InfoArgs),
     /// Perplexity over a text file, computed like llama.cpp's llama-perplexity.
     Perplexity(commands::perplexity::PerplexityArgs),
+    /// Generate from a training checkpoint (a run folder or one of its step folders).
+    Generate(commands::run::GenerateArgs),
+    /// Tokenizer tools: `lamina tokenizer train`.
+    Tokenizer(train_cmds::TokenizerArgs),
+    /// Pre-train a model from scratch (next-token prediction).
+    Pretrain(train_cmds::PretrainArgs),
+    /// Plot train/validation loss from a metrics log.
+    Plot(train_cmds::PlotArgs),
+    /// Export a checkpoint as a Hugging Face folder or a GGUF file.
+    Export(train_cmds::ExportArgs),
+    /// Rewrite a GGUF model with its matrices in another quantization type.
+    Quantize(commands::quantize::QuantizeArgs),
     /// Measure prefill, decode and batched decode speed (optionally against llama.cpp).
     Bench(commands::bench::BenchArgs),
 }
@@ -42,6 +55,12 @@ fn main() {
         Command::Info(a) => commands::info::run(a),
         Command::Perplexity(a) => commands::perplexity::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Quantize(a) => commands::quantize::run(a),
+        Command::Generate(a) => commands::run::generate(a),
+        Command::Tokenizer(a) => train_cmds::run_tokenizer(a),
+        Command::Pretrain(a) => train_cmds::run_pretrain(a),
+        Command::Plot(a) => train_cmds::run_plot(a),
+        Command::Export(a) => train_cmds::run_export(a),
     };
     if let Err(e) = result {
         // One line: the error and its causes.

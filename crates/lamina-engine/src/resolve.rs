@@ -96,3 +96,25 @@ pub fn load(spec: Option<&str>, precision: Precision, progress: &mut dyn FnMut(&
     let tokenizer = load_tokenizer(&path)?;
     Ok((model, tokenizer))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_ids_are_told_apart_from_paths() {
+        assert!(looks_like_hub_id("HuggingFaceTB/SmolLM2-135M-Instruct"));
+        assert!(!looks_like_hub_id("./models/x"));
+        assert!(!looks_like_hub_id("models/x.gguf"));
+        assert!(!looks_like_hub_id("/abs/path"));
+        assert!(!looks_like_hub_id("a/b/c"));
+    }
+
+    #[test]
+    fn local_folders_load_with_their_tokenizer_json() {
+        // The hub path ends in a local folder; that folder kind is what tests can exercise.
+        let dir = lamina_core::registry::default_embedding_model_dir().unwrap();
+        let tok = load_tokenizer(&dir).unwrap();
+        assert_eq!(tok.encode("hello world", false).unwrap().len(), 2);
+    }
+}

@@ -8,6 +8,7 @@
 
 use crate::cpu::Isa;
 use crate::dot::{self, DotFn, MAX_COLS};
+use crate::packed::{self, ActScale, PackedFn, PackedMatrix, GROUP};
 use crate::pool::ThreadPool;
 use crate::quant::*;
 
@@ -26,6 +27,8 @@ pub enum Weights<'a> {
     Q5_0(&'a [BlockQ5_0]),
     Q5_1(&'a [BlockQ5_1]),
     Q8_0(&'a [BlockQ8_0]),
+    /// Q4_0, Q4_1 or Q8_0 rearranged at load time (see [`crate::packed`]).
+    Packed(&'a PackedMatrix),
 }
 
 /// Which 8-bit activation format a weight type multiplies against.
@@ -41,7 +44,7 @@ impl Weights<'_> {
         match self {
             Weights::F32(_) => ActFormat::F32,
             Weights::Q4_0(_) | Weights::Q5_0(_) | Weights::Q8_0(_) => ActFormat::Q8_0,
-            Weights::Q4_1(_) | Weights::Q5_1(_) => ActFormat::Q8_1,
+            Weights::Q4_1(_) | Weights::Q5_1(_) | Weights::Packed(_) => ActFormat::Q8_1,
         }
     }
 }
@@ -56,6 +59,8 @@ pub struct Kernels {
     pub q5_0: DotFn<BlockQ5_0, BlockQ8_0>,
     pub q5_1: DotFn<BlockQ5_1, BlockQ8_1>,
     pub q8_0: DotFn<BlockQ8_0, BlockQ8_0>,
+    /// Kernel for [`Weights::Packed`] (every packed type).
+    pub packed: PackedFn,
 }
 
 impl Kernels {
@@ -72,6 +77,7 @@ impl Kernels {
             q5_0: dot::dot_q5_0_q8_0_scalar,
             q5_1: dot::dot_q5_1_q8_1_scalar,
             q8_0: dot::dot_q8_0_q8_0_scalar,
+            packed: packed::packed_scalar,
         };
         Some(match isa {
             Isa::Scalar => scalar,
@@ -84,6 +90,7 @@ impl Kernels {
                 q5_0: dot::x86::avx2::dot_q5_0_q8_0,
                 q5_1: dot::x86::avx2::dot_q5_1_q8_1,
                 q8_0: dot::x86::avx2::dot_q8_0_q8_0,
+                packed: packed::x86::avx2::packed,
             },
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2Vnni => Kernels {
@@ -94,6 +101,7 @@ impl Kernels {
                 q5_0: dot::x86::vnni::dot_q5_0_q8_0,
                 q5_1: dot::x86::vnni::dot_q5_1_q8_1,
                 q8_0: dot::x86::vnni::dot_q8_0_q8_0,
+                packed: packed::x86::vnni::packed,
             },
             #[cfg(not(target_arch = "x86_64"))]
             _ => return None,
@@ -114,6 +122,8 @@ pub struct Activations {
     pub cols: usize,
     pub q8_0: Vec<BlockQ8_0>,
     pub q8_1: Vec<BlockQ8_1>,
+    /// Per Q8_1 block, its scales as f32 (see [`crate::packed::ActScale`]).
+    pub q8_1_scales: Vec<ActScale>,
     has_q8_0: bool,
     has_q8_1: bool,
 }
@@ -139,8 +149,9 @@ impl Activations {
                 ActFormat::Q8_1 if !self.has_q8_1 => {
                     if self.q8_1.len() < blocks {
                         self.q8_1.resize(blocks, BlockQ8_1::default());
+                        self.q8_1_scales.resize(blocks, [0.0; 4]);
                     }
-                    quantize_q8_1(x, &mut self.q8_1[..blocks]);
+                    quantize_q8_1_scaled(x, &mut self.q8_1[..blocks], Some(&mut self.q8_1_scales[..blocks]));
                     self.has_q8_1 = true;
                 }
                 _ => {}
@@ -181,8 +192,12 @@ pub fn matmul_many(pool: &ThreadPool, k: &Kernels, x: &[f32], acts: &Activations
     for (slot, j) in outs.iter_mut().zip(jobs.iter_mut()) {
         *slot = Some((j.weights, j.rows, SharedOut(j.out.as_mut_ptr())));
     }
+    // Packed matrices compute whole groups of 8 rows; splitting on group boundaries keeps
+    // a group on one thread (every job's row count is a multiple of 8 in practice, so job
+    // boundaries are group boundaries too; if not, a straddling group is computed twice).
+    let align = if outs.iter().flatten().any(|(w, _, _)| matches!(w, Weights::Packed(_))) { GROUP } else { 4 };
     pool.run(&|t, nt| {
-        let range = ThreadPool::split(total_rows, t, nt, 4);
+        let range = ThreadPool::split(total_rows, t, nt, align);
         // Walk the jobs to find which rows of which matrix fall in this thread's range.
         let mut base = 0;
         for &(w, rows, out) in outs.iter().flatten() {
@@ -214,6 +229,35 @@ fn rows_product(
     out: SharedOut,
 ) {
     let nb = cols / QK;
+    if let Weights::Packed(pm) = w {
+        assert_eq!(pm.cols, cols, "packed matrix width");
+        let mut tmp = [[0.0f32; GROUP]; MAX_COLS];
+        let (xq, sc) = (&acts.q8_1[..n * nb], &acts.q8_1_scales[..n * nb]);
+        let g0 = rows.start / GROUP;
+        let g1 = rows.end.div_ceil(GROUP);
+        let mut p0 = 0;
+        while p0 < n {
+            let p1 = (p0 + PANEL).min(n);
+            for g in g0..g1 {
+                let r0 = (g * GROUP).max(rows.start);
+                let r1 = ((g + 1) * GROUP).min(rows.end);
+                let mut t = p0;
+                while t < p1 {
+                    let c = (p1 - t).min(MAX_COLS);
+                    (k.packed)(pm, g, &xq[t * nb..], &sc[t * nb..], nb, &mut tmp[..c]);
+                    for (i, o) in tmp[..c].iter().enumerate() {
+                        for r in r0..r1 {
+                            // SAFETY: (t+i) < n and r < stride_out; each row belongs to one thread.
+                            unsafe { *out.0.add((t + i) * stride_out + r) = o[r - g * GROUP] };
+                        }
+                    }
+                    t += c;
+                }
+            }
+            p0 = p1;
+        }
+        return;
+    }
     let mut tmp = [0.0f32; MAX_COLS];
     macro_rules! run {
         ($blocks:expr, $acts:expr, $f:expr, $per_row:expr) => {{
@@ -247,5 +291,6 @@ fn rows_product(
         Weights::Q5_0(b) => run!(b, &acts.q8_0[..], k.q5_0, nb),
         Weights::Q5_1(b) => run!(b, &acts.q8_1[..], k.q5_1, nb),
         Weights::Q8_0(b) => run!(b, &acts.q8_0[..], k.q8_0, nb),
+        Weights::Packed(_) => unreachable!("handled above"),
     }
 }

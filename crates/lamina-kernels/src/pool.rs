@@ -10,6 +10,7 @@
 //! only after every worker has finished it, which is what makes lending a non-`'static`
 //! closure to the workers sound.
 
+use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -21,8 +22,13 @@ struct Shared {
     generation: AtomicUsize,
     /// Workers still busy with the current job.
     pending: AtomicUsize,
-    /// The current job with its lifetime erased (valid while `pending > 0`).
-    job: Mutex<Option<JobPtr>>,
+    /// The current job with its lifetime erased (valid while `pending > 0`). Written by
+    /// `run` only while no worker is running a job (before the generation bump that
+    /// publishes it, with release ordering); read by workers after they observe the new
+    /// generation (acquire). No lock on the per-op path.
+    job: UnsafeCell<Option<JobPtr>>,
+    /// Workers asleep (or about to sleep) on `wake`; `run` only notifies when non-zero.
+    sleepers: AtomicUsize,
     sleep_lock: Mutex<()>,
     wake: Condvar,
     shutdown: AtomicUsize,
@@ -33,6 +39,8 @@ struct Shared {
 struct JobPtr(*const (dyn Fn(usize, usize) + Sync));
 // SAFETY: the pointee is `Sync`, and `run` keeps it alive until every worker is done.
 unsafe impl Send for JobPtr {}
+// SAFETY: `job` is only written while no worker reads it (see the field's comment).
+unsafe impl Sync for Shared {}
 
 /// How many spin iterations a worker waits for the next job before it sleeps.
 const SPIN_LIMIT: usize = 1 << 16;
@@ -52,7 +60,8 @@ impl ThreadPool {
         let shared = Arc::new(Shared {
             generation: AtomicUsize::new(0),
             pending: AtomicUsize::new(0),
-            job: Mutex::new(None),
+            job: UnsafeCell::new(None),
+            sleepers: AtomicUsize::new(0),
             sleep_lock: Mutex::new(()),
             wake: Condvar::new(),
             shutdown: AtomicUsize::new(0),
@@ -90,11 +99,15 @@ impl ThreadPool {
         }
         // SAFETY: erase the lifetime; we wait below until no worker can touch it.
         let ptr: JobPtr = JobPtr(unsafe { std::mem::transmute::<Job<'_>, Job<'static>>(f) });
-        *self.shared.job.lock().unwrap() = Some(ptr);
+        // SAFETY: every worker finished the previous job (pending was 0), and none reads
+        // `job` before it sees the generation bump below.
+        unsafe { *self.shared.job.get() = Some(ptr) };
         self.shared.pending.store(n - 1, Ordering::Release);
-        self.shared.generation.fetch_add(1, Ordering::AcqRel);
-        {
-            // Wake sleepers; spinning workers see the generation change by themselves.
+        self.shared.generation.fetch_add(1, Ordering::SeqCst);
+        // Wake sleepers (a lock and a futex call, so only when someone sleeps); spinning
+        // workers see the generation change by themselves. SeqCst on both counters pairs
+        // with the worker's increment-then-check in `worker_loop`.
+        if self.shared.sleepers.load(Ordering::SeqCst) != 0 {
             let _g = self.shared.sleep_lock.lock().unwrap();
             self.shared.wake.notify_all();
         }
@@ -108,7 +121,8 @@ impl ThreadPool {
                 std::thread::yield_now();
             }
         }
-        *self.shared.job.lock().unwrap() = None;
+        // SAFETY: no worker is running the job any more.
+        unsafe { *self.shared.job.get() = None };
         self.busy.store(0, Ordering::Release);
     }
 
@@ -140,14 +154,20 @@ fn worker_loop(shared: Arc<Shared>, index: usize) {
                 std::hint::spin_loop();
             } else {
                 let guard = shared.sleep_lock.lock().unwrap();
-                if shared.generation.load(Ordering::Acquire) == seen && shared.shutdown.load(Ordering::Acquire) == 0 {
+                shared.sleepers.fetch_add(1, Ordering::SeqCst);
+                if shared.generation.load(Ordering::SeqCst) == seen && shared.shutdown.load(Ordering::Acquire) == 0 {
                     let _unused = shared.wake.wait_timeout(guard, std::time::Duration::from_millis(50)).unwrap();
+                } else {
+                    drop(guard);
                 }
+                shared.sleepers.fetch_sub(1, Ordering::SeqCst);
                 spins = 0;
             }
         };
         seen = generation;
-        let job = *shared.job.lock().unwrap();
+        // SAFETY: `run` wrote the job before publishing this generation and does not
+        // touch it again until this worker decrements `pending`.
+        let job = unsafe { *shared.job.get() };
         if let Some(JobPtr(ptr)) = job {
             // SAFETY: `run` keeps the closure alive until `pending` reaches zero.
             let f: &(dyn Fn(usize, usize) + Sync) = unsafe { &*ptr };

@@ -88,8 +88,28 @@ const _: () = assert!(std::mem::size_of::<BlockQ5_1>() == 24);
 const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
 const _: () = assert!(std::mem::size_of::<BlockQ8_1>() == 36);
 
-/// `round()` as the C library does it (half away from zero), the rounding the GGML
-/// reference quantizers use.
+/// Whether 8-bit activations round ties to even (what llama.cpp's x86 activation
+/// quantizers do, `_mm256_round_ps(_MM_ROUND_NEAREST)`) instead of away from zero (its
+/// scalar reference, C `roundf`). Scalar and SIMD quantizers both follow this switch.
+pub const ACT_ROUND_TIES_EVEN: bool = true;
+
+/// Round half to even.
+#[inline]
+fn round_even(x: f32) -> i32 {
+    x.round_ties_even() as i32
+}
+
+/// The activation rounding selected by [`ACT_ROUND_TIES_EVEN`].
+#[inline]
+fn round_act(x: f32) -> i32 {
+    if ACT_ROUND_TIES_EVEN {
+        round_even(x)
+    } else {
+        round_away(x)
+    }
+}
+
+/// Round half away from zero (C `roundf`).
 #[inline]
 fn round_away(x: f32) -> i32 {
     x.round() as i32
@@ -101,8 +121,69 @@ fn absmax(x: &[f32]) -> f32 {
     x.iter().fold(0.0f32, |m, v| m.max(v.abs()))
 }
 
-/// Quantizes `x` (length a multiple of 32) to Q8_0 blocks.
+/// Quantizes `x` (length a multiple of 32) to Q8_0 blocks (AVX2 when the CPU has it;
+/// the result is bit-identical to [`quantize_q8_0_scalar`]).
 pub fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+    #[cfg(target_arch = "x86_64")]
+    if simd_quantize() {
+        // SAFETY: AVX2 presence checked by `simd_quantize`.
+        unsafe { x86::quantize_q8_0(x, out) };
+        return;
+    }
+    quantize_q8_0_scalar(x, out)
+}
+
+/// Quantizes `x` to Q8_1 blocks (Q8_0 plus `s = d * sum(q)`), AVX2 when available.
+pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
+    quantize_q8_1_scaled(x, out, None)
+}
+
+/// Like [`quantize_q8_1`], and also writes per block `[d, s, d * sum(q), -8 * d * sum(q)]` as f32
+/// (`d`, `s` exactly the f16 values stored in the block, the third unrounded) so that
+/// packed kernels do no f16 conversion per activation block.
+pub fn quantize_q8_1_scaled(x: &[f32], out: &mut [BlockQ8_1], scales: Option<&mut [[f32; 4]]>) {
+    debug_assert_eq!(x.len(), out.len() * QK);
+    #[cfg(target_arch = "x86_64")]
+    if simd_quantize() {
+        // SAFETY: AVX2 presence checked by `simd_quantize`.
+        unsafe { x86::quantize_q8_1(x, out, scales) };
+        return;
+    }
+    quantize_q8_1_scalar(x, out, scales)
+}
+
+/// Whether the quantizers use AVX2 (`LAMINA_ISA=scalar` turns it off).
+#[cfg(target_arch = "x86_64")]
+fn simd_quantize() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| crate::cpu::Isa::best() >= crate::cpu::Isa::Avx2)
+}
+
+/// Q8_0 quantization with an explicit path: `Isa::Scalar` or a SIMD one (scalar when the
+/// CPU lacks it). For tests and benchmarks.
+pub fn quantize_q8_0_isa(isa: crate::cpu::Isa, x: &[f32], out: &mut [BlockQ8_0]) {
+    #[cfg(target_arch = "x86_64")]
+    if isa >= crate::cpu::Isa::Avx2 && crate::cpu::Isa::Avx2.supported() {
+        unsafe { x86::quantize_q8_0(x, out) };
+        return;
+    }
+    let _ = isa;
+    quantize_q8_0_scalar(x, out)
+}
+
+/// Q8_1 quantization with an explicit path (see [`quantize_q8_0_isa`]).
+pub fn quantize_q8_1_isa(isa: crate::cpu::Isa, x: &[f32], out: &mut [BlockQ8_1], scales: Option<&mut [[f32; 4]]>) {
+    #[cfg(target_arch = "x86_64")]
+    if isa >= crate::cpu::Isa::Avx2 && crate::cpu::Isa::Avx2.supported() {
+        unsafe { x86::quantize_q8_1(x, out, scales) };
+        return;
+    }
+    let _ = isa;
+    quantize_q8_1_scalar(x, out, scales)
+}
+
+/// The scalar reference of [`quantize_q8_0`].
+pub fn quantize_q8_0_scalar(x: &[f32], out: &mut [BlockQ8_0]) {
     debug_assert_eq!(x.len(), out.len() * QK);
     for (b, xs) in out.iter_mut().zip(x.chunks_exact(QK)) {
         let amax = absmax(xs);
@@ -110,26 +191,116 @@ pub fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         b.d = f16::from_f32(d);
         for (q, v) in b.qs.iter_mut().zip(xs) {
-            *q = round_away(v * id) as i8;
+            *q = round_act(v * id) as i8;
         }
     }
 }
 
-/// Quantizes `x` to Q8_1 blocks (Q8_0 plus `s = d * sum(q)`).
-pub fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1]) {
+/// The scalar reference of [`quantize_q8_1_scaled`].
+pub fn quantize_q8_1_scalar(x: &[f32], out: &mut [BlockQ8_1], mut scales: Option<&mut [[f32; 4]]>) {
     debug_assert_eq!(x.len(), out.len() * QK);
-    for (b, xs) in out.iter_mut().zip(x.chunks_exact(QK)) {
+    for (i, (b, xs)) in out.iter_mut().zip(x.chunks_exact(QK)).enumerate() {
         let amax = absmax(xs);
         let d = amax / 127.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         let mut sum = 0i32;
         for (q, v) in b.qs.iter_mut().zip(xs) {
-            let r = round_away(v * id);
+            let r = round_act(v * id);
             *q = r as i8;
             sum += r;
         }
-        b.d = f16::from_f32(d);
-        b.s = f16::from_f32(sum as f32 * d);
+        finish_q8_1(b, d, sum, scales.as_deref_mut().map(|s| &mut s[i]));
+    }
+}
+
+#[inline]
+fn finish_q8_1(b: &mut BlockQ8_1, d: f32, sum: i32, scale: Option<&mut [f32; 4]>) {
+    b.d = f16::from_f32(d);
+    b.s = f16::from_f32(sum as f32 * d);
+    if let Some(sc) = scale {
+        let d32 = b.d.to_f32();
+        let sx = d32 * sum as f32;
+        *sc = [d32, b.s.to_f32(), sx, -8.0 * sx];
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::*;
+    use std::arch::x86_64::*;
+
+    /// Quantizes one block of 32 values: returns `d` (unrounded) and the four vectors of
+    /// rounded integers, with the scalar code's exact arithmetic (`v * (1/d)` rounded half
+    /// away from zero).
+    #[inline(always)]
+    unsafe fn block(xs: *const f32) -> (f32, [__m256i; 4]) {
+        let sign = _mm256_set1_ps(-0.0);
+        let v = [
+            _mm256_loadu_ps(xs),
+            _mm256_loadu_ps(xs.add(8)),
+            _mm256_loadu_ps(xs.add(16)),
+            _mm256_loadu_ps(xs.add(24)),
+        ];
+        let a = v.map(|x| _mm256_andnot_ps(sign, x));
+        let m = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
+        let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        let m1 = _mm_max_ss(m2, _mm_movehdup_ps(m2));
+        let amax = _mm_cvtss_f32(m1);
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let vid = _mm256_set1_ps(id);
+        let half = _mm256_set1_ps(0.5);
+        let one = _mm256_set1_ps(1.0);
+        let q = v.map(|x| {
+            let y = _mm256_mul_ps(x, vid);
+            if ACT_ROUND_TIES_EVEN {
+                return _mm256_cvtps_epi32(_mm256_round_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+            }
+            let t = _mm256_round_ps(y, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+            let f = _mm256_andnot_ps(sign, _mm256_sub_ps(y, t));
+            let away = _mm256_cmp_ps(f, half, _CMP_GE_OQ);
+            let step = _mm256_or_ps(one, _mm256_and_ps(y, sign));
+            _mm256_cvttps_epi32(_mm256_add_ps(t, _mm256_and_ps(away, step)))
+        });
+        (d, q)
+    }
+
+    #[inline(always)]
+    unsafe fn store(q: &[__m256i; 4], dst: *mut i8) {
+        let p01 = _mm256_packs_epi32(q[0], q[1]);
+        let p23 = _mm256_packs_epi32(q[2], q[3]);
+        let b = _mm256_packs_epi16(p01, p23);
+        let b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256(dst as *mut __m256i, b);
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+        assert!(x.len() >= out.len() * QK);
+        for (i, b) in out.iter_mut().enumerate() {
+            let (d, q) = block(x.as_ptr().add(i * QK));
+            b.d = f16::from_f32(d);
+            store(&q, b.qs.as_mut_ptr());
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn quantize_q8_1(x: &[f32], out: &mut [BlockQ8_1], mut scales: Option<&mut [[f32; 4]]>) {
+        assert!(x.len() >= out.len() * QK);
+        if let Some(s) = &scales {
+            assert!(s.len() >= out.len());
+        }
+        for (i, b) in out.iter_mut().enumerate() {
+            let (d, q) = block(x.as_ptr().add(i * QK));
+            store(&q, b.qs.as_mut_ptr());
+            let s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+            let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+            let sum = _mm_cvtsi128_si32(s);
+            finish_q8_1(b, d, sum, scales.as_deref_mut().map(|s| s.get_unchecked_mut(i)));
+        }
     }
 }
 

@@ -202,3 +202,239 @@ fn threaded_matmul_equals_single_thread_scalar() {
     (scalar.q4_1)(&w[5 * 3..6 * 3], &acts.q8_1[4 * 3..], 3, &mut one_dot);
     assert_eq!(one_dot[0], want[4 * rows + 5]);
 }
+
+// ---------------------------------------------------------------------------------------
+// Packed (row-interleaved) weights.
+
+use lamina_kernels::packed::{packed_scalar, ActScale, PackKind, PackedMatrix, GROUP};
+
+fn packed_paths() -> Vec<Kernels> {
+    simd_paths()
+}
+
+/// Random weights of `kind` packed, plus the same weights as GGUF blocks.
+fn random_packed(rng: &mut Rng, kind: PackKind, rows: usize, nb: usize) -> (PackedMatrix, Weights<'static>) {
+    let cols = nb * 32;
+    match kind {
+        PackKind::Q4_0 => {
+            let w: &'static [BlockQ4_0] = Box::leak(random_blocks(rng, rows * nb, q4_0).into_boxed_slice());
+            (PackedMatrix::from_q4_0(w, rows, cols), Weights::Q4_0(w))
+        }
+        PackKind::Q4_1 => {
+            let w: &'static [BlockQ4_1] = Box::leak(random_blocks(rng, rows * nb, q4_1).into_boxed_slice());
+            (PackedMatrix::from_q4_1(w, rows, cols), Weights::Q4_1(w))
+        }
+        PackKind::Q8_0 => {
+            let w: &'static [BlockQ8_0] = Box::leak(random_blocks(rng, rows * nb, q8_0).into_boxed_slice());
+            (PackedMatrix::from_q8_0(w, rows, cols), Weights::Q8_0(w))
+        }
+    }
+}
+
+/// Quantized activations (`n` columns of `nb` blocks) with matching f32 scales.
+fn random_acts(rng: &mut Rng, n: usize, nb: usize) -> (Vec<BlockQ8_1>, Vec<ActScale>) {
+    let x: Vec<f32> = (0..n * nb * 32).map(|_| rng.f() * 3.0).collect();
+    let mut q = vec![BlockQ8_1::default(); n * nb];
+    let mut s = vec![[0.0; 4]; n * nb];
+    quantize_q8_1_scaled(&x, &mut q, Some(&mut s));
+    (q, s)
+}
+
+const KINDS: [PackKind; 3] = [PackKind::Q4_0, PackKind::Q4_1, PackKind::Q8_0];
+
+#[test]
+fn packed_kernels_match_scalar_twin() {
+    let mut rng = Rng(0xA5A5_1234_5678_9ABC);
+    let paths = packed_paths();
+    for kind in KINDS {
+        for nb in [1usize, 2, 3, 7, 18, 49] {
+            for rows in [1usize, 7, 8, 13, 24] {
+                let (pm, _) = random_packed(&mut rng, kind, rows, nb);
+                let stride = nb + 3;
+                let (x, sc) = random_acts(&mut rng, 4, stride);
+                for k in &paths {
+                    for g in 0..pm.groups {
+                        for cols in 1..=4 {
+                            let mut want = vec![[0.0f32; GROUP]; cols];
+                            let mut got = vec![[0.0f32; GROUP]; cols];
+                            packed_scalar(&pm, g, &x, &sc, stride, &mut want);
+                            (k.packed)(&pm, g, &x, &sc, stride, &mut got);
+                            for c in 0..cols {
+                                for r in 0..GROUP {
+                                    let (a, b) = (want[c][r], got[c][r]);
+                                    assert!(
+                                        (a - b).abs() <= 1e-5 * (a.abs() + nb as f32),
+                                        "{} {kind:?} nb={nb} rows={rows} g={g} cols={cols} r={r}: {a} vs {b}",
+                                        k.isa.name()
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for k in &paths {
+            eprintln!("checked packed {kind:?} on {}", k.isa.name());
+        }
+    }
+}
+
+/// The packed scalar kernel equals the GGUF-layout scalar kernel row by row (an
+/// independent check of the interleaving), and padded rows of a tail group are zero.
+#[test]
+fn packed_scalar_equals_unpacked_scalar() {
+    let mut rng = Rng(31337);
+    let scalar = Kernels::new(Isa::Scalar).unwrap();
+    for kind in KINDS {
+        for (rows, nb) in [(13usize, 5usize), (8, 1), (3, 18)] {
+            let (pm, w) = random_packed(&mut rng, kind, rows, nb);
+            let (x, sc) = random_acts(&mut rng, 3, nb);
+            let mut x0 = vec![BlockQ8_0::default(); x.len()];
+            for (a, b) in x0.iter_mut().zip(&x) {
+                *a = BlockQ8_0 { d: b.d, qs: b.qs };
+            }
+            for g in 0..pm.groups {
+                let mut got = vec![[0.0f32; GROUP]; 3];
+                packed_scalar(&pm, g, &x, &sc, nb, &mut got);
+                for r in 0..GROUP {
+                    let row = g * GROUP + r;
+                    let mut want = [0.0f32; 3];
+                    if row < rows {
+                        let span = row * nb..(row + 1) * nb;
+                        match w {
+                            Weights::Q4_0(b) => (scalar.q4_0)(&b[span], &x0, nb, &mut want),
+                            Weights::Q4_1(b) => (scalar.q4_1)(&b[span], &x, nb, &mut want),
+                            Weights::Q8_0(b) => (scalar.q8_0)(&b[span], &x0, nb, &mut want),
+                            _ => unreachable!(),
+                        }
+                    }
+                    for c in 0..3 {
+                        let (a, b) = (want[c], got[c][r]);
+                        assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "{kind:?} rows={rows} row={row} c={c}: {a} vs {b}");
+                    }
+                }
+            }
+            // Dequantized rows are the GGUF ones.
+            let mut a = vec![0.0; nb * 32];
+            let mut b = vec![0.0; nb * 32];
+            for row in 0..rows {
+                pm.row_f32(row, &mut a);
+                let span = row * nb..(row + 1) * nb;
+                match w {
+                    Weights::Q4_0(bl) => dequantize_q4_0(&bl[span], &mut b),
+                    Weights::Q4_1(bl) => dequantize_q4_1(&bl[span], &mut b),
+                    Weights::Q8_0(bl) => dequantize_q8_0(&bl[span], &mut b),
+                    _ => unreachable!(),
+                }
+                assert_eq!(a, b, "{kind:?} row {row}");
+            }
+        }
+    }
+}
+
+/// End to end: a threaded matmul over packed weights with the best kernels equals the
+/// single-thread scalar matmul over the GGUF-layout weights, within 1e-4 relative.
+#[test]
+fn packed_matmul_equals_unpacked_scalar_matmul() {
+    let mut rng = Rng(2024);
+    let scalar = Kernels::new(Isa::Scalar).unwrap();
+    let one = ThreadPool::new(1);
+    let mut paths = packed_paths();
+    paths.push(scalar);
+    for kind in KINDS {
+        for (rows, cols, n) in [(37usize, 96usize, 9usize), (64, 576, 1), (20, 32, 5), (8, 64, 70)] {
+            let (pm, w) = random_packed(&mut rng, kind, rows, cols / 32);
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.f()).collect();
+            let mut acts = Activations::default();
+            acts.prepare(&x, n, cols, &[w.act_format(), ActFormat::Q8_1]);
+            let mut want = vec![0.0; n * rows];
+            matmul(&one, &scalar, &x, &acts, w, rows, &mut want);
+            let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1.0);
+            for k in &paths {
+                for threads in [1, 2, 3] {
+                    let pool = ThreadPool::new(threads);
+                    let mut got = vec![f32::NAN; n * rows];
+                    matmul(&pool, k, &x, &acts, Weights::Packed(&pm), rows, &mut got);
+                    for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+                        assert!(
+                            (a - b).abs() <= 1e-4 * a.abs().max(1e-2 * scale),
+                            "{} {kind:?} {rows}x{cols} n={n} t={threads} at {i}: {a} vs {b}",
+                            k.isa.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Fused products of packed matrices whose row counts are not multiples of 8 (groups then
+/// straddle thread ranges and job boundaries) still write every output exactly once.
+#[test]
+fn packed_matmul_many_with_row_tails() {
+    use lamina_kernels::matmul::{matmul_many, MatmulJob};
+    let mut rng = Rng(77);
+    let k = Kernels::best();
+    let scalar = Kernels::new(Isa::Scalar).unwrap();
+    let (cols, n) = (64, 3);
+    let (a, wa) = random_packed(&mut rng, PackKind::Q4_1, 13, 2);
+    let (b, wb) = random_packed(&mut rng, PackKind::Q8_0, 21, 2);
+    let x: Vec<f32> = (0..n * cols).map(|_| rng.f()).collect();
+    let mut acts = Activations::default();
+    acts.prepare(&x, n, cols, &[ActFormat::Q8_0, ActFormat::Q8_1]);
+    for threads in [1, 2, 3, 4] {
+        let pool = ThreadPool::new(threads);
+        let (mut oa, mut ob) = (vec![f32::NAN; n * 13], vec![f32::NAN; n * 21]);
+        matmul_many(&pool, &k, &x, &acts, &mut [
+            MatmulJob { weights: Weights::Packed(&a), rows: 13, out: &mut oa },
+            MatmulJob { weights: Weights::Packed(&b), rows: 21, out: &mut ob },
+        ]);
+        let (mut ea, mut eb) = (vec![0.0; n * 13], vec![0.0; n * 21]);
+        matmul(&ThreadPool::new(1), &scalar, &x, &acts, wa, 13, &mut ea);
+        matmul(&ThreadPool::new(1), &scalar, &x, &acts, wb, 21, &mut eb);
+        for (w, g) in ea.iter().chain(&eb).zip(oa.iter().chain(&ob)) {
+            assert!((w - g).abs() <= 1e-4 * w.abs().max(1.0), "threads={threads}: {w} vs {g}");
+        }
+    }
+}
+
+/// The AVX2 activation quantizers are bit-identical to the scalar ones, ties included.
+#[test]
+fn simd_quantizers_are_bit_identical() {
+    if !Isa::Avx2.supported() {
+        eprintln!("SKIPPED: avx2 quantizers (this CPU does not support them)");
+        return;
+    }
+    let mut rng = Rng(5);
+    for nb in [1usize, 2, 7, 48] {
+        let mut x: Vec<f32> = (0..nb * 32).map(|_| rng.f() * 10.0).collect();
+        // Exact ties: a block whose largest magnitude is 127 has d = 1 and id = 1.
+        let ties = [127.0, 0.5, -0.5, 1.5, -1.5, 2.5, -2.5, 126.5, -126.5, 0.0, -0.0, 3.4999998, -7.5000005];
+        x[..ties.len()].copy_from_slice(&ties);
+        if nb > 1 {
+            x[32..64].fill(0.0); // an all-zero block (d = 0)
+        }
+        let mut a0 = vec![BlockQ8_0::default(); nb];
+        let mut b0 = vec![BlockQ8_0::default(); nb];
+        quantize_q8_0_isa(Isa::Scalar, &x, &mut a0);
+        quantize_q8_0_isa(Isa::Avx2, &x, &mut b0);
+        let mut a1 = vec![BlockQ8_1::default(); nb];
+        let mut b1 = vec![BlockQ8_1::default(); nb];
+        let mut sa = vec![[0.0f32; 4]; nb];
+        let mut sb = vec![[0.0f32; 4]; nb];
+        quantize_q8_1_isa(Isa::Scalar, &x, &mut a1, Some(&mut sa));
+        quantize_q8_1_isa(Isa::Avx2, &x, &mut b1, Some(&mut sb));
+        for i in 0..nb {
+            assert_eq!(a0[i].qs, b0[i].qs, "q8_0 block {i}");
+            assert_eq!(a0[i].d.to_bits(), b0[i].d.to_bits());
+            assert_eq!(a1[i].qs, b1[i].qs, "q8_1 block {i}");
+            assert_eq!(a1[i].qs, a0[i].qs);
+            assert_eq!((a1[i].d.to_bits(), a1[i].s.to_bits()), (b1[i].d.to_bits(), b1[i].s.to_bits()));
+            assert_eq!(sa[i].map(f32::to_bits), sb[i].map(f32::to_bits));
+        }
+        if !ACT_ROUND_TIES_EVEN {
+            assert_eq!(&a0[0].qs[..9], &[127, 1, -1, 2, -2, 3, -3, 127, -127]);
+        }
+    }
+}

@@ -12,6 +12,7 @@ pub mod kv_cache;
 pub mod linear;
 pub mod load;
 pub mod model;
+pub mod quantize;
 pub mod trainable;
 
 pub use kv_cache::KvCache;

@@ -7,6 +7,7 @@
 
 use crate::gguf::{GgmlType, GgufFile};
 use lamina_core::{Error, Result};
+use lamina_kernels::packed::PackedMatrix;
 use lamina_kernels::quant::*;
 use lamina_kernels::Weights;
 use std::sync::Arc;
@@ -18,6 +19,9 @@ pub enum LinearData {
     Mapped { file: Arc<GgufFile>, offset: usize, dtype: GgmlType },
     /// Row-major `rows × cols` f32.
     F32(Arc<Vec<f32>>),
+    /// Q4_0, Q4_1 or Q8_0 blocks rearranged at load time into 8-row interleaved groups
+    /// (`lamina_kernels::packed`); `dtype` is the GGUF type they came from.
+    Packed { packed: Arc<PackedMatrix>, dtype: GgmlType },
 }
 
 #[derive(Clone)]
@@ -42,7 +46,7 @@ pub fn has_int_kernel(dtype: GgmlType) -> bool {
 impl Linear {
     pub fn dtype_name(&self) -> &'static str {
         match &self.data {
-            LinearData::Mapped { dtype, .. } => dtype.name(),
+            LinearData::Mapped { dtype, .. } | LinearData::Packed { dtype, .. } => dtype.name(),
             LinearData::F32(_) => "F32",
         }
     }
@@ -50,7 +54,7 @@ impl Linear {
     /// Bytes of one row in its storage.
     fn row_bytes(&self) -> usize {
         match &self.data {
-            LinearData::Mapped { dtype, .. } => {
+            LinearData::Mapped { dtype, .. } | LinearData::Packed { dtype, .. } => {
                 let (bs, bb) = dtype.block();
                 self.cols / bs * bb
             }
@@ -67,6 +71,7 @@ impl Linear {
     pub fn weights(&self) -> Weights<'_> {
         match &self.data {
             LinearData::F32(v) => Weights::F32(&v[..self.rows * self.cols]),
+            LinearData::Packed { packed, .. } => Weights::Packed(packed),
             LinearData::Mapped { file, offset, dtype } => {
                 let all = file.data_at(*offset, self.weight_bytes());
                 // Construction checked type, size and alignment, so these casts succeed.
@@ -91,6 +96,7 @@ impl Linear {
             Weights::Q5_0(b) => dequantize_q5_0(&b[r * self.cols / QK..(r + 1) * self.cols / QK], out),
             Weights::Q5_1(b) => dequantize_q5_1(&b[r * self.cols / QK..(r + 1) * self.cols / QK], out),
             Weights::Q8_0(b) => dequantize_q8_0(&b[r * self.cols / QK..(r + 1) * self.cols / QK], out),
+            Weights::Packed(p) => p.row_f32(r, out),
         }
     }
 
@@ -124,6 +130,9 @@ impl Linear {
         let offset = info.offset + row_start * row_bytes;
         let mapped = Linear { rows, cols, data: LinearData::Mapped { file: file.clone(), offset, dtype: info.dtype }, bias: None };
         if has_int_kernel(info.dtype) && !dense && offset % 2 == 0 {
+            if packs(info.dtype) && std::env::var_os("LAMINA_NO_PACK").is_none() {
+                return Ok(mapped.packed());
+            }
             return Ok(mapped);
         }
         let bytes = file.data_at(offset, rows * row_bytes);
@@ -132,12 +141,60 @@ impl Linear {
         Ok(Linear { rows, cols, data: LinearData::F32(Arc::new(values)), bias: None })
     }
 
+    /// This layer with Q4_0 / Q4_1 / Q8_0 mapped weights rearranged into the interleaved
+    /// layout of `lamina_kernels::packed` (other storage is returned unchanged). The
+    /// mapped pages it read are released from this process's resident set afterwards
+    /// (they are still in the page cache and fault back in if read again).
+    pub fn packed(self) -> Linear {
+        let LinearData::Mapped { file, offset, dtype } = &self.data else { return self };
+        let (rows, cols) = (self.rows, self.cols);
+        let packed = match self.weights() {
+            Weights::Q4_0(b) => PackedMatrix::from_q4_0(b, rows, cols),
+            Weights::Q4_1(b) => PackedMatrix::from_q4_1(b, rows, cols),
+            Weights::Q8_0(b) => PackedMatrix::from_q8_0(b, rows, cols),
+            _ => return self,
+        };
+        release_pages(file.data_at(*offset, self.weight_bytes()));
+        let dtype = *dtype;
+        Linear { data: LinearData::Packed { packed: Arc::new(packed), dtype }, ..self }
+    }
+
     pub fn from_f32(rows: usize, cols: usize, values: Vec<f32>, bias: Option<Vec<f32>>) -> Result<Linear> {
         if values.len() != rows * cols {
             return Err(Error::InvalidInput(format!("linear {rows}x{cols} given {} values", values.len())));
         }
         Ok(Linear { rows, cols, data: LinearData::F32(Arc::new(values)), bias })
     }
+}
+
+/// Types that [`Linear::packed`] rearranges.
+pub fn packs(dtype: GgmlType) -> bool {
+    matches!(dtype, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
+}
+
+/// Drops the whole pages of a read-only file mapping that `bytes` covers from the
+/// resident set (`madvise(MADV_DONTNEED)`; the data stays in the page cache and is
+/// faulted back in on the next read). A no-op elsewhere than Linux.
+fn release_pages(bytes: &[u8]) {
+    #[cfg(target_os = "linux")]
+    {
+        extern "C" {
+            fn madvise(addr: *mut std::ffi::c_void, len: usize, advice: i32) -> i32;
+        }
+        const MADV_DONTNEED: i32 = 4;
+        const PAGE: usize = 4096;
+        let start = (bytes.as_ptr() as usize).div_ceil(PAGE) * PAGE;
+        let end = (bytes.as_ptr() as usize + bytes.len()) / PAGE * PAGE;
+        if end > start {
+            // SAFETY: the range lies inside a live read-only shared file mapping that nobody
+            // writes; dropping its pages only makes later reads fault them in from the file.
+            unsafe {
+                madvise(start as *mut std::ffi::c_void, end - start, MADV_DONTNEED);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = bytes;
 }
 
 /// Dequantizes any GGUF tensor type to f32 (K-quants through candle's reference code).

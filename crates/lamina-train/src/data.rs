@@ -213,9 +213,11 @@ fn stat(files: &[PathBuf]) -> Result<Vec<SourceFile>> {
         .collect()
 }
 
-/// Default cache path: `FILE.lamina-tokens` for one file, `DIR/.lamina-tokens` for a folder.
+/// Default cache path: `FILE.lamina-tokens` for one file, `DIR/.lamina-tokens` for a folder —
+/// or, when that folder is read-only (a shared data set), a file of the same name under
+/// the user's cache directory (`$LAMINA_CACHE/tokens/`), keyed by the data's full path.
 pub fn default_cache_path(paths: &[PathBuf]) -> PathBuf {
-    match paths.first() {
+    let beside = match paths.first() {
         Some(p) if p.is_dir() => p.join(".lamina-tokens"),
         Some(p) => {
             let mut s = p.as_os_str().to_owned();
@@ -223,6 +225,31 @@ pub fn default_cache_path(paths: &[PathBuf]) -> PathBuf {
             PathBuf::from(s)
         }
         None => PathBuf::from(".lamina-tokens"),
+    };
+    let dir = beside.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if is_writable_dir(dir) {
+        return beside;
+    }
+    let key = paths.first().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())).unwrap_or_default();
+    let digest = hex(&Sha256::digest(key.to_string_lossy().as_bytes()));
+    let name = beside.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    lamina_core::registry::cache_dir().join("tokens").join(format!("{}-{name}", &digest[..12]))
+}
+
+/// Whether files can be created in `dir` (probed by creating and removing one). A folder
+/// whose permission bits allow no writing counts as read-only even for root, who could
+/// write anyway: shared, read-only data sets must not get cache files.
+fn is_writable_dir(dir: &Path) -> bool {
+    if std::fs::metadata(dir).map(|m| m.permissions().readonly()).unwrap_or(true) {
+        return false;
+    }
+    let probe = dir.join(format!(".lamina-write-probe-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            true
+        }
+        Err(_) => false,
     }
 }
 
@@ -349,6 +376,9 @@ pub(crate) fn write_atomic(path: &Path, fill: impl FnOnce(&mut std::fs::File) ->
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp-{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
     let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
     let r = fill(&mut f).and_then(|_| f.sync_all().map_err(|e| Error::io(&tmp, e)));
     drop(f);

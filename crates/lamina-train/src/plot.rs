@@ -78,6 +78,12 @@ fn draw(train: &[(f64, f64)], val: &[(f64, f64)], png: &Path, text: bool) -> Res
         .map_err(|e| err(&e))?;
     if text {
         val_series.label("val").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+    }
+    // Evaluations are sparse: mark each one.
+    chart
+        .draw_series(val.iter().map(|&(x, y)| Circle::new((x, y), 3, RED.filled())))
+        .map_err(|e| err(&e))?;
+    if text {
         chart
             .configure_series_labels()
             .background_style(WHITE.mix(0.8))

@@ -54,11 +54,17 @@ impl Callbacks for NoCallbacks {}
 /// printed above it.
 pub struct ProgressCallbacks {
     bar: Option<indicatif::ProgressBar>,
+    show_bar: bool,
 }
 
 impl ProgressCallbacks {
     pub fn new() -> Self {
-        ProgressCallbacks { bar: None }
+        ProgressCallbacks { bar: None, show_bar: true }
+    }
+
+    /// No bar: evaluations, samples and checkpoints as plain lines on stderr (for logs).
+    pub fn plain() -> Self {
+        ProgressCallbacks { bar: None, show_bar: false }
     }
 
     fn println(&self, s: &str) {
@@ -77,6 +83,10 @@ impl Default for ProgressCallbacks {
 
 impl Callbacks for ProgressCallbacks {
     fn on_start(&mut self, start_step: usize, max_iters: usize, num_params: usize) {
+        if !self.show_bar {
+            eprintln!("model: {:.2} M parameters, steps {start_step}..{max_iters}", num_params as f64 / 1e6);
+            return;
+        }
         let bar = indicatif::ProgressBar::new(max_iters as u64);
         bar.set_style(
             indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}]")
@@ -129,6 +139,10 @@ pub struct TrainSummary {
     pub elapsed_sec: f64,
     pub iters_per_sec: f64,
     pub tokens_per_sec: f64,
+    /// Seconds spent in training steps only (no evaluation, sampling or checkpoints).
+    pub train_sec: f64,
+    /// Steps per second of training time alone (`train_sec`).
+    pub train_iters_per_sec: f64,
     pub num_params: usize,
 }
 
@@ -306,12 +320,16 @@ pub fn pretrain(cfg: &TrainConfig, resume: Option<&Path>, cb: &mut dyn Callbacks
         elapsed_sec: 0.0,
         iters_per_sec: 0.0,
         tokens_per_sec: 0.0,
+        train_sec: 0.0,
+        train_iters_per_sec: 0.0,
         num_params: model.num_params(),
     };
     let mut last_val = None;
     let prompt = if cfg.sample_prompt.is_empty() { Vec::new() } else { tokenizer.encode(&cfg.sample_prompt, false).unwrap_or_default() };
 
+    let mut train_sec = 0.0;
     while step < end {
+        let ts = Instant::now();
         let lr = lr_at(step, cfg.lr, cfg.min_lr, cfg.warmup_iters, cfg.lr_decay_iters);
         let mut grads: Vec<Option<Tensor>> = vec![None; params.len()];
         let mut loss_sum = 0.0;
@@ -338,6 +356,7 @@ pub fn pretrain(cfg: &TrainConfig, resume: Option<&Path>, cb: &mut dyn Callbacks
         let grad_norm = clip_grad_norm(&mut grads, cfg.grad_clip)?;
         opt.step(&grads, lr)?;
         step += 1;
+        train_sec += ts.elapsed().as_secs_f64();
         summary.train_losses.push((step, loss));
         let elapsed = t0.elapsed().as_secs_f64().max(1e-9);
         let tps = (step - start_step) as f64 * tokens_per_step as f64 / elapsed;
@@ -392,6 +411,8 @@ pub fn pretrain(cfg: &TrainConfig, resume: Option<&Path>, cb: &mut dyn Callbacks
     summary.elapsed_sec = elapsed;
     summary.iters_per_sec = (step - start_step) as f64 / elapsed.max(1e-9);
     summary.tokens_per_sec = summary.iters_per_sec * tokens_per_step as f64;
+    summary.train_sec = train_sec;
+    summary.train_iters_per_sec = (step - start_step) as f64 / train_sec.max(1e-9);
     let png = cfg.out_dir.join("loss.png");
     match plot_log(&log_path, &png) {
         Ok(()) => summary.plot = Some(png),

@@ -59,6 +59,9 @@ fn tiny_model_overfits_tiny_corpus() {
     assert!(last < 0.15, "final train loss {last}");
     assert!(s.evals.last().unwrap().val_loss < 0.3);
     assert!(s.plot.as_ref().unwrap().exists());
+    if let Ok(p) = std::env::var("LAMINA_KEEP_PLOT") {
+        std::fs::copy(s.plot.as_ref().unwrap(), p).unwrap();
+    }
     assert!(std::fs::read_to_string(&s.metrics_log).unwrap().lines().count() > 10);
 }
 

@@ -77,3 +77,19 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// A training run folder (its latest checkpoint is used) or one step folder.
+    pub checkpoint: std::path::PathBuf,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// `lamina generate CKPT`: a checkpoint step folder is a Hugging Face folder, so this is
+/// `lamina run` on the checkpoint that CKPT resolves to.
+pub fn generate(mut args: GenerateArgs) -> Result<()> {
+    let step = lamina_train::resolve_checkpoint(&args.checkpoint)?;
+    args.run.model = Some(step.to_string_lossy().into_owned());
+    run(args.run)
+}

@@ -1,0 +1,461 @@
+//! Row-interleaved ("packed") weight layouts and their kernels.
+//!
+//! GGUF stores a matrix row by row, so a kernel working on one row per call has to convert
+//! the activation scales, load the activation block and reduce the products once per row.
+//! At load time the weights are rearranged into groups of [`GROUP`] = 8 rows: per (group,
+//! block of 32 inputs) the 8 rows' scales sit together (`d: [f16; 8]`, and `m: [f16; 8]`
+//! for Q4_1) and their quantized values are interleaved four at a time, so that one 256-bit
+//! register holds 4 consecutive values of each of the 8 rows (32-bit lane `r` = row `r`).
+//! Multiplying it by 4 activation bytes broadcast to every lane gives all 8 rows' partial
+//! dot products in their own lanes, with no horizontal reduction at all; a block costs,
+//! per activation column, 8 multiply-adds, one conversion and two or three FMAs for 8 rows.
+//!
+//! Byte layout of one (group, block):
+//! - Q4 (`Q4_0`, `Q4_1`): 128 bytes, four 32-byte vectors `v_j`; byte `4r + t` of `v_j`
+//!   holds row `r`'s value `8j + t` in its low nibble and value `8j + 4 + t` in its high one
+//!   (so `v_j & 0xF` and `(v_j >> 4) & 0xF` are directly the operands of two products);
+//! - Q8_0: 256 bytes, eight 32-byte vectors; byte `4r + t` of vector `k` is row `r`'s value
+//!   `4k + t`.
+//!
+//! Row counts that are not a multiple of 8 are padded with zero rows.
+//!
+//! Activations are Q8_1 blocks plus per-block f32 scales `[d, s, d*sum(q), -8*d*sum(q)]`
+//! (see [`crate::quant::quantize_q8_1_scaled`]); Q4_0 (values `q - 8`) uses the last one to
+//! remove the offset, Q8_0 uses the sign trick (`|w| * sign(x, w)`).
+
+use crate::quant::*;
+use half::f16;
+
+/// Rows per interleaved group.
+pub const GROUP: usize = 8;
+
+/// Per-block activation scales: `[d, s (as stored in the f16 block), d*sum(q), -8*d*sum(q)]`.
+pub type ActScale = [f32; 4];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PackKind {
+    Q4_0,
+    Q4_1,
+    Q8_0,
+}
+
+impl PackKind {
+    /// Bytes of quantized values per (group, block).
+    pub const fn qs_bytes(self) -> usize {
+        match self {
+            PackKind::Q4_0 | PackKind::Q4_1 => 128,
+            PackKind::Q8_0 => 256,
+        }
+    }
+}
+
+#[repr(C, align(32))]
+#[derive(Clone, Copy)]
+struct Chunk([u8; 32]);
+
+/// A weight matrix in the row-interleaved layout.
+pub struct PackedMatrix {
+    pub kind: PackKind,
+    pub rows: usize,
+    pub cols: usize,
+    /// Blocks per row.
+    pub nb: usize,
+    /// Row groups (`rows.div_ceil(8)`).
+    pub groups: usize,
+    qs: Vec<Chunk>,
+    d: Vec<f16>,
+    m: Vec<f16>,
+}
+
+impl std::fmt::Debug for PackedMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedMatrix({:?}, {}x{})", self.kind, self.rows, self.cols)
+    }
+}
+
+impl PackedMatrix {
+    fn empty(kind: PackKind, rows: usize, cols: usize) -> PackedMatrix {
+        assert!(cols % QK == 0, "columns must be whole blocks");
+        let nb = cols / QK;
+        let groups = rows.div_ceil(GROUP);
+        let chunks = groups * nb * kind.qs_bytes() / 32;
+        let scales = groups * nb * GROUP;
+        PackedMatrix {
+            kind,
+            rows,
+            cols,
+            nb,
+            groups,
+            qs: vec![Chunk([0; 32]); chunks],
+            d: vec![f16::ZERO; scales],
+            m: if kind == PackKind::Q4_1 { vec![f16::ZERO; scales] } else { Vec::new() },
+        }
+    }
+
+    fn qs_bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: Chunk is 32 plain bytes.
+        unsafe { std::slice::from_raw_parts_mut(self.qs.as_mut_ptr() as *mut u8, self.qs.len() * 32) }
+    }
+
+    /// Quantized bytes of (group, block).
+    #[inline]
+    pub fn qs(&self, g: usize, i: usize) -> &[u8] {
+        let n = self.kind.qs_bytes();
+        // SAFETY: Chunk is 32 plain bytes.
+        let all = unsafe { std::slice::from_raw_parts(self.qs.as_ptr() as *const u8, self.qs.len() * 32) };
+        &all[(g * self.nb + i) * n..(g * self.nb + i + 1) * n]
+    }
+
+    #[inline]
+    pub fn d(&self, g: usize, i: usize) -> &[f16] {
+        &self.d[(g * self.nb + i) * GROUP..(g * self.nb + i + 1) * GROUP]
+    }
+
+    #[inline]
+    pub fn m(&self, g: usize, i: usize) -> &[f16] {
+        &self.m[(g * self.nb + i) * GROUP..(g * self.nb + i + 1) * GROUP]
+    }
+
+    /// Bytes held (for memory reports).
+    pub fn bytes(&self) -> usize {
+        self.qs.len() * 32 + (self.d.len() + self.m.len()) * 2
+    }
+
+    fn pack_q4(kind: PackKind, rows: usize, cols: usize, block: impl Fn(usize, usize) -> (f16, f16, [u8; 16])) -> PackedMatrix {
+        let mut p = PackedMatrix::empty(kind, rows, cols);
+        let nb = p.nb;
+        for g in 0..p.groups {
+            for i in 0..nb {
+                let base = (g * nb + i) * GROUP;
+                let mut bytes = [0u8; 128];
+                for r in 0..GROUP.min(rows - g * GROUP) {
+                    let (d, m, qs) = block(g * GROUP + r, i);
+                    p.d[base + r] = d;
+                    if kind == PackKind::Q4_1 {
+                        p.m[base + r] = m;
+                    }
+                    let v = |k: usize| if k < 16 { qs[k] & 0x0F } else { qs[k - 16] >> 4 };
+                    for j in 0..4 {
+                        for t in 0..4 {
+                            bytes[32 * j + 4 * r + t] = v(8 * j + t) | (v(8 * j + 4 + t) << 4);
+                        }
+                    }
+                }
+                let off = (g * nb + i) * 128;
+                p.qs_bytes_mut()[off..off + 128].copy_from_slice(&bytes);
+            }
+        }
+        p
+    }
+
+    /// Packs `rows × cols` Q4_1 weights (row-major GGUF blocks).
+    pub fn from_q4_1(src: &[BlockQ4_1], rows: usize, cols: usize) -> PackedMatrix {
+        let nb = cols / QK;
+        assert_eq!(src.len(), rows * nb, "Q4_1 block count");
+        PackedMatrix::pack_q4(PackKind::Q4_1, rows, cols, |r, i| {
+            let b = &src[r * nb + i];
+            (b.d, b.m, b.qs)
+        })
+    }
+
+    /// Packs `rows × cols` Q4_0 weights.
+    pub fn from_q4_0(src: &[BlockQ4_0], rows: usize, cols: usize) -> PackedMatrix {
+        let nb = cols / QK;
+        assert_eq!(src.len(), rows * nb, "Q4_0 block count");
+        PackedMatrix::pack_q4(PackKind::Q4_0, rows, cols, |r, i| {
+            let b = &src[r * nb + i];
+            (b.d, f16::ZERO, b.qs)
+        })
+    }
+
+    /// Packs `rows × cols` Q8_0 weights.
+    pub fn from_q8_0(src: &[BlockQ8_0], rows: usize, cols: usize) -> PackedMatrix {
+        let nb = cols / QK;
+        assert_eq!(src.len(), rows * nb, "Q8_0 block count");
+        let mut p = PackedMatrix::empty(PackKind::Q8_0, rows, cols);
+        for g in 0..p.groups {
+            for i in 0..nb {
+                let base = (g * nb + i) * GROUP;
+                let mut bytes = [0u8; 256];
+                for r in 0..GROUP.min(rows - g * GROUP) {
+                    let b = &src[(g * GROUP + r) * nb + i];
+                    p.d[base + r] = b.d;
+                    for k in 0..8 {
+                        for t in 0..4 {
+                            bytes[32 * k + 4 * r + t] = b.qs[4 * k + t] as u8;
+                        }
+                    }
+                }
+                let off = (g * nb + i) * 256;
+                p.qs_bytes_mut()[off..off + 256].copy_from_slice(&bytes);
+            }
+        }
+        p
+    }
+
+    /// Quantized value `p` (0..32) of row `r` of (group, block) as the kernels see it:
+    /// the unsigned nibble for Q4 formats, the signed byte for Q8_0.
+    #[inline]
+    pub fn value(&self, q: &[u8], r: usize, p: usize) -> i32 {
+        match self.kind {
+            PackKind::Q4_0 | PackKind::Q4_1 => {
+                let byte = q[32 * (p / 8) + 4 * r + p % 4];
+                (if p % 8 < 4 { byte & 0x0F } else { byte >> 4 }) as i32
+            }
+            PackKind::Q8_0 => q[32 * (p / 4) + 4 * r + p % 4] as i8 as i32,
+        }
+    }
+
+    /// Dequantizes row `r` into `out` (length `cols`), exactly as the GGUF dequantizers do.
+    pub fn row_f32(&self, r: usize, out: &mut [f32]) {
+        assert!(r < self.rows && out.len() == self.cols);
+        let (g, l) = (r / GROUP, r % GROUP);
+        for i in 0..self.nb {
+            let q = self.qs(g, i);
+            let d = self.d(g, i)[l].to_f32();
+            let ys = &mut out[i * QK..(i + 1) * QK];
+            for (p, y) in ys.iter_mut().enumerate() {
+                let v = self.value(q, l, p);
+                *y = match self.kind {
+                    PackKind::Q4_0 => (v - 8) as f32 * d,
+                    PackKind::Q4_1 => v as f32 * d + self.m(g, i)[l].to_f32(),
+                    PackKind::Q8_0 => v as f32 * d,
+                };
+            }
+        }
+    }
+}
+
+/// `out[c][r] = dot(row 8g + r, activation column c)` for `c < out.len() <= 4`; `x` and
+/// `sc` start at the first column, columns `stride` blocks apart.
+pub type PackedFn = fn(w: &PackedMatrix, g: usize, x: &[BlockQ8_1], sc: &[ActScale], stride: usize, out: &mut [[f32; GROUP]]);
+
+#[inline]
+fn check(w: &PackedMatrix, g: usize, x: &[BlockQ8_1], sc: &[ActScale], stride: usize, n: usize) {
+    assert!(g < w.groups && n <= 4, "packed kernel: group {g} of {}, {n} columns", w.groups);
+    if n > 0 {
+        let need = (n - 1) * stride + w.nb;
+        assert!(need <= x.len() && need <= sc.len(), "packed kernel: activations too short");
+    }
+}
+
+/// The scalar reference of the packed kernels (same arithmetic as the SIMD versions:
+/// exact integer block sums, then `d_w * d_x` and the offset terms in f32).
+pub fn packed_scalar(w: &PackedMatrix, g: usize, x: &[BlockQ8_1], sc: &[ActScale], stride: usize, out: &mut [[f32; GROUP]]) {
+    check(w, g, x, sc, stride, out.len());
+    for (c, o) in out.iter_mut().enumerate() {
+        let mut acc = [0.0f32; GROUP];
+        for i in 0..w.nb {
+            let q = w.qs(g, i);
+            let bx = &x[c * stride + i];
+            let s = &sc[c * stride + i];
+            let d = w.d(g, i);
+            for (r, a) in acc.iter_mut().enumerate() {
+                let mut isum = 0i32;
+                for p in 0..QK {
+                    isum += w.value(q, r, p) * bx.qs[p] as i32;
+                }
+                let dw = d[r].to_f32();
+                *a += match w.kind {
+                    PackKind::Q4_1 => isum as f32 * (dw * s[0]) + w.m(g, i)[r].to_f32() * s[1],
+                    PackKind::Q4_0 => (isum as f32 * s[0] + s[3]) * dw,
+                    PackKind::Q8_0 => isum as f32 * s[0] * dw,
+                };
+            }
+        }
+        *o = acc;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub mod x86 {
+    //! AVX2 and AVX2+VNNI versions of the packed kernels.
+    use super::*;
+    use std::arch::x86_64::*;
+
+    macro_rules! packed_kernels {
+        ($feat:literal, $suffix:ident, $acc16:ident, $fin16:ident, $acc32:ident) => {
+            pub mod $suffix {
+                use super::*;
+
+                /// Q4_0 / Q4_1 × Q8_1 for `N` columns.
+                #[target_feature(enable = $feat)]
+                unsafe fn q4_n<const N: usize, const Q41: bool>(
+                    qs: *const u8,
+                    d: *const f16,
+                    m: *const f16,
+                    nb: usize,
+                    x: *const BlockQ8_1,
+                    sc: *const ActScale,
+                    stride: usize,
+                    out: *mut [f32; GROUP],
+                ) {
+                    let mask = _mm256_set1_epi8(0x0F);
+                    let mut acc = [_mm256_setzero_ps(); N];
+                    let mut acc2 = [_mm256_setzero_ps(); N];
+                    for i in 0..nb {
+                        let q = qs.add(i * 128);
+                        let mut s = [_mm256_setzero_si256(); N];
+                        let mut s2 = [_mm256_setzero_si256(); N];
+                        for j in 0..4 {
+                            let v = _mm256_load_si256(q.add(32 * j) as *const __m256i);
+                            let lo = _mm256_and_si256(v, mask);
+                            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+                            for c in 0..N {
+                                let xq = (*x.add(c * stride + i)).qs.as_ptr() as *const i32;
+                                s[c] = $acc16(s[c], lo, _mm256_set1_epi32(xq.add(2 * j).read_unaligned()));
+                                s2[c] = $acc16(s2[c], hi, _mm256_set1_epi32(xq.add(2 * j + 1).read_unaligned()));
+                            }
+                        }
+                        let dw = _mm256_cvtph_ps(_mm_loadu_si128(d.add(i * GROUP) as *const __m128i));
+                        if Q41 {
+                            let mw = _mm256_cvtph_ps(_mm_loadu_si128(m.add(i * GROUP) as *const __m128i));
+                            for c in 0..N {
+                                let k = &*sc.add(c * stride + i);
+                                let p = _mm256_cvtepi32_ps($fin16(s[c], s2[c]));
+                                acc[c] = _mm256_fmadd_ps(p, _mm256_mul_ps(dw, _mm256_set1_ps(k[0])), acc[c]);
+                                acc2[c] = _mm256_fmadd_ps(mw, _mm256_set1_ps(k[1]), acc2[c]);
+                            }
+                        } else {
+                            for c in 0..N {
+                                let k = &*sc.add(c * stride + i);
+                                let p = _mm256_cvtepi32_ps($fin16(s[c], s2[c]));
+                                let t = _mm256_fmadd_ps(p, _mm256_set1_ps(k[0]), _mm256_set1_ps(k[3]));
+                                if i % 2 == 0 {
+                                    acc[c] = _mm256_fmadd_ps(t, dw, acc[c]);
+                                } else {
+                                    acc2[c] = _mm256_fmadd_ps(t, dw, acc2[c]);
+                                }
+                            }
+                        }
+                    }
+                    for c in 0..N {
+                        _mm256_storeu_ps(out.add(c) as *mut f32, _mm256_add_ps(acc[c], acc2[c]));
+                    }
+                }
+
+                /// Q8_0 × Q8_1 for `N` columns (sign trick: `|w| · sign(x, w)`).
+                #[target_feature(enable = $feat)]
+                unsafe fn q8_n<const N: usize>(
+                    qs: *const u8,
+                    d: *const f16,
+                    nb: usize,
+                    x: *const BlockQ8_1,
+                    sc: *const ActScale,
+                    stride: usize,
+                    out: *mut [f32; GROUP],
+                ) {
+                    let mut acc = [_mm256_setzero_ps(); N];
+                    let mut acc2 = [_mm256_setzero_ps(); N];
+                    for i in 0..nb {
+                        let q = qs.add(i * 256);
+                        let mut s = [_mm256_setzero_si256(); N];
+                        let mut s2 = [_mm256_setzero_si256(); N];
+                        for k in 0..8 {
+                            let w = _mm256_load_si256(q.add(32 * k) as *const __m256i);
+                            let aw = _mm256_sign_epi8(w, w);
+                            for c in 0..N {
+                                let xq = (*x.add(c * stride + i)).qs.as_ptr() as *const i32;
+                                let xv = _mm256_sign_epi8(_mm256_set1_epi32(xq.add(k).read_unaligned()), w);
+                                if k % 2 == 0 {
+                                    s[c] = $acc32(s[c], aw, xv);
+                                } else {
+                                    s2[c] = $acc32(s2[c], aw, xv);
+                                }
+                            }
+                        }
+                        let dw = _mm256_cvtph_ps(_mm_loadu_si128(d.add(i * GROUP) as *const __m128i));
+                        for c in 0..N {
+                            let k = &*sc.add(c * stride + i);
+                            let p = _mm256_cvtepi32_ps(_mm256_add_epi32(s[c], s2[c]));
+                            let t = _mm256_mul_ps(p, _mm256_set1_ps(k[0]));
+                            if i % 2 == 0 {
+                                acc[c] = _mm256_fmadd_ps(t, dw, acc[c]);
+                            } else {
+                                acc2[c] = _mm256_fmadd_ps(t, dw, acc2[c]);
+                            }
+                        }
+                    }
+                    for c in 0..N {
+                        _mm256_storeu_ps(out.add(c) as *mut f32, _mm256_add_ps(acc[c], acc2[c]));
+                    }
+                }
+
+                /// The packed kernel for this path (see [`PackedFn`]).
+                pub fn packed(w: &PackedMatrix, g: usize, x: &[BlockQ8_1], sc: &[ActScale], stride: usize, out: &mut [[f32; GROUP]]) {
+                    let n = out.len();
+                    check(w, g, x, sc, stride, n);
+                    let nb = w.nb;
+                    let qs = w.qs.as_ptr() as *const u8;
+                    let qs = unsafe { qs.add(g * nb * w.kind.qs_bytes()) };
+                    let d = unsafe { w.d.as_ptr().add(g * nb * GROUP) };
+                    let xp = x.as_ptr();
+                    let sp = sc.as_ptr();
+                    let o = out.as_mut_ptr();
+                    // SAFETY: bounds checked by `check`; the CPU features were detected by the
+                    // caller (`Kernels::new` hands these out only for a supported Isa).
+                    unsafe {
+                        match w.kind {
+                            PackKind::Q4_1 => {
+                                let m = w.m.as_ptr().add(g * nb * GROUP);
+                                match n {
+                                    1 => q4_n::<1, true>(qs, d, m, nb, xp, sp, stride, o),
+                                    2 => q4_n::<2, true>(qs, d, m, nb, xp, sp, stride, o),
+                                    3 => q4_n::<3, true>(qs, d, m, nb, xp, sp, stride, o),
+                                    4 => q4_n::<4, true>(qs, d, m, nb, xp, sp, stride, o),
+                                    _ => {}
+                                }
+                            }
+                            PackKind::Q4_0 => {
+                                let m = d;
+                                match n {
+                                    1 => q4_n::<1, false>(qs, d, m, nb, xp, sp, stride, o),
+                                    2 => q4_n::<2, false>(qs, d, m, nb, xp, sp, stride, o),
+                                    3 => q4_n::<3, false>(qs, d, m, nb, xp, sp, stride, o),
+                                    4 => q4_n::<4, false>(qs, d, m, nb, xp, sp, stride, o),
+                                    _ => {}
+                                }
+                            }
+                            PackKind::Q8_0 => match n {
+                                1 => q8_n::<1>(qs, d, nb, xp, sp, stride, o),
+                                2 => q8_n::<2>(qs, d, nb, xp, sp, stride, o),
+                                3 => q8_n::<3>(qs, d, nb, xp, sp, stride, o),
+                                4 => q8_n::<4>(qs, d, nb, xp, sp, stride, o),
+                                _ => {}
+                            },
+                        }
+                    }
+                }
+            }
+        };
+    }
+
+    // AVX2: u8×i8 products summed pairwise into i16 (`vpmaddubsw`). For 4-bit weights the
+    // eight products of a block that land in one i16 stay below 8·2·15·128 < 2^15, so
+    // they are summed in i16 and widened once; 8-bit products widen every step.
+    #[inline(always)]
+    unsafe fn acc16_avx2(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+        _mm256_add_epi16(acc, _mm256_maddubs_epi16(w, x))
+    }
+    #[inline(always)]
+    unsafe fn fin16_avx2(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_madd_epi16(_mm256_add_epi16(a, b), _mm256_set1_epi16(1))
+    }
+    #[inline(always)]
+    unsafe fn acc32_avx2(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), _mm256_set1_epi16(1)))
+    }
+
+    // VNNI: `vpdpbusd` accumulates u8×i8 products straight into i32 lanes.
+    #[inline(always)]
+    unsafe fn acc_vnni(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(acc, w, x)
+    }
+    #[inline(always)]
+    unsafe fn fin_vnni(a: __m256i, b: __m256i) -> __m256i {
+        _mm256_add_epi32(a, b)
+    }
+
+    packed_kernels!("avx2,fma,f16c", avx2, acc16_avx2, fin16_avx2, acc32_avx2);
+    packed_kernels!("avx2,fma,f16c,avx512vnni,avx512vl", vnni, acc_vnni, fin_vnni, acc_vnni);
+}
