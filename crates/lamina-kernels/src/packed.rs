@@ -273,6 +273,9 @@ pub mod x86 {
     use super::*;
     use std::arch::x86_64::*;
 
+    /// How far ahead of the block being multiplied the weights are prefetched (bytes).
+    const PREFETCH: usize = 1024;
+
     macro_rules! packed_kernels {
         ($feat:literal, $suffix:ident, $acc16:ident, $fin16:ident, $acc32:ident) => {
             pub mod $suffix {
@@ -295,6 +298,10 @@ pub mod x86 {
                     let mut acc2 = [_mm256_setzero_ps(); N];
                     for i in 0..nb {
                         let q = qs.add(i * 128);
+                        // The weights stream through once per product: fetch ahead (this
+                        // also runs on into the next group, which is stored right after).
+                        _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(PREFETCH) as *const i8);
+                        _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(PREFETCH + 64) as *const i8);
                         let mut s = [_mm256_setzero_si256(); N];
                         let mut s2 = [_mm256_setzero_si256(); N];
                         for j in 0..4 {
@@ -349,6 +356,9 @@ pub mod x86 {
                     let mut acc2 = [_mm256_setzero_ps(); N];
                     for i in 0..nb {
                         let q = qs.add(i * 256);
+                        for l in 0..4 {
+                            _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(PREFETCH + 64 * l) as *const i8);
+                        }
                         let mut s = [_mm256_setzero_si256(); N];
                         let mut s2 = [_mm256_setzero_si256(); N];
                         for k in 0..8 {

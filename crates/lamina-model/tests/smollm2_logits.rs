@@ -48,11 +48,13 @@ fn f32_logits_match_transformers() {
 }
 
 /// 8-bit activations (llama.cpp's arithmetic, our fast path) add quantization noise to
-/// every matrix product; over 30 layers it moves logits by up to ~0.5 (measured 0.52).
-/// We allow 0.75, and the top-1 must be among the reference's top 2: on the chat prompt
-/// the two leading tokens are 0.13 apart and 8-bit activations flip them, exactly as
-/// llama.cpp does (its greedy reply starts with "L", id 60, not HF's "The").
+/// every matrix product, and the f16 KV cache with f16 attention accumulation adds more.
+/// Over 30 layers this moves logits of size 10-30 by up to about one logit: measured
+/// 0.52-1.14 across kernel variants that differ only in summation order, the largest on
+/// the chat prompt. We allow 1.5. The top-1 must be among the reference's top 2: on the
+/// chat prompt the two leading tokens are close, and 8-bit activations flip them exactly
+/// as llama.cpp does (its greedy reply starts with "L", id 60, not transformers' "The").
 #[test]
 fn native_logits_match_transformers() {
-    check(Precision::Native, 0.75, 2);
+    check(Precision::Native, 1.5, 2);
 }

@@ -162,17 +162,45 @@ fn find_llama_bench(explicit: Option<PathBuf>) -> Option<PathBuf> {
 }
 
 /// Runs llama-bench and returns (prefill tok/s, decode tok/s, peak RSS bytes).
+///
+/// Peak RSS is read from the child's own `/proc/PID/status` (`VmHWM`) while it runs:
+/// `getrusage(RUSAGE_CHILDREN)` would also count the copy of our address space that the
+/// child holds between fork and exec.
 fn run_llama_bench(bin: &PathBuf, model: &PathBuf, p: usize, n: usize, threads: usize, reps: usize) -> Result<(f64, f64, u64)> {
-    let out = std::process::Command::new(bin)
+    let mut child = std::process::Command::new(bin)
         .args(["-m"])
         .arg(model)
         .args(["-p", &p.to_string(), "-n", &n.to_string(), "-t", &threads.to_string(), "-r", &reps.to_string(), "-o", "json"])
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .with_context(|| format!("running {}", bin.display()))?;
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak = 0u64;
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stdout, &mut buf);
+        buf
+    });
+    loop {
+        if let Some(kb) = std::fs::read_to_string(&status_path)
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        {
+            peak = peak.max(kb * 1024);
+        }
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output()?;
+    let stdout = reader.join().unwrap_or_default();
     if !out.status.success() {
         anyhow::bail!("llama-bench failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("parsing llama-bench JSON")?;
+    let v: serde_json::Value = serde_json::from_slice(&stdout).context("parsing llama-bench JSON")?;
     let mut pp = 0.0;
     let mut tg = 0.0;
     for e in v.as_array().into_iter().flatten() {
@@ -183,17 +211,5 @@ fn run_llama_bench(bin: &PathBuf, model: &PathBuf, p: usize, n: usize, threads: 
             tg = ts;
         }
     }
-    Ok((pp, tg, children_peak_rss()))
-}
-
-/// Peak RSS of the largest finished child process (getrusage RUSAGE_CHILDREN).
-fn children_peak_rss() -> u64 {
-    // SAFETY: getrusage only writes into the struct we pass.
-    unsafe {
-        let mut ru: libc::rusage = std::mem::zeroed();
-        if libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) == 0 {
-            return ru.ru_maxrss as u64 * 1024;
-        }
-    }
-    0
+    Ok((pp, tg, peak))
 }
