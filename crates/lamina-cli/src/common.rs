@@ -110,3 +110,14 @@ pub fn peak_rss() -> Option<u64> {
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
+
+/// A per-token callback that prints each new piece of text to stdout as it arrives.
+pub fn stream_to_stdout() -> lamina_engine::TokenCallback {
+    Box::new(|ev| {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(ev.text.as_bytes());
+        let _ = out.flush();
+        true
+    })
+}

@@ -75,12 +75,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
         }
         let mut p = params.clone();
         p.max_tokens = p.max_tokens.min(ctx - ids.len());
-        let callback: lamina_engine::TokenCallback = Box::new(|ev| {
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(ev.text.as_bytes());
-            let _ = out.flush();
-            true
-        });
+        let callback = common::stream_to_stdout();
         let done = engine.generate(ids, p, Some(callback))?;
         println!();
         if args.sampling.verbose {

@@ -4,7 +4,7 @@ use crate::common::{self, ModelArgs, SamplingArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use lamina_tokenizer::ChatMessage;
-use std::io::{Read, Write};
+use std::io::Read;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -53,12 +53,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     };
     let ids = tok.encode(&text, true)?;
     let mut engine = common::engine(model, tok, &args.model_args, 1);
-    let callback: lamina_engine::TokenCallback = Box::new(|ev| {
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(ev.text.as_bytes());
-        let _ = out.flush();
-        true
-    });
+    let callback = common::stream_to_stdout();
     let done = engine.generate(ids, params, Some(callback))?;
     println!();
     if args.sampling.verbose {
