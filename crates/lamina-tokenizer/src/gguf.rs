@@ -286,8 +286,15 @@ fn build_byte_level_bpe(
             }
         })
         .collect::<Result<Vec<_>>>()?;
+    // A merge whose halves or result are not in the vocabulary can never apply; llama.cpp
+    // keeps it as an unused rank, the tokenizers crate refuses it, so we drop it.
+    let vocab = vocab_map(tokens);
+    let merges: Vec<(String, String)> = merges
+        .into_iter()
+        .filter(|(a, b)| vocab.contains_key(a) && vocab.contains_key(b) && vocab.contains_key(&format!("{a}{b}")))
+        .collect();
     let bpe = BPE::builder()
-        .vocab_and_merges(vocab_map(tokens), merges)
+        .vocab_and_merges(vocab, merges)
         .build()
         .map_err(|e| Error::invalid_file(path, format!("BPE vocabulary: {e}")))?;
     let mut tok = tokenizers::Tokenizer::new(bpe);

@@ -113,7 +113,8 @@ fn gguf_with_inconsistent_tokenizer_metadata() {
         Tokenizer::from_gguf(&path),
         Err(Error::Tokenizer(_))
     ));
-    // A merge that refers to pieces not in the vocabulary.
+    // A merge that refers to pieces not in the vocabulary can never apply: it is ignored,
+    // as llama.cpp ignores it (our GGUF export writes one such merge for character vocabularies).
     write_gguf(
         &path,
         &[
@@ -125,7 +126,7 @@ fn gguf_with_inconsistent_tokenizer_metadata() {
             ),
         ],
     );
-    assert!(Tokenizer::from_gguf(&path).is_err());
+    assert!(Tokenizer::from_gguf(&path).is_ok());
 }
 
 #[test]

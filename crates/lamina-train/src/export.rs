@@ -254,9 +254,17 @@ fn tokenizer_metadata(tok_path: &Path, vocab_size: usize) -> Result<Vec<(String,
         }
     }
     let tok = lamina_tokenizer::Tokenizer::from_file(tok_path)?;
+    if merges.is_empty() {
+        // llama.cpp requires `tokenizer.ggml.merges` to be an array of strings, and an
+        // empty array cannot carry its element type through candle's GGUF writer (it is
+        // written as u32). One merge of two byte symbols that no text pairs up (U+0001
+        // followed by U+0002, as byte-level symbols) keeps the type without changing how
+        // any real text tokenizes.
+        merges.push("\u{0101} \u{0102}".to_string());
+    }
     let mut md = vec![
         ("tokenizer.ggml.model".to_string(), Value::String("gpt2".into())),
-        ("tokenizer.ggml.pre".to_string(), Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre".to_string(), Value::String("gpt-2".into())),
         ("tokenizer.ggml.tokens".to_string(), Value::Array(tokens.into_iter().map(Value::String).collect())),
         ("tokenizer.ggml.token_type".to_string(), Value::Array(types.into_iter().map(Value::I32).collect())),
         ("tokenizer.ggml.merges".to_string(), Value::Array(merges.into_iter().map(Value::String).collect())),
