@@ -264,4 +264,16 @@ fn pretrain_generate_export_run() {
     let again = lamina().args(["run", gguf.to_str().unwrap(), "-p", "ROMEO:", "--temperature", "0", "-n", "12"]).output().unwrap();
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
     assert_eq!(String::from_utf8_lossy(&gen.stdout), String::from_utf8_lossy(&again.stdout));
+    // llama.cpp loads the exported GGUF and continues greedily with the same text.
+    let simple = std::env::var("LLAMA_SIMPLE").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/lamina-ref/llama.cpp/src/vendor/llama.cpp/build/bin/llama-simple")
+    });
+    if !simple.is_file() {
+        eprintln!("SKIPPED: llama.cpp check (no llama-simple; build it with ../shared/tools/build-llama-cpp.sh)");
+        return;
+    }
+    let ll = Command::new(&simple).args(["-m", gguf.to_str().unwrap(), "-n", "12", "ROMEO:"]).output().unwrap();
+    assert!(ll.status.success(), "{}", String::from_utf8_lossy(&ll.stderr));
+    let ll_text = String::from_utf8_lossy(&ll.stdout).into_owned();
+    assert_eq!(ll_text.strip_prefix("ROMEO:").unwrap_or(&ll_text), String::from_utf8_lossy(&gen.stdout));
 }
