@@ -88,31 +88,22 @@ const _: () = assert!(std::mem::size_of::<BlockQ5_1>() == 24);
 const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
 const _: () = assert!(std::mem::size_of::<BlockQ8_1>() == 36);
 
-/// Whether 8-bit activations round ties to even (what llama.cpp's x86 activation
-/// quantizers do, `_mm256_round_ps(_MM_ROUND_NEAREST)`) instead of away from zero (its
-/// scalar reference, C `roundf`). Scalar and SIMD quantizers both follow this switch.
-pub const ACT_ROUND_TIES_EVEN: bool = true;
-
-/// Round half to even.
+/// Rounding of 8-bit activations: half to even, as llama.cpp's x86 activation quantizers
+/// do (`_mm256_round_ps(_MM_ROUND_NEAREST)`), so our 8-bit activations match its.
 #[inline]
-fn round_even(x: f32) -> i32 {
+fn round_act(x: f32) -> i32 {
     x.round_ties_even() as i32
 }
 
-/// The activation rounding selected by [`ACT_ROUND_TIES_EVEN`].
+/// The activation scale's inverse as llama.cpp computes it: `127 / amax`, not `1 / d`
+/// (the two differ in the last bit, which moves some values across a rounding tie).
 #[inline]
-fn round_act(x: f32) -> i32 {
-    if ACT_ROUND_TIES_EVEN {
-        round_even(x)
+fn inv_scale(amax: f32) -> f32 {
+    if amax != 0.0 {
+        127.0 / amax
     } else {
-        round_away(x)
+        0.0
     }
-}
-
-/// Round half away from zero (C `roundf`).
-#[inline]
-fn round_away(x: f32) -> i32 {
-    x.round() as i32
 }
 
 /// Scale of a block: the largest magnitude maps to ±127.
@@ -188,7 +179,7 @@ pub fn quantize_q8_0_scalar(x: &[f32], out: &mut [BlockQ8_0]) {
     for (b, xs) in out.iter_mut().zip(x.chunks_exact(QK)) {
         let amax = absmax(xs);
         let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let id = inv_scale(amax);
         b.d = f16::from_f32(d);
         for (q, v) in b.qs.iter_mut().zip(xs) {
             *q = round_act(v * id) as i8;
@@ -202,7 +193,7 @@ pub fn quantize_q8_1_scalar(x: &[f32], out: &mut [BlockQ8_1], mut scales: Option
     for (i, (b, xs)) in out.iter_mut().zip(x.chunks_exact(QK)).enumerate() {
         let amax = absmax(xs);
         let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let id = inv_scale(amax);
         let mut sum = 0i32;
         for (q, v) in b.qs.iter_mut().zip(xs) {
             let r = round_act(v * id);
@@ -230,8 +221,8 @@ mod x86 {
     use std::arch::x86_64::*;
 
     /// Quantizes one block of 32 values: returns `d` (unrounded) and the four vectors of
-    /// rounded integers, with the scalar code's exact arithmetic (`v * (1/d)` rounded half
-    /// away from zero).
+    /// rounded integers, with the scalar code's exact arithmetic (`v * (127/amax)` rounded
+    /// half to even).
     #[inline(always)]
     unsafe fn block(xs: *const f32) -> (f32, [__m256i; 4]) {
         let sign = _mm256_set1_ps(-0.0);
@@ -248,20 +239,11 @@ mod x86 {
         let m1 = _mm_max_ss(m2, _mm_movehdup_ps(m2));
         let amax = _mm_cvtss_f32(m1);
         let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let id = inv_scale(amax);
         let vid = _mm256_set1_ps(id);
-        let half = _mm256_set1_ps(0.5);
-        let one = _mm256_set1_ps(1.0);
         let q = v.map(|x| {
             let y = _mm256_mul_ps(x, vid);
-            if ACT_ROUND_TIES_EVEN {
-                return _mm256_cvtps_epi32(_mm256_round_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-            }
-            let t = _mm256_round_ps(y, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-            let f = _mm256_andnot_ps(sign, _mm256_sub_ps(y, t));
-            let away = _mm256_cmp_ps(f, half, _CMP_GE_OQ);
-            let step = _mm256_or_ps(one, _mm256_and_ps(y, sign));
-            _mm256_cvttps_epi32(_mm256_add_ps(t, _mm256_and_ps(away, step)))
+            _mm256_cvtps_epi32(_mm256_round_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
         });
         (d, q)
     }
