@@ -116,7 +116,7 @@ macro_rules! config_overrides {
 
 config_overrides!(
     data, tokenizer, cache, token_dtype, out_dir, arch, n_layer, n_head, n_kv_head, n_embd, ffn_dim, block_size,
-    vocab_size, tied_embeddings, qkv_bias, rope_theta, norm_eps, dtype, batch_size, grad_accum, max_iters, stop_at, lr,
+    vocab_size, tied_embeddings, qkv_bias, rope_theta, norm_eps, dtype, engine, batch_size, grad_accum, max_iters, stop_at, lr,
     min_lr, warmup_iters, lr_decay_iters, beta1, beta2, eps, weight_decay, grad_clip, seed, threads, log_interval,
     eval_interval, eval_iters, checkpoint_interval, sample_tokens, temperature, sample_prompt, progress,
 );

@@ -239,14 +239,25 @@ fn quantize_requantizes_and_the_result_runs() {
 }
 
 #[test]
-fn pretrain_generate_export_run() {
+fn pretrain_generate_export_run_llama() {
+    pretrain_generate_export_run("llama");
+}
+
+#[test]
+fn pretrain_generate_export_run_gpt2() {
+    pretrain_generate_export_run("gpt2");
+}
+
+/// pretrain → generate from the checkpoint → export GGUF → `lamina run` and llama.cpp give
+/// the same greedy text.
+fn pretrain_generate_export_run(arch: &str) {
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(format!("{}/../../../shared/datasets/tinyshakespeare.txt", env!("CARGO_MANIFEST_DIR"))).unwrap();
     let data = write_copy(dir.path(), "corpus.txt", text[..20_000].as_bytes());
     let run_dir = dir.path().join("run");
     let r = lamina()
         .args(["pretrain", "--data", data.to_str().unwrap(), "--out-dir", run_dir.to_str().unwrap(), "--tokenizer", "char"])
-        .args(["--arch", "llama", "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "4"])
+        .args(["--arch", arch, "--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "4"])
         .args(["--max-iters", "20", "--eval-interval", "10", "--eval-iters", "2", "--warmup-iters", "2", "--lr-decay-iters", "20"])
         .args(["--checkpoint-interval", "10", "--sample-tokens", "8", "--threads", "1"])
         .output()
@@ -269,11 +280,11 @@ fn pretrain_generate_export_run() {
         PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/lamina-ref/llama.cpp/src/vendor/llama.cpp/build/bin/llama-simple")
     });
     if !simple.is_file() {
-        eprintln!("SKIPPED: llama.cpp check (no llama-simple; build it with ../shared/tools/build-llama-cpp.sh)");
+        eprintln!("SKIPPED: llama.cpp check of the {arch} GGUF (no llama-simple; build it with ../shared/tools/build-llama-cpp.sh)");
         return;
     }
     let ll = Command::new(&simple).args(["-m", gguf.to_str().unwrap(), "-n", "12", "ROMEO:"]).output().unwrap();
     assert!(ll.status.success(), "{}", String::from_utf8_lossy(&ll.stderr));
     let ll_text = String::from_utf8_lossy(&ll.stdout).into_owned();
-    assert_eq!(ll_text.strip_prefix("ROMEO:").unwrap_or(&ll_text), String::from_utf8_lossy(&gen.stdout));
+    assert_eq!(ll_text.strip_prefix("ROMEO:").unwrap_or(&ll_text), String::from_utf8_lossy(&gen.stdout), "{arch}");
 }

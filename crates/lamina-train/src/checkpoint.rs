@@ -14,7 +14,6 @@
 
 use crate::config::TrainConfig;
 use crate::data::hex;
-use crate::optim::AdamW;
 use candle_core::{DType, Device, Tensor};
 use lamina_core::{Error, ModelConfig, Result};
 use lamina_model::trainable::{candle_err, SplitMix64, TrainableModel};
@@ -78,12 +77,13 @@ pub fn step_dir_name(step: usize) -> String {
     format!("step-{step:06}")
 }
 
-/// Writes a checkpoint of `model`/`opt` at `state.step` into `run_dir`, atomically, and
-/// points `latest` at it. Returns the checkpoint folder.
+/// Writes a checkpoint of `model` and its optimizer moments (`m.NAME` / `v.NAME`, see
+/// [`crate::AdamW::state_tensors`]) at `state.step` into `run_dir`, atomically, and points
+/// `latest` at it. Returns the checkpoint folder.
 pub fn save_checkpoint(
     run_dir: &Path,
     model: &TrainableModel,
-    opt: &AdamW,
+    optimizer_state: &HashMap<String, Tensor>,
     tokenizer: &Tokenizer,
     state: &TrainerState,
 ) -> Result<PathBuf> {
@@ -107,7 +107,7 @@ pub fn save_checkpoint(
         if model.dtype() != DType::F32 {
             save_tensors(&model.state_dict(model.dtype())?, &tmp.join("train_weights.safetensors"))?;
         }
-        save_tensors(&opt.state_tensors(), &tmp.join("optimizer.safetensors"))?;
+        save_tensors(optimizer_state, &tmp.join("optimizer.safetensors"))?;
         let tjson = tokenizer.inner().to_string(true).map_err(|e| Error::Tokenizer(e.to_string()))?;
         write_file(&tmp.join("tokenizer.json"), tjson.as_bytes())?;
         let mut st = state.clone();

@@ -43,6 +43,10 @@ pub struct TrainConfig {
     pub norm_eps: f32,
     /// `"f32"` or `"f64"`.
     pub dtype: String,
+    /// How gradients are computed: `"fused"` (hand-written forward/backward kernels, f32,
+    /// the fast path), `"autograd"` (candle autograd, the reference; f32 or f64) or
+    /// `"auto"` (fused for f32, autograd for f64).
+    pub engine: String,
 
     // ---- optimisation ----
     pub batch_size: usize,
@@ -113,6 +117,7 @@ impl Default for TrainConfig {
             rope_theta: 10000.0,
             norm_eps: 1e-5,
             dtype: "f32".into(),
+            engine: "auto".into(),
             batch_size: 12,
             grad_accum: 1,
             max_iters: 2000,
@@ -145,7 +150,7 @@ impl TrainConfig {
     pub const KEYS: &'static [&'static str] = &[
         "data", "tokenizer", "cache", "token_dtype", "out_dir", "arch", "n_layer", "n_head", "n_kv_head", "n_embd",
         "ffn_dim", "block_size", "vocab_size", "tied_embeddings", "qkv_bias", "rope_theta", "norm_eps", "dtype",
-        "batch_size", "grad_accum", "max_iters", "stop_at", "lr", "min_lr", "warmup_iters", "lr_decay_iters", "beta1",
+        "engine", "batch_size", "grad_accum", "max_iters", "stop_at", "lr", "min_lr", "warmup_iters", "lr_decay_iters", "beta1",
         "beta2", "eps", "weight_decay", "grad_clip", "seed", "threads", "log_interval", "eval_interval", "eval_iters",
         "checkpoint_interval", "sample_tokens", "temperature", "sample_prompt", "progress",
     ];
@@ -225,10 +230,24 @@ impl TrainConfig {
         if !matches!(self.dtype.as_str(), "f32" | "f64") {
             return bad(format!("dtype must be f32 or f64, not `{}`", self.dtype));
         }
+        match (self.engine.as_str(), self.dtype.as_str()) {
+            ("auto" | "autograd", _) | ("fused", "f32") => {}
+            ("fused", d) => return bad(format!("engine = \"fused\" trains in f32, not {d}; use engine = \"autograd\"")),
+            (e, _) => return bad(format!("engine must be auto, fused or autograd, not `{e}`")),
+        }
         if !matches!(self.token_dtype.as_str(), "auto" | "u16" | "u32") {
             return bad(format!("token_dtype must be auto, u16 or u32, not `{}`", self.token_dtype));
         }
         Ok(())
+    }
+
+    /// Whether the run uses the fused kernels (see [`TrainConfig::engine`]).
+    pub fn fused(&self) -> bool {
+        match self.engine.as_str() {
+            "fused" => true,
+            "autograd" => false,
+            _ => self.dtype == "f32",
+        }
     }
 
     pub fn candle_dtype(&self) -> Result<candle_core::DType> {

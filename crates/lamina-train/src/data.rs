@@ -428,6 +428,15 @@ impl Dataset {
 
     /// `batch` random windows: inputs (batch, block) and targets shifted by one, both u32.
     pub fn batch(&self, split: Split, batch: usize, rng: &mut SplitMix64, device: &Device) -> Result<(Tensor, Tensor)> {
+        let (x, y) = self.batch_ids(split, batch, rng);
+        let t = self.block;
+        let x = Tensor::from_vec(x, (batch, t), device).map_err(candle_err)?;
+        let y = Tensor::from_vec(y, (batch, t), device).map_err(candle_err)?;
+        Ok((x, y))
+    }
+
+    /// [`Dataset::batch`] as flat row-major id vectors (the same windows for the same RNG state).
+    pub fn batch_ids(&self, split: Split, batch: usize, rng: &mut SplitMix64) -> (Vec<u32>, Vec<u32>) {
         let (start, len) = match split {
             Split::Train => (0, self.train_end),
             Split::Val => (self.train_end, self.tokens.len() - self.train_end),
@@ -441,8 +450,11 @@ impl Dataset {
             x.extend_from_slice(&w[..t]);
             y.extend_from_slice(&w[1..]);
         }
-        let x = Tensor::from_vec(x, (batch, t), device).map_err(candle_err)?;
-        let y = Tensor::from_vec(y, (batch, t), device).map_err(candle_err)?;
-        Ok((x, y))
+        (x, y)
+    }
+
+    /// Tokens per window.
+    pub fn block(&self) -> usize {
+        self.block
     }
 }

@@ -4,7 +4,10 @@
 //! `blk.N.attn_q.weight`, …, and the rows of `attn_q` / `attn_k` permuted per head from the
 //! HF "rotate_half" order to llama.cpp's interleaved pairs:
 //! GGUF row `h*hd + 2*j + k` = HF row `h*hd + k*(hd/2) + j`.
-//! GPT-2 checkpoints export to safetensors only (GGUF for GPT-2 is not implemented).
+//! GPT-2 follows llama.cpp's `gpt2` layout (`token_embd`, `position_embd`, `blk.N.attn_qkv`,
+//! `attn_output`, `ffn_up`, `ffn_down`, LayerNorm weights and biases); its Conv1D weights
+//! (`[in, out]`) are transposed to the `[out, in]` rows llama.cpp expects, and the tied
+//! output head is left out (llama.cpp reuses `token_embd`).
 
 use crate::checkpoint::load_weights;
 use candle_core::quantized::gguf_file::Value;
@@ -108,11 +111,6 @@ pub fn export(ckpt: &Path, out: &Path, format: ExportFormat, quant: Quant) -> Re
             Ok(out.to_path_buf())
         }
         ExportFormat::Gguf => {
-            if cfg.architecture != Architecture::Llama {
-                return Err(Error::InvalidInput(
-                    "GGUF export supports the llama architecture only; export GPT-2 models as safetensors".into(),
-                ));
-            }
             write_gguf(&cfg, &tensors, &tok_path, out, quant)?;
             Ok(out.to_path_buf())
         }
@@ -171,6 +169,40 @@ pub fn gguf_name(hf: &str) -> Option<String> {
         _ => return None,
     };
     Some(format!("blk.{n}.{mapped}"))
+}
+
+/// GGUF name of an HF GPT-2 tensor name, and whether the tensor is a Conv1D weight
+/// (`[in, out]`, to be transposed).
+pub fn gguf_name_gpt2(hf: &str) -> Option<(String, bool)> {
+    let hf = hf.strip_prefix("transformer.").unwrap_or(hf);
+    let fixed = match hf {
+        "wte.weight" => Some("token_embd.weight"),
+        "wpe.weight" => Some("position_embd.weight"),
+        "ln_f.weight" => Some("output_norm.weight"),
+        "ln_f.bias" => Some("output_norm.bias"),
+        _ => None,
+    };
+    if let Some(f) = fixed {
+        return Some((f.to_string(), false));
+    }
+    let rest = hf.strip_prefix("h.")?;
+    let (n, tail) = rest.split_once('.')?;
+    let (mapped, conv) = match tail {
+        "ln_1.weight" => ("attn_norm.weight", false),
+        "ln_1.bias" => ("attn_norm.bias", false),
+        "attn.c_attn.weight" => ("attn_qkv.weight", true),
+        "attn.c_attn.bias" => ("attn_qkv.bias", false),
+        "attn.c_proj.weight" => ("attn_output.weight", true),
+        "attn.c_proj.bias" => ("attn_output.bias", false),
+        "ln_2.weight" => ("ffn_norm.weight", false),
+        "ln_2.bias" => ("ffn_norm.bias", false),
+        "mlp.c_fc.weight" => ("ffn_up.weight", true),
+        "mlp.c_fc.bias" => ("ffn_up.bias", false),
+        "mlp.c_proj.weight" => ("ffn_down.weight", true),
+        "mlp.c_proj.bias" => ("ffn_down.bias", false),
+        _ => return None,
+    };
+    Some((format!("blk.{n}.{mapped}"), conv))
 }
 
 /// GPT-2's byte → printable-character map (used by byte-level BPE vocabularies).
@@ -290,32 +322,45 @@ fn tokenizer_metadata(tok_path: &Path, vocab_size: usize) -> Result<Vec<(String,
 
 fn write_gguf(cfg: &ModelConfig, tensors: &HashMap<String, Tensor>, tok_path: &Path, out: &Path, quant: Quant) -> Result<()> {
     let u32v = |x: usize| Value::U32(x as u32);
+    let gpt2 = cfg.architecture == Architecture::Gpt2;
+    let arch = if gpt2 { "gpt2" } else { "llama" };
+    let key = |k: &str| format!("{arch}.{k}");
     let mut md: Vec<(String, Value)> = vec![
-        ("general.architecture".into(), Value::String("llama".into())),
+        ("general.architecture".into(), Value::String(arch.into())),
         ("general.name".into(), Value::String("lamina".into())),
         ("general.file_type".into(), Value::U32(quant.file_type())),
-        ("llama.context_length".into(), u32v(cfg.context_length)),
-        ("llama.embedding_length".into(), u32v(cfg.hidden_size)),
-        ("llama.block_count".into(), u32v(cfg.num_layers)),
-        ("llama.feed_forward_length".into(), u32v(cfg.ffn_dim)),
-        ("llama.attention.head_count".into(), u32v(cfg.num_heads)),
-        ("llama.attention.head_count_kv".into(), u32v(cfg.num_kv_heads)),
-        ("llama.attention.key_length".into(), u32v(cfg.head_dim)),
-        ("llama.attention.value_length".into(), u32v(cfg.head_dim)),
-        ("llama.rope.freq_base".into(), Value::F32(cfg.rope_theta)),
-        ("llama.rope.dimension_count".into(), u32v(cfg.rope_dim)),
-        ("llama.attention.layer_norm_rms_epsilon".into(), Value::F32(cfg.norm_eps)),
-        ("llama.vocab_size".into(), u32v(cfg.vocab_size)),
+        (key("context_length"), u32v(cfg.context_length)),
+        (key("embedding_length"), u32v(cfg.hidden_size)),
+        (key("block_count"), u32v(cfg.num_layers)),
+        (key("feed_forward_length"), u32v(cfg.ffn_dim)),
+        (key("attention.head_count"), u32v(cfg.num_heads)),
+        (key("vocab_size"), u32v(cfg.vocab_size)),
     ];
+    if gpt2 {
+        md.push((key("attention.layer_norm_epsilon"), Value::F32(cfg.norm_eps)));
+    } else {
+        md.extend([
+            (key("attention.head_count_kv"), u32v(cfg.num_kv_heads)),
+            (key("attention.key_length"), u32v(cfg.head_dim)),
+            (key("attention.value_length"), u32v(cfg.head_dim)),
+            (key("rope.freq_base"), Value::F32(cfg.rope_theta)),
+            (key("rope.dimension_count"), u32v(cfg.rope_dim)),
+            (key("attention.layer_norm_rms_epsilon"), Value::F32(cfg.norm_eps)),
+        ]);
+    }
     md.extend(tokenizer_metadata(tok_path, cfg.vocab_size)?);
 
     let mut names: Vec<&String> = tensors.keys().collect();
     names.sort();
     let mut qtensors: Vec<(String, QTensor)> = Vec::new();
     for hf in names {
-        let g = gguf_name(hf).ok_or_else(|| Error::InvalidInput(format!("no GGUF name for tensor `{hf}`")))?;
+        let no_name = || Error::InvalidInput(format!("no GGUF name for tensor `{hf}`"));
+        let (g, conv) = if gpt2 { gguf_name_gpt2(hf).ok_or_else(no_name)? } else { (gguf_name(hf).ok_or_else(no_name)?, false) };
         let mut t = tensors[hf].to_dtype(DType::F32).map_err(candle_err)?;
-        if g.contains("attn_q.") || g.contains("attn_k.") {
+        if conv {
+            t = t.t().and_then(|t| t.contiguous()).map_err(candle_err)?; // [in, out] → [out, in]
+        }
+        if !gpt2 && (g.contains("attn_q.") || g.contains("attn_k.")) {
             let heads = if g.contains("attn_q.") { cfg.num_heads } else { cfg.num_kv_heads };
             t = if t.rank() == 1 {
                 let n = t.dim(0).map_err(candle_err)?;

@@ -19,6 +19,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod export;
+pub mod fused;
 pub mod optim;
 pub mod plot;
 pub mod trainer;

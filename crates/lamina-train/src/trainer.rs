@@ -3,9 +3,12 @@
 use crate::checkpoint::{load_checkpoint, save_checkpoint, TrainerState, FORMAT_VERSION};
 use crate::config::TrainConfig;
 use crate::data::{prepare, Dataset, Split, TokenizerSpec};
+use crate::fused::{FusedAdamW, FusedModel};
 use crate::optim::{clip_grad_norm, lr_at, AdamW, AdamWConfig};
 use crate::plot::plot_log;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
+use lamina_kernels::cpu::Isa;
+use std::collections::HashMap;
 use lamina_core::{Error, Result};
 use lamina_model::trainable::{candle_err, SplitMix64, TrainableModel};
 use lamina_tokenizer::Tokenizer;
@@ -222,6 +225,117 @@ pub fn generate(model: &TrainableModel, prompt: &[u32], n: usize, temperature: f
     Ok(ids[start..].to_vec())
 }
 
+/// How a run computes gradients and applies updates.
+enum Engine {
+    /// candle autograd on the [`TrainableModel`] itself (the reference; f32 or f64).
+    Autograd { opt: AdamW, params: Vec<(String, Var)> },
+    /// The hand-written kernels of [`crate::fused`] on a flat copy of the weights, which
+    /// is written back into the [`TrainableModel`] before sampling and checkpoints.
+    Fused { model: Box<FusedModel>, opt: FusedAdamW },
+}
+
+impl Engine {
+    fn new(model: &TrainableModel, cfg: &TrainConfig, adam: AdamWConfig, saved: Option<(&HashMap<String, Tensor>, u64)>) -> Result<Self> {
+        if cfg.fused() {
+            let fm = FusedModel::from_trainable(model, cfg.threads, Isa::best())?;
+            let mut opt = FusedAdamW::new(&fm, adam);
+            if let Some((state, step)) = saved {
+                opt.load_state(&fm, state, step)?;
+            }
+            Ok(Engine::Fused { model: Box::new(fm), opt })
+        } else {
+            let mut opt = AdamW::new(model.named_params(), adam)?;
+            if let Some((state, step)) = saved {
+                opt.load_state(state, step)?;
+            }
+            Ok(Engine::Autograd { opt, params: model.named_params() })
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Engine::Autograd { .. } => "candle autograd".into(),
+            Engine::Fused { model, .. } => format!("fused kernels ({}, {} threads)", model.isa().name(), model.threads()),
+        }
+    }
+
+    /// One optimizer step over `grad_accum` batches; returns (mean loss, gradient norm).
+    fn train_step(&mut self, model: &TrainableModel, data: &Dataset, cfg: &TrainConfig, rng: &mut SplitMix64, lr: f64) -> Result<(f64, f64)> {
+        let accum = cfg.grad_accum;
+        let mut loss_sum = 0.0;
+        let finite = |loss: f64| -> Result<f64> {
+            if loss.is_finite() {
+                Ok(loss)
+            } else {
+                Err(Error::Other(format!("loss became {loss}: training diverged (lower lr?)")))
+            }
+        };
+        match self {
+            Engine::Fused { model: fm, opt } => {
+                fm.zero_grads();
+                for _ in 0..accum {
+                    let (x, y) = data.batch_ids(Split::Train, cfg.batch_size, rng);
+                    loss_sum += finite(fm.step(&x, &y, cfg.batch_size, data.block(), 1.0 / accum as f32)?)?;
+                }
+                let norm = opt.step(fm, lr, cfg.grad_clip)?;
+                Ok((loss_sum / accum as f64, norm))
+            }
+            Engine::Autograd { opt, params } => {
+                let device = model.device().clone();
+                let mut grads: Vec<Option<Tensor>> = vec![None; params.len()];
+                for _ in 0..accum {
+                    let (x, y) = data.batch(Split::Train, cfg.batch_size, rng, &device)?;
+                    let (_, loss) = model.forward(&x, Some(&y))?;
+                    let loss = loss.ok_or_else(|| Error::Other("no loss".into()))?;
+                    loss_sum += finite(scalar(&loss)?)?;
+                    let scaled = if accum > 1 { (loss / accum as f64).map_err(candle_err)? } else { loss };
+                    let store = scaled.backward().map_err(candle_err)?;
+                    for (acc, (_, var)) in grads.iter_mut().zip(params.iter()) {
+                        if let Some(g) = store.get(var.as_tensor()) {
+                            *acc = Some(match acc.take() {
+                                Some(a) => (a + g).map_err(candle_err)?,
+                                None => g.clone(),
+                            });
+                        }
+                    }
+                }
+                let norm = clip_grad_norm(&mut grads, cfg.grad_clip)?;
+                opt.step(&grads, lr)?;
+                Ok((loss_sum / accum as f64, norm))
+            }
+        }
+    }
+
+    fn estimate_loss(&mut self, model: &TrainableModel, data: &Dataset, split: Split, batch: usize, iters: usize, rng: &mut SplitMix64) -> Result<f64> {
+        match self {
+            Engine::Autograd { .. } => estimate_loss(model, data, split, batch, iters, rng),
+            Engine::Fused { model: fm, .. } => {
+                let mut total = 0.0;
+                for _ in 0..iters {
+                    let (x, y) = data.batch_ids(split, batch, rng);
+                    total += fm.loss(&x, &y, batch, data.block())?;
+                }
+                Ok(total / iters as f64)
+            }
+        }
+    }
+
+    /// Makes the [`TrainableModel`]'s variables current.
+    fn sync(&self, model: &TrainableModel) -> Result<()> {
+        match self {
+            Engine::Autograd { .. } => Ok(()),
+            Engine::Fused { model: fm, .. } => fm.store_into(model),
+        }
+    }
+
+    fn optimizer_state(&self) -> Result<HashMap<String, Tensor>> {
+        match self {
+            Engine::Autograd { opt, .. } => Ok(opt.state_tensors()),
+            Engine::Fused { model, opt } => opt.state_tensors(model),
+        }
+    }
+}
+
 fn log_line(f: &mut std::fs::File, path: &Path, v: serde_json::Value) -> Result<()> {
     writeln!(f, "{v}").map_err(|e| Error::io(path, e))
 }
@@ -254,7 +368,7 @@ pub fn pretrain(cfg: &TrainConfig, resume: Option<&Path>, cb: &mut dyn Callbacks
     let data = Dataset::new(tokens, cfg.block_size)?;
 
     let adam = AdamWConfig { beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weight_decay: cfg.weight_decay };
-    let (model, mut opt, mut step, mut data_rng, mut eval_rng) = match loaded {
+    let (model, mut engine, mut step, mut data_rng, mut eval_rng) = match loaded {
         Some(l) => {
             if l.state.model_config != model_cfg {
                 return Err(Error::Checkpoint {
@@ -268,17 +382,15 @@ pub fn pretrain(cfg: &TrainConfig, resume: Option<&Path>, cb: &mut dyn Callbacks
             if l.model.dtype() != dtype {
                 return Err(Error::Checkpoint { path: l.dir.clone(), reason: format!("checkpoint was trained in {}", l.state.dtype) });
             }
-            let mut opt = AdamW::new(l.model.named_params(), adam)?;
-            opt.load_state(&l.optimizer_state, l.state.step as u64).map_err(|e| Error::Checkpoint {
-                path: l.dir.clone(),
-                reason: format!("optimizer state: {e}"),
+            let engine = Engine::new(&l.model, cfg, adam, Some((&l.optimizer_state, l.state.step as u64))).map_err(|e| {
+                Error::Checkpoint { path: l.dir.clone(), reason: format!("optimizer state: {e}") }
             })?;
-            (l.model, opt, l.state.step, l.state.data_rng, l.state.eval_rng)
+            (l.model, engine, l.state.step, l.state.data_rng, l.state.eval_rng)
         }
         None => {
             let model = TrainableModel::new(&model_cfg, cfg.seed, dtype, &device)?;
-            let opt = AdamW::new(model.named_params(), adam)?;
-            (model, opt, 0, SplitMix64::new(cfg.seed ^ 0x5EED_DA7A), SplitMix64::new(cfg.seed ^ 0xE7A1_5A3B))
+            let engine = Engine::new(&model, cfg, adam, None)?;
+            (model, engine, 0, SplitMix64::new(cfg.seed ^ 0x5EED_DA7A), SplitMix64::new(cfg.seed ^ 0xE7A1_5A3B))
         }
     };
     let start_step = step;
@@ -306,7 +418,7 @@ pub fn pretrain(cfg: &TrainConfig, resume: Option<&Path>, cb: &mut dyn Callbacks
     log.write_all(kept.as_bytes()).map_err(|e| Error::io(&log_path, e))?;
 
     cb.on_start(start_step, cfg.max_iters, model.num_params());
-    let params: Vec<_> = model.named_params();
+    cb.message(&format!("gradients: {}", engine.name()));
     let tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum;
     let t0 = Instant::now();
     let mut summary = TrainSummary {
@@ -331,30 +443,11 @@ pub fn pretrain(cfg: &TrainConfig, resume: Option<&Path>, cb: &mut dyn Callbacks
     while step < end {
         let ts = Instant::now();
         let lr = lr_at(step, cfg.lr, cfg.min_lr, cfg.warmup_iters, cfg.lr_decay_iters);
-        let mut grads: Vec<Option<Tensor>> = vec![None; params.len()];
-        let mut loss_sum = 0.0;
-        for _ in 0..cfg.grad_accum {
-            let (x, y) = data.batch(Split::Train, cfg.batch_size, &mut data_rng, &device)?;
-            let (_, loss) = model.forward(&x, Some(&y))?;
-            let loss = loss.ok_or_else(|| Error::Other("no loss".into()))?;
-            loss_sum += scalar(&loss)?;
-            let scaled = if cfg.grad_accum > 1 { (loss / cfg.grad_accum as f64).map_err(candle_err)? } else { loss };
-            let store = scaled.backward().map_err(candle_err)?;
-            for (acc, (_, var)) in grads.iter_mut().zip(&params) {
-                if let Some(g) = store.get(var.as_tensor()) {
-                    *acc = Some(match acc.take() {
-                        Some(a) => (a + g).map_err(candle_err)?,
-                        None => g.clone(),
-                    });
-                }
-            }
-        }
-        let loss = loss_sum / cfg.grad_accum as f64;
-        if !loss.is_finite() {
-            return Err(Error::Other(format!("loss became {loss} at step {}: training diverged (lower lr?)", step + 1)));
-        }
-        let grad_norm = clip_grad_norm(&mut grads, cfg.grad_clip)?;
-        opt.step(&grads, lr)?;
+        let (loss, grad_norm) =
+            engine.train_step(&model, &data, cfg, &mut data_rng, lr).map_err(|e| match e {
+                Error::Other(m) => Error::Other(format!("step {}: {m}", step + 1)),
+                e => e,
+            })?;
         step += 1;
         train_sec += ts.elapsed().as_secs_f64();
         summary.train_losses.push((step, loss));
@@ -371,8 +464,8 @@ pub fn pretrain(cfg: &TrainConfig, resume: Option<&Path>, cb: &mut dyn Callbacks
         }
         let at_end = step == end;
         if step % cfg.eval_interval == 0 || at_end {
-            let train_loss = estimate_loss(&model, &data, Split::Train, cfg.batch_size, cfg.eval_iters, &mut eval_rng)?;
-            let val_loss = estimate_loss(&model, &data, Split::Val, cfg.batch_size, cfg.eval_iters, &mut eval_rng)?;
+            let train_loss = engine.estimate_loss(&model, &data, Split::Train, cfg.batch_size, cfg.eval_iters, &mut eval_rng)?;
+            let val_loss = engine.estimate_loss(&model, &data, Split::Val, cfg.batch_size, cfg.eval_iters, &mut eval_rng)?;
             let e = EvalMetrics { step, train_loss, val_loss, val_ppl: val_loss.exp() };
             log_line(
                 &mut log,
@@ -383,6 +476,7 @@ pub fn pretrain(cfg: &TrainConfig, resume: Option<&Path>, cb: &mut dyn Callbacks
             summary.evals.push(e);
             last_val = Some(val_loss);
             if cfg.sample_tokens > 0 {
+                engine.sync(&model)?;
                 let ids = generate(&model, &prompt, cfg.sample_tokens, cfg.temperature, &mut eval_rng)?;
                 let text = tokenizer.decode(&ids, false)?;
                 cb.on_sample(step, &format!("{}{text}", cfg.sample_prompt));
@@ -400,7 +494,8 @@ pub fn pretrain(cfg: &TrainConfig, resume: Option<&Path>, cb: &mut dyn Callbacks
                 files: Default::default(),
                 last_val_loss: last_val,
             };
-            let dir = save_checkpoint(&cfg.out_dir, &model, &opt, &tokenizer, &state)?;
+            engine.sync(&model)?;
+            let dir = save_checkpoint(&cfg.out_dir, &model, &engine.optimizer_state()?, &tokenizer, &state)?;
             cb.on_checkpoint(step, &dir);
             summary.last_checkpoint = Some(dir);
         }

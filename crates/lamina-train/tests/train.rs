@@ -52,12 +52,25 @@ fn tiny(dir: &Path, data: PathBuf, arch: Architecture) -> TrainConfig {
 fn tiny_model_overfits_tiny_corpus() {
     let d = tempfile::tempdir().unwrap();
     let data = corpus(d.path(), 20);
-    let cfg = TrainConfig { max_iters: 250, lr_decay_iters: 250, lr: 1e-2, eval_interval: 250, ..tiny(d.path(), data, Architecture::Llama) };
-    let s = pretrain(&cfg, None, &mut NoCallbacks).unwrap();
-    let last: f64 = s.train_losses[s.train_losses.len() - 10..].iter().map(|x| x.1).sum::<f64>() / 10.0;
-    assert!(s.train_losses[0].1 > 2.5, "initial loss {}", s.train_losses[0].1);
-    assert!(last < 0.15, "final train loss {last}");
-    assert!(s.evals.last().unwrap().val_loss < 0.3);
+    // Both gradient engines: the fused kernels (default for f32) and candle autograd.
+    let mut s = None;
+    for engine in ["autograd", "fused"] {
+        let cfg = TrainConfig {
+            max_iters: 250,
+            lr_decay_iters: 250,
+            lr: 1e-2,
+            eval_interval: 250,
+            engine: engine.into(),
+            ..tiny(d.path(), data.clone(), Architecture::Llama)
+        };
+        let r = pretrain(&cfg, None, &mut NoCallbacks).unwrap();
+        let last: f64 = r.train_losses[r.train_losses.len() - 10..].iter().map(|x| x.1).sum::<f64>() / 10.0;
+        assert!(r.train_losses[0].1 > 2.5, "{engine}: initial loss {}", r.train_losses[0].1);
+        assert!(last < 0.15, "{engine}: final train loss {last}");
+        assert!(r.evals.last().unwrap().val_loss < 0.3, "{engine}");
+        s = Some(r);
+    }
+    let s = s.unwrap();
     assert!(s.plot.as_ref().unwrap().exists());
     if let Ok(p) = std::env::var("LAMINA_KEEP_PLOT") {
         std::fs::copy(s.plot.as_ref().unwrap(), p).unwrap();
@@ -205,14 +218,47 @@ fn export_round_trips() {
     assert_eq!(p.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![0., 2., 1., 3., 4., 6., 5., 7.]);
 }
 
+/// Logits of the inference model loaded from `path` (GGUF or HF folder) for [`logits`]' tokens.
+fn inference_logits(path: &Path) -> Vec<f32> {
+    let m = lamina_model::load_model(path, lamina_model::Precision::F32).unwrap();
+    let tokens = [1u32, 5, 7, 2, 9, 3];
+    let n = tokens.len();
+    let pool = lamina_kernels::ThreadPool::new(1);
+    let mut kv = m.new_kv_cache(1, 16);
+    let mut scratch = lamina_model::Scratch::default();
+    let (pos, rows): (Vec<usize>, Vec<usize>) = ((0..n).collect(), (0..n).collect());
+    let mut out = Vec::new();
+    let input = lamina_model::BatchInput { tokens: &tokens, positions: &pos, slots: &vec![0; n], logits_rows: &rows };
+    m.forward(input, &mut kv, &mut scratch, &pool, &mut out).unwrap();
+    out
+}
+
 #[test]
-fn gpt2_gguf_export_is_refused_clearly() {
+fn gpt2_gguf_export_round_trips() {
     let d = tempfile::tempdir().unwrap();
     let data = corpus(d.path(), 10);
-    let cfg = TrainConfig { max_iters: 2, sample_tokens: 0, ..tiny(d.path(), data, Architecture::Gpt2) };
+    let cfg = TrainConfig { max_iters: 3, sample_tokens: 0, ..tiny(d.path(), data, Architecture::Gpt2) };
     pretrain(&cfg, None, &mut NoCallbacks).unwrap();
-    let e = export(&cfg.out_dir, &d.path().join("g.gguf"), ExportFormat::Gguf, Quant::F32).unwrap_err().to_string();
-    assert!(e.contains("llama architecture only"), "{e}");
+    let ck = load_checkpoint(&cfg.out_dir, &Device::Cpu).unwrap();
+    let want = logits(&ck.model);
+    for (quant, tol) in [(Quant::F32, 1e-4f32), (Quant::Q8_0, 0.05)] {
+        let out = d.path().join(format!("g-{quant:?}.gguf"));
+        export(&cfg.out_dir, &out, ExportFormat::Gguf, quant).unwrap();
+        let mut f = std::fs::File::open(&out).unwrap();
+        let c = gguf_file::Content::read(&mut f).unwrap();
+        assert_eq!(c.metadata["general.architecture"].to_string().unwrap(), "gpt2");
+        assert_eq!(c.metadata["gpt2.block_count"].to_u32().unwrap(), 2);
+        for name in ["token_embd.weight", "position_embd.weight", "blk.1.attn_qkv.bias", "blk.0.ffn_down.weight", "output_norm.bias"] {
+            assert!(c.tensor_infos.contains_key(name), "{name}");
+        }
+        assert!(!c.tensor_infos.contains_key("output.weight"), "the tied head is not duplicated");
+        // The Conv1D weights are stored transposed ([out, in] rows in GGUF order).
+        assert_eq!(c.tensor_infos["blk.0.attn_qkv.weight"].shape.dims(), &[3 * 32, 32]);
+        let got = inference_logits(&out);
+        let worst = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert_eq!(got.len(), want.len());
+        assert!(worst <= tol, "{quant:?}: logits differ by {worst}");
+    }
 }
 
 #[test]

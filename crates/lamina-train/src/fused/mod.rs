@@ -1,0 +1,819 @@
+//! The fused training step: the trainable transformer's forward and backward pass written
+//! out by hand over flat f32 buffers, as llm.c does for GPT-2.
+//!
+//! Why: on the nanoGPT CPU recipe the candle-autograd step of [`TrainableModel`] ran at
+//! ~0.17× PyTorch's speed (docs/training.md). Its time went into per-op buffer allocation,
+//! single-threaded element-wise maps, scalar `expf`/`tanhf`, and the autograd graph —
+//! not into the matrix products. Here every activation has a preallocated buffer, the
+//! element-wise work is fused into a few row kernels ([`kernels`]) that vectorise, the
+//! products go to `gemm` split over our persistent worker pool, and the backward pass is
+//! a fixed sequence of calls instead of a graph walk.
+//!
+//! It is the same model: [`FusedModel`] takes its parameter names, shapes and values from
+//! a [`TrainableModel`] and writes them back ([`FusedModel::store_into`]), and the tests
+//! check its loss and every gradient against candle autograd on both architectures
+//! (`tests/fused.rs`). The autograd model stays the reference, and the path for f64.
+//!
+//! Buffers (`n = b·t` token rows, `c` hidden, `f` MLP width, `v` vocabulary):
+//! residual stream `resid[l]` (n, c) per layer boundary, per layer the normed inputs
+//! (n, c) with their row statistics, `qkv` (n, q_dim + 2·kv_dim), attention probabilities
+//! (b, nh, t, t), attention output (n, q_dim), `resid_mid` (n, c), MLP pre-activation
+//! (n, f or 2f) and activation (n, f); logits (n, v), overwritten by their gradient.
+
+pub mod gemm;
+pub mod kernels;
+
+use self::gemm::{matmul, Mat, MatMut};
+use self::kernels::AttnShape;
+use candle_core::{Device, Tensor};
+use lamina_core::{Architecture, Error, ModelConfig, Result};
+use lamina_kernels::cpu::Isa;
+use lamina_kernels::pool::ThreadPool;
+use lamina_model::trainable::{candle_err, TrainableModel};
+use std::collections::HashMap;
+
+/// One parameter's place in the flat buffers.
+#[derive(Debug, Clone)]
+pub struct ParamInfo {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub offset: usize,
+    pub len: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    off: usize,
+    len: usize,
+}
+
+/// A linear layer inside the flat buffer. `w_rs`/`w_cs` address the weight as the
+/// logical `in × out` matrix `Wt` of `y = x · Wt + b`, whatever its storage
+/// (torch `[out, in]` for Llama, GPT-2 Conv1D `[in, out]`).
+#[derive(Debug, Clone, Copy)]
+struct Lin {
+    w: Slot,
+    b: Option<Slot>,
+    in_dim: usize,
+    out_dim: usize,
+    w_rs: isize,
+    w_cs: isize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct NormP {
+    w: Slot,
+    b: Option<Slot>,
+}
+
+#[derive(Debug, Clone)]
+struct LayerP {
+    norm1: NormP,
+    /// Projections writing column ranges of `qkv`: `(layer, first column)`.
+    qkv: Vec<(Lin, usize)>,
+    o: Lin,
+    norm2: NormP,
+    /// Projections writing column ranges of the MLP pre-activation.
+    mlp_in: Vec<(Lin, usize)>,
+    mlp_out: Lin,
+}
+
+/// Saved activations and backward scratch for one `(batch, seq)` shape.
+#[derive(Default)]
+struct Workspace {
+    b: usize,
+    t: usize,
+    resid: Vec<Vec<f32>>,
+    h1: Vec<Vec<f32>>,
+    mean1: Vec<Vec<f32>>,
+    rstd1: Vec<Vec<f32>>,
+    qkv: Vec<Vec<f32>>,
+    att: Vec<Vec<f32>>,
+    y: Vec<Vec<f32>>,
+    resid_mid: Vec<Vec<f32>>,
+    h2: Vec<Vec<f32>>,
+    mean2: Vec<Vec<f32>>,
+    rstd2: Vec<Vec<f32>>,
+    pre: Vec<Vec<f32>>,
+    act: Vec<Vec<f32>>,
+    hf: Vec<f32>,
+    meanf: Vec<f32>,
+    rstdf: Vec<f32>,
+    logits: Vec<f32>,
+    // backward scratch
+    dres: Vec<f32>,
+    dh: Vec<f32>,
+    dqkv: Vec<f32>,
+    dy: Vec<f32>,
+    dpre: Vec<f32>,
+    dact: Vec<f32>,
+    /// Per-thread scratch (attention `dP`, t × t; norms `dn`, c).
+    scratch: Vec<f32>,
+}
+
+/// A raw pointer that may be shared with the pool's workers (each writes its own part).
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: used only for disjoint writes inside one `ThreadPool::run`, which returns after
+// every worker is done.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// The address (a method, so closures capture the `Sync` wrapper, not the field).
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+
+    /// # Safety
+    /// `start..start + len` must be in bounds and written by this thread alone.
+    unsafe fn slice<'a>(self, start: usize, len: usize) -> &'a mut [f32] {
+        std::slice::from_raw_parts_mut(self.0.add(start), len)
+    }
+}
+
+/// The transformer's parameters and gradients in flat f32 buffers, with a hand-written
+/// forward and backward pass.
+pub struct FusedModel {
+    cfg: ModelConfig,
+    isa: Isa,
+    pool: ThreadPool,
+    params_info: Vec<ParamInfo>,
+    /// All parameters, in [`FusedModel::params_info`] order.
+    pub params: Vec<f32>,
+    /// Their gradients, accumulated by [`FusedModel::step`] until [`FusedModel::zero_grads`].
+    pub grads: Vec<f32>,
+    embed: Slot,
+    pos_embed: Option<Slot>,
+    layers: Vec<LayerP>,
+    final_norm: NormP,
+    /// The output projection; the token embedding (read as `[v, c]`) when tied.
+    head: Lin,
+    rms: bool,
+    /// RoPE tables (context × rope_dim/2).
+    rope: Option<(Vec<f32>, Vec<f32>)>,
+    ws: Workspace,
+}
+
+fn thread_count(threads: usize) -> usize {
+    if threads > 0 {
+        threads
+    } else {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    }
+}
+
+impl FusedModel {
+    /// Copies `model`'s f32 parameters into flat buffers. `threads = 0` uses every CPU;
+    /// `isa` picks the kernel build ([`Isa::best`] normally).
+    pub fn from_trainable(model: &TrainableModel, threads: usize, isa: Isa) -> Result<Self> {
+        let cfg = model.config().clone();
+        let mut params_info = Vec::new();
+        let mut params = Vec::new();
+        for (name, var) in model.named_params() {
+            let t = var.as_tensor().to_dtype(candle_core::DType::F32).and_then(|t| t.flatten_all()).map_err(candle_err)?;
+            let v = t.to_vec1::<f32>().map_err(candle_err)?;
+            params_info.push(ParamInfo { name, shape: var.dims().to_vec(), offset: params.len(), len: v.len() });
+            params.extend_from_slice(&v);
+        }
+        let index: HashMap<&str, &ParamInfo> = params_info.iter().map(|p| (p.name.as_str(), p)).collect();
+        let slot = |name: &str| -> Result<Slot> {
+            index.get(name).map(|p| Slot { off: p.offset, len: p.len }).ok_or_else(|| Error::MissingTensor(name.to_string()))
+        };
+        let opt_slot = |name: &str| index.get(name).map(|p| Slot { off: p.offset, len: p.len });
+        let gpt2 = cfg.architecture == Architecture::Gpt2;
+        let lin = |name: &str, in_dim: usize, out_dim: usize| -> Result<Lin> {
+            let w = slot(&format!("{name}.weight"))?;
+            if w.len != in_dim * out_dim {
+                return Err(Error::InvalidConfig(format!("{name}: {} weights for {in_dim}×{out_dim}", w.len)));
+            }
+            // GPT-2 Conv1D stores [in, out]; torch Linear stores [out, in].
+            let (w_rs, w_cs) = if gpt2 { (out_dim as isize, 1) } else { (1, in_dim as isize) };
+            Ok(Lin { w, b: opt_slot(&format!("{name}.bias")), in_dim, out_dim, w_rs, w_cs })
+        };
+        let norm = |name: &str| -> Result<NormP> { Ok(NormP { w: slot(&format!("{name}.weight"))?, b: opt_slot(&format!("{name}.bias")) }) };
+        let (c, f, qd, kvd) = (cfg.hidden_size, cfg.ffn_dim, cfg.q_dim(), cfg.kv_dim());
+        let mut layers = Vec::with_capacity(cfg.num_layers);
+        for i in 0..cfg.num_layers {
+            let l = if gpt2 {
+                let p = format!("h.{i}");
+                LayerP {
+                    norm1: norm(&format!("{p}.ln_1"))?,
+                    qkv: vec![(lin(&format!("{p}.attn.c_attn"), c, 3 * c)?, 0)],
+                    o: lin(&format!("{p}.attn.c_proj"), c, c)?,
+                    norm2: norm(&format!("{p}.ln_2"))?,
+                    mlp_in: vec![(lin(&format!("{p}.mlp.c_fc"), c, f)?, 0)],
+                    mlp_out: lin(&format!("{p}.mlp.c_proj"), f, c)?,
+                }
+            } else {
+                let p = format!("model.layers.{i}");
+                LayerP {
+                    norm1: norm(&format!("{p}.input_layernorm"))?,
+                    qkv: vec![
+                        (lin(&format!("{p}.self_attn.q_proj"), c, qd)?, 0),
+                        (lin(&format!("{p}.self_attn.k_proj"), c, kvd)?, qd),
+                        (lin(&format!("{p}.self_attn.v_proj"), c, kvd)?, qd + kvd),
+                    ],
+                    o: lin(&format!("{p}.self_attn.o_proj"), qd, c)?,
+                    norm2: norm(&format!("{p}.post_attention_layernorm"))?,
+                    mlp_in: vec![(lin(&format!("{p}.mlp.gate_proj"), c, f)?, 0), (lin(&format!("{p}.mlp.up_proj"), c, f)?, f)],
+                    mlp_out: lin(&format!("{p}.mlp.down_proj"), f, c)?,
+                }
+            };
+            layers.push(l);
+        }
+        let (embed, pos_embed, final_norm) = if gpt2 {
+            (slot("wte.weight")?, Some(slot("wpe.weight")?), norm("ln_f")?)
+        } else {
+            (slot("model.embed_tokens.weight")?, None, norm("model.norm")?)
+        };
+        let v = cfg.vocab_size;
+        let head = if gpt2 || cfg.tied_embeddings {
+            // logits = h · E^T with E stored [v, c]: Wt(i, o) = E[o, i].
+            Lin { w: embed, b: None, in_dim: c, out_dim: v, w_rs: 1, w_cs: c as isize }
+        } else {
+            lin("lm_head", c, v)?
+        };
+        let rope = if gpt2 || cfg.rope_dim == 0 {
+            None
+        } else {
+            let inv = cfg.rope_inv_freq();
+            let half = cfg.rope_dim / 2;
+            let mut cos = Vec::with_capacity(cfg.context_length * half);
+            let mut sin = Vec::with_capacity(cfg.context_length * half);
+            for p in 0..cfg.context_length {
+                for fr in &inv[..half] {
+                    let a = p as f64 * *fr as f64;
+                    cos.push(a.cos() as f32);
+                    sin.push(a.sin() as f32);
+                }
+            }
+            Some((cos, sin))
+        };
+        let grads = vec![0f32; params.len()];
+        Ok(FusedModel {
+            rms: !gpt2,
+            cfg,
+            isa: if isa.supported() { isa } else { Isa::Scalar },
+            pool: ThreadPool::new(thread_count(threads)),
+            params_info,
+            params,
+            grads,
+            embed,
+            pos_embed,
+            layers,
+            final_norm,
+            head,
+            rope,
+            ws: Workspace::default(),
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// Parameter names, shapes and places in [`FusedModel::params`] (name-sorted, the
+    /// order of [`TrainableModel::named_params`]).
+    pub fn params_info(&self) -> &[ParamInfo] {
+        &self.params_info
+    }
+
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
+    pub(crate) fn pool(&self) -> &ThreadPool {
+        &self.pool
+    }
+
+    /// Writes the parameters back into `model`'s variables (for checkpoints, export and
+    /// sampling with the candle model).
+    pub fn store_into(&self, model: &TrainableModel) -> Result<()> {
+        let vars: HashMap<String, candle_core::Var> = model.named_params().into_iter().collect();
+        for p in &self.params_info {
+            let var = vars.get(&p.name).ok_or_else(|| Error::MissingTensor(p.name.clone()))?;
+            let t = Tensor::from_slice(&self.params[p.offset..p.offset + p.len], p.shape.as_slice(), &Device::Cpu)
+                .and_then(|t| t.to_dtype(var.dtype()))
+                .map_err(candle_err)?;
+            var.set(&t).map_err(candle_err)?;
+        }
+        Ok(())
+    }
+
+    /// The gradient of parameter `name` (for tests).
+    pub fn grad(&self, name: &str) -> Option<&[f32]> {
+        self.params_info.iter().find(|p| p.name == name).map(|p| &self.grads[p.offset..p.offset + p.len])
+    }
+
+    pub fn zero_grads(&mut self) {
+        self.grads.fill(0.0);
+    }
+
+    /// Mean next-token loss of `tokens` (b × t, row-major) against `targets`, without
+    /// gradients.
+    pub fn loss(&mut self, tokens: &[u32], targets: &[u32], b: usize, t: usize) -> Result<f64> {
+        self.run(tokens, targets, b, t, None)
+    }
+
+    /// Mean loss of the batch, and its gradient times `grad_scale` added to
+    /// [`FusedModel::grads`] (`grad_scale = 1 / accumulation steps`).
+    pub fn step(&mut self, tokens: &[u32], targets: &[u32], b: usize, t: usize, grad_scale: f32) -> Result<f64> {
+        self.run(tokens, targets, b, t, Some(grad_scale))
+    }
+
+    fn check_batch(&self, tokens: &[u32], targets: &[u32], b: usize, t: usize) -> Result<()> {
+        if b == 0 || t == 0 {
+            return Err(Error::InvalidInput("empty token batch".into()));
+        }
+        if t > self.cfg.context_length {
+            return Err(Error::PromptTooLong { prompt_tokens: t, context_length: self.cfg.context_length });
+        }
+        if tokens.len() != b * t || targets.len() != b * t {
+            return Err(Error::InvalidInput(format!(
+                "{} tokens and {} targets for a {b}×{t} batch",
+                tokens.len(),
+                targets.len()
+            )));
+        }
+        let v = self.cfg.vocab_size as u32;
+        if let Some(bad) = tokens.iter().chain(targets).find(|&&x| x >= v) {
+            return Err(Error::InvalidInput(format!("token id {bad} is outside the vocabulary ({v})")));
+        }
+        Ok(())
+    }
+
+    fn ensure_workspace(&mut self, b: usize, t: usize) {
+        if self.ws.b == b && self.ws.t == t {
+            return;
+        }
+        let cfg = &self.cfg;
+        let n = b * t;
+        let (c, l) = (cfg.hidden_size, cfg.num_layers);
+        let qkvd = cfg.q_dim() + 2 * cfg.kv_dim();
+        let pre_w: usize = self.layers.first().map_or(0, |lp| lp.mlp_in.iter().map(|(li, _)| li.out_dim).sum());
+        let f = cfg.ffn_dim;
+        let per = |len: usize| (0..l).map(|_| vec![0f32; len]).collect::<Vec<_>>();
+        let threads = self.pool.threads();
+        self.ws = Workspace {
+            b,
+            t,
+            resid: (0..=l).map(|_| vec![0f32; n * c]).collect(),
+            h1: per(n * c),
+            mean1: per(n),
+            rstd1: per(n),
+            qkv: per(n * qkvd),
+            att: per(b * cfg.num_heads * t * t),
+            y: per(n * cfg.q_dim()),
+            resid_mid: per(n * c),
+            h2: per(n * c),
+            mean2: per(n),
+            rstd2: per(n),
+            pre: per(n * pre_w),
+            act: per(n * f),
+            hf: vec![0f32; n * c],
+            meanf: vec![0f32; n],
+            rstdf: vec![0f32; n],
+            logits: vec![0f32; n * cfg.vocab_size],
+            dres: vec![0f32; n * c],
+            dh: vec![0f32; n * c],
+            dqkv: vec![0f32; n * qkvd],
+            dy: vec![0f32; n * cfg.q_dim()],
+            dpre: vec![0f32; n * pre_w],
+            dact: vec![0f32; n * f],
+            scratch: vec![0f32; threads * (c.max(t * t) + 16)],
+        };
+    }
+
+    /// Runs `f(range)` over row ranges of `0..rows` split between the threads.
+    fn par_rows(pool: &ThreadPool, rows: usize, f: &(dyn Fn(std::ops::Range<usize>, usize) + Sync)) {
+        if rows < 64 {
+            f(0..rows, 0);
+            return;
+        }
+        pool.run(&|i, n| {
+            let r = ThreadPool::split(rows, i, n, 1);
+            if !r.is_empty() {
+                f(r, i);
+            }
+        });
+    }
+
+    fn wt(&self, lin: &Lin) -> Mat {
+        Mat { ptr: self.params[lin.w.off..].as_ptr(), rows: lin.in_dim, cols: lin.out_dim, rs: lin.w_rs, cs: lin.w_cs }
+    }
+
+    /// `out[:, col0..col0+out] = x · Wt + b` (or `+=` with `accumulate`).
+    fn linear_fwd(&self, lin: &Lin, x: Mat, out: MatMut, accumulate: bool) {
+        matmul(&self.pool, out, x, self.wt(lin), accumulate);
+    }
+
+    /// Gradients of `y = x · Wt + b` given `dy`: `dWt += xᵀ · dy`, `db += Σ dy`, and
+    /// `dx (=|+=) dy · Wtᵀ` when `dx` is given.
+    fn linear_bwd(&mut self, lin: &Lin, x: Mat, dy: Mat, dx: Option<(MatMut, bool)>) {
+        let wt = self.wt(lin);
+        if let Some((dx, acc)) = dx {
+            matmul(&self.pool, dx, dy, wt.t(), acc);
+        }
+        // SAFETY: `wt` points into `params`; `grads` has the same length.
+        let dwt = unsafe { MatMut::like(wt, self.params.as_ptr(), self.grads.as_mut_ptr()) };
+        matmul(&self.pool, dwt, x.t(), dy, true);
+        if let Some(bs) = lin.b {
+            let gp = Shared(self.grads.as_mut_ptr());
+            let (isa, out) = (self.isa, lin.out_dim);
+            let dyp = Shared(dy.ptr as *mut f32);
+            let (rows, ld) = (dy.rows, dy.rs as usize);
+            let col0 = 0usize;
+            self.pool.run(&|i, n| {
+                let cr = ThreadPool::split(out, i, n, 8);
+                if cr.is_empty() {
+                    return;
+                }
+                // SAFETY: `dy` spans `rows` rows of stride `ld` (read only here); each
+                // thread adds into its own column range of the bias gradient.
+                let dyall = unsafe { std::slice::from_raw_parts(dyp.ptr() as *const f32, (rows - 1) * ld + out) };
+                let db = unsafe { gp.slice(bs.off + cr.start, cr.len()) };
+                kernels::colsum_acc(isa, dyall, ld, col0 + cr.start, db);
+            });
+        }
+    }
+
+    fn norm_fwd(&self, np: NormP, x: &[f32], out: &mut [f32], mean: &mut [f32], rstd: &mut [f32]) {
+        let c = self.cfg.hidden_size;
+        let (isa, rms, eps) = (self.isa, self.rms, self.cfg.norm_eps);
+        let w = &self.params[np.w.off..np.w.off + np.w.len];
+        let b = np.b.map(|s| &self.params[s.off..s.off + s.len]);
+        let (o, m, r) = (Shared(out.as_mut_ptr()), Shared(mean.as_mut_ptr()), Shared(rstd.as_mut_ptr()));
+        Self::par_rows(&self.pool, mean.len(), &|rg, _| {
+            // SAFETY: each thread writes its own rows.
+            let (o, m, r) = unsafe { (o.slice(rg.start * c, rg.len() * c), m.slice(rg.start, rg.len()), r.slice(rg.start, rg.len())) };
+            kernels::norm_fwd(isa, &x[rg.start * c..rg.end * c], w, b, rms, eps, o, m, r);
+        });
+    }
+
+    /// `dx += norm'(dout)`, and the norm's weight/bias gradients.
+    #[allow(clippy::too_many_arguments)]
+    fn norm_bwd(&mut self, np: NormP, dout: &[f32], x: &[f32], mean: &[f32], rstd: &[f32], dx: &mut [f32], scratch: &mut [f32]) {
+        let c = self.cfg.hidden_size;
+        let (isa, rms) = (self.isa, self.rms);
+        let w = &self.params[np.w.off..np.w.off + np.w.len];
+        let dxp = Shared(dx.as_mut_ptr());
+        let sp = Shared(scratch.as_mut_ptr());
+        let per = scratch.len() / self.pool.threads();
+        Self::par_rows(&self.pool, mean.len(), &|rg, ti| {
+            // SAFETY: own rows of dx, own scratch part.
+            let (d, s) = unsafe { (dxp.slice(rg.start * c, rg.len() * c), sp.slice(ti * per, per)) };
+            kernels::norm_bwd_dx(isa, &dout[rg.start * c..rg.end * c], &x[rg.start * c..rg.end * c], w, &mean[rg.clone()], &rstd[rg], rms, d, s);
+        });
+        let gp = Shared(self.grads.as_mut_ptr());
+        self.pool.run(&|i, n| {
+            let cr = ThreadPool::split(c, i, n, 8);
+            if cr.is_empty() {
+                return;
+            }
+            // SAFETY: each thread owns a column range of the weight/bias gradients.
+            let dw = unsafe { gp.slice(np.w.off + cr.start, cr.len()) };
+            let db = np.b.map(|b| unsafe { gp.slice(b.off + cr.start, cr.len()) });
+            kernels::norm_bwd_params(isa, dout, x, c, cr.start, mean, rstd, dw, db);
+        });
+    }
+
+    fn run(&mut self, tokens: &[u32], targets: &[u32], b: usize, t: usize, grad_scale: Option<f32>) -> Result<f64> {
+        self.check_batch(tokens, targets, b, t)?;
+        self.ensure_workspace(b, t);
+        let mut ws = std::mem::take(&mut self.ws);
+        let loss = self.forward(&mut ws, tokens, targets, b, t, grad_scale.map(|g| g / (b * t) as f32));
+        if grad_scale.is_some() {
+            self.backward(&mut ws, tokens, b, t);
+        }
+        self.ws = ws;
+        Ok(loss / (b * t) as f64)
+    }
+
+    fn attn_shape(&self, t: usize) -> AttnShape {
+        let cfg = &self.cfg;
+        AttnShape {
+            t,
+            nh: cfg.num_heads,
+            nkv: cfg.num_kv_heads,
+            hd: cfg.head_dim,
+            ld: cfg.q_dim() + 2 * cfg.kv_dim(),
+            scale: 1.0 / (cfg.head_dim as f32).sqrt(),
+            window: cfg.sliding_window.unwrap_or(0),
+        }
+    }
+
+    /// Forward pass; returns the summed loss. With `dlogit_scale` the logits buffer ends
+    /// up holding d(loss · scale)/d(logits).
+    fn forward(&mut self, ws: &mut Workspace, tokens: &[u32], targets: &[u32], b: usize, t: usize, dlogit_scale: Option<f32>) -> f64 {
+        let cfg = self.cfg.clone();
+        let (n, c, f, v) = (b * t, cfg.hidden_size, cfg.ffn_dim, cfg.vocab_size);
+        let qd = cfg.q_dim();
+        let isa = self.isa;
+        let sh = self.attn_shape(t);
+        let qkvd = sh.ld;
+
+        // Embeddings (+ learned positions).
+        {
+            let e = &self.params[self.embed.off..self.embed.off + self.embed.len];
+            let pe = self.pos_embed.map(|s| &self.params[s.off..s.off + s.len]);
+            let out = Shared(ws.resid[0].as_mut_ptr());
+            Self::par_rows(&self.pool, n, &|rg, _| {
+                for row in rg {
+                    // SAFETY: own row.
+                    let o = unsafe { out.slice(row * c, c) };
+                    let tok = tokens[row] as usize;
+                    o.copy_from_slice(&e[tok * c..(tok + 1) * c]);
+                    if let Some(pe) = pe {
+                        let p = row % t;
+                        for (x, y) in o.iter_mut().zip(&pe[p * c..(p + 1) * c]) {
+                            *x += y;
+                        }
+                    }
+                }
+            });
+        }
+
+        for li in 0..cfg.num_layers {
+            let lp = self.layers[li].clone();
+            let (before, after) = ws.resid.split_at_mut(li + 1);
+            let x_in = &before[li];
+            let x_out = &mut after[0];
+            self.norm_fwd(lp.norm1, x_in, &mut ws.h1[li], &mut ws.mean1[li], &mut ws.rstd1[li]);
+            let h1 = Mat::rows_of(&ws.h1[li], n, c, c, 0);
+            for (lin, col0) in &lp.qkv {
+                let biased = self.fill_bias(lin, &mut ws.qkv[li], qkvd, *col0, n);
+                self.linear_fwd(lin, h1, MatMut::rows_of(&mut ws.qkv[li], n, lin.out_dim, qkvd, *col0), biased);
+            }
+            if let Some((cos, sin)) = &self.rope {
+                let heads = cfg.num_heads + cfg.num_kv_heads;
+                let (hd, half) = (cfg.head_dim, cfg.rope_dim / 2);
+                let qp = Shared(ws.qkv[li].as_mut_ptr());
+                Self::par_rows(&self.pool, n, &|rg, _| {
+                    // SAFETY: own rows.
+                    let x = unsafe { qp.slice(rg.start * qkvd, rg.len() * qkvd) };
+                    kernels::rope(isa, x, qkvd, heads, hd, half, rg.start, t, cos, sin, false);
+                });
+            }
+            self.attention_fwd(&ws.qkv[li], &mut ws.att[li], &mut ws.y[li], b, t);
+            // resid_mid = x_in + b_o + y · Wo
+            self.add_bias_rows(x_in, lp.o.b, &mut ws.resid_mid[li]);
+            self.linear_fwd(&lp.o, Mat::rows_of(&ws.y[li], n, qd, qd, 0), MatMut::rows_of(&mut ws.resid_mid[li], n, c, c, 0), true);
+            self.norm_fwd(lp.norm2, &ws.resid_mid[li], &mut ws.h2[li], &mut ws.mean2[li], &mut ws.rstd2[li]);
+            let pw: usize = lp.mlp_in.iter().map(|(l, _)| l.out_dim).sum();
+            let h2 = Mat::rows_of(&ws.h2[li], n, c, c, 0);
+            for (lin, col0) in &lp.mlp_in {
+                let biased = self.fill_bias(lin, &mut ws.pre[li], pw, *col0, n);
+                self.linear_fwd(lin, h2, MatMut::rows_of(&mut ws.pre[li], n, lin.out_dim, pw, *col0), biased);
+            }
+            {
+                let pre = &ws.pre[li];
+                let ap = Shared(ws.act[li].as_mut_ptr());
+                let gpt2 = !self.rms;
+                Self::par_rows(&self.pool, n, &|rg, _| {
+                    // SAFETY: own rows.
+                    let a = unsafe { ap.slice(rg.start * f, rg.len() * f) };
+                    if gpt2 {
+                        kernels::gelu_fwd(isa, &pre[rg.start * f..rg.end * f], a);
+                    } else {
+                        kernels::swiglu_fwd(isa, &pre[rg.start * 2 * f..rg.end * 2 * f], f, a);
+                    }
+                });
+            }
+            self.add_bias_rows(&ws.resid_mid[li], lp.mlp_out.b, x_out);
+            self.linear_fwd(&lp.mlp_out, Mat::rows_of(&ws.act[li], n, f, f, 0), MatMut::rows_of(x_out, n, c, c, 0), true);
+        }
+
+        let last = &ws.resid[cfg.num_layers];
+        self.norm_fwd(self.final_norm, last, &mut ws.hf, &mut ws.meanf, &mut ws.rstdf);
+        let head = self.head;
+        self.linear_fwd(&head, Mat::rows_of(&ws.hf, n, c, c, 0), MatMut::rows_of(&mut ws.logits, n, v, v, 0), false);
+
+        let threads = self.pool.threads();
+        let mut partial = vec![0f64; threads];
+        let pp = partial.as_mut_ptr() as usize;
+        let lp = Shared(ws.logits.as_mut_ptr());
+        Self::par_rows(&self.pool, n, &|rg, ti| {
+            // SAFETY: own rows of the logits; own partial-sum slot.
+            let rows = unsafe { lp.slice(rg.start * v, rg.len() * v) };
+            let s = kernels::cross_entropy(isa, rows, v, &targets[rg], dlogit_scale);
+            unsafe { *(pp as *mut f64).add(ti) += s };
+        });
+        partial.iter().sum()
+    }
+
+    /// Backward pass after [`FusedModel::forward`] with a gradient scale; adds into `grads`.
+    fn backward(&mut self, ws: &mut Workspace, tokens: &[u32], b: usize, t: usize) {
+        let cfg = self.cfg.clone();
+        let (n, c, f, v) = (b * t, cfg.hidden_size, cfg.ffn_dim, cfg.vocab_size);
+        let qd = cfg.q_dim();
+        let isa = self.isa;
+        let sh = self.attn_shape(t);
+        let qkvd = sh.ld;
+        let mut scratch = std::mem::take(&mut ws.scratch);
+
+        // Head and final norm.
+        let head = self.head;
+        let dlogits = Mat::rows_of(&ws.logits, n, v, v, 0);
+        self.linear_bwd(&head, Mat::rows_of(&ws.hf, n, c, c, 0), dlogits, Some((MatMut::rows_of(&mut ws.dh, n, c, c, 0), false)));
+        ws.dres.fill(0.0);
+        let last = &ws.resid[cfg.num_layers];
+        self.norm_bwd(self.final_norm, &ws.dh, last, &ws.meanf, &ws.rstdf, &mut ws.dres, &mut scratch);
+
+        for li in (0..cfg.num_layers).rev() {
+            let lp = self.layers[li].clone();
+            // MLP out: dact = dres · Woutᵀ
+            self.linear_bwd(
+                &lp.mlp_out,
+                Mat::rows_of(&ws.act[li], n, f, f, 0),
+                Mat::rows_of(&ws.dres, n, c, c, 0),
+                Some((MatMut::rows_of(&mut ws.dact, n, f, f, 0), false)),
+            );
+            {
+                let (pre, dact) = (&ws.pre[li], &ws.dact);
+                let dp = Shared(ws.dpre.as_mut_ptr());
+                let gpt2 = !self.rms;
+                Self::par_rows(&self.pool, n, &|rg, _| {
+                    if gpt2 {
+                        // SAFETY: own rows.
+                        let d = unsafe { dp.slice(rg.start * f, rg.len() * f) };
+                        kernels::gelu_bwd(isa, &pre[rg.start * f..rg.end * f], &dact[rg.start * f..rg.end * f], d);
+                    } else {
+                        let d = unsafe { dp.slice(rg.start * 2 * f, rg.len() * 2 * f) };
+                        kernels::swiglu_bwd(isa, &pre[rg.start * 2 * f..rg.end * 2 * f], &dact[rg.start * f..rg.end * f], f, d);
+                    }
+                });
+            }
+            let pw: usize = lp.mlp_in.iter().map(|(l, _)| l.out_dim).sum();
+            for (k, (lin, col0)) in lp.mlp_in.iter().enumerate() {
+                self.linear_bwd(
+                    lin,
+                    Mat::rows_of(&ws.h2[li], n, c, c, 0),
+                    Mat::rows_of(&ws.dpre, n, lin.out_dim, pw, *col0),
+                    Some((MatMut::rows_of(&mut ws.dh, n, c, c, 0), k > 0)),
+                );
+            }
+            self.norm_bwd(lp.norm2, &ws.dh, &ws.resid_mid[li], &ws.mean2[li], &ws.rstd2[li], &mut ws.dres, &mut scratch);
+
+            // Attention out: dy = dres · Woᵀ
+            self.linear_bwd(
+                &lp.o,
+                Mat::rows_of(&ws.y[li], n, qd, qd, 0),
+                Mat::rows_of(&ws.dres, n, c, c, 0),
+                Some((MatMut::rows_of(&mut ws.dy, n, qd, qd, 0), false)),
+            );
+            self.attention_bwd(&ws.qkv[li], &ws.att[li], &ws.dy, &mut ws.dqkv, &mut scratch, b, t);
+            if let Some((cos, sin)) = &self.rope {
+                let heads = cfg.num_heads + cfg.num_kv_heads;
+                let (hd, half) = (cfg.head_dim, cfg.rope_dim / 2);
+                let qp = Shared(ws.dqkv.as_mut_ptr());
+                Self::par_rows(&self.pool, n, &|rg, _| {
+                    // SAFETY: own rows.
+                    let x = unsafe { qp.slice(rg.start * qkvd, rg.len() * qkvd) };
+                    kernels::rope(isa, x, qkvd, heads, hd, half, rg.start, t, cos, sin, true);
+                });
+            }
+            for (k, (lin, col0)) in lp.qkv.iter().enumerate() {
+                self.linear_bwd(
+                    lin,
+                    Mat::rows_of(&ws.h1[li], n, c, c, 0),
+                    Mat::rows_of(&ws.dqkv, n, lin.out_dim, qkvd, *col0),
+                    Some((MatMut::rows_of(&mut ws.dh, n, c, c, 0), k > 0)),
+                );
+            }
+            self.norm_bwd(lp.norm1, &ws.dh, &ws.resid[li], &ws.mean1[li], &ws.rstd1[li], &mut ws.dres, &mut scratch);
+        }
+
+        // Embeddings: scatter-add by columns, so threads never share a gradient element.
+        let gp = Shared(self.grads.as_mut_ptr());
+        let (eo, po) = (self.embed.off, self.pos_embed.map(|s| s.off));
+        let dres = &ws.dres;
+        self.pool.run(&|i, nt| {
+            let cr = ThreadPool::split(c, i, nt, 8);
+            if cr.is_empty() {
+                return;
+            }
+            for row in 0..n {
+                let src = &dres[row * c + cr.start..row * c + cr.end];
+                let tok = tokens[row] as usize;
+                // SAFETY: this thread's columns of row `tok` (and of position row % t).
+                let de = unsafe { gp.slice(eo + tok * c + cr.start, cr.len()) };
+                for (d, s) in de.iter_mut().zip(src) {
+                    *d += s;
+                }
+                if let Some(po) = po {
+                    let dp = unsafe { gp.slice(po + (row % t) * c + cr.start, cr.len()) };
+                    for (d, s) in dp.iter_mut().zip(src) {
+                        *d += s;
+                    }
+                }
+            }
+        });
+        ws.scratch = scratch;
+    }
+
+    /// Causal attention of every (sequence, key/value head) pair, split between threads:
+    /// per query head `S = Q·Kᵀ` and `Y = softmax(S)·V` as small strided products read
+    /// straight from `qkv` (no transposes), with the probabilities kept in `att`
+    /// (b, nh, t, t) for the backward pass. Masked entries are computed and zeroed: at
+    /// these sizes a full product beats a triangular loop.
+    fn attention_fwd(&self, qkv: &[f32], att: &mut [f32], y: &mut [f32], b: usize, t: usize) {
+        let sh = self.attn_shape(t);
+        let (nh, nkv, hd, ld) = (sh.nh, sh.nkv, sh.hd, sh.ld);
+        let (qd, rep, isa) = (nh * hd, nh / nkv, self.isa);
+        let (ap, yp) = (Shared(att.as_mut_ptr()), Shared(y.as_mut_ptr()));
+        let jobs = b * nkv;
+        self.pool.run(&|i, nt| {
+            for job in ThreadPool::split(jobs, i, nt, 1) {
+                let (bi, g) = (job / nkv, job % nkv);
+                let base = bi * t * ld;
+                let k = Mat::rows_of(qkv, t, hd, ld, base + qd + g * hd);
+                let v = Mat::rows_of(qkv, t, hd, ld, base + qd + nkv * hd + g * hd);
+                for h in g * rep..(g + 1) * rep {
+                    let q = Mat::rows_of(qkv, t, hd, ld, base + h * hd);
+                    // SAFETY: this job owns head h's probabilities of sequence bi and the
+                    // rows of `y` of sequence bi in head h's columns.
+                    let s = unsafe { ap.slice((bi * nh + h) * t * t, t * t) };
+                    unsafe { gemm::matmul_serial(MatMut::rows_of(s, t, t, t, 0), q, k.t(), false) };
+                    kernels::softmax_causal(isa, s, sh);
+                    let yh = MatMut { ptr: unsafe { yp.ptr().add(bi * t * qd + h * hd) }, rows: t, cols: hd, rs: qd as isize, cs: 1 };
+                    unsafe { gemm::matmul_serial(yh, Mat::rows_of(s, t, t, t, 0), v, false) };
+                }
+            }
+        });
+    }
+
+    /// Backward of [`FusedModel::attention_fwd`]: from `dy` (n, q_dim) writes the query,
+    /// key and value gradients into `dqkv` (the layout of `qkv`), summing the key/value
+    /// gradients over each group's query heads. `scratch` gives each thread t × t floats.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_bwd(&self, qkv: &[f32], att: &[f32], dy: &[f32], dqkv: &mut [f32], scratch: &mut [f32], b: usize, t: usize) {
+        let sh = self.attn_shape(t);
+        let (nh, nkv, hd, ld) = (sh.nh, sh.nkv, sh.hd, sh.ld);
+        let (qd, rep, isa) = (nh * hd, nh / nkv, self.isa);
+        let (dp_ptr, sp) = (Shared(dqkv.as_mut_ptr()), Shared(scratch.as_mut_ptr()));
+        let per = scratch.len() / self.pool.threads();
+        let jobs = b * nkv;
+        self.pool.run(&|i, nt| {
+            // SAFETY: this thread's part of the scratch.
+            let ds = unsafe { sp.slice(i * per, t * t) };
+            for job in ThreadPool::split(jobs, i, nt, 1) {
+                let (bi, g) = (job / nkv, job % nkv);
+                let base = bi * t * ld;
+                let (koff, voff) = (base + qd + g * hd, base + qd + nkv * hd + g * hd);
+                let k = Mat::rows_of(qkv, t, hd, ld, koff);
+                let v = Mat::rows_of(qkv, t, hd, ld, voff);
+                // SAFETY: rows of sequence bi in the columns of head group g: this job's own.
+                let dview = |off: usize| MatMut { ptr: unsafe { dp_ptr.ptr().add(off) }, rows: t, cols: hd, rs: ld as isize, cs: 1 };
+                for (r, h) in (g * rep..(g + 1) * rep).enumerate() {
+                    let q = Mat::rows_of(qkv, t, hd, ld, base + h * hd);
+                    let p = &att[(bi * nh + h) * t * t..(bi * nh + h + 1) * t * t];
+                    let pm = Mat::rows_of(p, t, t, t, 0);
+                    let dyh = Mat::rows_of(dy, t, hd, qd, bi * t * qd + h * hd);
+                    unsafe {
+                        // dP = dY·Vᵀ, then dS in place; dQ = dS·K; dK += dSᵀ·Q; dV += Pᵀ·dY.
+                        gemm::matmul_serial(MatMut::rows_of(ds, t, t, t, 0), dyh, v.t(), false);
+                        kernels::softmax_bwd(isa, p, ds, t, sh.scale);
+                        let dsm = Mat::rows_of(ds, t, t, t, 0);
+                        gemm::matmul_serial(dview(base + h * hd), dsm, k, false);
+                        gemm::matmul_serial(dview(koff), dsm.t(), q, r > 0);
+                        gemm::matmul_serial(dview(voff), pm.t(), dyh, r > 0);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Fills `out`'s columns of `lin` with its bias; returns whether it did (then the
+    /// product is accumulated on top).
+    fn fill_bias(&self, lin: &Lin, out: &mut [f32], ld: usize, col0: usize, rows: usize) -> bool {
+        let Some(bs) = lin.b else { return false };
+        let bias = &self.params[bs.off..bs.off + bs.len];
+        let (isa, op) = (self.isa, Shared(out.as_mut_ptr()));
+        Self::par_rows(&self.pool, rows, &|rg, _| {
+            // SAFETY: own rows.
+            let o = unsafe { op.slice(rg.start * ld, rg.len() * ld) };
+            kernels::fill_bias(isa, o, ld, col0, bias);
+        });
+        true
+    }
+
+    /// `out = x + bias` row by row (a copy without bias).
+    fn add_bias_rows(&self, x: &[f32], bias: Option<Slot>, out: &mut [f32]) {
+        let c = self.cfg.hidden_size;
+        let bias = bias.map(|s| &self.params[s.off..s.off + s.len]);
+        let (isa, op) = (self.isa, Shared(out.as_mut_ptr()));
+        Self::par_rows(&self.pool, x.len() / c, &|rg, _| {
+            // SAFETY: own rows.
+            let o = unsafe { op.slice(rg.start * c, rg.len() * c) };
+            kernels::add_bias_rows(isa, &x[rg.start * c..rg.end * c], bias, c, o);
+        });
+    }
+}
+
+pub mod adamw;
+pub use adamw::FusedAdamW;
