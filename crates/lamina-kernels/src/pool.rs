@@ -42,8 +42,15 @@ unsafe impl Send for JobPtr {}
 // SAFETY: `job` is only written while no worker reads it (see the field's comment).
 unsafe impl Sync for Shared {}
 
-/// How many spin iterations a worker waits for the next job before it sleeps.
-const SPIN_LIMIT: usize = 1 << 16;
+/// Busy-wait iterations (`pause`) before a waiting thread starts yielding its core.
+/// A few microseconds: long enough to catch the next op of a token without a syscall.
+const SPIN_PAUSE: usize = 1 << 10;
+
+/// How long a worker keeps polling (yielding between polls) before it sleeps on the
+/// condition variable. Yielding instead of pure spinning matters when the machine has
+/// more runnable threads than cores (a build, another process): a pure spinner burns the
+/// time slice that the thread it waits for needs, and throughput collapses.
+const POLL_TIME: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// A fixed set of worker threads (`threads - 1` of them; the caller is the last one).
 pub struct ThreadPool {
@@ -115,7 +122,7 @@ impl ThreadPool {
         let mut spins = 0usize;
         while self.shared.pending.load(Ordering::Acquire) != 0 {
             spins += 1;
-            if spins < SPIN_LIMIT {
+            if spins < SPIN_PAUSE {
                 std::hint::spin_loop();
             } else {
                 std::thread::yield_now();
@@ -141,6 +148,7 @@ fn worker_loop(shared: Arc<Shared>, index: usize) {
     let mut seen = 0usize;
     loop {
         let mut spins = 0usize;
+        let mut polling_since: Option<std::time::Instant> = None;
         let generation = loop {
             let g = shared.generation.load(Ordering::Acquire);
             if g != seen {
@@ -150,8 +158,10 @@ fn worker_loop(shared: Arc<Shared>, index: usize) {
                 return;
             }
             spins += 1;
-            if spins < SPIN_LIMIT {
+            if spins < SPIN_PAUSE {
                 std::hint::spin_loop();
+            } else if polling_since.get_or_insert_with(std::time::Instant::now).elapsed() < POLL_TIME {
+                std::thread::yield_now();
             } else {
                 let guard = shared.sleep_lock.lock().unwrap();
                 shared.sleepers.fetch_add(1, Ordering::SeqCst);
@@ -162,6 +172,7 @@ fn worker_loop(shared: Arc<Shared>, index: usize) {
                 }
                 shared.sleepers.fetch_sub(1, Ordering::SeqCst);
                 spins = 0;
+                polling_since = None;
             }
         };
         seen = generation;
