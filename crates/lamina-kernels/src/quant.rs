@@ -232,7 +232,14 @@ mod x86 {
             _mm256_loadu_ps(xs.add(16)),
             _mm256_loadu_ps(xs.add(24)),
         ];
-        let a = v.map(|x| _mm256_andnot_ps(sign, x));
+        // Explicit element-wise code, no `array::map`: closures do not inherit the caller's
+        // target features, so the intrinsics inside would become out-of-line calls.
+        let a = [
+            _mm256_andnot_ps(sign, v[0]),
+            _mm256_andnot_ps(sign, v[1]),
+            _mm256_andnot_ps(sign, v[2]),
+            _mm256_andnot_ps(sign, v[3]),
+        ];
         let m = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
         let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
         let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
@@ -241,10 +248,13 @@ mod x86 {
         let d = amax / 127.0;
         let id = inv_scale(amax);
         let vid = _mm256_set1_ps(id);
-        let q = v.map(|x| {
-            let y = _mm256_mul_ps(x, vid);
-            _mm256_cvtps_epi32(_mm256_round_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
-        });
+        const RN: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        let q = [
+            _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[0], vid), RN)),
+            _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[1], vid), RN)),
+            _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[2], vid), RN)),
+            _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[3], vid), RN)),
+        ];
         (d, q)
     }
 

@@ -275,3 +275,28 @@ fn simd_kernels_equal_scalar() {
         assert_eq!(run(s), run(a), "rope/attention t={t} hd={hd}");
     }
 }
+
+/// Two accumulated half-weighted micro-batches give the gradient of the mean loss over
+/// both (what `grad_accum = 2` relies on), checked against autograd on the joined batch.
+#[test]
+fn accumulated_micro_batches_equal_the_joined_batch() {
+    let cfg = gpt2();
+    let m = model(&cfg);
+    let (x1, y1) = batch(&cfg, 2, 16, 21);
+    let (x2, y2) = batch(&cfg, 2, 16, 22);
+    let mut f = FusedModel::from_trainable(&m, 2, Isa::best()).unwrap();
+    f.zero_grads();
+    f.step(&x1, &y1, 2, 16, 0.5).unwrap();
+    f.step(&x2, &y2, 2, 16, 0.5).unwrap();
+    let dev = Device::Cpu;
+    let xt = Tensor::from_vec([x1, x2].concat(), (4, 16), &dev).unwrap();
+    let yt = Tensor::from_vec([y1, y2].concat(), (4, 16), &dev).unwrap();
+    let grads = m.forward(&xt, Some(&yt)).unwrap().1.unwrap().backward().unwrap();
+    for (name, var) in m.named_params() {
+        let want: Vec<f32> = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let scale = want.iter().fold(0f32, |a, x| a.max(x.abs()));
+        for (a, e) in f.grad(&name).unwrap().iter().zip(&want) {
+            assert!((a - e).abs() <= 2e-4 * scale + 1e-7, "{name}: {a} vs {e}");
+        }
+    }
+}
