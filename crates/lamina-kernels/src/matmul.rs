@@ -27,7 +27,7 @@ pub enum Weights<'a> {
     Q5_0(&'a [BlockQ5_0]),
     Q5_1(&'a [BlockQ5_1]),
     Q8_0(&'a [BlockQ8_0]),
-    /// Q4_0, Q4_1 or Q8_0 rearranged at load time (see [`crate::packed`]).
+    /// Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0 rearranged at load time (see [`crate::packed`]).
     Packed(&'a PackedMatrix),
 }
 

@@ -224,6 +224,14 @@ fn random_packed(rng: &mut Rng, kind: PackKind, rows: usize, nb: usize) -> (Pack
             let w: &'static [BlockQ4_1] = Box::leak(random_blocks(rng, rows * nb, q4_1).into_boxed_slice());
             (PackedMatrix::from_q4_1(w, rows, cols), Weights::Q4_1(w))
         }
+        PackKind::Q5_0 => {
+            let w: &'static [BlockQ5_0] = Box::leak(random_blocks(rng, rows * nb, q5_0).into_boxed_slice());
+            (PackedMatrix::from_q5_0(w, rows, cols), Weights::Q5_0(w))
+        }
+        PackKind::Q5_1 => {
+            let w: &'static [BlockQ5_1] = Box::leak(random_blocks(rng, rows * nb, q5_1).into_boxed_slice());
+            (PackedMatrix::from_q5_1(w, rows, cols), Weights::Q5_1(w))
+        }
         PackKind::Q8_0 => {
             let w: &'static [BlockQ8_0] = Box::leak(random_blocks(rng, rows * nb, q8_0).into_boxed_slice());
             (PackedMatrix::from_q8_0(w, rows, cols), Weights::Q8_0(w))
@@ -240,7 +248,7 @@ fn random_acts(rng: &mut Rng, n: usize, nb: usize) -> (Vec<BlockQ8_1>, Vec<ActSc
     (q, s)
 }
 
-const KINDS: [PackKind; 3] = [PackKind::Q4_0, PackKind::Q4_1, PackKind::Q8_0];
+const KINDS: [PackKind; 5] = [PackKind::Q4_0, PackKind::Q4_1, PackKind::Q5_0, PackKind::Q5_1, PackKind::Q8_0];
 
 #[test]
 fn packed_kernels_match_scalar_twin() {
@@ -305,6 +313,8 @@ fn packed_scalar_equals_unpacked_scalar() {
                         match w {
                             Weights::Q4_0(b) => (scalar.q4_0)(&b[span], &x0, nb, &mut want),
                             Weights::Q4_1(b) => (scalar.q4_1)(&b[span], &x, nb, &mut want),
+                            Weights::Q5_0(b) => (scalar.q5_0)(&b[span], &x0, nb, &mut want),
+                            Weights::Q5_1(b) => (scalar.q5_1)(&b[span], &x, nb, &mut want),
                             Weights::Q8_0(b) => (scalar.q8_0)(&b[span], &x0, nb, &mut want),
                             _ => unreachable!(),
                         }
@@ -324,6 +334,8 @@ fn packed_scalar_equals_unpacked_scalar() {
                 match w {
                     Weights::Q4_0(bl) => dequantize_q4_0(&bl[span], &mut b),
                     Weights::Q4_1(bl) => dequantize_q4_1(&bl[span], &mut b),
+                    Weights::Q5_0(bl) => dequantize_q5_0(&bl[span], &mut b),
+                    Weights::Q5_1(bl) => dequantize_q5_1(&bl[span], &mut b),
                     Weights::Q8_0(bl) => dequantize_q8_0(&bl[span], &mut b),
                     _ => unreachable!(),
                 }
@@ -435,5 +447,40 @@ fn simd_quantizers_are_bit_identical() {
         }
         // d = 1 for the first block: ties go to the even neighbour (llama.cpp's rounding).
         assert_eq!(&a0[0].qs[..9], &[127, 0, 0, 2, -2, 2, -2, 126, -126]);
+    }
+}
+
+/// Packed 5-bit kernels at the extremes of their i16 partial sums (every value 31, every
+/// activation ±127) equal the scalar twin: the halves are widened before they are added.
+#[test]
+fn packed_q5_extremes_do_not_overflow() {
+    let (rows, nb) = (8, 3);
+    let full = |_: &mut Rng| BlockQ5_1 { d: f16::from_f32(0.5), m: f16::from_f32(-1.0), qh: [0xFF; 4], qs: [0xFF; 16] };
+    let full0 = |_: &mut Rng| BlockQ5_0 { d: f16::from_f32(0.5), qh: [0xFF; 4], qs: [0xFF; 16] };
+    let mut rng = Rng(1);
+    let w1 = random_blocks(&mut rng, rows * nb, full);
+    let w0 = random_blocks(&mut rng, rows * nb, full0);
+    let pms = [PackedMatrix::from_q5_1(&w1, rows, nb * 32), PackedMatrix::from_q5_0(&w0, rows, nb * 32)];
+    for sign in [1.0f32, -1.0] {
+        let x = vec![sign; 4 * nb * 32];
+        let mut q = vec![BlockQ8_1::default(); 4 * nb];
+        let mut sc = vec![[0.0; 4]; 4 * nb];
+        quantize_q8_1_scaled(&x, &mut q, Some(&mut sc));
+        for pm in &pms {
+            let mut want = vec![[0.0f32; GROUP]; 4];
+            packed_scalar(pm, 0, &q, &sc, nb, &mut want);
+            // Q5_1: 96 values of 31 * 0.5 - 1; Q5_0: 96 values of (31 - 16) * 0.5.
+            let exact = if pm.kind == PackKind::Q5_1 { 96.0 * 14.5 } else { 96.0 * 7.5 } * sign;
+            assert!((want[0][0] - exact).abs() < 1e-2 * exact.abs(), "{:?} {} vs {exact}", pm.kind, want[0][0]);
+            for k in packed_paths() {
+                let mut got = vec![[0.0f32; GROUP]; 4];
+                (k.packed)(pm, 0, &q, &sc, nb, &mut got);
+                for c in 0..4 {
+                    for r in 0..GROUP {
+                        assert!((want[c][r] - got[c][r]).abs() <= 1e-5 * want[c][r].abs(), "{} {:?}", k.isa.name(), pm.kind);
+                    }
+                }
+            }
+        }
     }
 }

@@ -19,7 +19,7 @@ pub enum LinearData {
     Mapped { file: Arc<GgufFile>, offset: usize, dtype: GgmlType },
     /// Row-major `rows × cols` f32.
     F32(Arc<Vec<f32>>),
-    /// Q4_0, Q4_1 or Q8_0 blocks rearranged at load time into 8-row interleaved groups
+    /// Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0 blocks rearranged at load time into 8-row interleaved groups
     /// (`lamina_kernels::packed`); `dtype` is the GGUF type they came from.
     Packed { packed: Arc<PackedMatrix>, dtype: GgmlType },
 }
@@ -141,7 +141,7 @@ impl Linear {
         Ok(Linear { rows, cols, data: LinearData::F32(Arc::new(values)), bias: None })
     }
 
-    /// This layer with Q4_0 / Q4_1 / Q8_0 mapped weights rearranged into the interleaved
+    /// This layer with Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 mapped weights rearranged into the interleaved
     /// layout of `lamina_kernels::packed` (other storage is returned unchanged). The
     /// mapped pages it read are released from this process's resident set afterwards
     /// (they are still in the page cache and fault back in if read again).
@@ -151,6 +151,8 @@ impl Linear {
         let packed = match self.weights() {
             Weights::Q4_0(b) => PackedMatrix::from_q4_0(b, rows, cols),
             Weights::Q4_1(b) => PackedMatrix::from_q4_1(b, rows, cols),
+            Weights::Q5_0(b) => PackedMatrix::from_q5_0(b, rows, cols),
+            Weights::Q5_1(b) => PackedMatrix::from_q5_1(b, rows, cols),
             Weights::Q8_0(b) => PackedMatrix::from_q8_0(b, rows, cols),
             _ => return self,
         };
@@ -169,7 +171,7 @@ impl Linear {
 
 /// Types that [`Linear::packed`] rearranges.
 pub fn packs(dtype: GgmlType) -> bool {
-    matches!(dtype, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
+    matches!(dtype, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0)
 }
 
 /// Drops the whole pages of a read-only file mapping that `bytes` covers from the
