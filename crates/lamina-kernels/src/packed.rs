@@ -326,6 +326,7 @@ pub fn packed_scalar(w: &PackedMatrix, g: usize, x: &[BlockQ8_1], sc: &[ActScale
 pub mod x86 {
     //! AVX2 and AVX2+VNNI versions of the packed kernels.
     use super::*;
+    use crate::dot::x86::bit_to_4;
     use std::arch::x86_64::*;
 
     /// How far ahead of the block being multiplied the weights are prefetched (bytes).
@@ -371,16 +372,9 @@ pub mod x86 {
                             let mut lo = _mm256_and_si256(v, mask);
                             let mut hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
                             if FIVE {
-                                // Bits 2j and 2j+1 of each byte of `h` to bit 4 (16-bit shifts
-                                // carry bits across bytes, but never into bit 4 for these counts).
-                                let (hl, hh) = match j {
-                                    0 => (_mm256_slli_epi16(h, 4), _mm256_slli_epi16(h, 3)),
-                                    1 => (_mm256_slli_epi16(h, 2), _mm256_slli_epi16(h, 1)),
-                                    2 => (h, _mm256_srli_epi16(h, 1)),
-                                    _ => (_mm256_srli_epi16(h, 2), _mm256_srli_epi16(h, 3)),
-                                };
-                                lo = _mm256_or_si256(lo, _mm256_and_si256(hl, bit4));
-                                hi = _mm256_or_si256(hi, _mm256_and_si256(hh, bit4));
+                                // Bits 2j and 2j+1 of each byte of `h` are the fifth bits.
+                                lo = _mm256_or_si256(lo, _mm256_and_si256(bit_to_4(h, 2 * j), bit4));
+                                hi = _mm256_or_si256(hi, _mm256_and_si256(bit_to_4(h, 2 * j + 1), bit4));
                             }
                             for c in 0..N {
                                 let xq = (*x.add(c * stride + i)).qs.as_ptr() as *const i32;
