@@ -110,28 +110,36 @@ fn mins_dot(mn: &[u8; 8], bx: &BlockQ8K) -> i32 {
     (0..8).map(|j| mn[j] as i32 * (bx.bsums[2 * j] as i32 + bx.bsums[2 * j + 1] as i32)).sum()
 }
 
-/// Q4_K × Q8_K. Per block: the exact integer sums `sum_j sc[j] * dot(q_j, x_j)` and
-/// `sum_j m[j] * sum(x_j)`, then `d_x * (d * first - dmin * second)` in f32, as llama.cpp.
+/// One Q4_K / Q5_K block against one Q8_K block: the exact integer sums
+/// `sum_j sc[j] * dot(q_j, x_j)` and `sum_j m[j] * sum(x_j)` over the 8 sub-blocks
+/// (`qh`: the fifth bits of Q5_K, bit `j` of `qh[l]` for value `32j + l`).
+#[inline]
+fn q45k_block_sums(scales: &[u8; 12], qs: &[u8; 128], qh: Option<&[u8; 32]>, bx: &BlockQ8K) -> (i32, i32) {
+    let (sc, mn) = scales_mins_k4(scales);
+    let mut isum = 0i32;
+    for (j, (&scale, xj)) in sc.iter().zip(bx.qs.chunks_exact(32)).enumerate() {
+        let (chunk, high) = (j / 2, j % 2 == 1);
+        let mut s = 0i32;
+        for (l, &xv) in xj.iter().enumerate() {
+            let byte = qs[32 * chunk + l];
+            let nib = if high { byte >> 4 } else { byte & 0x0F };
+            let q = nib | qh.map_or(0, |h| ((h[l] >> j) & 1) << 4);
+            s += q as i32 * xv as i32;
+        }
+        isum += scale as i32 * s;
+    }
+    (isum, mins_dot(&mn, bx))
+}
+
+/// Q4_K × Q8_K: per block `d_x * (d * isum - dmin * msum)` in f32 from the exact integer
+/// sums of [`q45k_block_sums`], as llama.cpp.
 pub fn dot_q4_k_q8_k_scalar(w: &[BlockQ4K], x: &[BlockQ8K], stride: usize, out: &mut [f32]) {
     for (c, o) in out.iter_mut().enumerate() {
         let xs = &x[c * stride..c * stride + w.len()];
-        let mut sum = 0.0f32;
-        for (bw, bx) in w.iter().zip(xs) {
-            let (sc, mn) = scales_mins_k4(&bw.scales);
-            let mut isum = 0i32;
-            for j in 0..8 {
-                let (chunk, high) = (j / 2, j % 2 == 1);
-                let mut s = 0i32;
-                for l in 0..32 {
-                    let byte = bw.qs[32 * chunk + l];
-                    let q = if high { byte >> 4 } else { byte & 0x0F };
-                    s += q as i32 * bx.qs[32 * j + l] as i32;
-                }
-                isum += sc[j] as i32 * s;
-            }
-            sum += bx.d * (bw.d.to_f32() * isum as f32 - bw.dmin.to_f32() * mins_dot(&mn, bx) as f32);
-        }
-        *o = sum;
+        *o = w.iter().zip(xs).fold(0.0f32, |sum, (bw, bx)| {
+            let (isum, msum) = q45k_block_sums(&bw.scales, &bw.qs, None, bx);
+            sum + bx.d * (bw.d.to_f32() * isum as f32 - bw.dmin.to_f32() * msum as f32)
+        });
     }
 }
 
@@ -139,24 +147,10 @@ pub fn dot_q4_k_q8_k_scalar(w: &[BlockQ4K], x: &[BlockQ8K], stride: usize, out: 
 pub fn dot_q5_k_q8_k_scalar(w: &[BlockQ5K], x: &[BlockQ8K], stride: usize, out: &mut [f32]) {
     for (c, o) in out.iter_mut().enumerate() {
         let xs = &x[c * stride..c * stride + w.len()];
-        let mut sum = 0.0f32;
-        for (bw, bx) in w.iter().zip(xs) {
-            let (sc, mn) = scales_mins_k4(&bw.scales);
-            let mut isum = 0i32;
-            for j in 0..8 {
-                let (chunk, high) = (j / 2, j % 2 == 1);
-                let mut s = 0i32;
-                for l in 0..32 {
-                    let byte = bw.qs[32 * chunk + l];
-                    let nib = if high { byte >> 4 } else { byte & 0x0F };
-                    let q = nib | ((bw.qh[l] >> j) & 1) << 4;
-                    s += q as i32 * bx.qs[32 * j + l] as i32;
-                }
-                isum += sc[j] as i32 * s;
-            }
-            sum += bx.d * (bw.d.to_f32() * isum as f32 - bw.dmin.to_f32() * mins_dot(&mn, bx) as f32);
-        }
-        *o = sum;
+        *o = w.iter().zip(xs).fold(0.0f32, |sum, (bw, bx)| {
+            let (isum, msum) = q45k_block_sums(&bw.scales, &bw.qs, Some(&bw.qh), bx);
+            sum + bx.d * (bw.d.to_f32() * isum as f32 - bw.dmin.to_f32() * msum as f32)
+        });
     }
 }
 
@@ -241,6 +235,27 @@ pub mod x86 {
         let sel = _mm256_set1_epi64x(0x8040201008040201u64 as i64);
         let hit = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, sel), sel);
         _mm256_and_si256(hit, _mm256_set1_epi8(0x10))
+    }
+
+    /// The safe entry point `$name` of a kernel `$inner::<N>` for `N` = 1..=4 columns.
+    macro_rules! by_cols {
+        ($name:ident, $inner:ident, $w:ty, $x:ty) => {
+            pub fn $name(w: &[$w], x: &[$x], stride: usize, out: &mut [f32]) {
+                let n = out.len();
+                assert!(n <= 4 && (n == 0 || (n - 1) * stride + w.len() <= x.len()));
+                // SAFETY: bounds checked above; the CPU features were detected by the caller
+                // (these functions are only handed out by `Kernels::new` for a supported Isa).
+                unsafe {
+                    match n {
+                        1 => $inner::<1>(w, x, stride, out),
+                        2 => $inner::<2>(w, x, stride, out),
+                        3 => $inner::<3>(w, x, stride, out),
+                        4 => $inner::<4>(w, x, stride, out),
+                        _ => {}
+                    }
+                }
+            }
+        };
     }
 
     macro_rules! int_kernels {
@@ -364,25 +379,6 @@ pub mod x86 {
                     }
                 }
 
-                macro_rules! by_cols {
-                    ($name:ident, $inner:ident, $w:ty, $x:ty) => {
-                        pub fn $name(w: &[$w], x: &[$x], stride: usize, out: &mut [f32]) {
-                            let n = out.len();
-                            assert!(n <= 4 && (n == 0 || (n - 1) * stride + w.len() <= x.len()));
-                            // SAFETY: bounds checked above; the CPU feature was detected by the caller
-                            // (these functions are only handed out by `Kernels::new` for a supported Isa).
-                            unsafe {
-                                match n {
-                                    1 => $inner::<1>(w, x, stride, out),
-                                    2 => $inner::<2>(w, x, stride, out),
-                                    3 => $inner::<3>(w, x, stride, out),
-                                    4 => $inner::<4>(w, x, stride, out),
-                                    _ => {}
-                                }
-                            }
-                        }
-                    };
-                }
                 by_cols!(dot_q4_1_q8_1, q4_1_n, BlockQ4_1, BlockQ8_1);
                 by_cols!(dot_q4_0_q8_0, q4_0_n, BlockQ4_0, BlockQ8_0);
                 by_cols!(dot_q5_0_q8_0, q5_0_n, BlockQ5_0, BlockQ8_0);
@@ -406,6 +402,23 @@ pub mod x86 {
             6 => _mm256_srli_epi16(h, 2),
             _ => _mm256_srli_epi16(h, 3),
         }
+    }
+
+    /// Splits 32 bytes of nibble pairs into their low and their high nibbles; with `FIVE`,
+    /// adds as bit 4 bit `2j` (to the low) and bit `2j + 1` (to the high) of each byte of `h`.
+    #[inline(always)]
+    pub(crate) unsafe fn split_nibbles<const FIVE: bool>(v: __m256i, h: __m256i, j: usize) -> (__m256i, __m256i) {
+        let mask = _mm256_set1_epi8(0x0F);
+        let lo = _mm256_and_si256(v, mask);
+        let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+        if !FIVE {
+            return (lo, hi);
+        }
+        let bit4 = _mm256_set1_epi8(0x10);
+        (
+            _mm256_or_si256(lo, _mm256_and_si256(bit_to_4(h, 2 * j), bit4)),
+            _mm256_or_si256(hi, _mm256_and_si256(bit_to_4(h, 2 * j + 1), bit4)),
+        )
     }
 
     pub mod kquant {
@@ -448,29 +461,22 @@ pub mod x86 {
             }
             // 16 × i16: lanes 2j and 2j+1 hold m[j], matching bsums 2j and 2j+1.
             let mins = _mm256_loadu_si256(m16.as_ptr() as *const __m256i);
-            let mask = _mm256_set1_epi8(0x0F);
-            let bit4 = _mm256_set1_epi8(0x10);
             let h = if FIVE { _mm256_loadu_si256(qh as *const __m256i) } else { _mm256_setzero_si256() };
             let mut sumi = [_mm256_setzero_si256(); N];
             for j in 0..4 {
                 // 32 bytes: values 64j..64j+32 (low nibbles) and 64j+32..64j+64 (high).
                 let v = _mm256_loadu_si256(qs.add(32 * j) as *const __m256i);
-                let mut lo = _mm256_and_si256(v, mask);
-                let mut hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
-                if FIVE {
-                    lo = _mm256_or_si256(lo, _mm256_and_si256(bit_to_4(h, 2 * j), bit4));
-                    hi = _mm256_or_si256(hi, _mm256_and_si256(bit_to_4(h, 2 * j + 1), bit4));
-                }
+                let (lo, hi) = split_nibbles::<FIVE>(v, h, j);
                 let sl = _mm256_set1_epi16(sc[2 * j] as i16);
                 let sh = _mm256_set1_epi16(sc[2 * j + 1] as i16);
-                for c in 0..N {
+                for (c, si) in sumi.iter_mut().enumerate() {
                     let y = x.get_unchecked(c * stride + i).qs.as_ptr().add(64 * j);
                     let y0 = _mm256_loadu_si256(y as *const __m256i);
                     let y1 = _mm256_loadu_si256(y.add(32) as *const __m256i);
                     // Pair sums below 2·31·127, times a 6-bit scale: no overflow.
                     let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), sl);
                     let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), sh);
-                    sumi[c] = _mm256_add_epi32(sumi[c], _mm256_add_epi32(p0, p1));
+                    *si = _mm256_add_epi32(*si, _mm256_add_epi32(p0, p1));
                 }
             }
             let (dw, mw) = (h2f(d), h2f(dmin));
@@ -532,10 +538,10 @@ pub mod x86 {
                         // Scales 8h+2k (values 0..16 of the quarter) and 8h+2k+1 (16..32).
                         let lane = _mm256_permutevar8x32_epi32(sc16, _mm256_set1_epi32((4 * h + k) as i32));
                         let sv = _mm256_shuffle_epi8(lane, pick);
-                        for c in 0..N {
+                        for (c, si) in sumi.iter_mut().enumerate() {
                             let y = x.get_unchecked(c * stride + i).qs.as_ptr().add(128 * h + 32 * k);
                             let p = _mm256_maddubs_epi16(qk, _mm256_loadu_si256(y as *const __m256i));
-                            sumi[c] = _mm256_add_epi32(sumi[c], _mm256_madd_epi16(p, sv));
+                            *si = _mm256_add_epi32(*si, _mm256_madd_epi16(p, sv));
                         }
                     }
                 }
@@ -553,28 +559,9 @@ pub mod x86 {
             }
         }
 
-        macro_rules! by_cols_k {
-            ($name:ident, $inner:ident, $w:ty) => {
-                pub fn $name(w: &[$w], x: &[BlockQ8K], stride: usize, out: &mut [f32]) {
-                    let n = out.len();
-                    assert!(n <= 4 && (n == 0 || (n - 1) * stride + w.len() <= x.len()));
-                    // SAFETY: bounds checked above; only handed out by `Kernels::new` for an
-                    // Isa with AVX2, FMA and F16C.
-                    unsafe {
-                        match n {
-                            1 => $inner::<1>(w, x, stride, out),
-                            2 => $inner::<2>(w, x, stride, out),
-                            3 => $inner::<3>(w, x, stride, out),
-                            4 => $inner::<4>(w, x, stride, out),
-                            _ => {}
-                        }
-                    }
-                }
-            };
-        }
-        by_cols_k!(dot_q4_k_q8_k, q4k_n, BlockQ4K);
-        by_cols_k!(dot_q5_k_q8_k, q5k_n, BlockQ5K);
-        by_cols_k!(dot_q6_k_q8_k, q6k_n, BlockQ6K);
+        by_cols!(dot_q4_k_q8_k, q4k_n, BlockQ4K, BlockQ8K);
+        by_cols!(dot_q5_k_q8_k, q5k_n, BlockQ5K, BlockQ8K);
+        by_cols!(dot_q6_k_q8_k, q6k_n, BlockQ6K, BlockQ8K);
     }
 
     #[inline(always)]

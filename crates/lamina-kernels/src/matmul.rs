@@ -177,7 +177,7 @@ impl Activations {
                     self.has_q8_1 = true;
                 }
                 ActFormat::Q8K if !self.has_q8_k => {
-                    assert!(cols % QK_K == 0, "Q8_K activations need widths that are multiples of {QK_K}, not {cols}");
+                    assert!(cols.is_multiple_of(QK_K), "Q8_K activations need widths that are multiples of {QK_K}, not {cols}");
                     let kblocks = n * cols / QK_K;
                     if self.q8_k.len() < kblocks {
                         self.q8_k.resize(kblocks, BlockQ8K::default());

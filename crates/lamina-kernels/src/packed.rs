@@ -326,7 +326,7 @@ pub fn packed_scalar(w: &PackedMatrix, g: usize, x: &[BlockQ8_1], sc: &[ActScale
 pub mod x86 {
     //! AVX2 and AVX2+VNNI versions of the packed kernels.
     use super::*;
-    use crate::dot::x86::bit_to_4;
+    use crate::dot::x86::split_nibbles;
     use std::arch::x86_64::*;
 
     /// How far ahead of the block being multiplied the weights are prefetched (bytes).
@@ -350,10 +350,8 @@ pub mod x86 {
                     stride: usize,
                     out: *mut [f32; GROUP],
                 ) {
-                    let mask = _mm256_set1_epi8(0x0F);
                     let mut acc = [_mm256_setzero_ps(); N];
                     let mut acc2 = [_mm256_setzero_ps(); N];
-                    let bit4 = _mm256_set1_epi8(0x10);
                     let bytes = if FIVE { 160 } else { 128 };
                     for i in 0..nb {
                         let q = qs.add(i * bytes);
@@ -369,13 +367,8 @@ pub mod x86 {
                         let mut s2 = [_mm256_setzero_si256(); N];
                         for j in 0..4 {
                             let v = _mm256_load_si256(q.add(32 * j) as *const __m256i);
-                            let mut lo = _mm256_and_si256(v, mask);
-                            let mut hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
-                            if FIVE {
-                                // Bits 2j and 2j+1 of each byte of `h` are the fifth bits.
-                                lo = _mm256_or_si256(lo, _mm256_and_si256(bit_to_4(h, 2 * j), bit4));
-                                hi = _mm256_or_si256(hi, _mm256_and_si256(bit_to_4(h, 2 * j + 1), bit4));
-                            }
+                            // Bits 2j and 2j+1 of each byte of `h` are the fifth bits.
+                            let (lo, hi) = split_nibbles::<FIVE>(v, h, j);
                             for c in 0..N {
                                 let xq = (*x.add(c * stride + i)).qs.as_ptr() as *const i32;
                                 s[c] = $acc16(s[c], lo, _mm256_set1_epi32(xq.add(2 * j).read_unaligned()));
