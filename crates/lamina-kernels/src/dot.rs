@@ -106,7 +106,7 @@ pub fn dot_q8_0_q8_0_scalar(w: &[BlockQ8_0], x: &[BlockQ8_0], stride: usize, out
 /// Sum over the 8 sub-blocks of a Q4_K / Q5_K block of `m[j] * sum(x in sub-block j)`,
 /// from the activation block's sums of 16.
 #[inline]
-fn mins_dot(mn: &[u8; 8], bx: &BlockQ8K) -> i32 {
+fn mins_dot(mn: &[u8], bx: &BlockQ8K) -> i32 {
     (0..8).map(|j| mn[j] as i32 * (bx.bsums[2 * j] as i32 + bx.bsums[2 * j + 1] as i32)).sum()
 }
 
@@ -115,7 +115,8 @@ fn mins_dot(mn: &[u8; 8], bx: &BlockQ8K) -> i32 {
 /// (`qh`: the fifth bits of Q5_K, bit `j` of `qh[l]` for value `32j + l`).
 #[inline]
 fn q45k_block_sums(scales: &[u8; 12], qs: &[u8; 128], qh: Option<&[u8; 32]>, bx: &BlockQ8K) -> (i32, i32) {
-    let (sc, mn) = scales_mins_k4(scales);
+    let sm = scales_mins_k4(scales);
+    let (sc, mn) = sm.split_at(8);
     let mut isum = 0i32;
     for (j, (&scale, xj)) in sc.iter().zip(bx.qs.chunks_exact(32)).enumerate() {
         let (chunk, high) = (j / 2, j % 2 == 1);
@@ -128,7 +129,7 @@ fn q45k_block_sums(scales: &[u8; 12], qs: &[u8; 128], qh: Option<&[u8; 32]>, bx:
         }
         isum += scale as i32 * s;
     }
-    (isum, mins_dot(&mn, bx))
+    (isum, mins_dot(mn, bx))
 }
 
 /// Q4_K × Q8_K: per block `d_x * (d * isum - dmin * msum)` in f32 from the exact integer
@@ -453,14 +454,10 @@ pub mod x86 {
             acc: &mut [__m256; N],
             sub: &mut [__m256; N],
         ) {
-            let (sc, mn) = scales_mins_k4(scales);
-            let mut m16 = [0i16; 16];
-            for j in 0..8 {
-                m16[2 * j] = mn[j] as i16;
-                m16[2 * j + 1] = mn[j] as i16;
-            }
-            // 16 × i16: lanes 2j and 2j+1 hold m[j], matching bsums 2j and 2j+1.
-            let mins = _mm256_loadu_si256(m16.as_ptr() as *const __m256i);
+            let sc = scales_mins_k4(scales);
+            // 16 × i16: lanes 2j and 2j+1 hold m[j] (byte 8 + j), matching bsums 2j and 2j+1.
+            let dup = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+            let mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(_mm_loadu_si128(sc.as_ptr() as *const __m128i), dup));
             let h = if FIVE { _mm256_loadu_si256(qh as *const __m256i) } else { _mm256_setzero_si256() };
             let mut sumi = [_mm256_setzero_si256(); N];
             for j in 0..4 {

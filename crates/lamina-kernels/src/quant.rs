@@ -158,15 +158,27 @@ pub fn scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
     }
 }
 
-/// All eight scales and mins of a Q4_K / Q5_K block.
+/// All eight scales and mins of a Q4_K / Q5_K block, `[sc[0..8], m[0..8]]`: what
+/// [`scale_min_k4`] gives, computed four at a time on 32-bit words (the kernels decode
+/// every block once per activation tile, so this is on the hot path).
 #[inline]
-pub fn scales_mins_k4(q: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
-    let mut sc = [0u8; 8];
-    let mut mn = [0u8; 8];
-    for j in 0..8 {
-        (sc[j], mn[j]) = scale_min_k4(j, q);
+pub fn scales_mins_k4(q: &[u8; 12]) -> [u8; 16] {
+    let w = |i: usize| u32::from_le_bytes([q[4 * i], q[4 * i + 1], q[4 * i + 2], q[4 * i + 3]]);
+    let (a, b, c) = (w(0), w(1), w(2));
+    const LOW6: u32 = 0x3F3F_3F3F;
+    const LOW4: u32 = 0x0F0F_0F0F;
+    const TOP2: u32 = 0x0303_0303;
+    let words = [
+        a & LOW6,                                     // scales 0..4
+        (c & LOW4) | (((a >> 6) & TOP2) << 4),        // scales 4..8
+        b & LOW6,                                     // mins 0..4
+        ((c >> 4) & LOW4) | (((b >> 6) & TOP2) << 4), // mins 4..8
+    ];
+    let mut out = [0u8; 16];
+    for (o, w) in out.chunks_exact_mut(4).zip(words) {
+        o.copy_from_slice(&w.to_le_bytes());
     }
-    (sc, mn)
+    out
 }
 
 /// Value `k` (0..256) of a Q6_K block as an unsigned 6-bit number (the weight is

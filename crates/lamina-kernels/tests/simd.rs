@@ -666,3 +666,17 @@ fn simd_q8_k_quantizer_is_bit_identical() {
         assert_eq!(a[0].qs[200], 127);
     }
 }
+
+/// The word-at-a-time decoding of Q4_K / Q5_K scales and mins equals the per-sub-block
+/// reference on random bytes.
+#[test]
+fn k4_scales_word_decoding_matches_reference() {
+    let mut rng = Rng(3);
+    for _ in 0..1000 {
+        let q: [u8; 12] = std::array::from_fn(|_| rng.byte());
+        let fast = scales_mins_k4(&q);
+        for j in 0..8 {
+            assert_eq!((fast[j], fast[8 + j]), scale_min_k4(j, &q), "{q:?} sub-block {j}");
+        }
+    }
+}
