@@ -230,7 +230,7 @@ fn quantize_requantizes_and_the_result_runs() {
     let r = lamina().args(["quantize", out.to_str().unwrap(), k.to_str().unwrap(), "--type", "q4_k"]).output().unwrap();
     let text = String::from_utf8(r.stdout).unwrap();
     assert!(r.status.success() && text.contains("30 matrices in q4_k") && text.contains("181 in a fallback type"), "{text}");
-    // K-quant and Q5_0 weights load (dequantized / unpacked kernels) and still answer.
+    // K-quant and Q5_0 weights load (in place / packed integer kernels) and still answer.
     let run = lamina().args(["run", k.to_str().unwrap(), "-p", "The capital of France is", "--temperature", "0", "-n", "2"]).output().unwrap();
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert!(String::from_utf8(run.stdout).unwrap().starts_with(" Paris"));

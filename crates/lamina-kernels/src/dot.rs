@@ -103,6 +103,76 @@ pub fn dot_q8_0_q8_0_scalar(w: &[BlockQ8_0], x: &[BlockQ8_0], stride: usize, out
     }
 }
 
+/// Sum over the 8 sub-blocks of a Q4_K / Q5_K block of `m[j] * sum(x in sub-block j)`,
+/// from the activation block's sums of 16.
+#[inline]
+fn mins_dot(mn: &[u8], bx: &BlockQ8K) -> i32 {
+    (0..8).map(|j| mn[j] as i32 * (bx.bsums[2 * j] as i32 + bx.bsums[2 * j + 1] as i32)).sum()
+}
+
+/// One Q4_K / Q5_K block against one Q8_K block: the exact integer sums
+/// `sum_j sc[j] * dot(q_j, x_j)` and `sum_j m[j] * sum(x_j)` over the 8 sub-blocks
+/// (`qh`: the fifth bits of Q5_K, bit `j` of `qh[l]` for value `32j + l`).
+#[inline]
+fn q45k_block_sums(scales: &[u8; 12], qs: &[u8; 128], qh: Option<&[u8; 32]>, bx: &BlockQ8K) -> (i32, i32) {
+    let sm = scales_mins_k4(scales);
+    let (sc, mn) = sm.split_at(8);
+    let mut isum = 0i32;
+    for (j, (&scale, xj)) in sc.iter().zip(bx.qs.chunks_exact(32)).enumerate() {
+        let (chunk, high) = (j / 2, j % 2 == 1);
+        let mut s = 0i32;
+        for (l, &xv) in xj.iter().enumerate() {
+            let byte = qs[32 * chunk + l];
+            let nib = if high { byte >> 4 } else { byte & 0x0F };
+            let q = nib | qh.map_or(0, |h| ((h[l] >> j) & 1) << 4);
+            s += q as i32 * xv as i32;
+        }
+        isum += scale as i32 * s;
+    }
+    (isum, mins_dot(mn, bx))
+}
+
+/// Q4_K × Q8_K: per block `d_x * (d * isum - dmin * msum)` in f32 from the exact integer
+/// sums of [`q45k_block_sums`], as llama.cpp.
+pub fn dot_q4_k_q8_k_scalar(w: &[BlockQ4K], x: &[BlockQ8K], stride: usize, out: &mut [f32]) {
+    for (c, o) in out.iter_mut().enumerate() {
+        let xs = &x[c * stride..c * stride + w.len()];
+        *o = w.iter().zip(xs).fold(0.0f32, |sum, (bw, bx)| {
+            let (isum, msum) = q45k_block_sums(&bw.scales, &bw.qs, None, bx);
+            sum + bx.d * (bw.d.to_f32() * isum as f32 - bw.dmin.to_f32() * msum as f32)
+        });
+    }
+}
+
+/// Q5_K × Q8_K (Q4_K with a fifth bit per value).
+pub fn dot_q5_k_q8_k_scalar(w: &[BlockQ5K], x: &[BlockQ8K], stride: usize, out: &mut [f32]) {
+    for (c, o) in out.iter_mut().enumerate() {
+        let xs = &x[c * stride..c * stride + w.len()];
+        *o = w.iter().zip(xs).fold(0.0f32, |sum, (bw, bx)| {
+            let (isum, msum) = q45k_block_sums(&bw.scales, &bw.qs, Some(&bw.qh), bx);
+            sum + bx.d * (bw.d.to_f32() * isum as f32 - bw.dmin.to_f32() * msum as f32)
+        });
+    }
+}
+
+/// Q6_K × Q8_K: per block the exact `sum_g sc[g] * dot(q_g - 32, x_g)` over the 16
+/// sub-blocks of 16, times `d * d_x`.
+pub fn dot_q6_k_q8_k_scalar(w: &[BlockQ6K], x: &[BlockQ8K], stride: usize, out: &mut [f32]) {
+    for (c, o) in out.iter_mut().enumerate() {
+        let xs = &x[c * stride..c * stride + w.len()];
+        let mut sum = 0.0f32;
+        for (bw, bx) in w.iter().zip(xs) {
+            let mut isum = 0i32;
+            for g in 0..16 {
+                let s: i32 = (16 * g..16 * g + 16).map(|k| (q6_k_value(bw, k) - 32) * bx.qs[k] as i32).sum();
+                isum += bw.scales[g] as i32 * s;
+            }
+            sum += bx.d * bw.d.to_f32() * isum as f32;
+        }
+        *o = sum;
+    }
+}
+
 pub fn dot_f32_scalar(w: &[f32], x: &[f32], stride: usize, out: &mut [f32]) {
     for (c, o) in out.iter_mut().enumerate() {
         let xs = &x[c * stride..c * stride + w.len()];
@@ -166,6 +236,27 @@ pub mod x86 {
         let sel = _mm256_set1_epi64x(0x8040201008040201u64 as i64);
         let hit = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, sel), sel);
         _mm256_and_si256(hit, _mm256_set1_epi8(0x10))
+    }
+
+    /// The safe entry point `$name` of a kernel `$inner::<N>` for `N` = 1..=4 columns.
+    macro_rules! by_cols {
+        ($name:ident, $inner:ident, $w:ty, $x:ty) => {
+            pub fn $name(w: &[$w], x: &[$x], stride: usize, out: &mut [f32]) {
+                let n = out.len();
+                assert!(n <= 4 && (n == 0 || (n - 1) * stride + w.len() <= x.len()));
+                // SAFETY: bounds checked above; the CPU features were detected by the caller
+                // (these functions are only handed out by `Kernels::new` for a supported Isa).
+                unsafe {
+                    match n {
+                        1 => $inner::<1>(w, x, stride, out),
+                        2 => $inner::<2>(w, x, stride, out),
+                        3 => $inner::<3>(w, x, stride, out),
+                        4 => $inner::<4>(w, x, stride, out),
+                        _ => {}
+                    }
+                }
+            }
+        };
     }
 
     macro_rules! int_kernels {
@@ -289,25 +380,6 @@ pub mod x86 {
                     }
                 }
 
-                macro_rules! by_cols {
-                    ($name:ident, $inner:ident, $w:ty, $x:ty) => {
-                        pub fn $name(w: &[$w], x: &[$x], stride: usize, out: &mut [f32]) {
-                            let n = out.len();
-                            assert!(n <= 4 && (n == 0 || (n - 1) * stride + w.len() <= x.len()));
-                            // SAFETY: bounds checked above; the CPU feature was detected by the caller
-                            // (these functions are only handed out by `Kernels::new` for a supported Isa).
-                            unsafe {
-                                match n {
-                                    1 => $inner::<1>(w, x, stride, out),
-                                    2 => $inner::<2>(w, x, stride, out),
-                                    3 => $inner::<3>(w, x, stride, out),
-                                    4 => $inner::<4>(w, x, stride, out),
-                                    _ => {}
-                                }
-                            }
-                        }
-                    };
-                }
                 by_cols!(dot_q4_1_q8_1, q4_1_n, BlockQ4_1, BlockQ8_1);
                 by_cols!(dot_q4_0_q8_0, q4_0_n, BlockQ4_0, BlockQ8_0);
                 by_cols!(dot_q5_0_q8_0, q5_0_n, BlockQ5_0, BlockQ8_0);
@@ -315,6 +387,178 @@ pub mod x86 {
                 by_cols!(dot_q8_0_q8_0, q8_0_n, BlockQ8_0, BlockQ8_0);
             }
         };
+    }
+
+    /// Moves bit `k` (0..8) of every byte to bit 4 (the other bits are left over; mask with
+    /// 0x10). 16-bit shifts carry bits across bytes, but never into bit 4 for these counts.
+    #[inline(always)]
+    pub(crate) unsafe fn bit_to_4(h: __m256i, k: usize) -> __m256i {
+        match k {
+            0 => _mm256_slli_epi16(h, 4),
+            1 => _mm256_slli_epi16(h, 3),
+            2 => _mm256_slli_epi16(h, 2),
+            3 => _mm256_slli_epi16(h, 1),
+            4 => h,
+            5 => _mm256_srli_epi16(h, 1),
+            6 => _mm256_srli_epi16(h, 2),
+            _ => _mm256_srli_epi16(h, 3),
+        }
+    }
+
+    /// Splits 32 bytes of nibble pairs into their low and their high nibbles; with `FIVE`,
+    /// adds as bit 4 bit `2j` (to the low) and bit `2j + 1` (to the high) of each byte of `h`.
+    #[inline(always)]
+    pub(crate) unsafe fn split_nibbles<const FIVE: bool>(v: __m256i, h: __m256i, j: usize) -> (__m256i, __m256i) {
+        let mask = _mm256_set1_epi8(0x0F);
+        let lo = _mm256_and_si256(v, mask);
+        let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+        if !FIVE {
+            return (lo, hi);
+        }
+        let bit4 = _mm256_set1_epi8(0x10);
+        (
+            _mm256_or_si256(lo, _mm256_and_si256(bit_to_4(h, 2 * j), bit4)),
+            _mm256_or_si256(hi, _mm256_and_si256(bit_to_4(h, 2 * j + 1), bit4)),
+        )
+    }
+
+    pub mod kquant {
+        //! K-quant × Q8_K kernels (AVX2). The per-sub-block scales are applied by a 16-bit
+        //! multiply-add (`vpmaddwd`) of the `vpmaddubsw` products, so VNNI's `vpdpbusd`,
+        //! which sums straight to 32 bits, has nothing to save here: the VNNI path uses
+        //! these kernels too.
+        use super::*;
+
+        /// `out[c] = hsum(acc[c]) - hsum(sub[c])`.
+        #[inline(always)]
+        unsafe fn finish<const N: usize>(acc: &[__m256; N], sub: &[__m256; N], out: &mut [f32]) {
+            for c in 0..N {
+                out[c] = hsum(acc[c]) - hsum(sub[c]);
+            }
+        }
+
+        /// One Q4_K / Q5_K block (`qh` read only when `FIVE`) against block `i` of `N`
+        /// activation columns: adds `d * d_x * sum_j sc[j] * dot(q_j, x_j)` to `acc[c]` and
+        /// `dmin * d_x * sum_j m[j] * sum(x_j)` to `sub[c]` (8 lanes each).
+        #[inline(always)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn q45k_block<const N: usize, const FIVE: bool>(
+            d: half::f16,
+            dmin: half::f16,
+            scales: &[u8; 12],
+            qs: *const u8,
+            qh: *const u8,
+            x: &[BlockQ8K],
+            i: usize,
+            stride: usize,
+            acc: &mut [__m256; N],
+            sub: &mut [__m256; N],
+        ) {
+            let sc = scales_mins_k4(scales);
+            // 16 × i16: lanes 2j and 2j+1 hold m[j] (byte 8 + j), matching bsums 2j and 2j+1.
+            let dup = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+            let mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(_mm_loadu_si128(sc.as_ptr() as *const __m128i), dup));
+            let h = if FIVE { _mm256_loadu_si256(qh as *const __m256i) } else { _mm256_setzero_si256() };
+            let mut sumi = [_mm256_setzero_si256(); N];
+            for j in 0..4 {
+                // 32 bytes: values 64j..64j+32 (low nibbles) and 64j+32..64j+64 (high).
+                let v = _mm256_loadu_si256(qs.add(32 * j) as *const __m256i);
+                let (lo, hi) = split_nibbles::<FIVE>(v, h, j);
+                let sl = _mm256_set1_epi16(sc[2 * j] as i16);
+                let sh = _mm256_set1_epi16(sc[2 * j + 1] as i16);
+                for (c, si) in sumi.iter_mut().enumerate() {
+                    let y = x.get_unchecked(c * stride + i).qs.as_ptr().add(64 * j);
+                    let y0 = _mm256_loadu_si256(y as *const __m256i);
+                    let y1 = _mm256_loadu_si256(y.add(32) as *const __m256i);
+                    // Pair sums below 2·31·127, times a 6-bit scale: no overflow.
+                    let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), sl);
+                    let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), sh);
+                    *si = _mm256_add_epi32(*si, _mm256_add_epi32(p0, p1));
+                }
+            }
+            let (dw, mw) = (h2f(d), h2f(dmin));
+            for c in 0..N {
+                let bx = x.get_unchecked(c * stride + i);
+                let bs = _mm256_loadu_si256(bx.bsums.as_ptr() as *const __m256i);
+                let msum = _mm256_madd_epi16(bs, mins);
+                acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[c]), _mm256_set1_ps(dw * bx.d), acc[c]);
+                sub[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(msum), _mm256_set1_ps(mw * bx.d), sub[c]);
+            }
+        }
+
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn q4k_n<const N: usize>(w: &[BlockQ4K], x: &[BlockQ8K], stride: usize, out: &mut [f32]) {
+            let mut acc = [_mm256_setzero_ps(); N];
+            let mut sub = [_mm256_setzero_ps(); N];
+            for (i, b) in w.iter().enumerate() {
+                let qs = b.qs.as_ptr();
+                q45k_block::<N, false>(b.d, b.dmin, &b.scales, qs, qs, x, i, stride, &mut acc, &mut sub);
+            }
+            finish(&acc, &sub, out);
+        }
+
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn q5k_n<const N: usize>(w: &[BlockQ5K], x: &[BlockQ8K], stride: usize, out: &mut [f32]) {
+            let mut acc = [_mm256_setzero_ps(); N];
+            let mut sub = [_mm256_setzero_ps(); N];
+            for (i, b) in w.iter().enumerate() {
+                q45k_block::<N, true>(b.d, b.dmin, &b.scales, b.qs.as_ptr(), b.qh.as_ptr(), x, i, stride, &mut acc, &mut sub);
+            }
+            finish(&acc, &sub, out);
+        }
+
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn q6k_n<const N: usize>(w: &[BlockQ6K], x: &[BlockQ8K], stride: usize, out: &mut [f32]) {
+            let mut acc = [_mm256_setzero_ps(); N];
+            let mask = _mm256_set1_epi8(0x0F);
+            let m30 = _mm256_set1_epi8(0x30);
+            // Per 32-bit lane: low 128 bits take its first i16, high 128 bits its second.
+            let pick = _mm256_setr_epi8(
+                0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3,
+            );
+            for (i, b) in w.iter().enumerate() {
+                // 16 × i16 sub-block scales; scales 2m and 2m+1 share 32-bit lane m.
+                let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.scales.as_ptr() as *const __m128i));
+                let mut sumi = [_mm256_setzero_si256(); N];
+                for h in 0..2 {
+                    let qh = _mm256_loadu_si256(b.qh.as_ptr().add(32 * h) as *const __m256i);
+                    let ql0 = _mm256_loadu_si256(b.ql.as_ptr().add(64 * h) as *const __m256i);
+                    let ql1 = _mm256_loadu_si256(b.ql.as_ptr().add(64 * h + 32) as *const __m256i);
+                    // Quarter k: 32 values 128h + 32k.., bits 2k..2k+2 of qh to bits 4-5.
+                    let q = [
+                        _mm256_or_si256(_mm256_and_si256(ql0, mask), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30)),
+                        _mm256_or_si256(_mm256_and_si256(ql1, mask), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30)),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), mask), _mm256_and_si256(qh, m30)),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), mask), _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30)),
+                    ];
+                    for (k, &qk) in q.iter().enumerate() {
+                        // Scales 8h+2k (values 0..16 of the quarter) and 8h+2k+1 (16..32).
+                        let lane = _mm256_permutevar8x32_epi32(sc16, _mm256_set1_epi32((4 * h + k) as i32));
+                        let sv = _mm256_shuffle_epi8(lane, pick);
+                        for (c, si) in sumi.iter_mut().enumerate() {
+                            let y = x.get_unchecked(c * stride + i).qs.as_ptr().add(128 * h + 32 * k);
+                            let p = _mm256_maddubs_epi16(qk, _mm256_loadu_si256(y as *const __m256i));
+                            *si = _mm256_add_epi32(*si, _mm256_madd_epi16(p, sv));
+                        }
+                    }
+                }
+                let d = h2f(b.d);
+                for c in 0..N {
+                    let bx = x.get_unchecked(c * stride + i);
+                    // The -32 offset of the values: 32 * sum_g sc[g] * sum(x_g).
+                    let off = _mm256_madd_epi16(_mm256_loadu_si256(bx.bsums.as_ptr() as *const __m256i), sc16);
+                    let t = _mm256_sub_epi32(sumi[c], _mm256_slli_epi32(off, 5));
+                    acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(t), _mm256_set1_ps(d * bx.d), acc[c]);
+                }
+            }
+            for c in 0..N {
+                out[c] = hsum(acc[c]);
+            }
+        }
+
+        by_cols!(dot_q4_k_q8_k, q4k_n, BlockQ4K, BlockQ8K);
+        by_cols!(dot_q5_k_q8_k, q5k_n, BlockQ5K, BlockQ8K);
+        by_cols!(dot_q6_k_q8_k, q6k_n, BlockQ6K, BlockQ8K);
     }
 
     #[inline(always)]

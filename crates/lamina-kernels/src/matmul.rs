@@ -27,7 +27,11 @@ pub enum Weights<'a> {
     Q5_0(&'a [BlockQ5_0]),
     Q5_1(&'a [BlockQ5_1]),
     Q8_0(&'a [BlockQ8_0]),
-    /// Q4_0, Q4_1 or Q8_0 rearranged at load time (see [`crate::packed`]).
+    /// K-quants, rows of whole 256-value super-blocks, used in place.
+    Q4K(&'a [BlockQ4K]),
+    Q5K(&'a [BlockQ5K]),
+    Q6K(&'a [BlockQ6K]),
+    /// Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0 rearranged at load time (see [`crate::packed`]).
     Packed(&'a PackedMatrix),
 }
 
@@ -37,6 +41,8 @@ pub enum ActFormat {
     F32,
     Q8_0,
     Q8_1,
+    /// One f32 scale per 256 values (K-quant weights; widths must be multiples of 256).
+    Q8K,
 }
 
 impl Weights<'_> {
@@ -45,6 +51,7 @@ impl Weights<'_> {
             Weights::F32(_) => ActFormat::F32,
             Weights::Q4_0(_) | Weights::Q5_0(_) | Weights::Q8_0(_) => ActFormat::Q8_0,
             Weights::Q4_1(_) | Weights::Q5_1(_) | Weights::Packed(_) => ActFormat::Q8_1,
+            Weights::Q4K(_) | Weights::Q5K(_) | Weights::Q6K(_) => ActFormat::Q8K,
         }
     }
 }
@@ -59,6 +66,9 @@ pub struct Kernels {
     pub q5_0: DotFn<BlockQ5_0, BlockQ8_0>,
     pub q5_1: DotFn<BlockQ5_1, BlockQ8_1>,
     pub q8_0: DotFn<BlockQ8_0, BlockQ8_0>,
+    pub q4_k: DotFn<BlockQ4K, BlockQ8K>,
+    pub q5_k: DotFn<BlockQ5K, BlockQ8K>,
+    pub q6_k: DotFn<BlockQ6K, BlockQ8K>,
     /// Kernel for [`Weights::Packed`] (every packed type).
     pub packed: PackedFn,
 }
@@ -77,6 +87,9 @@ impl Kernels {
             q5_0: dot::dot_q5_0_q8_0_scalar,
             q5_1: dot::dot_q5_1_q8_1_scalar,
             q8_0: dot::dot_q8_0_q8_0_scalar,
+            q4_k: dot::dot_q4_k_q8_k_scalar,
+            q5_k: dot::dot_q5_k_q8_k_scalar,
+            q6_k: dot::dot_q6_k_q8_k_scalar,
             packed: packed::packed_scalar,
         };
         Some(match isa {
@@ -90,6 +103,9 @@ impl Kernels {
                 q5_0: dot::x86::avx2::dot_q5_0_q8_0,
                 q5_1: dot::x86::avx2::dot_q5_1_q8_1,
                 q8_0: dot::x86::avx2::dot_q8_0_q8_0,
+                q4_k: dot::x86::kquant::dot_q4_k_q8_k,
+                q5_k: dot::x86::kquant::dot_q5_k_q8_k,
+                q6_k: dot::x86::kquant::dot_q6_k_q8_k,
                 packed: packed::x86::avx2::packed,
             },
             #[cfg(target_arch = "x86_64")]
@@ -101,6 +117,9 @@ impl Kernels {
                 q5_0: dot::x86::vnni::dot_q5_0_q8_0,
                 q5_1: dot::x86::vnni::dot_q5_1_q8_1,
                 q8_0: dot::x86::vnni::dot_q8_0_q8_0,
+                q4_k: dot::x86::kquant::dot_q4_k_q8_k,
+                q5_k: dot::x86::kquant::dot_q5_k_q8_k,
+                q6_k: dot::x86::kquant::dot_q6_k_q8_k,
                 packed: packed::x86::vnni::packed,
             },
             #[cfg(not(target_arch = "x86_64"))]
@@ -124,8 +143,10 @@ pub struct Activations {
     pub q8_1: Vec<BlockQ8_1>,
     /// Per Q8_1 block, its scales as f32 (see [`crate::packed::ActScale`]).
     pub q8_1_scales: Vec<ActScale>,
+    pub q8_k: Vec<BlockQ8K>,
     has_q8_0: bool,
     has_q8_1: bool,
+    has_q8_k: bool,
 }
 
 impl Activations {
@@ -136,6 +157,7 @@ impl Activations {
         self.cols = cols;
         self.has_q8_0 = false;
         self.has_q8_1 = false;
+        self.has_q8_k = false;
         let blocks = n * cols / QK;
         for f in formats {
             match f {
@@ -153,6 +175,15 @@ impl Activations {
                     }
                     quantize_q8_1_scaled(x, &mut self.q8_1[..blocks], Some(&mut self.q8_1_scales[..blocks]));
                     self.has_q8_1 = true;
+                }
+                ActFormat::Q8K if !self.has_q8_k => {
+                    assert!(cols.is_multiple_of(QK_K), "Q8_K activations need widths that are multiples of {QK_K}, not {cols}");
+                    let kblocks = n * cols / QK_K;
+                    if self.q8_k.len() < kblocks {
+                        self.q8_k.resize(kblocks, BlockQ8K::default());
+                    }
+                    quantize_q8_k(x, &mut self.q8_k[..kblocks]);
+                    self.has_q8_k = true;
                 }
                 _ => {}
             }
@@ -291,6 +322,9 @@ fn rows_product(
         Weights::Q5_0(b) => run!(b, &acts.q8_0[..], k.q5_0, nb),
         Weights::Q5_1(b) => run!(b, &acts.q8_1[..], k.q5_1, nb),
         Weights::Q8_0(b) => run!(b, &acts.q8_0[..], k.q8_0, nb),
+        Weights::Q4K(b) => run!(b, &acts.q8_k[..], k.q4_k, cols / QK_K),
+        Weights::Q5K(b) => run!(b, &acts.q8_k[..], k.q5_k, cols / QK_K),
+        Weights::Q6K(b) => run!(b, &acts.q8_k[..], k.q6_k, cols / QK_K),
         Weights::Packed(_) => unreachable!("handled above"),
     }
 }

@@ -14,6 +14,11 @@
 //! - Q4 (`Q4_0`, `Q4_1`): 128 bytes, four 32-byte vectors `v_j`; byte `4r + t` of `v_j`
 //!   holds row `r`'s value `8j + t` in its low nibble and value `8j + 4 + t` in its high one
 //!   (so `v_j & 0xF` and `(v_j >> 4) & 0xF` are directly the operands of two products);
+//! - Q5 (`Q5_0`, `Q5_1`): the 128 Q4 bytes of the low nibbles, then one 32-byte vector `h`
+//!   of fifth bits: bit `2j` of byte `4r + t` is the fifth bit of the low-nibble value of
+//!   byte `4r + t` of `v_j`, bit `2j + 1` that of its high-nibble value. One shift and one
+//!   mask move either bit to position 4 of every byte at once (160 bytes per block: the
+//!   5.5 bits per value of GGUF Q5, not the 8 of an unpacked byte layout);
 //! - Q8_0: 256 bytes, eight 32-byte vectors; byte `4r + t` of vector `k` is row `r`'s value
 //!   `4k + t`.
 //!
@@ -21,7 +26,8 @@
 //!
 //! Activations are Q8_1 blocks plus per-block f32 scales `[d, s, d*sum(q), -8*d*sum(q)]`
 //! (see [`crate::quant::quantize_q8_1_scaled`]); Q4_0 (values `q - 8`) uses the last one to
-//! remove the offset, Q8_0 uses the sign trick (`|w| * sign(x, w)`).
+//! remove the offset, Q5_0 (values `q - 16`) twice the last one, Q8_0 uses the sign trick
+//! (`|w| * sign(x, w)`). Q4_1 and Q5_1 add `m * s`.
 
 use crate::quant::*;
 use half::f16;
@@ -36,6 +42,8 @@ pub type ActScale = [f32; 4];
 pub enum PackKind {
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
     Q8_0,
 }
 
@@ -44,8 +52,19 @@ impl PackKind {
     pub const fn qs_bytes(self) -> usize {
         match self {
             PackKind::Q4_0 | PackKind::Q4_1 => 128,
+            PackKind::Q5_0 | PackKind::Q5_1 => 160,
             PackKind::Q8_0 => 256,
         }
+    }
+
+    /// Whether blocks carry a per-row offset `m` (value `d * q + m`).
+    pub const fn affine(self) -> bool {
+        matches!(self, PackKind::Q4_1 | PackKind::Q5_1)
+    }
+
+    /// Whether values have a fifth bit.
+    pub const fn five_bit(self) -> bool {
+        matches!(self, PackKind::Q5_0 | PackKind::Q5_1)
     }
 }
 
@@ -88,7 +107,7 @@ impl PackedMatrix {
             groups,
             qs: vec![Chunk([0; 32]); chunks],
             d: vec![f16::ZERO; scales],
-            m: if kind == PackKind::Q4_1 { vec![f16::ZERO; scales] } else { Vec::new() },
+            m: if kind.affine() { vec![f16::ZERO; scales] } else { Vec::new() },
         }
     }
 
@@ -121,28 +140,34 @@ impl PackedMatrix {
         self.qs.len() * 32 + (self.d.len() + self.m.len()) * 2
     }
 
-    fn pack_q4(kind: PackKind, rows: usize, cols: usize, block: impl Fn(usize, usize) -> (f16, f16, [u8; 16])) -> PackedMatrix {
+    /// Packs 4- and 5-bit formats; `block(row, i)` gives `(d, m, qs, qh)` of a GGUF block
+    /// (`qh` the 32 fifth bits, value `k` in bit `k`; ignored for Q4).
+    fn pack_q4(kind: PackKind, rows: usize, cols: usize, block: impl Fn(usize, usize) -> (f16, f16, [u8; 16], u32)) -> PackedMatrix {
         let mut p = PackedMatrix::empty(kind, rows, cols);
         let nb = p.nb;
+        let n = kind.qs_bytes();
         for g in 0..p.groups {
             for i in 0..nb {
                 let base = (g * nb + i) * GROUP;
-                let mut bytes = [0u8; 128];
+                let mut bytes = [0u8; 160];
                 for r in 0..GROUP.min(rows - g * GROUP) {
-                    let (d, m, qs) = block(g * GROUP + r, i);
+                    let (d, m, qs, qh) = block(g * GROUP + r, i);
                     p.d[base + r] = d;
-                    if kind == PackKind::Q4_1 {
+                    if kind.affine() {
                         p.m[base + r] = m;
                     }
                     let v = |k: usize| if k < 16 { qs[k] & 0x0F } else { qs[k - 16] >> 4 };
+                    let h = |k: usize| ((qh >> k) & 1) as u8;
                     for j in 0..4 {
                         for t in 0..4 {
-                            bytes[32 * j + 4 * r + t] = v(8 * j + t) | (v(8 * j + 4 + t) << 4);
+                            let (lo, hi) = (8 * j + t, 8 * j + 4 + t);
+                            bytes[32 * j + 4 * r + t] = v(lo) | (v(hi) << 4);
+                            bytes[128 + 4 * r + t] |= (h(lo) << (2 * j)) | (h(hi) << (2 * j + 1));
                         }
                     }
                 }
-                let off = (g * nb + i) * 128;
-                p.qs_bytes_mut()[off..off + 128].copy_from_slice(&bytes);
+                let off = (g * nb + i) * n;
+                p.qs_bytes_mut()[off..off + n].copy_from_slice(&bytes[..n]);
             }
         }
         p
@@ -154,7 +179,7 @@ impl PackedMatrix {
         assert_eq!(src.len(), rows * nb, "Q4_1 block count");
         PackedMatrix::pack_q4(PackKind::Q4_1, rows, cols, |r, i| {
             let b = &src[r * nb + i];
-            (b.d, b.m, b.qs)
+            (b.d, b.m, b.qs, 0)
         })
     }
 
@@ -164,7 +189,27 @@ impl PackedMatrix {
         assert_eq!(src.len(), rows * nb, "Q4_0 block count");
         PackedMatrix::pack_q4(PackKind::Q4_0, rows, cols, |r, i| {
             let b = &src[r * nb + i];
-            (b.d, f16::ZERO, b.qs)
+            (b.d, f16::ZERO, b.qs, 0)
+        })
+    }
+
+    /// Packs `rows × cols` Q5_0 weights.
+    pub fn from_q5_0(src: &[BlockQ5_0], rows: usize, cols: usize) -> PackedMatrix {
+        let nb = cols / QK;
+        assert_eq!(src.len(), rows * nb, "Q5_0 block count");
+        PackedMatrix::pack_q4(PackKind::Q5_0, rows, cols, |r, i| {
+            let b = &src[r * nb + i];
+            (b.d, f16::ZERO, b.qs, u32::from_le_bytes(b.qh))
+        })
+    }
+
+    /// Packs `rows × cols` Q5_1 weights.
+    pub fn from_q5_1(src: &[BlockQ5_1], rows: usize, cols: usize) -> PackedMatrix {
+        let nb = cols / QK;
+        assert_eq!(src.len(), rows * nb, "Q5_1 block count");
+        PackedMatrix::pack_q4(PackKind::Q5_1, rows, cols, |r, i| {
+            let b = &src[r * nb + i];
+            (b.d, b.m, b.qs, u32::from_le_bytes(b.qh))
         })
     }
 
@@ -194,13 +239,21 @@ impl PackedMatrix {
     }
 
     /// Quantized value `p` (0..32) of row `r` of (group, block) as the kernels see it:
-    /// the unsigned nibble for Q4 formats, the signed byte for Q8_0.
+    /// the unsigned nibble for Q4 formats, the unsigned 5-bit value for Q5 formats, the
+    /// signed byte for Q8_0.
     #[inline]
     pub fn value(&self, q: &[u8], r: usize, p: usize) -> i32 {
         match self.kind {
-            PackKind::Q4_0 | PackKind::Q4_1 => {
+            PackKind::Q4_0 | PackKind::Q4_1 | PackKind::Q5_0 | PackKind::Q5_1 => {
                 let byte = q[32 * (p / 8) + 4 * r + p % 4];
-                (if p % 8 < 4 { byte & 0x0F } else { byte >> 4 }) as i32
+                let high = p % 8 >= 4;
+                let nib = (if high { byte >> 4 } else { byte & 0x0F }) as i32;
+                if self.kind.five_bit() {
+                    let bit = (q[128 + 4 * r + p % 4] >> (2 * (p / 8) + high as usize)) & 1;
+                    nib | (bit as i32) << 4
+                } else {
+                    nib
+                }
             }
             PackKind::Q8_0 => q[32 * (p / 4) + 4 * r + p % 4] as i8 as i32,
         }
@@ -218,7 +271,8 @@ impl PackedMatrix {
                 let v = self.value(q, l, p);
                 *y = match self.kind {
                     PackKind::Q4_0 => (v - 8) as f32 * d,
-                    PackKind::Q4_1 => v as f32 * d + self.m(g, i)[l].to_f32(),
+                    PackKind::Q5_0 => (v - 16) as f32 * d,
+                    PackKind::Q4_1 | PackKind::Q5_1 => v as f32 * d + self.m(g, i)[l].to_f32(),
                     PackKind::Q8_0 => v as f32 * d,
                 };
             }
@@ -257,8 +311,9 @@ pub fn packed_scalar(w: &PackedMatrix, g: usize, x: &[BlockQ8_1], sc: &[ActScale
                 }
                 let dw = d[r].to_f32();
                 *a += match w.kind {
-                    PackKind::Q4_1 => isum as f32 * (dw * s[0]) + w.m(g, i)[r].to_f32() * s[1],
+                    PackKind::Q4_1 | PackKind::Q5_1 => isum as f32 * (dw * s[0]) + w.m(g, i)[r].to_f32() * s[1],
                     PackKind::Q4_0 => (isum as f32 * s[0] + s[3]) * dw,
+                    PackKind::Q5_0 => (isum as f32 * s[0] + 2.0 * s[3]) * dw,
                     PackKind::Q8_0 => isum as f32 * s[0] * dw,
                 };
             }
@@ -271,19 +326,21 @@ pub fn packed_scalar(w: &PackedMatrix, g: usize, x: &[BlockQ8_1], sc: &[ActScale
 pub mod x86 {
     //! AVX2 and AVX2+VNNI versions of the packed kernels.
     use super::*;
+    use crate::dot::x86::split_nibbles;
     use std::arch::x86_64::*;
 
     /// How far ahead of the block being multiplied the weights are prefetched (bytes).
     const PREFETCH: usize = 1024;
 
     macro_rules! packed_kernels {
-        ($feat:literal, $suffix:ident, $acc16:ident, $fin16:ident, $acc32:ident) => {
+        ($feat:literal, $suffix:ident, $acc16:ident, $fin16:ident, $fin16w:ident, $acc32:ident) => {
             pub mod $suffix {
                 use super::*;
 
-                /// Q4_0 / Q4_1 × Q8_1 for `N` columns.
+                /// Q4_0 / Q4_1 / Q5_0 / Q5_1 × Q8_1 for `N` columns (`AFFINE`: a `m` per row
+                /// instead of a fixed offset; `FIVE`: a fifth bit per value).
                 #[target_feature(enable = $feat)]
-                unsafe fn q4_n<const N: usize, const Q41: bool>(
+                unsafe fn q4_n<const N: usize, const AFFINE: bool, const FIVE: bool>(
                     qs: *const u8,
                     d: *const f16,
                     m: *const f16,
@@ -293,21 +350,25 @@ pub mod x86 {
                     stride: usize,
                     out: *mut [f32; GROUP],
                 ) {
-                    let mask = _mm256_set1_epi8(0x0F);
                     let mut acc = [_mm256_setzero_ps(); N];
                     let mut acc2 = [_mm256_setzero_ps(); N];
+                    let bytes = if FIVE { 160 } else { 128 };
                     for i in 0..nb {
-                        let q = qs.add(i * 128);
+                        let q = qs.add(i * bytes);
                         // The weights stream through once per product: fetch ahead (this
                         // also runs on into the next group, which is stored right after).
                         _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(PREFETCH) as *const i8);
                         _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(PREFETCH + 64) as *const i8);
+                        if FIVE {
+                            _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(PREFETCH + 128) as *const i8);
+                        }
+                        let h = if FIVE { _mm256_load_si256(q.add(128) as *const __m256i) } else { _mm256_setzero_si256() };
                         let mut s = [_mm256_setzero_si256(); N];
                         let mut s2 = [_mm256_setzero_si256(); N];
                         for j in 0..4 {
                             let v = _mm256_load_si256(q.add(32 * j) as *const __m256i);
-                            let lo = _mm256_and_si256(v, mask);
-                            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
+                            // Bits 2j and 2j+1 of each byte of `h` are the fifth bits.
+                            let (lo, hi) = split_nibbles::<FIVE>(v, h, j);
                             for c in 0..N {
                                 let xq = (*x.add(c * stride + i)).qs.as_ptr() as *const i32;
                                 s[c] = $acc16(s[c], lo, _mm256_set1_epi32(xq.add(2 * j).read_unaligned()));
@@ -315,19 +376,21 @@ pub mod x86 {
                             }
                         }
                         let dw = _mm256_cvtph_ps(_mm_loadu_si128(d.add(i * GROUP) as *const __m128i));
-                        if Q41 {
+                        if AFFINE {
                             let mw = _mm256_cvtph_ps(_mm_loadu_si128(m.add(i * GROUP) as *const __m128i));
                             for c in 0..N {
                                 let k = &*sc.add(c * stride + i);
-                                let p = _mm256_cvtepi32_ps($fin16(s[c], s2[c]));
+                                let p = _mm256_cvtepi32_ps(if FIVE { $fin16w(s[c], s2[c]) } else { $fin16(s[c], s2[c]) });
                                 acc[c] = _mm256_fmadd_ps(p, _mm256_mul_ps(dw, _mm256_set1_ps(k[0])), acc[c]);
                                 acc2[c] = _mm256_fmadd_ps(mw, _mm256_set1_ps(k[1]), acc2[c]);
                             }
                         } else {
                             for c in 0..N {
                                 let k = &*sc.add(c * stride + i);
-                                let p = _mm256_cvtepi32_ps($fin16(s[c], s2[c]));
-                                let t = _mm256_fmadd_ps(p, _mm256_set1_ps(k[0]), _mm256_set1_ps(k[3]));
+                                let p = _mm256_cvtepi32_ps(if FIVE { $fin16w(s[c], s2[c]) } else { $fin16(s[c], s2[c]) });
+                                // The offset of the values (8, or 16 for Q5_0) times d_x * sum(q_x).
+                                let off = if FIVE { 2.0 * k[3] } else { k[3] };
+                                let t = _mm256_fmadd_ps(p, _mm256_set1_ps(k[0]), _mm256_set1_ps(off));
                                 if i % 2 == 0 {
                                     acc[c] = _mm256_fmadd_ps(t, dw, acc[c]);
                                 } else {
@@ -405,27 +468,23 @@ pub mod x86 {
                     // SAFETY: bounds checked by `check`; the CPU features were detected by the
                     // caller (`Kernels::new` hands these out only for a supported Isa).
                     unsafe {
+                        macro_rules! q4 {
+                            ($affine:literal, $five:literal) => {{
+                                let m = if $affine { w.m.as_ptr().add(g * nb * GROUP) } else { d };
+                                match n {
+                                    1 => q4_n::<1, $affine, $five>(qs, d, m, nb, xp, sp, stride, o),
+                                    2 => q4_n::<2, $affine, $five>(qs, d, m, nb, xp, sp, stride, o),
+                                    3 => q4_n::<3, $affine, $five>(qs, d, m, nb, xp, sp, stride, o),
+                                    4 => q4_n::<4, $affine, $five>(qs, d, m, nb, xp, sp, stride, o),
+                                    _ => {}
+                                }
+                            }};
+                        }
                         match w.kind {
-                            PackKind::Q4_1 => {
-                                let m = w.m.as_ptr().add(g * nb * GROUP);
-                                match n {
-                                    1 => q4_n::<1, true>(qs, d, m, nb, xp, sp, stride, o),
-                                    2 => q4_n::<2, true>(qs, d, m, nb, xp, sp, stride, o),
-                                    3 => q4_n::<3, true>(qs, d, m, nb, xp, sp, stride, o),
-                                    4 => q4_n::<4, true>(qs, d, m, nb, xp, sp, stride, o),
-                                    _ => {}
-                                }
-                            }
-                            PackKind::Q4_0 => {
-                                let m = d;
-                                match n {
-                                    1 => q4_n::<1, false>(qs, d, m, nb, xp, sp, stride, o),
-                                    2 => q4_n::<2, false>(qs, d, m, nb, xp, sp, stride, o),
-                                    3 => q4_n::<3, false>(qs, d, m, nb, xp, sp, stride, o),
-                                    4 => q4_n::<4, false>(qs, d, m, nb, xp, sp, stride, o),
-                                    _ => {}
-                                }
-                            }
+                            PackKind::Q4_0 => q4!(false, false),
+                            PackKind::Q4_1 => q4!(true, false),
+                            PackKind::Q5_0 => q4!(false, true),
+                            PackKind::Q5_1 => q4!(true, true),
                             PackKind::Q8_0 => match n {
                                 1 => q8_n::<1>(qs, d, nb, xp, sp, stride, o),
                                 2 => q8_n::<2>(qs, d, nb, xp, sp, stride, o),
@@ -441,8 +500,9 @@ pub mod x86 {
     }
 
     // AVX2: u8×i8 products summed pairwise into i16 (`vpmaddubsw`). For 4-bit weights the
-    // eight products of a block that land in one i16 stay below 8·2·15·128 < 2^15, so
-    // they are summed in i16 and widened once; 8-bit products widen every step.
+    // sixteen products of a block that land in one i16 stay below 16·15·128 < 2^15, so they
+    // are summed in i16 and widened once; for 5-bit weights each half (eight products, below
+    // 8·31·128 < 2^15) is widened separately; 8-bit products widen every step.
     #[inline(always)]
     unsafe fn acc16_avx2(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
         _mm256_add_epi16(acc, _mm256_maddubs_epi16(w, x))
@@ -450,6 +510,11 @@ pub mod x86 {
     #[inline(always)]
     unsafe fn fin16_avx2(a: __m256i, b: __m256i) -> __m256i {
         _mm256_madd_epi16(_mm256_add_epi16(a, b), _mm256_set1_epi16(1))
+    }
+    #[inline(always)]
+    unsafe fn fin16w_avx2(a: __m256i, b: __m256i) -> __m256i {
+        let one = _mm256_set1_epi16(1);
+        _mm256_add_epi32(_mm256_madd_epi16(a, one), _mm256_madd_epi16(b, one))
     }
     #[inline(always)]
     unsafe fn acc32_avx2(acc: __m256i, w: __m256i, x: __m256i) -> __m256i {
@@ -466,6 +531,6 @@ pub mod x86 {
         _mm256_add_epi32(a, b)
     }
 
-    packed_kernels!("avx2,fma,f16c", avx2, acc16_avx2, fin16_avx2, acc32_avx2);
-    packed_kernels!("avx2,fma,f16c,avx512vnni,avx512vl", vnni, acc_vnni, fin_vnni, acc_vnni);
+    packed_kernels!("avx2,fma,f16c", avx2, acc16_avx2, fin16_avx2, fin16w_avx2, acc32_avx2);
+    packed_kernels!("avx2,fma,f16c,avx512vnni,avx512vl", vnni, acc_vnni, fin_vnni, fin_vnni, acc_vnni);
 }

@@ -224,6 +224,14 @@ fn random_packed(rng: &mut Rng, kind: PackKind, rows: usize, nb: usize) -> (Pack
             let w: &'static [BlockQ4_1] = Box::leak(random_blocks(rng, rows * nb, q4_1).into_boxed_slice());
             (PackedMatrix::from_q4_1(w, rows, cols), Weights::Q4_1(w))
         }
+        PackKind::Q5_0 => {
+            let w: &'static [BlockQ5_0] = Box::leak(random_blocks(rng, rows * nb, q5_0).into_boxed_slice());
+            (PackedMatrix::from_q5_0(w, rows, cols), Weights::Q5_0(w))
+        }
+        PackKind::Q5_1 => {
+            let w: &'static [BlockQ5_1] = Box::leak(random_blocks(rng, rows * nb, q5_1).into_boxed_slice());
+            (PackedMatrix::from_q5_1(w, rows, cols), Weights::Q5_1(w))
+        }
         PackKind::Q8_0 => {
             let w: &'static [BlockQ8_0] = Box::leak(random_blocks(rng, rows * nb, q8_0).into_boxed_slice());
             (PackedMatrix::from_q8_0(w, rows, cols), Weights::Q8_0(w))
@@ -240,7 +248,7 @@ fn random_acts(rng: &mut Rng, n: usize, nb: usize) -> (Vec<BlockQ8_1>, Vec<ActSc
     (q, s)
 }
 
-const KINDS: [PackKind; 3] = [PackKind::Q4_0, PackKind::Q4_1, PackKind::Q8_0];
+const KINDS: [PackKind; 5] = [PackKind::Q4_0, PackKind::Q4_1, PackKind::Q5_0, PackKind::Q5_1, PackKind::Q8_0];
 
 #[test]
 fn packed_kernels_match_scalar_twin() {
@@ -305,6 +313,8 @@ fn packed_scalar_equals_unpacked_scalar() {
                         match w {
                             Weights::Q4_0(b) => (scalar.q4_0)(&b[span], &x0, nb, &mut want),
                             Weights::Q4_1(b) => (scalar.q4_1)(&b[span], &x, nb, &mut want),
+                            Weights::Q5_0(b) => (scalar.q5_0)(&b[span], &x0, nb, &mut want),
+                            Weights::Q5_1(b) => (scalar.q5_1)(&b[span], &x, nb, &mut want),
                             Weights::Q8_0(b) => (scalar.q8_0)(&b[span], &x0, nb, &mut want),
                             _ => unreachable!(),
                         }
@@ -324,6 +334,8 @@ fn packed_scalar_equals_unpacked_scalar() {
                 match w {
                     Weights::Q4_0(bl) => dequantize_q4_0(&bl[span], &mut b),
                     Weights::Q4_1(bl) => dequantize_q4_1(&bl[span], &mut b),
+                    Weights::Q5_0(bl) => dequantize_q5_0(&bl[span], &mut b),
+                    Weights::Q5_1(bl) => dequantize_q5_1(&bl[span], &mut b),
                     Weights::Q8_0(bl) => dequantize_q8_0(&bl[span], &mut b),
                     _ => unreachable!(),
                 }
@@ -435,5 +447,236 @@ fn simd_quantizers_are_bit_identical() {
         }
         // d = 1 for the first block: ties go to the even neighbour (llama.cpp's rounding).
         assert_eq!(&a0[0].qs[..9], &[127, 0, 0, 2, -2, 2, -2, 126, -126]);
+    }
+}
+
+/// Packed 5-bit kernels at the extremes of their i16 partial sums (every value 31, every
+/// activation ±127) equal the scalar twin: the halves are widened before they are added.
+#[test]
+fn packed_q5_extremes_do_not_overflow() {
+    let (rows, nb) = (8, 3);
+    let full = |_: &mut Rng| BlockQ5_1 { d: f16::from_f32(0.5), m: f16::from_f32(-1.0), qh: [0xFF; 4], qs: [0xFF; 16] };
+    let full0 = |_: &mut Rng| BlockQ5_0 { d: f16::from_f32(0.5), qh: [0xFF; 4], qs: [0xFF; 16] };
+    let mut rng = Rng(1);
+    let w1 = random_blocks(&mut rng, rows * nb, full);
+    let w0 = random_blocks(&mut rng, rows * nb, full0);
+    let pms = [PackedMatrix::from_q5_1(&w1, rows, nb * 32), PackedMatrix::from_q5_0(&w0, rows, nb * 32)];
+    for sign in [1.0f32, -1.0] {
+        let x = vec![sign; 4 * nb * 32];
+        let mut q = vec![BlockQ8_1::default(); 4 * nb];
+        let mut sc = vec![[0.0; 4]; 4 * nb];
+        quantize_q8_1_scaled(&x, &mut q, Some(&mut sc));
+        for pm in &pms {
+            let mut want = vec![[0.0f32; GROUP]; 4];
+            packed_scalar(pm, 0, &q, &sc, nb, &mut want);
+            // Q5_1: 96 values of 31 * 0.5 - 1; Q5_0: 96 values of (31 - 16) * 0.5.
+            let exact = if pm.kind == PackKind::Q5_1 { 96.0 * 14.5 } else { 96.0 * 7.5 } * sign;
+            assert!((want[0][0] - exact).abs() < 1e-2 * exact.abs(), "{:?} {} vs {exact}", pm.kind, want[0][0]);
+            for k in packed_paths() {
+                let mut got = vec![[0.0f32; GROUP]; 4];
+                (k.packed)(pm, 0, &q, &sc, nb, &mut got);
+                for c in 0..4 {
+                    for r in 0..GROUP {
+                        assert!((want[c][r] - got[c][r]).abs() <= 1e-5 * want[c][r].abs(), "{} {:?}", k.isa.name(), pm.kind);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// K-quants against Q8_K activations.
+
+fn q4k(r: &mut Rng) -> BlockQ4K {
+    BlockQ4K {
+        d: f16::from_f32(r.f() * 0.01),
+        dmin: f16::from_f32(r.f() * 0.01),
+        scales: std::array::from_fn(|_| r.byte()),
+        qs: std::array::from_fn(|_| r.byte()),
+    }
+}
+fn q5k(r: &mut Rng) -> BlockQ5K {
+    BlockQ5K {
+        d: f16::from_f32(r.f() * 0.01),
+        dmin: f16::from_f32(r.f() * 0.01),
+        scales: std::array::from_fn(|_| r.byte()),
+        qh: std::array::from_fn(|_| r.byte()),
+        qs: std::array::from_fn(|_| r.byte()),
+    }
+}
+fn q6k(r: &mut Rng) -> BlockQ6K {
+    BlockQ6K {
+        ql: std::array::from_fn(|_| r.byte()),
+        qh: std::array::from_fn(|_| r.byte()),
+        scales: std::array::from_fn(|_| r.byte() as i8),
+        d: f16::from_f32(r.f() * 0.01),
+    }
+}
+fn q8k(r: &mut Rng) -> BlockQ8K {
+    let qs: [i8; 256] = std::array::from_fn(|_| (r.byte() as i8).max(-127));
+    let bsums = std::array::from_fn(|g| qs[16 * g..16 * g + 16].iter().map(|&q| q as i16).sum());
+    BlockQ8K { d: r.f() * 0.1, qs, bsums }
+}
+
+check_dot!(q4_k_matches_scalar, q4k, q8k, q4_k);
+check_dot!(q5_k_matches_scalar, q5k, q8k, q5_k);
+check_dot!(q6_k_matches_scalar, q6k, q8k, q6_k);
+
+/// The scalar K-quant dots equal an f64 dot of the dequantized weights and activations
+/// (independent of the kernels' integer arithmetic), to f32 rounding.
+#[test]
+fn k_quant_dots_equal_dequantized_dots() {
+    let mut rng = Rng(0xC0FFEE);
+    let scalar = Kernels::new(Isa::Scalar).unwrap();
+    for nb in [1usize, 2, 6] {
+        let x: Vec<f32> = (0..nb * 256).map(|_| rng.f() * 2.0).collect();
+        let mut xq = vec![BlockQ8K::default(); nb];
+        quantize_q8_k_scalar(&x, &mut xq);
+        let mut xd = vec![0.0; nb * 256];
+        dequantize_q8_k(&xq, &mut xd);
+        let mut wd = vec![0.0; nb * 256];
+        let mut got = [0.0f32];
+        let check = |name: &str, wd: &[f32], got: f32| {
+            let want: f64 = wd.iter().zip(&xd).map(|(&a, &b)| a as f64 * b as f64).sum();
+            let mag: f64 = wd.iter().zip(&xd).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
+            assert!((got as f64 - want).abs() <= 1e-5 * mag + 1e-6, "{name} nb={nb}: {got} vs {want} (magnitude {mag})");
+        };
+        let w = random_blocks(&mut rng, nb, q4k);
+        dequantize_q4_k(&w, &mut wd);
+        (scalar.q4_k)(&w, &xq, nb, &mut got);
+        check("q4_k", &wd, got[0]);
+        let w = random_blocks(&mut rng, nb, q5k);
+        dequantize_q5_k(&w, &mut wd);
+        (scalar.q5_k)(&w, &xq, nb, &mut got);
+        check("q5_k", &wd, got[0]);
+        let w = random_blocks(&mut rng, nb, q6k);
+        dequantize_q6_k(&w, &mut wd);
+        (scalar.q6_k)(&w, &xq, nb, &mut got);
+        check("q6_k", &wd, got[0]);
+    }
+}
+
+/// K-quant matrices through the threaded `matmul` (Q8_K activations prepared by
+/// `Activations::prepare`) equal the single-thread scalar product, for odd row counts.
+#[test]
+fn k_quant_matmul_matches_scalar() {
+    let mut rng = Rng(4242);
+    let scalar = Kernels::new(Isa::Scalar).unwrap();
+    let one = ThreadPool::new(1);
+    let mut paths = simd_paths();
+    paths.push(Kernels::new(Isa::Scalar).unwrap());
+    for (rows, cols, n) in [(13usize, 256usize, 1usize), (37, 768, 9), (6, 1536, 70)] {
+        let x: Vec<f32> = (0..n * cols).map(|_| rng.f()).collect();
+        let mut acts = Activations::default();
+        acts.prepare(&x, n, cols, &[ActFormat::Q8_0, ActFormat::Q8K]);
+        let w4 = random_blocks(&mut rng, rows * cols / 256, q4k);
+        let w5 = random_blocks(&mut rng, rows * cols / 256, q5k);
+        let w6 = random_blocks(&mut rng, rows * cols / 256, q6k);
+        for w in [Weights::Q4K(&w4), Weights::Q5K(&w5), Weights::Q6K(&w6)] {
+            assert_eq!(w.act_format(), ActFormat::Q8K);
+            let mut want = vec![0.0; n * rows];
+            matmul(&one, &scalar, &x, &acts, w, rows, &mut want);
+            let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-3);
+            for k in &paths {
+                for threads in [1, 2, 3] {
+                    let mut got = vec![f32::NAN; n * rows];
+                    matmul(&ThreadPool::new(threads), k, &x, &acts, w, rows, &mut got);
+                    for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+                        assert!((a - b).abs() <= 1e-4 * scale, "{} {w:?} {rows}x{cols} n={n} t={threads} at {i}: {a} vs {b}", k.isa.name());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Q8_K quantization against values worked out by hand: the value of largest magnitude
+/// maps to -127 with a scale of its sign, ties round to even, sums of 16 are exact.
+#[test]
+fn q8_k_scalar_quantization_known_values() {
+    // Largest magnitude 127, negative: iscale = -127 / -127 = 1, d = 1.
+    let mut x = vec![0.0f32; 256];
+    let head = [-127.0, 0.5, 1.5, 2.5, -2.5, 3.5, 126.5, -0.5, 100.0, 127.0];
+    x[..head.len()].copy_from_slice(&head);
+    x[16] = 7.0;
+    x[255] = -3.0;
+    let mut q = [BlockQ8K::default()];
+    quantize_q8_k_scalar(&x, &mut q);
+    assert_eq!(q[0].d, 1.0);
+    // 127.0 (index 9) has the same magnitude as the first -127.0, which decides the sign.
+    assert_eq!(&q[0].qs[..10], &[-127, 0, 2, 2, -2, 4, 126, 0, 100, 127]);
+    assert_eq!(q[0].bsums[0], -127 + 2 + 2 - 2 + 4 + 126 + 100 + 127);
+    assert_eq!(q[0].bsums[1], 7);
+    assert_eq!(q[0].bsums[15], -3);
+    // Largest magnitude positive: the scale is negative and that value maps to -127.
+    let x: Vec<f32> = (0..256).map(|k| (k as f32 - 127.0) / 64.0).collect(); // max 128/64 = 2 at k = 255
+    quantize_q8_k_scalar(&x, &mut q);
+    let iscale = -127.0f32 / 2.0;
+    assert_eq!(q[0].d, 1.0 / iscale);
+    assert!(q[0].d < 0.0);
+    assert_eq!(q[0].qs[255], -127);
+    assert_eq!(q[0].qs[127], 0);
+    for (k, &v) in x.iter().enumerate() {
+        assert_eq!(q[0].qs[k] as i32, (v * iscale).round_ties_even() as i32, "value {k}");
+        assert!((q[0].d * q[0].qs[k] as f32 - v).abs() <= 0.5 * q[0].d.abs() + 1e-6);
+    }
+    for g in 0..16 {
+        assert_eq!(q[0].bsums[g] as i32, q[0].qs[16 * g..16 * g + 16].iter().map(|&v| v as i32).sum::<i32>());
+    }
+    // An all-zero block has d = 0 and zero values.
+    quantize_q8_k_scalar(&[0.0; 256], &mut q);
+    assert_eq!((q[0].d, q[0].qs, q[0].bsums), (0.0, [0; 256], [0; 16]));
+}
+
+/// The AVX2 Q8_K quantizer is bit-identical to the scalar one (scale sign, ties, zero
+/// blocks, the first of equal magnitudes deciding the sign).
+#[test]
+fn simd_q8_k_quantizer_is_bit_identical() {
+    if !Isa::Avx2.supported() {
+        eprintln!("SKIPPED: avx2 Q8_K quantizer (this CPU does not support it)");
+        return;
+    }
+    let mut rng = Rng(11);
+    for nb in [1usize, 2, 3, 8] {
+        let mut x: Vec<f32> = (0..nb * 256).map(|_| rng.f() * 5.0).collect();
+        x[3] = 127.0;
+        x[200] = -127.0; // same magnitude later: the first (positive) one decides
+        for (i, v) in [0.5f32, -0.5, 1.5, -1.5, 2.5, 126.5, -126.5].iter().enumerate() {
+            x[10 + i] = *v;
+        }
+        if nb > 1 {
+            x[256..512].fill(0.0);
+        }
+        if nb > 2 {
+            x[600] = -50.0; // negative maximum in the third block
+            x[700] = 50.0;
+        }
+        let mut a = vec![BlockQ8K::default(); nb];
+        let mut b = vec![BlockQ8K::default(); nb];
+        quantize_q8_k_isa(Isa::Scalar, &x, &mut a);
+        quantize_q8_k_isa(Isa::Avx2, &x, &mut b);
+        for i in 0..nb {
+            assert_eq!(a[i].d.to_bits(), b[i].d.to_bits(), "block {i} d");
+            assert_eq!(a[i].qs, b[i].qs, "block {i} qs");
+            assert_eq!(a[i].bsums, b[i].bsums, "block {i} bsums");
+        }
+        assert_eq!(a[0].d, -1.0);
+        assert_eq!(a[0].qs[3], -127);
+        assert_eq!(a[0].qs[200], 127);
+    }
+}
+
+/// The word-at-a-time decoding of Q4_K / Q5_K scales and mins equals the per-sub-block
+/// reference on random bytes.
+#[test]
+fn k4_scales_word_decoding_matches_reference() {
+    let mut rng = Rng(3);
+    for _ in 0..1000 {
+        let q: [u8; 12] = std::array::from_fn(|_| rng.byte());
+        let fast = scales_mins_k4(&q);
+        for j in 0..8 {
+            assert_eq!((fast[j], fast[8 + j]), scale_min_k4(j, &q), "{q:?} sub-block {j}");
+        }
     }
 }

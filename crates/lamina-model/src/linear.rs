@@ -1,7 +1,7 @@
 //! The linear layer of the inference path: `y = x · Wᵀ (+ b)`.
 //!
 //! One type covers every storage the model meets: quantized blocks used in place from the
-//! GGUF memory map, and dense f32 (from safetensors, from dequantized K-quants, or when
+//! GGUF memory map (K-quants included), and dense f32 (from safetensors, from Q2_K / Q3_K, or when
 //! the caller asks for f32 arithmetic). The kernel is chosen from the storage; callers do
 //! not care. Training uses `trainable::Linear` over candle `Var`s with the same names.
 
@@ -19,7 +19,7 @@ pub enum LinearData {
     Mapped { file: Arc<GgufFile>, offset: usize, dtype: GgmlType },
     /// Row-major `rows × cols` f32.
     F32(Arc<Vec<f32>>),
-    /// Q4_0, Q4_1 or Q8_0 blocks rearranged at load time into 8-row interleaved groups
+    /// Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0 blocks rearranged at load time into 8-row interleaved groups
     /// (`lamina_kernels::packed`); `dtype` is the GGUF type they came from.
     Packed { packed: Arc<PackedMatrix>, dtype: GgmlType },
 }
@@ -40,7 +40,17 @@ impl std::fmt::Debug for Linear {
 
 /// Whether the inner kernels can use a GGUF type in place.
 pub fn has_int_kernel(dtype: GgmlType) -> bool {
-    matches!(dtype, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0)
+    matches!(
+        dtype,
+        GgmlType::Q4_0
+            | GgmlType::Q4_1
+            | GgmlType::Q5_0
+            | GgmlType::Q5_1
+            | GgmlType::Q8_0
+            | GgmlType::Q4K
+            | GgmlType::Q5K
+            | GgmlType::Q6K
+    )
 }
 
 impl Linear {
@@ -81,6 +91,9 @@ impl Linear {
                     GgmlType::Q5_0 => Weights::Q5_0(cast_blocks(all).expect("checked at load")),
                     GgmlType::Q5_1 => Weights::Q5_1(cast_blocks(all).expect("checked at load")),
                     GgmlType::Q8_0 => Weights::Q8_0(cast_blocks(all).expect("checked at load")),
+                    GgmlType::Q4K => Weights::Q4K(cast_blocks(all).expect("checked at load")),
+                    GgmlType::Q5K => Weights::Q5K(cast_blocks(all).expect("checked at load")),
+                    GgmlType::Q6K => Weights::Q6K(cast_blocks(all).expect("checked at load")),
                     _ => unreachable!("only int-kernel types are kept mapped"),
                 }
             }
@@ -96,6 +109,9 @@ impl Linear {
             Weights::Q5_0(b) => dequantize_q5_0(&b[r * self.cols / QK..(r + 1) * self.cols / QK], out),
             Weights::Q5_1(b) => dequantize_q5_1(&b[r * self.cols / QK..(r + 1) * self.cols / QK], out),
             Weights::Q8_0(b) => dequantize_q8_0(&b[r * self.cols / QK..(r + 1) * self.cols / QK], out),
+            Weights::Q4K(b) => dequantize_q4_k(&b[r * self.cols / QK_K..(r + 1) * self.cols / QK_K], out),
+            Weights::Q5K(b) => dequantize_q5_k(&b[r * self.cols / QK_K..(r + 1) * self.cols / QK_K], out),
+            Weights::Q6K(b) => dequantize_q6_k(&b[r * self.cols / QK_K..(r + 1) * self.cols / QK_K], out),
             Weights::Packed(p) => p.row_f32(r, out),
         }
     }
@@ -141,7 +157,7 @@ impl Linear {
         Ok(Linear { rows, cols, data: LinearData::F32(Arc::new(values)), bias: None })
     }
 
-    /// This layer with Q4_0 / Q4_1 / Q8_0 mapped weights rearranged into the interleaved
+    /// This layer with Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 mapped weights rearranged into the interleaved
     /// layout of `lamina_kernels::packed` (other storage is returned unchanged). The
     /// mapped pages it read are released from this process's resident set afterwards
     /// (they are still in the page cache and fault back in if read again).
@@ -151,6 +167,8 @@ impl Linear {
         let packed = match self.weights() {
             Weights::Q4_0(b) => PackedMatrix::from_q4_0(b, rows, cols),
             Weights::Q4_1(b) => PackedMatrix::from_q4_1(b, rows, cols),
+            Weights::Q5_0(b) => PackedMatrix::from_q5_0(b, rows, cols),
+            Weights::Q5_1(b) => PackedMatrix::from_q5_1(b, rows, cols),
             Weights::Q8_0(b) => PackedMatrix::from_q8_0(b, rows, cols),
             _ => return self,
         };
@@ -169,7 +187,7 @@ impl Linear {
 
 /// Types that [`Linear::packed`] rearranges.
 pub fn packs(dtype: GgmlType) -> bool {
-    matches!(dtype, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
+    matches!(dtype, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0)
 }
 
 /// Drops the whole pages of a read-only file mapping that `bytes` covers from the
