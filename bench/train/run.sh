@@ -27,7 +27,7 @@ DATA=../shared/datasets/tinyshakespeare.txt
 # 3. Lamina, release build.
 cargo build --release -q -p lamina-train --example pretrain
 rm -rf "$OUT/lamina-run"
-/usr/bin/time -v -o "$OUT/lamina.time" target/release/examples/pretrain \
+/usr/bin/time -v -o "$OUT/lamina.time" "${CARGO_TARGET_DIR:-target}/release/examples/pretrain" \
   crates/lamina-train/examples/shakespeare_char.toml data="$DATA" out_dir="$OUT/lamina-run" \
   max_iters="$ITERS" threads="$THREADS" progress=false checkpoint_interval=0 sample_tokens=200 \
   2> "$OUT/lamina.log" | tee "$OUT/lamina.json"
