@@ -74,6 +74,9 @@ pub fn run_tokenizer_train(a: TokenizerTrainArgs) -> Result<()> {
         let specials: Vec<&str> = a.special_tokens.iter().map(String::as_str).collect();
         lamina_tokenizer::train_bpe(&a.files, a.vocab_size, &specials, a.min_frequency)?
     };
+    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
     tok.save(&a.out)?;
     eprintln!("wrote {} ({} tokens)", a.out.display(), tok.vocab_size());
     Ok(())
