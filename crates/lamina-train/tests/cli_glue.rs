@@ -51,7 +51,7 @@ fn cli_commands_work_end_to_end() {
     let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
     let data = d.path().join("in.txt");
     std::fs::write(&data, "to be or not to be, that is the question.\n".repeat(30)).unwrap();
-    let tok = d.path().join("tok.json");
+    let tok = d.path().join("new-folder").join("tok.json"); // the folder is created
     run(&["tokenizer", "train", "--vocab-size", "300", "--out", &s(&tok), &s(&data)]).unwrap();
     assert!(tok.exists());
     let run_dir = d.path().join("run");
