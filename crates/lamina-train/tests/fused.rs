@@ -176,6 +176,18 @@ fn fused_step_rejects_bad_batches() {
     let mut bad = x.clone();
     bad[2] = 41;
     assert!(f.loss(&bad, &y, 1, 4).is_err(), "out of vocabulary");
+    // A batch whose saved attention probabilities cannot fit (4 heads × (2^17)^2 floats
+    // per layer, ~0.5 TB) is refused with a readable error instead of an allocation abort.
+    let mut long = llama(None);
+    long.context_length = 1 << 17;
+    let mut f = FusedModel::from_trainable(&model(&long), 1, Isa::Scalar).unwrap();
+    let t = 1 << 17;
+    assert!(f.workspace_floats(1, t) > 1 << 36);
+    if std::path::Path::new("/proc/meminfo").exists() {
+        let ids = vec![1u32; t];
+        let e = f.loss(&ids, &ids, 1, t).unwrap_err().to_string();
+        assert!(e.contains("GiB") && e.contains("batch_size"), "{e}");
+    }
 }
 
 #[test]

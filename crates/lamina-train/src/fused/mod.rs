@@ -155,6 +155,14 @@ pub struct FusedModel {
     ws: Workspace,
 }
 
+/// `MemAvailable` from `/proc/meminfo` in bytes (Linux); `None` elsewhere.
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 fn thread_count(threads: usize) -> usize {
     if threads > 0 {
         threads
@@ -347,10 +355,39 @@ impl FusedModel {
         Ok(())
     }
 
-    fn ensure_workspace(&mut self, b: usize, t: usize) {
+    /// Floats of saved activations and scratch for a `b × t` batch (see [`Workspace`]).
+    pub fn workspace_floats(&self, b: usize, t: usize) -> usize {
+        let cfg = &self.cfg;
+        let n = b * t;
+        let (c, l, f, qd) = (cfg.hidden_size, cfg.num_layers, cfg.ffn_dim, cfg.q_dim());
+        let qkvd = qd + 2 * cfg.kv_dim();
+        let pre_w: usize = self.layers.first().map_or(0, |lp| lp.mlp_in.iter().map(|(li, _)| li.out_dim).sum());
+        let per_layer = n * (4 * c + qkvd + qd + pre_w + f + 4) + b * cfg.num_heads * t * t;
+        let rest = n * (3 * c + cfg.vocab_size + qkvd + qd + pre_w + f + 2) + n * c;
+        let scratch = self.pool.threads() * (c.max(t * t) + 16);
+        l * per_layer + rest + scratch
+    }
+
+    /// Allocates the workspace for a `b × t` batch, refusing (instead of letting the
+    /// allocator abort the process) when it would not fit in the memory the system reports
+    /// as available: the saved attention probabilities grow as `layers · b · heads · t²`.
+    fn ensure_workspace(&mut self, b: usize, t: usize) -> Result<()> {
         if self.ws.b == b && self.ws.t == t {
-            return;
+            return Ok(());
         }
+        let bytes = self.workspace_floats(b, t) as u64 * 4;
+        let old = self.workspace_floats(self.ws.b, self.ws.t) as u64 * 4;
+        if let Some(avail) = available_memory() {
+            if bytes > avail + old {
+                return Err(Error::InvalidConfig(format!(
+                    "the fused engine needs {:.1} GiB of activations for a {b}×{t} batch, more than the {:.1} GiB available: \
+                     lower batch_size or block_size (and raise grad_accum), or use engine = \"autograd\"",
+                    bytes as f64 / (1u64 << 30) as f64,
+                    avail as f64 / (1u64 << 30) as f64
+                )));
+            }
+        }
+        self.ws = Workspace::default();
         let cfg = &self.cfg;
         let n = b * t;
         let (c, l) = (cfg.hidden_size, cfg.num_layers);
@@ -387,6 +424,7 @@ impl FusedModel {
             dact: vec![0f32; n * f],
             scratch: vec![0f32; threads * (c.max(t * t) + 16)],
         };
+        Ok(())
     }
 
     /// Runs `f(range)` over row ranges of `0..rows` split between the threads.
@@ -484,7 +522,7 @@ impl FusedModel {
 
     fn run(&mut self, tokens: &[u32], targets: &[u32], b: usize, t: usize, grad_scale: Option<f32>) -> Result<f64> {
         self.check_batch(tokens, targets, b, t)?;
-        self.ensure_workspace(b, t);
+        self.ensure_workspace(b, t)?;
         let mut ws = std::mem::take(&mut self.ws);
         let loss = self.forward(&mut ws, tokens, targets, b, t, grad_scale.map(|g| g / (b * t) as f32));
         if grad_scale.is_some() {
