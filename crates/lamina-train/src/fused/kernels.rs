@@ -159,14 +159,6 @@ fn sum_sq_centered(a: &[f32], mu: f32) -> f32 {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
-/// `y += a * x`.
-#[inline(always)]
-pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-    for (yi, xi) in y.iter_mut().zip(x) {
-        *yi += a * xi;
-    }
-}
-
 const GELU_K: f32 = 0.797_884_6; // sqrt(2/pi)
 const GELU_C: f32 = 0.044_715;
 

@@ -465,7 +465,6 @@ impl FusedModel {
             let (isa, out) = (self.isa, lin.out_dim);
             let dyp = Shared(dy.ptr as *mut f32);
             let (rows, ld) = (dy.rows, dy.rs as usize);
-            let col0 = 0usize;
             self.pool.run(&|i, n| {
                 let cr = ThreadPool::split(out, i, n, 8);
                 if cr.is_empty() {
@@ -475,7 +474,7 @@ impl FusedModel {
                 // thread adds into its own column range of the bias gradient.
                 let dyall = unsafe { std::slice::from_raw_parts(dyp.ptr() as *const f32, (rows - 1) * ld + out) };
                 let db = unsafe { gp.slice(bs.off + cr.start, cr.len()) };
-                kernels::colsum_acc(isa, dyall, ld, col0 + cr.start, db);
+                kernels::colsum_acc(isa, dyall, ld, cr.start, db);
             });
         }
     }
