@@ -551,8 +551,6 @@ impl FusedModel {
         let (n, c, f, v) = (b * t, cfg.hidden_size, cfg.ffn_dim, cfg.vocab_size);
         let qd = cfg.q_dim();
         let isa = self.isa;
-        let sh = self.attn_shape(t);
-        let qkvd = sh.ld;
 
         // Embeddings (+ learned positions).
         {
@@ -582,31 +580,15 @@ impl FusedModel {
             let x_out = &mut after[0];
             self.norm_fwd(lp.norm1, x_in, &mut ws.h1[li], &mut ws.mean1[li], &mut ws.rstd1[li]);
             let h1 = Mat::rows_of(&ws.h1[li], n, c, c, 0);
-            for (lin, col0) in &lp.qkv {
-                let biased = self.fill_bias(lin, &mut ws.qkv[li], qkvd, *col0, n);
-                self.linear_fwd(lin, h1, MatMut::rows_of(&mut ws.qkv[li], n, lin.out_dim, qkvd, *col0), biased);
-            }
-            if let Some((cos, sin)) = &self.rope {
-                let heads = cfg.num_heads + cfg.num_kv_heads;
-                let (hd, half) = (cfg.head_dim, cfg.rope_dim / 2);
-                let qp = Shared(ws.qkv[li].as_mut_ptr());
-                Self::par_rows(&self.pool, n, &|rg, _| {
-                    // SAFETY: own rows.
-                    let x = unsafe { qp.slice(rg.start * qkvd, rg.len() * qkvd) };
-                    kernels::rope(isa, x, qkvd, heads, hd, half, rg.start, t, cos, sin, false);
-                });
-            }
+            self.projections_fwd(&lp.qkv, h1, &mut ws.qkv[li], n);
+            self.rope_rows(&mut ws.qkv[li], t, false);
             self.attention_fwd(&ws.qkv[li], &mut ws.att[li], &mut ws.y[li], b, t);
             // resid_mid = x_in + b_o + y · Wo
             self.add_bias_rows(x_in, lp.o.b, &mut ws.resid_mid[li]);
             self.linear_fwd(&lp.o, Mat::rows_of(&ws.y[li], n, qd, qd, 0), MatMut::rows_of(&mut ws.resid_mid[li], n, c, c, 0), true);
             self.norm_fwd(lp.norm2, &ws.resid_mid[li], &mut ws.h2[li], &mut ws.mean2[li], &mut ws.rstd2[li]);
-            let pw: usize = lp.mlp_in.iter().map(|(l, _)| l.out_dim).sum();
             let h2 = Mat::rows_of(&ws.h2[li], n, c, c, 0);
-            for (lin, col0) in &lp.mlp_in {
-                let biased = self.fill_bias(lin, &mut ws.pre[li], pw, *col0, n);
-                self.linear_fwd(lin, h2, MatMut::rows_of(&mut ws.pre[li], n, lin.out_dim, pw, *col0), biased);
-            }
+            self.projections_fwd(&lp.mlp_in, h2, &mut ws.pre[li], n);
             {
                 let pre = &ws.pre[li];
                 let ap = Shared(ws.act[li].as_mut_ptr());
@@ -649,8 +631,6 @@ impl FusedModel {
         let (n, c, f, v) = (b * t, cfg.hidden_size, cfg.ffn_dim, cfg.vocab_size);
         let qd = cfg.q_dim();
         let isa = self.isa;
-        let sh = self.attn_shape(t);
-        let qkvd = sh.ld;
         let mut scratch = std::mem::take(&mut ws.scratch);
 
         // Head and final norm.
@@ -685,15 +665,7 @@ impl FusedModel {
                     }
                 });
             }
-            let pw: usize = lp.mlp_in.iter().map(|(l, _)| l.out_dim).sum();
-            for (k, (lin, col0)) in lp.mlp_in.iter().enumerate() {
-                self.linear_bwd(
-                    lin,
-                    Mat::rows_of(&ws.h2[li], n, c, c, 0),
-                    Mat::rows_of(&ws.dpre, n, lin.out_dim, pw, *col0),
-                    Some((MatMut::rows_of(&mut ws.dh, n, c, c, 0), k > 0)),
-                );
-            }
+            self.projections_bwd(&lp.mlp_in, &ws.h2[li], &ws.dpre, &mut ws.dh, n);
             self.norm_bwd(lp.norm2, &ws.dh, &ws.resid_mid[li], &ws.mean2[li], &ws.rstd2[li], &mut ws.dres, &mut scratch);
 
             // Attention out: dy = dres · Woᵀ
@@ -704,24 +676,8 @@ impl FusedModel {
                 Some((MatMut::rows_of(&mut ws.dy, n, qd, qd, 0), false)),
             );
             self.attention_bwd(&ws.qkv[li], &ws.att[li], &ws.dy, &mut ws.dqkv, &mut scratch, b, t);
-            if let Some((cos, sin)) = &self.rope {
-                let heads = cfg.num_heads + cfg.num_kv_heads;
-                let (hd, half) = (cfg.head_dim, cfg.rope_dim / 2);
-                let qp = Shared(ws.dqkv.as_mut_ptr());
-                Self::par_rows(&self.pool, n, &|rg, _| {
-                    // SAFETY: own rows.
-                    let x = unsafe { qp.slice(rg.start * qkvd, rg.len() * qkvd) };
-                    kernels::rope(isa, x, qkvd, heads, hd, half, rg.start, t, cos, sin, true);
-                });
-            }
-            for (k, (lin, col0)) in lp.qkv.iter().enumerate() {
-                self.linear_bwd(
-                    lin,
-                    Mat::rows_of(&ws.h1[li], n, c, c, 0),
-                    Mat::rows_of(&ws.dqkv, n, lin.out_dim, qkvd, *col0),
-                    Some((MatMut::rows_of(&mut ws.dh, n, c, c, 0), k > 0)),
-                );
-            }
+            self.rope_rows(&mut ws.dqkv, t, true);
+            self.projections_bwd(&lp.qkv, &ws.h1[li], &ws.dqkv, &mut ws.dh, n);
             self.norm_bwd(lp.norm1, &ws.dh, &ws.resid[li], &ws.mean1[li], &ws.rstd1[li], &mut ws.dres, &mut scratch);
         }
 
@@ -822,6 +778,42 @@ impl FusedModel {
                     }
                 }
             }
+        });
+    }
+
+    /// Projections of `x` (n, c) into column ranges of `out` (n, Σ out_dim): q/k/v into
+    /// `qkv`, gate/up (or c_fc) into the MLP pre-activation; each starts from its bias.
+    fn projections_fwd(&self, lins: &[(Lin, usize)], x: Mat, out: &mut [f32], n: usize) {
+        let ld: usize = lins.iter().map(|(l, _)| l.out_dim).sum();
+        for (lin, col0) in lins {
+            let biased = self.fill_bias(lin, out, ld, *col0, n);
+            self.linear_fwd(lin, x, MatMut::rows_of(out, n, lin.out_dim, ld, *col0), biased);
+        }
+    }
+
+    /// Backward of [`FusedModel::projections_fwd`]: weight and bias gradients from the
+    /// column ranges of `dout`, and `dx = Σ dout_range · Wtᵀ` written into `dx` (n, c).
+    fn projections_bwd(&mut self, lins: &[(Lin, usize)], x: &[f32], dout: &[f32], dx: &mut [f32], n: usize) {
+        let c = self.cfg.hidden_size;
+        let ld: usize = lins.iter().map(|(l, _)| l.out_dim).sum();
+        for (k, (lin, col0)) in lins.iter().enumerate() {
+            let dy = Mat::rows_of(dout, n, lin.out_dim, ld, *col0);
+            self.linear_bwd(lin, Mat::rows_of(x, n, c, c, 0), dy, Some((MatMut::rows_of(dx, n, c, c, 0), k > 0)));
+        }
+    }
+
+    /// RoPE on the query and key heads of every row of a `qkv`-shaped buffer (positions
+    /// `row % t`); `inverse` for the backward pass. No-op for GPT-2.
+    fn rope_rows(&self, buf: &mut [f32], t: usize, inverse: bool) {
+        let Some((cos, sin)) = &self.rope else { return };
+        let cfg = &self.cfg;
+        let ld = cfg.q_dim() + 2 * cfg.kv_dim();
+        let (heads, hd, half, isa) = (cfg.num_heads + cfg.num_kv_heads, cfg.head_dim, cfg.rope_dim / 2, self.isa);
+        let bp = Shared(buf.as_mut_ptr());
+        Self::par_rows(&self.pool, buf.len() / ld, &|rg, _| {
+            // SAFETY: own rows.
+            let x = unsafe { bp.slice(rg.start * ld, rg.len() * ld) };
+            kernels::rope(isa, x, ld, heads, hd, half, rg.start, t, cos, sin, inverse);
         });
     }
 
