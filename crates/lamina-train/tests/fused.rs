@@ -107,14 +107,22 @@ fn check_against_autograd(cfg: &ModelConfig, b: usize, t: usize, threads: usize,
 
 #[test]
 fn gpt2_fused_step_equals_autograd() {
-    check_against_autograd(&gpt2(), 3, 16, 2, Isa::best());
+    check_against_autograd(&gpt2(), 3, 16, 2, Isa::best()); // data-parallel shards of 1 and 2 sequences
+    check_against_autograd(&gpt2(), 1, 16, 2, Isa::best()); // one sequence: products split between threads
     check_against_autograd(&gpt2(), 2, 5, 1, Isa::Scalar); // shorter than the context
+    let mut long = gpt2();
+    long.context_length = 80;
+    check_against_autograd(&long, 2, 75, 2, Isa::best()); // three causal query blocks, a ragged last one
 }
 
 #[test]
 fn llama_fused_step_equals_autograd() {
     check_against_autograd(&llama(None), 3, 16, 2, Isa::best());
+    check_against_autograd(&llama(None), 1, 16, 2, Isa::best());
     check_against_autograd(&llama(Some(5)), 2, 12, 2, Isa::Scalar); // sliding window
+    let mut long = llama(Some(40));
+    long.context_length = 70;
+    check_against_autograd(&long, 2, 70, 1, Isa::best()); // causal blocks starting inside the window
     let mut tied = llama(None);
     tied.tied_embeddings = true;
     tied.qkv_bias = false;
@@ -237,9 +245,10 @@ fn simd_kernels_equal_scalar() {
         }
         let run = |isa| {
             let mut act = vec![0f32; rows * c];
-            kernels::gelu_fwd(isa, &x, &mut act);
+            let mut th = vec![0f32; rows * c];
+            kernels::gelu_fwd(isa, &x, &mut act, &mut th);
             let mut d = vec![0f32; rows * c];
-            kernels::gelu_bwd(isa, &x, &dout, &mut d);
+            kernels::gelu_bwd(isa, &x, &th, &dout, &mut d);
             let pre = [x.clone(), dout.clone()].concat(); // `rows` rows of [gate (c) | up (c)]
             let f = c;
             let mut sw = vec![0f32; rows * f];
@@ -252,7 +261,9 @@ fn simd_kernels_equal_scalar() {
             let mut db = vec![0f32; c];
             kernels::colsum_acc(isa, &x, c, 0, &mut db);
             let ss = kernels::sum_squares(isa, &x);
-            (act, d, sw, dsw, ce, l.to_bits(), db, ss.to_bits())
+            let mut acc = dout.clone();
+            kernels::add_into(isa, &mut acc, &x);
+            (act, d, sw, dsw, ce, l.to_bits(), db, ss.to_bits(), acc)
         };
         assert_eq!(run(s), run(a), "element-wise c={c}");
         let run = |isa| {

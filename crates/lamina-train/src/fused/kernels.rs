@@ -182,7 +182,7 @@ pub struct AttnShape {
 impl AttnShape {
     /// First visible key of query `i`.
     #[inline(always)]
-    fn lo(&self, i: usize) -> usize {
+    pub fn lo(&self, i: usize) -> usize {
         if self.window > 0 && i + 1 > self.window {
             i + 1 - self.window
         } else {
@@ -282,6 +282,13 @@ kernels! {
         }
     }
 
+    /// `acc += x` (element-wise; the data-parallel gradient reduction).
+    pub fn add_into(acc: &mut [f32], x: &[f32]) {
+        for (a, v) in acc.iter_mut().zip(x) {
+            *a += v;
+        }
+    }
+
     /// `out[r] = x[r] + bias` for rows of width `bias.len()` (`x` may be `out`'s source
     /// residual; `bias = None` copies).
     pub fn add_bias_rows(x: &[f32], bias: Option<&[f32]>, c: usize, out: &mut [f32]) {
@@ -308,21 +315,22 @@ kernels! {
         }
     }
 
-    /// GPT-2's tanh GELU: `act = 0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³)))`.
-    pub fn gelu_fwd(pre: &[f32], act: &mut [f32]) {
-        for (a, &x) in act.iter_mut().zip(pre) {
+    /// GPT-2's tanh GELU: `act = 0.5 x (1 + tanh(√(2/π)(x + 0.044715 x³)))`; the tanh is
+    /// kept in `th` so the backward pass needs no second exponential.
+    pub fn gelu_fwd(pre: &[f32], act: &mut [f32], th: &mut [f32]) {
+        for ((a, t), &x) in act.iter_mut().zip(th.iter_mut()).zip(pre) {
             let u = GELU_K * (x + GELU_C * x * x * x);
-            *a = 0.5 * x * (1.0 + tanh(u));
+            let h = tanh(u);
+            *t = h;
+            *a = 0.5 * x * (1.0 + h);
         }
     }
 
-    /// `dpre = dact · gelu'(pre)`.
-    pub fn gelu_bwd(pre: &[f32], dact: &[f32], dpre: &mut [f32]) {
-        for ((d, &x), &g) in dpre.iter_mut().zip(pre).zip(dact) {
-            let u = GELU_K * (x + GELU_C * x * x * x);
-            let th = tanh(u);
+    /// `dpre = dact · gelu'(pre)`, with `th` the tanh saved by [`gelu_fwd`].
+    pub fn gelu_bwd(pre: &[f32], th: &[f32], dact: &[f32], dpre: &mut [f32]) {
+        for (((d, &x), &h), &g) in dpre.iter_mut().zip(pre).zip(th).zip(dact) {
             let du = GELU_K * (1.0 + 3.0 * GELU_C * x * x);
-            *d = g * (0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * du);
+            *d = g * (0.5 * (1.0 + h) + 0.5 * x * (1.0 - h * h) * du);
         }
     }
 

@@ -96,6 +96,8 @@ struct Workspace {
     rstd2: Vec<Vec<f32>>,
     pre: Vec<Vec<f32>>,
     act: Vec<Vec<f32>>,
+    /// GPT-2: the GELU's tanh per element of `pre` (n, f), saved for the backward pass.
+    gelu_t: Vec<Vec<f32>>,
     hf: Vec<f32>,
     meanf: Vec<f32>,
     rstdf: Vec<f32>,
@@ -118,6 +120,20 @@ struct Shared(*mut f32);
 // every worker is done.
 unsafe impl Send for Shared {}
 unsafe impl Sync for Shared {}
+
+/// The shards' base address, handed to the pool's workers (thread `i` uses shard `i`).
+#[derive(Clone, Copy)]
+struct ShardsPtr(*mut FusedModel);
+// SAFETY: each worker dereferences only its own shard inside one `ThreadPool::run`.
+unsafe impl Send for ShardsPtr {}
+unsafe impl Sync for ShardsPtr {}
+
+impl ShardsPtr {
+    fn get(self, i: usize) -> *mut FusedModel {
+        // SAFETY (of the callers' use): `i` < the number of shards.
+        unsafe { self.0.add(i) }
+    }
+}
 
 impl Shared {
     /// The address (a method, so closures capture the `Sync` wrapper, not the field).
@@ -153,6 +169,19 @@ pub struct FusedModel {
     /// RoPE tables (context × rope_dim/2).
     rope: Option<(Vec<f32>, Vec<f32>)>,
     ws: Workspace,
+    /// Data-parallel replicas, one per thread of `pool` (none with one thread): each has
+    /// a one-thread pool, a copy of the parameters, its own gradients and workspace, and
+    /// runs forward and backward on its share of the batch's sequences with no
+    /// synchronisation until the gradients are summed. Splitting every product and row
+    /// kernel between threads instead costs ~100 barriers a step, each waiting for the
+    /// slower thread, and both threads pack the same operands.
+    shards: Vec<FusedModel>,
+    /// In a shard during [`FusedModel::run_sharded`]: the address of the master's
+    /// parameters, read in place instead of copied each step (0 otherwise).
+    ext_params: usize,
+    /// In shard 0 during a sharded run: the master's gradients, accumulated into
+    /// directly, so one shard needs neither zeroing nor summing (0 otherwise).
+    ext_grads: usize,
 }
 
 /// `MemAvailable` from `/proc/meminfo` in bytes (Linux); `None` elsewhere.
@@ -259,7 +288,7 @@ impl FusedModel {
             Some((cos, sin))
         };
         let grads = vec![0f32; params.len()];
-        Ok(FusedModel {
+        let mut fm = FusedModel {
             rms: !gpt2,
             cfg,
             isa: if isa.supported() { isa } else { Isa::Scalar },
@@ -274,7 +303,57 @@ impl FusedModel {
             head,
             rope,
             ws: Workspace::default(),
-        })
+            shards: Vec::new(),
+            ext_params: 0,
+            ext_grads: 0,
+        };
+        if fm.pool.threads() > 1 {
+            fm.shards = (0..fm.pool.threads()).map(|_| fm.replica()).collect();
+        }
+        Ok(fm)
+    }
+
+    /// A one-thread copy of this model (same layout and values, zero gradients).
+    fn replica(&self) -> FusedModel {
+        FusedModel {
+            cfg: self.cfg.clone(),
+            isa: self.isa,
+            pool: ThreadPool::new(1),
+            params_info: self.params_info.clone(),
+            params: Vec::new(),
+            grads: vec![0f32; self.grads.len()],
+            embed: self.embed,
+            pos_embed: self.pos_embed,
+            layers: self.layers.clone(),
+            final_norm: self.final_norm,
+            head: self.head,
+            rms: self.rms,
+            rope: self.rope.clone(),
+            ws: Workspace::default(),
+            shards: Vec::new(),
+            ext_params: 0,
+            ext_grads: 0,
+        }
+    }
+
+    /// The parameters the passes read: a shard's view of its master's during a run.
+    fn p(&self) -> &[f32] {
+        if self.ext_params != 0 {
+            // SAFETY: set by `run_sharded` to the master's parameter buffer (as long as
+            // `grads`), which outlives the run and is not written during it.
+            unsafe { std::slice::from_raw_parts(self.ext_params as *const f32, self.grads.len()) }
+        } else {
+            &self.params
+        }
+    }
+
+    /// Where the backward pass adds gradients.
+    fn g_ptr(&mut self) -> *mut f32 {
+        if self.ext_grads != 0 {
+            self.ext_grads as *mut f32
+        } else {
+            self.grads.as_mut_ptr()
+        }
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -362,7 +441,8 @@ impl FusedModel {
         let (c, l, f, qd) = (cfg.hidden_size, cfg.num_layers, cfg.ffn_dim, cfg.q_dim());
         let qkvd = qd + 2 * cfg.kv_dim();
         let pre_w: usize = self.layers.first().map_or(0, |lp| lp.mlp_in.iter().map(|(li, _)| li.out_dim).sum());
-        let per_layer = n * (4 * c + qkvd + qd + pre_w + f + 4) + b * cfg.num_heads * t * t;
+        let gelu_t = if self.rms { 0 } else { f };
+        let per_layer = n * (4 * c + qkvd + qd + pre_w + f + gelu_t + 4) + b * cfg.num_heads * t * t;
         let rest = n * (3 * c + cfg.vocab_size + qkvd + qd + pre_w + f + 2) + n * c;
         let scratch = self.pool.threads() * (c.max(t * t) + 16);
         l * per_layer + rest + scratch
@@ -412,6 +492,7 @@ impl FusedModel {
             rstd2: per(n),
             pre: per(n * pre_w),
             act: per(n * f),
+            gelu_t: per(if self.rms { 0 } else { n * f }),
             hf: vec![0f32; n * c],
             meanf: vec![0f32; n],
             rstdf: vec![0f32; n],
@@ -442,7 +523,7 @@ impl FusedModel {
     }
 
     fn wt(&self, lin: &Lin) -> Mat {
-        Mat { ptr: self.params[lin.w.off..].as_ptr(), rows: lin.in_dim, cols: lin.out_dim, rs: lin.w_rs, cs: lin.w_cs }
+        Mat { ptr: self.p()[lin.w.off..].as_ptr(), rows: lin.in_dim, cols: lin.out_dim, rs: lin.w_rs, cs: lin.w_cs }
     }
 
     /// `out[:, col0..col0+out] = x · Wt + b` (or `+=` with `accumulate`).
@@ -458,10 +539,11 @@ impl FusedModel {
             matmul(&self.pool, dx, dy, wt.t(), acc);
         }
         // SAFETY: `wt` points into `params`; `grads` has the same length.
-        let dwt = unsafe { MatMut::like(wt, self.params.as_ptr(), self.grads.as_mut_ptr()) };
+        let g = self.g_ptr();
+        let dwt = unsafe { MatMut::like(wt, self.p().as_ptr(), g) };
         matmul(&self.pool, dwt, x.t(), dy, true);
         if let Some(bs) = lin.b {
-            let gp = Shared(self.grads.as_mut_ptr());
+            let gp = Shared(self.g_ptr());
             let (isa, out) = (self.isa, lin.out_dim);
             let dyp = Shared(dy.ptr as *mut f32);
             let (rows, ld) = (dy.rows, dy.rs as usize);
@@ -482,8 +564,8 @@ impl FusedModel {
     fn norm_fwd(&self, np: NormP, x: &[f32], out: &mut [f32], mean: &mut [f32], rstd: &mut [f32]) {
         let c = self.cfg.hidden_size;
         let (isa, rms, eps) = (self.isa, self.rms, self.cfg.norm_eps);
-        let w = &self.params[np.w.off..np.w.off + np.w.len];
-        let b = np.b.map(|s| &self.params[s.off..s.off + s.len]);
+        let w = &self.p()[np.w.off..np.w.off + np.w.len];
+        let b = np.b.map(|s| &self.p()[s.off..s.off + s.len]);
         let (o, m, r) = (Shared(out.as_mut_ptr()), Shared(mean.as_mut_ptr()), Shared(rstd.as_mut_ptr()));
         Self::par_rows(&self.pool, mean.len(), &|rg, _| {
             // SAFETY: each thread writes its own rows.
@@ -497,7 +579,7 @@ impl FusedModel {
     fn norm_bwd(&mut self, np: NormP, dout: &[f32], x: &[f32], mean: &[f32], rstd: &[f32], dx: &mut [f32], scratch: &mut [f32]) {
         let c = self.cfg.hidden_size;
         let (isa, rms) = (self.isa, self.rms);
-        let w = &self.params[np.w.off..np.w.off + np.w.len];
+        let w = &self.p()[np.w.off..np.w.off + np.w.len];
         let dxp = Shared(dx.as_mut_ptr());
         let sp = Shared(scratch.as_mut_ptr());
         let per = scratch.len() / self.pool.threads();
@@ -506,7 +588,7 @@ impl FusedModel {
             let (d, s) = unsafe { (dxp.slice(rg.start * c, rg.len() * c), sp.slice(ti * per, per)) };
             kernels::norm_bwd_dx(isa, &dout[rg.start * c..rg.end * c], &x[rg.start * c..rg.end * c], w, &mean[rg.clone()], &rstd[rg], rms, d, s);
         });
-        let gp = Shared(self.grads.as_mut_ptr());
+        let gp = Shared(self.g_ptr());
         self.pool.run(&|i, n| {
             let cr = ThreadPool::split(c, i, n, 8);
             if cr.is_empty() {
@@ -521,14 +603,82 @@ impl FusedModel {
 
     fn run(&mut self, tokens: &[u32], targets: &[u32], b: usize, t: usize, grad_scale: Option<f32>) -> Result<f64> {
         self.check_batch(tokens, targets, b, t)?;
+        if self.shards.len() > 1 && b >= self.shards.len() {
+            return self.run_sharded(tokens, targets, b, t, grad_scale);
+        }
+        self.run_checked(tokens, targets, b, t, grad_scale)
+    }
+
+    /// Data-parallel [`FusedModel::run`]: thread `i` copies the parameters into shard `i`
+    /// and runs its contiguous share of the sequences there; the shards' gradients, each
+    /// scaled by its share of the batch, are then summed into `grads`. The mean loss is
+    /// the share-weighted mean of the shards' losses.
+    fn run_sharded(&mut self, tokens: &[u32], targets: &[u32], b: usize, t: usize, grad_scale: Option<f32>) -> Result<f64> {
+        let nt = self.shards.len();
+        debug_assert_eq!(nt, self.pool.threads());
+        for (i, sh) in self.shards.iter_mut().enumerate() {
+            sh.ensure_workspace(ThreadPool::split(b, i, nt, 1).len(), t)?;
+        }
+        let mut losses = vec![0f64; nt];
+        let with_grads = grad_scale.is_some();
+        for (i, sh) in self.shards.iter_mut().enumerate() {
+            sh.ext_params = self.params.as_ptr() as usize;
+            sh.ext_grads = if i == 0 && with_grads { self.grads.as_mut_ptr() as usize } else { 0 };
+        }
+        {
+            let shards = ShardsPtr(self.shards.as_mut_ptr());
+            let lp = losses.as_mut_ptr() as usize;
+            self.pool.run(&|i, _| {
+                let r = ThreadPool::split(b, i, nt, 1);
+                // SAFETY: thread i alone touches shard i and loss slot i.
+                let sh = unsafe { &mut *shards.get(i) };
+                let share = r.len() as f32 / b as f32;
+                if with_grads && i > 0 {
+                    sh.grads.fill(0.0);
+                }
+                let (lo, hi) = (r.start * t, r.end * t);
+                let loss = sh.run_prepared(&tokens[lo..hi], &targets[lo..hi], r.len(), t, grad_scale.map(|g| g * share));
+                unsafe { *(lp as *mut f64).add(i) = loss * share as f64 };
+            });
+        }
+        for sh in &mut self.shards {
+            sh.ext_params = 0;
+            sh.ext_grads = 0;
+        }
+        if with_grads {
+            let (isa, len) = (self.isa, self.grads.len());
+            let gp = Shared(self.grads.as_mut_ptr());
+            let shards = &self.shards;
+            self.pool.run(&|i, n| {
+                let r = ThreadPool::split(len, i, n, 1024);
+                if r.is_empty() {
+                    return;
+                }
+                // SAFETY: each thread sums its own range of the gradients.
+                let g = unsafe { gp.slice(r.start, r.len()) };
+                for sh in &shards[1..] {
+                    kernels::add_into(isa, g, &sh.grads[r.clone()]);
+                }
+            });
+        }
+        Ok(losses.iter().sum())
+    }
+
+    fn run_checked(&mut self, tokens: &[u32], targets: &[u32], b: usize, t: usize, grad_scale: Option<f32>) -> Result<f64> {
         self.ensure_workspace(b, t)?;
+        Ok(self.run_prepared(tokens, targets, b, t, grad_scale))
+    }
+
+    /// Forward (and backward with `grad_scale`) on a checked batch with its workspace in
+    /// place; returns the mean loss.
+    fn run_prepared(&mut self, tokens: &[u32], targets: &[u32], b: usize, t: usize, grad_scale: Option<f32>) -> f64 {
         let mut ws = std::mem::take(&mut self.ws);
         let loss = self.forward(&mut ws, tokens, targets, b, t, grad_scale.map(|g| g / (b * t) as f32));
         if grad_scale.is_some() {
             self.backward(&mut ws, tokens, b, t);
         }
         self.ws = ws;
-        Ok(loss / (b * t) as f64)
+        loss / (b * t) as f64
     }
 
     fn attn_shape(&self, t: usize) -> AttnShape {
@@ -554,8 +704,8 @@ impl FusedModel {
 
         // Embeddings (+ learned positions).
         {
-            let e = &self.params[self.embed.off..self.embed.off + self.embed.len];
-            let pe = self.pos_embed.map(|s| &self.params[s.off..s.off + s.len]);
+            let e = &self.p()[self.embed.off..self.embed.off + self.embed.len];
+            let pe = self.pos_embed.map(|s| &self.p()[s.off..s.off + s.len]);
             let out = Shared(ws.resid[0].as_mut_ptr());
             Self::par_rows(&self.pool, n, &|rg, _| {
                 for row in rg {
@@ -592,12 +742,14 @@ impl FusedModel {
             {
                 let pre = &ws.pre[li];
                 let ap = Shared(ws.act[li].as_mut_ptr());
+                let tp = Shared(ws.gelu_t[li].as_mut_ptr());
                 let gpt2 = !self.rms;
                 Self::par_rows(&self.pool, n, &|rg, _| {
                     // SAFETY: own rows.
                     let a = unsafe { ap.slice(rg.start * f, rg.len() * f) };
                     if gpt2 {
-                        kernels::gelu_fwd(isa, &pre[rg.start * f..rg.end * f], a);
+                        let th = unsafe { tp.slice(rg.start * f, rg.len() * f) };
+                        kernels::gelu_fwd(isa, &pre[rg.start * f..rg.end * f], a, th);
                     } else {
                         kernels::swiglu_fwd(isa, &pre[rg.start * 2 * f..rg.end * 2 * f], f, a);
                     }
@@ -651,14 +803,14 @@ impl FusedModel {
                 Some((MatMut::rows_of(&mut ws.dact, n, f, f, 0), false)),
             );
             {
-                let (pre, dact) = (&ws.pre[li], &ws.dact);
+                let (pre, dact, th) = (&ws.pre[li], &ws.dact, &ws.gelu_t[li]);
                 let dp = Shared(ws.dpre.as_mut_ptr());
                 let gpt2 = !self.rms;
                 Self::par_rows(&self.pool, n, &|rg, _| {
                     if gpt2 {
                         // SAFETY: own rows.
                         let d = unsafe { dp.slice(rg.start * f, rg.len() * f) };
-                        kernels::gelu_bwd(isa, &pre[rg.start * f..rg.end * f], &dact[rg.start * f..rg.end * f], d);
+                        kernels::gelu_bwd(isa, &pre[rg.start * f..rg.end * f], &th[rg.start * f..rg.end * f], &dact[rg.start * f..rg.end * f], d);
                     } else {
                         let d = unsafe { dp.slice(rg.start * 2 * f, rg.len() * 2 * f) };
                         kernels::swiglu_bwd(isa, &pre[rg.start * 2 * f..rg.end * 2 * f], &dact[rg.start * f..rg.end * f], f, d);
@@ -682,7 +834,7 @@ impl FusedModel {
         }
 
         // Embeddings: scatter-add by columns, so threads never share a gradient element.
-        let gp = Shared(self.grads.as_mut_ptr());
+        let gp = Shared(self.g_ptr());
         let (eo, po) = (self.embed.off, self.pos_embed.map(|s| s.off));
         let dres = &ws.dres;
         self.pool.run(&|i, nt| {
@@ -712,29 +864,39 @@ impl FusedModel {
     /// Causal attention of every (sequence, key/value head) pair, split between threads:
     /// per query head `S = Q·Kᵀ` and `Y = softmax(S)·V` as small strided products read
     /// straight from `qkv` (no transposes), with the probabilities kept in `att`
-    /// (b, nh, t, t) for the backward pass. Masked entries are computed and zeroed: at
-    /// these sizes a full product beats a triangular loop.
+    /// (b, nh, t, t) for the backward pass. Queries go in blocks of [`ATT_QB`] rows, each
+    /// against the keys it can see (see [`causal_blocks`]), which skips a quarter of
+    /// the products at t = 64; entries left uncomputed are zeroed by the softmax.
     fn attention_fwd(&self, qkv: &[f32], att: &mut [f32], y: &mut [f32], b: usize, t: usize) {
         let sh = self.attn_shape(t);
         let (nh, nkv, hd, ld) = (sh.nh, sh.nkv, sh.hd, sh.ld);
         let (qd, rep, isa) = (nh * hd, nh / nkv, self.isa);
         let (ap, yp) = (Shared(att.as_mut_ptr()), Shared(y.as_mut_ptr()));
         let jobs = b * nkv;
+        let blocks = causal_blocks(&sh);
         self.pool.run(&|i, nt| {
             for job in ThreadPool::split(jobs, i, nt, 1) {
                 let (bi, g) = (job / nkv, job % nkv);
                 let base = bi * t * ld;
-                let k = Mat::rows_of(qkv, t, hd, ld, base + qd + g * hd);
-                let v = Mat::rows_of(qkv, t, hd, ld, base + qd + nkv * hd + g * hd);
+                let (koff, voff) = (base + qd + g * hd, base + qd + nkv * hd + g * hd);
                 for h in g * rep..(g + 1) * rep {
-                    let q = Mat::rows_of(qkv, t, hd, ld, base + h * hd);
                     // SAFETY: this job owns head h's probabilities of sequence bi and the
                     // rows of `y` of sequence bi in head h's columns.
                     let s = unsafe { ap.slice((bi * nh + h) * t * t, t * t) };
-                    unsafe { gemm::matmul_serial(MatMut::rows_of(s, t, t, t, 0), q, k.t(), false) };
+                    for &(r0, r1, k0) in &blocks {
+                        let q = Mat::rows_of(qkv, r1 - r0, hd, ld, base + r0 * ld + h * hd);
+                        let k = Mat::rows_of(qkv, r1 - k0, hd, ld, koff + k0 * ld);
+                        // S[r0..r1, k0..r1] (t-strided rows of the head's t × t scores)
+                        let sb = MatMut { ptr: s[r0 * t + k0..].as_mut_ptr(), rows: r1 - r0, cols: r1 - k0, rs: t as isize, cs: 1 };
+                        unsafe { gemm::matmul_serial(sb, q, k.t(), false) };
+                    }
                     kernels::softmax_causal(isa, s, sh);
-                    let yh = MatMut { ptr: unsafe { yp.ptr().add(bi * t * qd + h * hd) }, rows: t, cols: hd, rs: qd as isize, cs: 1 };
-                    unsafe { gemm::matmul_serial(yh, Mat::rows_of(s, t, t, t, 0), v, false) };
+                    for &(r0, r1, k0) in &blocks {
+                        let v = Mat::rows_of(qkv, r1 - k0, hd, ld, voff + k0 * ld);
+                        let pb = Mat { ptr: s[r0 * t + k0..].as_ptr(), rows: r1 - r0, cols: r1 - k0, rs: t as isize, cs: 1 };
+                        let yb = MatMut { ptr: unsafe { yp.ptr().add((bi * t + r0) * qd + h * hd) }, rows: r1 - r0, cols: hd, rs: qd as isize, cs: 1 };
+                        unsafe { gemm::matmul_serial(yb, pb, v, false) };
+                    }
                 }
             }
         });
@@ -751,6 +913,7 @@ impl FusedModel {
         let (dp_ptr, sp) = (Shared(dqkv.as_mut_ptr()), Shared(scratch.as_mut_ptr()));
         let per = scratch.len() / self.pool.threads();
         let jobs = b * nkv;
+        let blocks = causal_blocks(&sh);
         self.pool.run(&|i, nt| {
             // SAFETY: this thread's part of the scratch.
             let ds = unsafe { sp.slice(i * per, t * t) };
@@ -758,23 +921,48 @@ impl FusedModel {
                 let (bi, g) = (job / nkv, job % nkv);
                 let base = bi * t * ld;
                 let (koff, voff) = (base + qd + g * hd, base + qd + nkv * hd + g * hd);
-                let k = Mat::rows_of(qkv, t, hd, ld, koff);
-                let v = Mat::rows_of(qkv, t, hd, ld, voff);
-                // SAFETY: rows of sequence bi in the columns of head group g: this job's own.
-                let dview = |off: usize| MatMut { ptr: unsafe { dp_ptr.ptr().add(off) }, rows: t, cols: hd, rs: ld as isize, cs: 1 };
-                for (r, h) in (g * rep..(g + 1) * rep).enumerate() {
-                    let q = Mat::rows_of(qkv, t, hd, ld, base + h * hd);
+                // Rows r0..r1 of sequence bi in the columns starting at `off`: this job's own.
+                let dview = |off: usize, r0: usize, r1: usize| MatMut {
+                    ptr: unsafe { dp_ptr.ptr().add(off + r0 * ld) },
+                    rows: r1 - r0,
+                    cols: hd,
+                    rs: ld as isize,
+                    cs: 1,
+                };
+                // dK and dV sum over blocks and query heads: start from zero.
+                for row in 0..t {
+                    for off in [koff, voff] {
+                        unsafe { dp_ptr.slice(off + row * ld, hd) }.fill(0.0);
+                    }
+                }
+                for h in g * rep..(g + 1) * rep {
+                    let qoff = base + h * hd;
                     let p = &att[(bi * nh + h) * t * t..(bi * nh + h + 1) * t * t];
-                    let pm = Mat::rows_of(p, t, t, t, 0);
-                    let dyh = Mat::rows_of(dy, t, hd, qd, bi * t * qd + h * hd);
-                    unsafe {
-                        // dP = dY·Vᵀ, then dS in place; dQ = dS·K; dK += dSᵀ·Q; dV += Pᵀ·dY.
-                        gemm::matmul_serial(MatMut::rows_of(ds, t, t, t, 0), dyh, v.t(), false);
-                        kernels::softmax_bwd(isa, p, ds, t, sh.scale);
-                        let dsm = Mat::rows_of(ds, t, t, t, 0);
-                        gemm::matmul_serial(dview(base + h * hd), dsm, k, false);
-                        gemm::matmul_serial(dview(koff), dsm.t(), q, r > 0);
-                        gemm::matmul_serial(dview(voff), pm.t(), dyh, r > 0);
+                    let dyoff = bi * t * qd + h * hd;
+                    // dP = dY·Vᵀ on the visible blocks, zero elsewhere.
+                    for &(r0, r1, k0) in &blocks {
+                        let dyb = Mat::rows_of(dy, r1 - r0, hd, qd, dyoff + r0 * qd);
+                        let v = Mat::rows_of(qkv, r1 - k0, hd, ld, voff + k0 * ld);
+                        let db = MatMut { ptr: ds[r0 * t + k0..].as_mut_ptr(), rows: r1 - r0, cols: r1 - k0, rs: t as isize, cs: 1 };
+                        unsafe { gemm::matmul_serial(db, dyb, v.t(), false) };
+                        for row in ds[r0 * t..r1 * t].chunks_exact_mut(t) {
+                            row[..k0].fill(0.0);
+                            row[r1..].fill(0.0);
+                        }
+                    }
+                    // dS in place; then dQ = dS·K, dK += dSᵀ·Q, dV += Pᵀ·dY per block.
+                    kernels::softmax_bwd(isa, p, ds, t, sh.scale);
+                    for &(r0, r1, k0) in &blocks {
+                        let dsb = Mat { ptr: ds[r0 * t + k0..].as_ptr(), rows: r1 - r0, cols: r1 - k0, rs: t as isize, cs: 1 };
+                        let pb = Mat { ptr: p[r0 * t + k0..].as_ptr(), rows: r1 - r0, cols: r1 - k0, rs: t as isize, cs: 1 };
+                        let q = Mat::rows_of(qkv, r1 - r0, hd, ld, qoff + r0 * ld);
+                        let k = Mat::rows_of(qkv, r1 - k0, hd, ld, koff + k0 * ld);
+                        let dyb = Mat::rows_of(dy, r1 - r0, hd, qd, dyoff + r0 * qd);
+                        unsafe {
+                            gemm::matmul_serial(dview(qoff, r0, r1), dsb, k, false);
+                            gemm::matmul_serial(dview(koff, k0, r1), dsb.t(), q, true);
+                            gemm::matmul_serial(dview(voff, k0, r1), pb.t(), dyb, true);
+                        }
                     }
                 }
             }
@@ -821,7 +1009,7 @@ impl FusedModel {
     /// product is accumulated on top).
     fn fill_bias(&self, lin: &Lin, out: &mut [f32], ld: usize, col0: usize, rows: usize) -> bool {
         let Some(bs) = lin.b else { return false };
-        let bias = &self.params[bs.off..bs.off + bs.len];
+        let bias = &self.p()[bs.off..bs.off + bs.len];
         let (isa, op) = (self.isa, Shared(out.as_mut_ptr()));
         Self::par_rows(&self.pool, rows, &|rg, _| {
             // SAFETY: own rows.
@@ -834,7 +1022,7 @@ impl FusedModel {
     /// `out = x + bias` row by row (a copy without bias).
     fn add_bias_rows(&self, x: &[f32], bias: Option<Slot>, out: &mut [f32]) {
         let c = self.cfg.hidden_size;
-        let bias = bias.map(|s| &self.params[s.off..s.off + s.len]);
+        let bias = bias.map(|s| &self.p()[s.off..s.off + s.len]);
         let (isa, op) = (self.isa, Shared(out.as_mut_ptr()));
         Self::par_rows(&self.pool, x.len() / c, &|rg, _| {
             // SAFETY: own rows.
@@ -846,3 +1034,13 @@ impl FusedModel {
 
 pub mod adamw;
 pub use adamw::FusedAdamW;
+
+/// Query rows per causal block of the attention products.
+const ATT_QB: usize = 32;
+
+/// `(first row, end row, first key)` of each block of [`ATT_QB`] query rows: the rows
+/// see keys `first key .. end row` at most (causal, and the window's start for the
+/// block's first row).
+fn causal_blocks(sh: &AttnShape) -> Vec<(usize, usize, usize)> {
+    (0..sh.t).step_by(ATT_QB).map(|r0| (r0, (r0 + ATT_QB).min(sh.t), sh.lo(r0))).collect()
+}
