@@ -18,5 +18,5 @@ pub mod pool;
 pub mod quant;
 
 pub use cpu::Isa;
-pub use matmul::{ActFormat, Activations, Kernels, MatmulJob, Weights};
+pub use matmul::{ActFormat, ActWriter, Activations, Kernels, MatmulJob, Weights};
 pub use pool::ThreadPool;

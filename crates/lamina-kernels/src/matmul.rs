@@ -153,40 +153,80 @@ impl Activations {
     /// Records `x` (`n × cols`, row-major) and quantizes it to `formats` (f32 is read from `x` directly).
     pub fn prepare(&mut self, x: &[f32], n: usize, cols: usize, formats: &[ActFormat]) {
         debug_assert_eq!(x.len(), n * cols);
+        let w = self.reserve(n, cols, formats);
+        // SAFETY: one writer, all rows, nothing else borrows the buffers meanwhile.
+        unsafe { w.quantize_rows(x, 0..n) };
+    }
+
+    /// Sizes the buffers for `n × cols` activations in `formats` and records them as
+    /// prepared, without quantizing anything: the returned writer fills them row range by
+    /// row range, from several threads at once if wanted (each row's blocks are
+    /// quantized independently, so the result equals [`Activations::prepare`]'s).
+    pub fn reserve(&mut self, n: usize, cols: usize, formats: &[ActFormat]) -> ActWriter {
         self.n = n;
         self.cols = cols;
-        self.has_q8_0 = false;
-        self.has_q8_1 = false;
-        self.has_q8_k = false;
+        self.has_q8_0 = formats.contains(&ActFormat::Q8_0);
+        self.has_q8_1 = formats.contains(&ActFormat::Q8_1);
+        self.has_q8_k = formats.contains(&ActFormat::Q8K);
         let blocks = n * cols / QK;
-        for f in formats {
-            match f {
-                ActFormat::Q8_0 if !self.has_q8_0 => {
-                    if self.q8_0.len() < blocks {
-                        self.q8_0.resize(blocks, BlockQ8_0::default());
-                    }
-                    quantize_q8_0(x, &mut self.q8_0[..blocks]);
-                    self.has_q8_0 = true;
-                }
-                ActFormat::Q8_1 if !self.has_q8_1 => {
-                    if self.q8_1.len() < blocks {
-                        self.q8_1.resize(blocks, BlockQ8_1::default());
-                        self.q8_1_scales.resize(blocks, [0.0; 4]);
-                    }
-                    quantize_q8_1_scaled(x, &mut self.q8_1[..blocks], Some(&mut self.q8_1_scales[..blocks]));
-                    self.has_q8_1 = true;
-                }
-                ActFormat::Q8K if !self.has_q8_k => {
-                    assert!(cols.is_multiple_of(QK_K), "Q8_K activations need widths that are multiples of {QK_K}, not {cols}");
-                    let kblocks = n * cols / QK_K;
-                    if self.q8_k.len() < kblocks {
-                        self.q8_k.resize(kblocks, BlockQ8K::default());
-                    }
-                    quantize_q8_k(x, &mut self.q8_k[..kblocks]);
-                    self.has_q8_k = true;
-                }
-                _ => {}
+        if self.has_q8_0 && self.q8_0.len() < blocks {
+            self.q8_0.resize(blocks, BlockQ8_0::default());
+        }
+        if self.has_q8_1 && self.q8_1.len() < blocks {
+            self.q8_1.resize(blocks, BlockQ8_1::default());
+            self.q8_1_scales.resize(blocks, [0.0; 4]);
+        }
+        if self.has_q8_k {
+            assert!(cols.is_multiple_of(QK_K), "Q8_K activations need widths that are multiples of {QK_K}, not {cols}");
+            let kblocks = n * cols / QK_K;
+            if self.q8_k.len() < kblocks {
+                self.q8_k.resize(kblocks, BlockQ8K::default());
             }
+        }
+        ActWriter {
+            cols,
+            n,
+            q8_0: self.has_q8_0.then_some(self.q8_0.as_mut_ptr()),
+            q8_1: self.has_q8_1.then(|| (self.q8_1.as_mut_ptr(), self.q8_1_scales.as_mut_ptr())),
+            q8_k: self.has_q8_k.then_some(self.q8_k.as_mut_ptr()),
+        }
+    }
+}
+
+/// Fills the buffers of an [`Activations`] row range by row range (see
+/// [`Activations::reserve`]); valid until the `Activations` is next used.
+#[derive(Clone, Copy)]
+pub struct ActWriter {
+    cols: usize,
+    n: usize,
+    q8_0: Option<*mut BlockQ8_0>,
+    q8_1: Option<(*mut BlockQ8_1, *mut ActScale)>,
+    q8_k: Option<*mut BlockQ8K>,
+}
+// SAFETY: a writer only hands out disjoint row ranges to callers who promise (the unsafe
+// `quantize_rows` contract) that no two threads write the same rows.
+unsafe impl Send for ActWriter {}
+unsafe impl Sync for ActWriter {}
+
+impl ActWriter {
+    /// Quantizes `x` (rows `rows` of the activations, `rows.len() × cols` values) into
+    /// every format reserved.
+    ///
+    /// # Safety
+    /// The `Activations` this writer came from must be alive and not otherwise used until
+    /// all writes are done, and no two concurrent calls may cover the same rows.
+    pub unsafe fn quantize_rows(&self, x: &[f32], rows: std::ops::Range<usize>) {
+        assert!(rows.end <= self.n && x.len() == rows.len() * self.cols, "activation rows out of range");
+        let (b0, nb) = (rows.start * self.cols / QK, rows.len() * self.cols / QK);
+        if let Some(p) = self.q8_0 {
+            quantize_q8_0(x, std::slice::from_raw_parts_mut(p.add(b0), nb));
+        }
+        if let Some((p, s)) = self.q8_1 {
+            quantize_q8_1_scaled(x, std::slice::from_raw_parts_mut(p.add(b0), nb), Some(std::slice::from_raw_parts_mut(s.add(b0), nb)));
+        }
+        if let Some(p) = self.q8_k {
+            let (k0, kb) = (rows.start * self.cols / QK_K, rows.len() * self.cols / QK_K);
+            quantize_q8_k(x, std::slice::from_raw_parts_mut(p.add(k0), kb));
         }
     }
 }
@@ -277,9 +317,16 @@ fn rows_product(
                     let c = (p1 - t).min(MAX_COLS);
                     (k.packed)(pm, g, &xq[t * nb..], &sc[t * nb..], nb, &mut tmp[..c]);
                     for (i, o) in tmp[..c].iter().enumerate() {
-                        for r in r0..r1 {
-                            // SAFETY: (t+i) < n and r < stride_out; each row belongs to one thread.
-                            unsafe { *out.0.add((t + i) * stride_out + r) = o[r - g * GROUP] };
+                        // SAFETY: (t+i) < n and r0..r1 < stride_out; each row belongs to one
+                        // thread. Whole groups (nearly all) are one 32-byte copy: element by
+                        // element, these stores cost as much as a fifth of the kernels at 8 columns.
+                        unsafe {
+                            let dst = out.0.add((t + i) * stride_out + r0);
+                            if r1 - r0 == GROUP {
+                                (dst as *mut [f32; GROUP]).write_unaligned(*o);
+                            } else {
+                                std::ptr::copy_nonoverlapping(o.as_ptr().add(r0 - g * GROUP), dst, r1 - r0);
+                            }
                         }
                     }
                     t += c;

@@ -146,9 +146,81 @@ pub const GGML_FA_TILE_Q: usize = 64;
 /// sum of values is kept in an f16 vector that is rescaled whenever the maximum grows.
 /// Without it (the tiled path for longer batches): the same online softmax with an f32
 /// accumulator. `k`, `v`: `len` rows of stride `kv_stride` (f16), offset to the head's group.
-/// `scratch` needs `3 * head_dim` floats.
+/// `scratch` needs [`attend_f16_scratch`]`(head_dim, len)` floats.
+///
+/// With AVX2/F16C this runs in three passes that give bit for bit the numbers of the
+/// position-by-position recurrence ([`attend_f16_stepwise`]): all scores first (independent
+/// dot products the CPU overlaps), then the running maximum, the rescale factors and the
+/// exponentials in one scalar pass (independent `exp` calls, off the accumulator's
+/// critical path), then the value sum with the accumulator held in registers (rounded
+/// to f16 after every step exactly as the stepwise version's store and reload do). The
+/// stepwise version spent most of its time waiting on one position's dot, `exp` and
+/// accumulator update before the next could start: at 8 decoding sequences attention was
+/// a quarter of a step.
 #[allow(clippy::too_many_arguments)]
 pub fn attend_f16(
+    q: &[f32],
+    k: &[half::f16],
+    v: &[half::f16],
+    kv_stride: usize,
+    len: usize,
+    scale: f32,
+    f16_accumulate: bool,
+    scratch: &mut [f32],
+    out: &mut [f32],
+) {
+    let hd = q.len();
+    attend_f16_heads(q, hd, k, v, kv_stride, len, scale, f16_accumulate, scratch, &mut out[..hd])
+}
+
+/// [`attend_f16`] for several query heads that share one key/value head (grouped-query
+/// attention): `q` and `out` hold `q.len() / head_dim` heads back to back. Each head's
+/// result is exactly [`attend_f16`]'s; the SIMD path converts each f16 key and value row
+/// once for up to four heads instead of once per head (the conversions, not the
+/// multiply-adds, bound this loop). `scratch` needs [`attend_f16_heads_scratch`] floats.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_f16_heads(
+    q: &[f32],
+    head_dim: usize,
+    k: &[half::f16],
+    v: &[half::f16],
+    kv_stride: usize,
+    len: usize,
+    scale: f32,
+    f16_accumulate: bool,
+    scratch: &mut [f32],
+    out: &mut [f32],
+) {
+    let hd = head_dim;
+    assert!(hd > 0 && q.len() % hd == 0 && out.len() == q.len(), "attention heads: {} values, head size {hd}, output {}", q.len(), out.len());
+    let heads = q.len() / hd;
+    #[cfg(target_arch = "x86_64")]
+    if f16_simd() && hd % 8 == 0 && len > 0 && scratch.len() >= attend_f16_heads_scratch(heads, hd, len) {
+        assert!(k.len() >= (len - 1) * kv_stride + hd && v.len() >= (len - 1) * kv_stride + hd, "KV rows out of range");
+        // SAFETY: F16C/FMA/AVX2 were detected (`f16_simd`); lengths checked above.
+        unsafe { f16x86::attend(q, hd, k, v, kv_stride, len, scale, f16_accumulate, scratch, out) };
+        return;
+    }
+    for (qh, oh) in q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
+        attend_f16_stepwise(qh, k, v, kv_stride, len, scale, f16_accumulate, scratch, oh)
+    }
+}
+
+/// Floats of scratch [`attend_f16`] needs for a head of `head_dim` over `len` positions.
+pub fn attend_f16_scratch(head_dim: usize, len: usize) -> usize {
+    attend_f16_heads_scratch(1, head_dim, len)
+}
+
+/// Floats of scratch [`attend_f16_heads`] needs for `heads` heads of `head_dim`.
+pub fn attend_f16_heads_scratch(heads: usize, head_dim: usize, len: usize) -> usize {
+    (3 * head_dim).max(heads * (head_dim + 2 * len))
+}
+
+/// [`attend_f16`] one position at a time, as llama.cpp's one-query flash attention loop
+/// is written: the reference for the three-pass version and the path without F16C.
+/// `scratch` needs `3 * head_dim` floats.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_f16_stepwise(
     q: &[f32],
     k: &[half::f16],
     v: &[half::f16],
@@ -336,6 +408,244 @@ mod f16x86 {
             _mm256_storeu_ps(p, _mm256_fmadd_ps(load8(v.as_ptr().add(i)), sv, _mm256_loadu_ps(p)));
         }
     }
+
+    /// The horizontal sum of [`dot`] (same operation order, so per head and position the
+    /// scores below equal `dot`'s bit for bit).
+    #[inline(always)]
+    unsafe fn hsum(acc: __m256) -> f32 {
+        let lo = _mm256_castps256_ps128(acc);
+        let hi = _mm256_extractf128_ps(acc, 1);
+        let s = _mm_add_ps(lo, hi);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+    }
+
+    /// Positions ahead that the attention passes prefetch.
+    const AHEAD: usize = 24;
+
+    /// f32 → f16 → f32 (round to nearest even), what a store to and load from the f16
+    /// accumulator does.
+    #[inline(always)]
+    unsafe fn round16(x: __m256) -> __m256 {
+        _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT))
+    }
+
+    /// Scores of `H` heads (queries `q`, `hd` apart) against positions `i..i + P` (rows
+    /// `stride` apart from `k`), each key vector converted once for all heads; per head
+    /// and position the arithmetic of [`dot_inline`]. Writes `w[h * wstride + i + p]`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn scores<const H: usize, const P: usize>(
+        q: *const f32,
+        hd: usize,
+        k: *const half::f16,
+        v: *const half::f16,
+        stride: usize,
+        i: usize,
+        scale: f32,
+        w: *mut f32,
+        wstride: usize,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); P]; H];
+        // The cache rows are spread over the KV cache (one row per position, the other
+        // heads' in between) and read once per step, so they come from L3 or memory:
+        // fetch a few positions ahead.
+        // The value rows are fetched here too, for the value pass.
+        for p in 0..P {
+            let ahead = k.wrapping_add((i + p + AHEAD) * stride) as *const i8;
+            _mm_prefetch::<_MM_HINT_T0>(ahead);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(2 * hd - 1));
+            let ahead = v.wrapping_add((i + p + AHEAD) * stride) as *const i8;
+            _mm_prefetch::<_MM_HINT_T1>(ahead);
+            _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(2 * hd - 1));
+        }
+        let mut d = 0;
+        while d < hd {
+            let mut kv = [_mm256_setzero_ps(); P];
+            for (p, x) in kv.iter_mut().enumerate() {
+                *x = load8(k.add((i + p) * stride + d));
+            }
+            for (h, ah) in acc.iter_mut().enumerate() {
+                let qv = _mm256_loadu_ps(q.add(h * hd + d));
+                for (a, x) in ah.iter_mut().zip(kv) {
+                    *a = _mm256_fmadd_ps(qv, x, *a);
+                }
+            }
+            d += 8;
+        }
+        for (h, ah) in acc.iter().enumerate() {
+            for (p, a) in ah.iter().enumerate() {
+                *w.add(h * wstride + i + p) = hsum(*a) * scale;
+            }
+        }
+    }
+
+    /// The value pass of `H` heads for `D` vectors of 8 dimensions from `d0`: per position,
+    /// per head, `acc = acc * ms[i]` where that head's maximum grew, then
+    /// `acc = fma(v_i, w[i], acc)`, rounded to f16 after each operation when `F16`; each
+    /// value vector converted once for all heads. Head `h`'s weights and factors are at
+    /// `w`/`ms` + `h * wstride`; its sums go to `out + h * hd + d0`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn values<const H: usize, const D: usize, const F16: bool>(
+        v: *const half::f16,
+        stride: usize,
+        len: usize,
+        d0: usize,
+        w: *const f32,
+        ms: *const f32,
+        wstride: usize,
+        hd: usize,
+        out: *mut f32,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); D]; H];
+        for i in 0..len {
+            // See `scores`: the first pass over the rows brings them in, later ones (the
+            // next dimensions) find them in cache.
+            let ahead = v.wrapping_add((i + AHEAD) * stride + d0) as *const i8;
+            _mm_prefetch::<_MM_HINT_T0>(ahead);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(16 * D - 1));
+            let mut x = [_mm256_setzero_ps(); D];
+            for (j, xv) in x.iter_mut().enumerate() {
+                *xv = load8(v.add(i * stride + d0 + 8 * j));
+            }
+            for (h, ah) in acc.iter_mut().enumerate() {
+                let m = *ms.add(h * wstride + i);
+                if m != 1.0 {
+                    // Scaling an f16-rounded value by exactly 1 changes nothing, so skipping
+                    // those steps matches the stepwise loop, which rescales on every new maximum.
+                    let mv = _mm256_set1_ps(m);
+                    for a in ah.iter_mut() {
+                        *a = _mm256_mul_ps(*a, mv);
+                        if F16 {
+                            *a = round16(*a);
+                        }
+                    }
+                }
+                let sv = _mm256_set1_ps(*w.add(h * wstride + i));
+                for (a, xv) in ah.iter_mut().zip(x) {
+                    *a = _mm256_fmadd_ps(xv, sv, *a);
+                    if F16 {
+                        *a = round16(*a);
+                    }
+                }
+            }
+        }
+        for (h, ah) in acc.iter().enumerate() {
+            for (j, a) in ah.iter().enumerate() {
+                _mm256_storeu_ps(out.add(h * hd + d0 + 8 * j), *a);
+            }
+        }
+    }
+
+    /// The three-pass [`super::attend_f16_heads`] (`hd` a multiple of 8, `len > 0`,
+    /// scratch of `attend_f16_heads_scratch`, K/V rows in range: checked by the caller).
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn attend(
+        q: &[f32],
+        hd: usize,
+        k: &[half::f16],
+        v: &[half::f16],
+        stride: usize,
+        len: usize,
+        scale: f32,
+        f16_accumulate: bool,
+        scratch: &mut [f32],
+        out: &mut [f32],
+    ) {
+        let nh = q.len() / hd;
+        let (qr, rest) = scratch.split_at_mut(nh * hd);
+        let (w, rest) = rest.split_at_mut(nh * len);
+        let ms = &mut rest[..nh * len];
+        // The queries as the f16 dot product sees them.
+        for i in (0..nh * hd).step_by(8) {
+            let x = _mm256_loadu_ps(q.as_ptr().add(i));
+            _mm256_storeu_ps(qr.as_mut_ptr().add(i), if f16_accumulate { round16(x) } else { x });
+        }
+        let (kp, vp) = (k.as_ptr(), v.as_ptr());
+        let mut sums = [0.0f32; 4];
+        let mut h0 = 0;
+        while h0 < nh {
+            // Up to four heads per pass: their accumulators (and a few loaded vectors) fill
+            // the sixteen registers.
+            let hn = (nh - h0).min(4);
+            let (qh, wh, mh, oh) = (qr.as_ptr().add(h0 * hd), w.as_mut_ptr().add(h0 * len), ms.as_mut_ptr().add(h0 * len), out.as_mut_ptr().add(h0 * hd));
+            // Pass 1 (scores) for these heads, then pass 2, then pass 3.
+            macro_rules! run {
+                ($h:literal, $p:literal, $d:literal) => {{
+                    let mut i = 0;
+                    while i + $p <= len {
+                        scores::<$h, $p>(qh, hd, kp, vp, stride, i, scale, wh, len);
+                        i += $p;
+                    }
+                    while i < len {
+                        scores::<$h, 1>(qh, hd, kp, vp, stride, i, scale, wh, len);
+                        i += 1;
+                    }
+                    for (h, sum) in sums[..$h].iter_mut().enumerate() {
+                        *sum = softmax_factors(std::slice::from_raw_parts_mut(wh.add(h * len), len), std::slice::from_raw_parts_mut(mh.add(h * len), len));
+                    }
+                    let nv = hd / 8;
+                    let mut j = 0;
+                    while j + $d <= nv {
+                        if f16_accumulate {
+                            values::<$h, $d, true>(vp, stride, len, 8 * j, wh, mh, len, hd, oh);
+                        } else {
+                            values::<$h, $d, false>(vp, stride, len, 8 * j, wh, mh, len, hd, oh);
+                        }
+                        j += $d;
+                    }
+                    while j < nv {
+                        if f16_accumulate {
+                            values::<$h, 1, true>(vp, stride, len, 8 * j, wh, mh, len, hd, oh);
+                        } else {
+                            values::<$h, 1, false>(vp, stride, len, 8 * j, wh, mh, len, hd, oh);
+                        }
+                        j += 1;
+                    }
+                }};
+            }
+            match hn {
+                1 => run!(1, 4, 8),
+                2 => run!(2, 4, 4),
+                3 => run!(3, 2, 2),
+                _ => run!(4, 2, 2),
+            }
+            for (h, &sum) in sums[..hn].iter().enumerate() {
+                let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
+                for o in out[(h0 + h) * hd..(h0 + h + 1) * hd].iter_mut() {
+                    *o *= inv;
+                }
+            }
+            h0 += hn;
+        }
+    }
+
+    /// Pass 2 of [`attend`] for one head: the online softmax's running maximum and sum in
+    /// the stepwise order. On entry `w` holds the scores; on return, per position, `w` the
+    /// weight of its value row and `ms` the factor the accumulator is rescaled by first
+    /// (1 when the maximum holds). Returns the sum of the weights.
+    #[inline(always)]
+    fn softmax_factors(w: &mut [f32], ms: &mut [f32]) -> f32 {
+        let mut m = f32::NEG_INFINITY;
+        let mut sum = 0.0f32;
+        for (wi, mi) in w.iter_mut().zip(ms.iter_mut()) {
+            let s = *wi;
+            let (mut f, mut vs) = (1.0f32, 1.0f32);
+            if s > m {
+                let old = m;
+                m = s;
+                f = (old - m).exp();
+            } else {
+                vs = (s - m).exp();
+            }
+            sum = sum * f + vs;
+            *wi = vs;
+            *mi = f;
+        }
+        sum
+    }
 }
 
 #[cfg(test)]
@@ -361,6 +671,66 @@ mod tests {
             for d in 0..hd {
                 // f16 storage has ~3 significant digits; f16 accumulation adds a little more.
                 assert!((got[d] - want[d]).abs() < 3e-3, "{acc16} {d}: {} vs {}", got[d], want[d]);
+            }
+        }
+    }
+
+    /// The three-pass SIMD attention gives the stepwise recurrence's numbers bit for bit,
+    /// for head sizes with and without a tail of fewer than 64 dimensions, lengths from 1,
+    /// both accumulators, scores that set new maxima late (rescaling) and early.
+    #[test]
+    fn three_pass_attention_equals_stepwise() {
+        if !f16_simd() {
+            eprintln!("SKIPPED: three-pass f16 attention (CPU lacks AVX2/F16C)");
+            return;
+        }
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        };
+        for &hd in &[8usize, 24, 64, 72, 128, 136] {
+            for &len in &[1usize, 2, 3, 17, 64, 131] {
+                let stride = hd * 3 + 8;
+                for &amp in &[0.5f32, 4.0, 30.0] {
+                    let q: Vec<f32> = (0..hd).map(|_| rnd() * amp).collect();
+                    // Later keys larger on average, so the maximum keeps growing.
+                    let k16: Vec<half::f16> =
+                        (0..len * stride).map(|i| half::f16::from_f32(rnd() * (1.0 + (i / stride) as f32 * 0.05))).collect();
+                    let v16: Vec<half::f16> = (0..len * stride).map(|_| half::f16::from_f32(rnd() * 3.0)).collect();
+                    let kv = (len - 1) * stride + hd;
+                    for acc16 in [false, true] {
+                        let mut s1 = vec![0.0; 3 * hd];
+                        let mut want = vec![0.0; hd];
+                        attend_f16_stepwise(&q, &k16[..kv], &v16[..kv], stride, len, 0.125, acc16, &mut s1, &mut want);
+                        let mut s2 = vec![0.0; attend_f16_scratch(hd, len)];
+                        let mut got = vec![0.0; hd];
+                        attend_f16(&q, &k16[..kv], &v16[..kv], stride, len, 0.125, acc16, &mut s2, &mut got);
+                        for d in 0..hd {
+                            assert_eq!(got[d].to_bits(), want[d].to_bits(), "hd {hd} len {len} amp {amp} f16 {acc16} dim {d}: {} vs {}", got[d], want[d]);
+                        }
+                    }
+                    // Several query heads over the same keys and values (1 to 9: every
+                    // chunking into passes of up to four heads, with remainders).
+                    for heads in 1..=9usize {
+                        let qs: Vec<f32> = (0..heads * hd).map(|_| rnd() * amp).collect();
+                        for acc16 in [false, true] {
+                            let mut want = vec![0.0; heads * hd];
+                            let mut s1 = vec![0.0; 3 * hd];
+                            for (qh, oh) in qs.chunks_exact(hd).zip(want.chunks_exact_mut(hd)) {
+                                attend_f16_stepwise(qh, &k16[..kv], &v16[..kv], stride, len, 0.125, acc16, &mut s1, oh);
+                            }
+                            let mut s2 = vec![0.0; attend_f16_heads_scratch(heads, hd, len)];
+                            let mut got = vec![0.0; heads * hd];
+                            attend_f16_heads(&qs, hd, &k16[..kv], &v16[..kv], stride, len, 0.125, acc16, &mut s2, &mut got);
+                            for d in 0..heads * hd {
+                                assert_eq!(got[d].to_bits(), want[d].to_bits(), "{heads} heads, hd {hd} len {len} amp {amp} f16 {acc16} value {d}");
+                            }
+                        }
+                    }
+                }
             }
         }
     }

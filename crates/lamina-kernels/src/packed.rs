@@ -372,7 +372,16 @@ pub mod x86 {
                             for c in 0..N {
                                 let xq = (*x.add(c * stride + i)).qs.as_ptr() as *const i32;
                                 s[c] = $acc16(s[c], lo, _mm256_set1_epi32(xq.add(2 * j).read_unaligned()));
-                                s2[c] = $acc16(s2[c], hi, _mm256_set1_epi32(xq.add(2 * j + 1).read_unaligned()));
+                                // 4-bit products all go to one accumulator (sixteen per i16 lane
+                                // stay below 2^15, see `acc16_avx2`): four registers fewer, so
+                                // the f32 accumulators of four columns are not spilled to the
+                                // stack every block. 5-bit ones need the second accumulator.
+                                let hx = _mm256_set1_epi32(xq.add(2 * j + 1).read_unaligned());
+                                if FIVE {
+                                    s2[c] = $acc16(s2[c], hi, hx);
+                                } else {
+                                    s[c] = $acc16(s[c], hi, hx);
+                                }
                             }
                         }
                         let dw = _mm256_cvtph_ps(_mm_loadu_si128(d.add(i * GROUP) as *const __m128i));
@@ -380,14 +389,14 @@ pub mod x86 {
                             let mw = _mm256_cvtph_ps(_mm_loadu_si128(m.add(i * GROUP) as *const __m128i));
                             for c in 0..N {
                                 let k = &*sc.add(c * stride + i);
-                                let p = _mm256_cvtepi32_ps(if FIVE { $fin16w(s[c], s2[c]) } else { $fin16(s[c], s2[c]) });
+                                let p = _mm256_cvtepi32_ps(if FIVE { $fin16w(s[c], s2[c]) } else { $fin16(s[c], _mm256_setzero_si256()) });
                                 acc[c] = _mm256_fmadd_ps(p, _mm256_mul_ps(dw, _mm256_set1_ps(k[0])), acc[c]);
                                 acc2[c] = _mm256_fmadd_ps(mw, _mm256_set1_ps(k[1]), acc2[c]);
                             }
                         } else {
                             for c in 0..N {
                                 let k = &*sc.add(c * stride + i);
-                                let p = _mm256_cvtepi32_ps(if FIVE { $fin16w(s[c], s2[c]) } else { $fin16(s[c], s2[c]) });
+                                let p = _mm256_cvtepi32_ps(if FIVE { $fin16w(s[c], s2[c]) } else { $fin16(s[c], _mm256_setzero_si256()) });
                                 // The offset of the values (8, or 16 for Q5_0) times d_x * sum(q_x).
                                 let off = if FIVE { 2.0 * k[3] } else { k[3] };
                                 let t = _mm256_fmadd_ps(p, _mm256_set1_ps(k[0]), _mm256_set1_ps(off));

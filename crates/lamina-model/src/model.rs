@@ -235,8 +235,9 @@ impl Model {
         for (i, &p) in input.positions.iter().enumerate() {
             ops::rope_angles(p, &self.inv_freq, &mut cos[i * half..(i + 1) * half], &mut sin[i * half..(i + 1) * half]);
         }
-        // Per-thread attention scratch: scores (f32 cache) or three head vectors (f16 cache).
-        let max_len = (input.positions.iter().max().copied().unwrap_or(0) + 1).max(3 * hd);
+        // Per-thread attention scratch: scores (f32 cache) or what `attend_f16` needs.
+        let longest = input.positions.iter().max().copied().unwrap_or(0) + 1;
+        let max_len = ops::attend_f16_heads_scratch(hq / hkv, hd, longest).max(longest);
         let nt = pool.threads();
         let scores = grow(scores, nt * max_len);
         // llama.cpp accumulates attention in f16 for batches shorter than its query tile.
@@ -252,10 +253,13 @@ impl Model {
         let scale = 1.0 / (hd as f32).sqrt();
         let group = hq / hkv;
 
+        // The previous sub-layer's output waiting to be added to `x` (added together with
+        // the next norm, in the same pass over the rows).
+        let mut pending = false;
         for (li, layer) in self.layers.iter().enumerate() {
             // --- attention ---
-            layer.attn_norm.apply(x, eps, xn); // (n, d)
-            acts.prepare(xn, n, d, &formats([&layer.q, &layer.k, &layer.v]));
+            let fq = formats([&layer.q, &layer.k, &layer.v]);
+            norm_rows(pool, n, d, pending.then_some(&*tmp), x, &layer.attn_norm, eps, xn, acts, &fq); // (n, d)
             matmul_many(
                 pool,
                 k,
@@ -281,35 +285,40 @@ impl Model {
             for i in 0..n {
                 kv.write(input.slots[i], li, input.positions[i], &kb[i * kvd..(i + 1) * kvd], &vb[i * kvd..(i + 1) * kvd]);
             }
-            // Attention: one unit per (token, query head), split over threads.
+            // Attention: one unit per (token, key/value head), split over threads; a unit
+            // computes the query heads that share the key/value head together, so the f16
+            // cache rows are read and converted once for all of them.
             {
                 let kvr = &*kv;
                 let att_ptr = SyncPtr(att.as_mut_ptr());
                 let sc_ptr = SyncPtr(scores.as_mut_ptr());
                 let q = &*q;
                 pool.run(&|t, nthreads| {
-                    let units = ThreadPool::split(n * hq, t, nthreads, 1);
+                    let units = ThreadPool::split(n * hkv, t, nthreads, 1);
                     // SAFETY: each thread uses its own `max_len` stretch of the scores buffer.
                     let sc = unsafe { std::slice::from_raw_parts_mut(sc_ptr.get().add(t * max_len), max_len) };
                     for u in units {
-                        let (i, h) = (u / hq, u % hq);
+                        let (i, g) = (u / hkv, u % hkv);
                         let (s, p) = (input.slots[i], input.positions[i]);
-                        let g = h / group;
                         let start = match cfg.sliding_window {
                             Some(w) if p + 1 > w => p + 1 - w,
                             _ => 0,
                         };
                         let len = p + 1 - start;
-                        // SAFETY: unit (i, h) owns att[i*qd + h*hd .. +hd].
-                        let out = unsafe { std::slice::from_raw_parts_mut(att_ptr.get().add(i * qd + h * hd), hd) };
-                        let qh = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
+                        let h0 = g * group;
+                        // SAFETY: unit (i, g) owns att[i*qd + h0*hd .. + group*hd].
+                        let out = unsafe { std::slice::from_raw_parts_mut(att_ptr.get().add(i * qd + h0 * hd), group * hd) };
+                        let qg = &q[i * qd + h0 * hd..i * qd + (h0 + group) * hd];
                         let off = start * kvd + g * hd;
                         match kvr.layer(s, li) {
                             KvLayer::F32 { k: keys, v: values } => {
-                                ops::attend(k, qh, &keys[off..], &values[off..], kvd, len, scale, sc, out)
+                                for (qh, oh) in qg.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
+                                    ops::attend(k, qh, &keys[off..], &values[off..], kvd, len, scale, sc, oh)
+                                }
                             }
-                            KvLayer::F16 { k: keys, v: values } => ops::attend_f16(
-                                qh,
+                            KvLayer::F16 { k: keys, v: values } => ops::attend_f16_heads(
+                                qg,
+                                hd,
                                 &keys[off..],
                                 &values[off..],
                                 kvd,
@@ -323,16 +332,21 @@ impl Model {
                     }
                 });
             }
-            acts.prepare(att, n, qd, &formats([&layer.o]));
+            let w = acts.reserve(n, qd, &formats([&layer.o]));
+            let att_r = &*att;
+            // SAFETY: each call quantizes its own rows; `acts` is not used until this returns.
+            for_rows(pool, n, &|r| unsafe { w.quantize_rows(&att_r[r.start * qd..r.end * qd], r) });
             matmul(pool, k, att, acts, layer.o.weights(), d, tmp); // (n, d)
             add_bias(tmp, &layer.o.bias, d);
-            ops::add_assign(x, tmp);
 
             // --- MLP ---
-            layer.ffn_norm.apply(x, eps, xn);
+            let fg = match &layer.gate {
+                Some(g) => formats([g, &layer.up]),
+                None => formats([&layer.up, &layer.up]),
+            };
+            norm_rows(pool, n, d, Some(&*tmp), x, &layer.ffn_norm, eps, xn, acts, &fg);
             match &layer.gate {
                 Some(g) => {
-                    acts.prepare(xn, n, d, &formats([g, &layer.up]));
                     matmul_many(
                         pool,
                         k,
@@ -343,18 +357,30 @@ impl Model {
                             MatmulJob { weights: layer.up.weights(), rows: f, out: up }, // (n, f)
                         ],
                     );
-                    ops::swiglu(gate, up);
                 }
                 None => {
-                    acts.prepare(xn, n, d, &formats([&layer.up]));
                     matmul(pool, k, xn, acts, layer.up.weights(), f, gate);
                     add_bias(gate, &layer.up.bias, f);
-                    ops::gelu(gate);
                 }
             }
-            acts.prepare(gate, n, f, &formats([&layer.down]));
+            // The activation function and the quantization for `down`, row by row.
+            let w = acts.reserve(n, f, &formats([&layer.down]));
+            let (gp, up_r, swi) = (SyncPtr(gate.as_mut_ptr()), &*up, layer.gate.is_some());
+            for_rows(pool, n, &|r| {
+                // SAFETY: each call owns rows `r` of `gate`, and quantizes only those.
+                let g = unsafe { std::slice::from_raw_parts_mut(gp.get().add(r.start * f), r.len() * f) };
+                if swi {
+                    ops::swiglu(g, &up_r[r.start * f..r.end * f]);
+                } else {
+                    ops::gelu(g);
+                }
+                unsafe { w.quantize_rows(g, r) };
+            });
             matmul(pool, k, gate, acts, layer.down.weights(), d, tmp); // (n, d)
             add_bias(tmp, &layer.down.bias, d);
+            pending = true;
+        }
+        if pending {
             ops::add_assign(x, tmp);
         }
         for (&s, &p) in input.slots.iter().zip(input.positions) {
@@ -377,6 +403,55 @@ impl Model {
         matmul(pool, k, &xn[..m * d], acts, self.output.weights(), vocab, &mut logits[..m * vocab]);
         Ok(())
     }
+}
+
+/// Runs `f` on ranges of the batch's `n` token rows split over the pool's threads, or on
+/// all rows on this thread when there is a single row (a dispatch costs more than one
+/// row's element-wise work). With several sequences decoding, these per-row steps (norms,
+/// activation functions, quantization) were a serial stretch of every layer during which
+/// the other threads waited.
+fn for_rows(pool: &ThreadPool, n: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
+    if n < 2 || pool.threads() == 1 {
+        f(0..n);
+        return;
+    }
+    pool.run(&|t, nt| {
+        let r = ThreadPool::split(n, t, nt, 1);
+        if !r.is_empty() {
+            f(r);
+        }
+    });
+}
+
+/// `x += add` (when given), `xn = norm(x)` and `xn` quantized into `acts` for `formats`,
+/// row by row over the pool. `x`, `xn`: `n × d`.
+#[allow(clippy::too_many_arguments)]
+fn norm_rows(
+    pool: &ThreadPool,
+    n: usize,
+    d: usize,
+    add: Option<&[f32]>,
+    x: &mut [f32],
+    norm: &Norm,
+    eps: f32,
+    xn: &mut [f32],
+    acts: &mut Activations,
+    formats: &[ActFormat],
+) {
+    let w = acts.reserve(n, d, formats);
+    let (xp, xnp) = (SyncPtr(x.as_mut_ptr()), SyncPtr(xn.as_mut_ptr()));
+    assert!(x.len() >= n * d && xn.len() >= n * d && add.is_none_or(|a| a.len() >= n * d));
+    for_rows(pool, n, &|r| {
+        // SAFETY: each call owns rows `r` of `x` and `xn` (lengths checked above).
+        let xs = unsafe { std::slice::from_raw_parts_mut(xp.get().add(r.start * d), r.len() * d) };
+        let xns = unsafe { std::slice::from_raw_parts_mut(xnp.get().add(r.start * d), r.len() * d) };
+        if let Some(a) = add {
+            ops::add_assign(xs, &a[r.start * d..r.end * d]);
+        }
+        norm.apply(xs, eps, xns);
+        // SAFETY: rows `r` only; `acts` is not used until `for_rows` returns.
+        unsafe { w.quantize_rows(xns, r) };
+    });
 }
 
 fn add_bias(y: &mut [f32], bias: &Option<Vec<f32>>, width: usize) {
