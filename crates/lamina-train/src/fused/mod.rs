@@ -374,6 +374,17 @@ impl FusedModel {
         self.pool.threads()
     }
 
+    /// Turns the data-parallel shards off (every product and row kernel split between
+    /// threads instead) or back on; on by default with more than one thread. For
+    /// benchmarks comparing the two.
+    pub fn set_data_parallel(&mut self, on: bool) {
+        if !on {
+            self.shards.clear();
+        } else if self.shards.is_empty() && self.pool.threads() > 1 {
+            self.shards = (0..self.pool.threads()).map(|_| self.replica()).collect();
+        }
+    }
+
     pub(crate) fn pool(&self) -> &ThreadPool {
         &self.pool
     }

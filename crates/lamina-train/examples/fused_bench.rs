@@ -1,0 +1,69 @@
+//! Fused training step speed on nanoGPT's baby GPT (GPT-2, 4 layers, 4 heads, 128 dims,
+//! vocabulary 65, batch 12 × 64), comparing thread layouts inside one process:
+//! 2 threads as data-parallel shards, 2 threads splitting every operation, and 1 thread.
+//!
+//!     cargo run --release -p lamina-train --example fused_bench [ROUNDS]
+//!
+//! The variants take turns in chunks of 10 steps (random tokens, AdamW), so minute-to-
+//! minute drift of the machine hits them alike; prints steps/s of each.
+use lamina_core::{Architecture, ModelConfig};
+use lamina_kernels::cpu::Isa;
+use lamina_model::trainable::{SplitMix64, TrainableModel};
+use lamina_train::fused::adamw::FusedAdamW;
+use lamina_train::fused::FusedModel;
+use lamina_train::optim::AdamWConfig;
+use std::time::Instant;
+
+fn main() {
+    let rounds: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(20);
+    let cfg = ModelConfig {
+        architecture: Architecture::Gpt2,
+        vocab_size: 65,
+        hidden_size: 128,
+        num_layers: 4,
+        num_heads: 4,
+        num_kv_heads: 4,
+        head_dim: 32,
+        ffn_dim: 512,
+        context_length: 64,
+        norm_eps: 1e-5,
+        rope_theta: 0.0,
+        rope_dim: 0,
+        rope_scaling: None,
+        tied_embeddings: true,
+        qkv_bias: true,
+        sliding_window: None,
+    };
+    let model = TrainableModel::new(&cfg, 1337, candle_core::DType::F32, &candle_core::Device::Cpu).expect("model");
+    let adam = AdamWConfig { beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.1 };
+    let mut variants: Vec<(&str, FusedModel)> = vec![
+        ("2 threads, data-parallel shards", FusedModel::from_trainable(&model, 2, Isa::best()).expect("fused")),
+        ("2 threads, operations split", FusedModel::from_trainable(&model, 2, Isa::best()).expect("fused")),
+        ("1 thread", FusedModel::from_trainable(&model, 1, Isa::best()).expect("fused")),
+    ];
+    variants[1].1.set_data_parallel(false);
+    let mut opts: Vec<FusedAdamW> = variants.iter().map(|(_, m)| FusedAdamW::new(m, adam)).collect();
+    let (b, t) = (12, 64);
+    let mut rng = SplitMix64::new(7);
+    let mut secs = vec![0f64; variants.len()];
+    let chunk = 10;
+    for round in 0..=rounds {
+        for (i, (_, m)) in variants.iter_mut().enumerate() {
+            let t0 = Instant::now();
+            for _ in 0..chunk {
+                let x: Vec<u32> = (0..b * t).map(|_| rng.below(65) as u32).collect();
+                let y: Vec<u32> = (0..b * t).map(|_| rng.below(65) as u32).collect();
+                m.zero_grads();
+                m.step(&x, &y, b, t, 1.0).expect("step");
+                opts[i].step(m, 1e-3, 1.0).expect("adamw");
+            }
+            if round > 0 {
+                secs[i] += t0.elapsed().as_secs_f64(); // round 0 warms up
+            }
+        }
+    }
+    println!("fused training step, baby GPT, batch {b}×{t}, isa {}, {rounds} rounds of {chunk} steps", Isa::best().name());
+    for ((name, _), s) in variants.iter().zip(&secs) {
+        println!("{name:<34} {:>7.2} steps/s", (rounds * chunk) as f64 / s);
+    }
+}
