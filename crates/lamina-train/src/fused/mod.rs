@@ -6,8 +6,10 @@
 //! single-threaded element-wise maps, scalar `expf`/`tanhf`, and the autograd graph —
 //! not into the matrix products. Here every activation has a preallocated buffer, the
 //! element-wise work is fused into a few row kernels ([`kernels`]) that vectorise, the
-//! products go to `gemm` split over our persistent worker pool, and the backward pass is
-//! a fixed sequence of calls instead of a graph walk.
+//! products go to `gemm`, and the backward pass is a fixed sequence of calls instead of a
+//! graph walk. With several threads, each runs the whole pass on its share of the
+//! batch's sequences (data-parallel shards, see [`FusedModel::run_sharded`]); a batch
+//! with fewer sequences than threads splits each operation over the worker pool instead.
 //!
 //! It is the same model: [`FusedModel`] takes its parameter names, shapes and values from
 //! a [`TrainableModel`] and writes them back ([`FusedModel::store_into`]), and the tests
