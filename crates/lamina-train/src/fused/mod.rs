@@ -8,7 +8,7 @@
 //! element-wise work is fused into a few row kernels ([`kernels`]) that vectorise, the
 //! products go to `gemm`, and the backward pass is a fixed sequence of calls instead of a
 //! graph walk. With several threads, each runs the whole pass on its share of the
-//! batch's sequences (data-parallel shards, see [`FusedModel::run_sharded`]); a batch
+//! batch's sequences (data-parallel shards, `FusedModel::run_sharded`); a batch
 //! with fewer sequences than threads splits each operation over the worker pool instead.
 //!
 //! It is the same model: [`FusedModel`] takes its parameter names, shapes and values from
