@@ -6,36 +6,22 @@
 //!
 //! The variants take turns in chunks of 10 steps (random tokens, AdamW), so minute-to-
 //! minute drift of the machine hits them alike; prints steps/s of each.
-use lamina_core::{Architecture, ModelConfig};
 use lamina_kernels::cpu::Isa;
 use lamina_model::trainable::{SplitMix64, TrainableModel};
 use lamina_train::fused::adamw::FusedAdamW;
 use lamina_train::fused::FusedModel;
 use lamina_train::optim::AdamWConfig;
+use lamina_train::TrainConfig;
 use std::time::Instant;
 
 fn main() {
     let rounds: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(20);
-    let cfg = ModelConfig {
-        architecture: Architecture::Gpt2,
-        vocab_size: 65,
-        hidden_size: 128,
-        num_layers: 4,
-        num_heads: 4,
-        num_kv_heads: 4,
-        head_dim: 32,
-        ffn_dim: 512,
-        context_length: 64,
-        norm_eps: 1e-5,
-        rope_theta: 0.0,
-        rope_dim: 0,
-        rope_scaling: None,
-        tied_embeddings: true,
-        qkv_bias: true,
-        sliding_window: None,
-    };
-    let model = TrainableModel::new(&cfg, 1337, candle_core::DType::F32, &candle_core::Device::Cpu).expect("model");
-    let adam = AdamWConfig { beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.1 };
+    // The model of the recipe itself (65 = tinyshakespeare's character vocabulary).
+    let recipe = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shakespeare_char.toml");
+    let tc = TrainConfig::from_toml_file(&recipe).expect("recipe");
+    let cfg = tc.model_config(65).expect("model config");
+    let model = TrainableModel::new(&cfg, tc.seed, candle_core::DType::F32, &candle_core::Device::Cpu).expect("model");
+    let adam = AdamWConfig { beta1: tc.beta1, beta2: tc.beta2, eps: tc.eps, weight_decay: tc.weight_decay };
     let mut variants: Vec<(&str, FusedModel)> = vec![
         ("2 threads, data-parallel shards", FusedModel::from_trainable(&model, 2, Isa::best()).expect("fused")),
         ("2 threads, operations split", FusedModel::from_trainable(&model, 2, Isa::best()).expect("fused")),
@@ -43,7 +29,7 @@ fn main() {
     ];
     variants[1].1.set_data_parallel(false);
     let mut opts: Vec<FusedAdamW> = variants.iter().map(|(_, m)| FusedAdamW::new(m, adam)).collect();
-    let (b, t) = (12, 64);
+    let (b, t) = (tc.batch_size, tc.block_size);
     let mut rng = SplitMix64::new(7);
     let mut secs = vec![0f64; variants.len()];
     let chunk = 10;
@@ -51,11 +37,11 @@ fn main() {
         for (i, (_, m)) in variants.iter_mut().enumerate() {
             let t0 = Instant::now();
             for _ in 0..chunk {
-                let x: Vec<u32> = (0..b * t).map(|_| rng.below(65) as u32).collect();
-                let y: Vec<u32> = (0..b * t).map(|_| rng.below(65) as u32).collect();
+                let x: Vec<u32> = (0..b * t).map(|_| rng.below(cfg.vocab_size as u64) as u32).collect();
+                let y: Vec<u32> = (0..b * t).map(|_| rng.below(cfg.vocab_size as u64) as u32).collect();
                 m.zero_grads();
                 m.step(&x, &y, b, t, 1.0).expect("step");
-                opts[i].step(m, 1e-3, 1.0).expect("adamw");
+                opts[i].step(m, tc.lr, tc.grad_clip).expect("adamw");
             }
             if round > 0 {
                 secs[i] += t0.elapsed().as_secs_f64(); // round 0 warms up
