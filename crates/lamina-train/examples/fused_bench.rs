@@ -2,7 +2,10 @@
 //! vocabulary 65, batch 12 × 64), comparing thread layouts inside one process:
 //! 2 threads as data-parallel shards, 2 threads splitting every operation, and 1 thread.
 //!
-//!     cargo run --release -p lamina-train --example fused_bench [ROUNDS]
+//!     cargo run --release -p lamina-train --example fused_bench [ROUNDS] [BATCH]
+//!
+//! BATCH (default the recipe's 12) changes the sequences per step, e.g. to see how the
+//! 2-thread scaling depends on the activations' size.
 //!
 //! The variants take turns in chunks of 10 steps (random tokens, AdamW), so minute-to-
 //! minute drift of the machine hits them alike; prints steps/s of each.
@@ -29,7 +32,8 @@ fn main() {
     ];
     variants[1].1.set_data_parallel(false);
     let mut opts: Vec<FusedAdamW> = variants.iter().map(|(_, m)| FusedAdamW::new(m, adam)).collect();
-    let (b, t) = (tc.batch_size, tc.block_size);
+    let b: usize = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(tc.batch_size);
+    let t = tc.block_size;
     let mut rng = SplitMix64::new(7);
     let mut secs = vec![0f64; variants.len()];
     let chunk = 10;
@@ -50,6 +54,7 @@ fn main() {
     }
     println!("fused training step, baby GPT, batch {b}×{t}, isa {}, {rounds} rounds of {chunk} steps", Isa::best().name());
     for ((name, _), s) in variants.iter().zip(&secs) {
-        println!("{name:<34} {:>7.2} steps/s", (rounds * chunk) as f64 / s);
+        let sps = (rounds * chunk) as f64 / s;
+        println!("{name:<34} {sps:>7.2} steps/s {:>8.0} tokens/s", sps * (b * t) as f64);
     }
 }
