@@ -125,6 +125,22 @@ fn info_describes_the_model() {
 }
 
 #[test]
+fn bench_repeats_batched_decode_in_rounds() {
+    // Tiny sizes: this checks the report, not the speed.
+    let out = lamina().args(["bench", "-p", "8", "-n", "4", "-r", "3", "--batch", "1,2", "-t", "1"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for want in ["prefill    8 tokens:", "decode     4 tokens:", "batched decode, 1 sequences:", "batched decode, 2 sequences:", "peak RSS:"] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    let line = text.lines().find(|l| l.starts_with("aggregate at 2 sequences / single stream:")).expect("ratio line");
+    let rounds = line.split("per round: ").nth(1).expect("per-round ratios").trim_end_matches(')');
+    let ratios: Vec<f64> = rounds.split(", ").map(|r| r.parse().unwrap()).collect();
+    assert_eq!(ratios.len(), 3, "{line}");
+    assert!(ratios.iter().all(|r| *r > 0.0 && r.is_finite()), "{line}");
+}
+
+#[test]
 fn perplexity_prints_a_ppl_line() {
     let file = format!("{}/../../../shared/datasets/tinyshakespeare.txt", env!("CARGO_MANIFEST_DIR"));
     let out = lamina().args(["perplexity", "smollm2-135m-instruct", &file, "--ctx", "128", "--bytes", "4000"]).output().unwrap();

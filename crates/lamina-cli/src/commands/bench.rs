@@ -7,15 +7,17 @@
 //! both use fixed pseudo-random token ids, and each figure is the mean of `--repetitions`
 //! runs. Batched decode runs N sequences (16-token prompts, then 128 greedy tokens each,
 //! end-of-sequence ignored) through the engine and divides all decoded tokens by the time
-//! of the decode steps.
+//! of the decode steps; it too is repeated, the batch sizes taking turns in each round.
 
 use crate::common::{self, ModelArgs};
 use anyhow::{Context, Result};
 use clap::Args;
 use lamina_engine::{GenerationParams, SamplingParams};
 use lamina_kernels::ThreadPool;
-use lamina_model::{BatchInput, Scratch};
+use lamina_model::{BatchInput, Model, Scratch};
+use lamina_tokenizer::Tokenizer;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 #[derive(Args, Debug)]
@@ -40,6 +42,22 @@ pub struct BenchArgs {
     pub llama_bench: Option<PathBuf>,
     #[command(flatten)]
     pub model_args: ModelArgs,
+}
+
+/// Aggregate decode tokens/s of `n` sequences (16-token prompts, `gen_tokens` greedy tokens
+/// each) through the engine, timing the decode steps only.
+fn batched_decode(model: &Arc<Model>, tok: &Arc<Tokenizer>, args: &BenchArgs, n: usize, vocab: usize) -> Result<f64> {
+    let mut engine = common::engine(model.clone(), tok.clone(), &args.model_args, n);
+    let params = GenerationParams { sampling: SamplingParams::greedy(), max_tokens: args.gen_tokens, stop: vec![], ignore_eos: true };
+    for i in 0..n {
+        engine.add(pseudo_tokens(16, vocab, 10 + i as u64), params.clone(), None)?;
+    }
+    engine.step()?; // prefill of all prompts (and each sequence's first token)
+    let t = Instant::now();
+    while engine.step()? > 0 {}
+    let secs = t.elapsed().as_secs_f64();
+    let decoded: usize = engine.take_finished().iter().map(|f| f.stats.generated_tokens - 1).sum();
+    Ok(decoded as f64 / secs)
 }
 
 fn pseudo_tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
@@ -102,27 +120,29 @@ pub fn run(args: BenchArgs) -> Result<()> {
     println!("decode  {:>4} tokens: {tg:>8.1} ± {tg_sd:.1} tok/s", args.gen_tokens);
     drop(kv);
 
-    // Batched decode through the engine.
-    let mut batched = Vec::new();
-    for &n in &args.batch {
-        let n = n.max(1);
-        let mut engine = common::engine(model.clone(), tok.clone(), &args.model_args, n);
-        let params = GenerationParams { sampling: SamplingParams::greedy(), max_tokens: args.gen_tokens, stop: vec![], ignore_eos: true };
-        for i in 0..n {
-            engine.add(pseudo_tokens(16, vocab, 10 + i as u64), params.clone(), None)?;
+    // Batched decode through the engine: `reps` rounds, each running every batch size in
+    // turn, so that the machine's drift hits all sizes alike. One round of one sequence
+    // lasts well under a second, so a single round's ratio is mostly noise.
+    let sizes: Vec<usize> = args.batch.iter().map(|&n| n.max(1)).collect();
+    let mut rounds: Vec<Vec<f64>> = vec![Vec::new(); sizes.len()];
+    for _ in 0..reps {
+        for (i, &n) in sizes.iter().enumerate() {
+            rounds[i].push(batched_decode(&model, &tok, &args, n, vocab)?);
         }
-        engine.step()?; // prefill of all prompts (and each sequence's first token)
-        let t = Instant::now();
-        while engine.step()? > 0 {}
-        let secs = t.elapsed().as_secs_f64();
-        let decoded: usize = engine.take_finished().iter().map(|f| f.stats.generated_tokens - 1).sum();
-        let agg = decoded as f64 / secs;
-        println!("batched decode, {n} sequences: {agg:>8.1} tok/s aggregate ({:.1} per sequence)", agg / n as f64);
-        batched.push((n, agg));
     }
-    if let (Some(&(1, one)), Some(&(n, many))) = (batched.first(), batched.last()) {
+    for (&n, aggs) in sizes.iter().zip(&rounds) {
+        let (agg, sd) = mean_sd(aggs);
+        println!("batched decode, {n} sequences: {agg:>8.1} ± {sd:.1} tok/s aggregate ({:.1} per sequence)", agg / n as f64);
+    }
+    if let (Some(&1), Some(&n)) = (sizes.first(), sizes.last()) {
         if n > 1 {
-            println!("aggregate at {n} sequences / single stream: {:.2}x", many / one);
+            let (one, many) = (&rounds[0], &rounds[sizes.len() - 1]);
+            let per_round: Vec<String> = one.iter().zip(many).map(|(a, b)| format!("{:.2}", b / a)).collect();
+            println!(
+                "aggregate at {n} sequences / single stream: {:.2}x (per round: {})",
+                mean_sd(many).0 / mean_sd(one).0,
+                per_round.join(", ")
+            );
         }
     }
     let rss = common::peak_rss().unwrap_or(0);
