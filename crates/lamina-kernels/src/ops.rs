@@ -359,6 +359,10 @@ mod f16x86 {
     //! F16C + FMA versions of the f16 attention helpers (lengths are multiples of 8).
     use std::arch::x86_64::*;
 
+    // The quantized kernels' horizontal sum: the same operation order as [`dot`], so per
+    // head and position the scores below equal `dot`'s bit for bit.
+    use crate::dot::x86::hsum;
+
     #[inline(always)]
     unsafe fn load8(p: *const half::f16) -> __m256 {
         _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
@@ -409,16 +413,6 @@ mod f16x86 {
         }
     }
 
-    /// The horizontal sum of [`dot`] (same operation order, so per head and position the
-    /// scores below equal `dot`'s bit for bit).
-    #[inline(always)]
-    unsafe fn hsum(acc: __m256) -> f32 {
-        let lo = _mm256_castps256_ps128(acc);
-        let hi = _mm256_extractf128_ps(acc, 1);
-        let s = _mm_add_ps(lo, hi);
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
-    }
 
     /// Positions ahead that the attention passes prefetch.
     const AHEAD: usize = 24;
