@@ -575,22 +575,32 @@ pub mod x86 {
                     "vpaddw ", $s, ", ", $s, ", ymm11\n",
                 )
             };
+            // The first products of a block start the sum instead of adding to it.
+            (first $x:literal, $s:literal, $lo:literal, $hi:literal) => {
+                concat!(
+                    "vpbroadcastd ymm10, dword ptr [", $x, " + ", $lo, "]\n",
+                    "vpmaddubsw ", $s, ", ymm8, ymm10\n",
+                    "vpbroadcastd ymm11, dword ptr [", $x, " + ", $hi, "]\n",
+                    "vpmaddubsw ymm11, ymm9, ymm11\n",
+                    "vpaddw ", $s, ", ", $s, ", ymm11\n",
+                )
+            };
         }
 
         /// Weight vector `j` of a Q4 block (bytes `$w..$w + 32`): split into nibbles and
         /// multiplied with activation values `8j..8j+4` (`$lo`) and `8j+4..8j+8` (`$hi`)
         /// of all four columns (offsets include the 4-byte `d`/`s` header of a Q8_1 block).
         macro_rules! q4_vector {
-            ($w:literal, $lo:literal, $hi:literal) => {
+            ($($first:ident)? $w:literal, $lo:literal, $hi:literal) => {
                 concat!(
                     "vmovdqa ymm8, ymmword ptr [{q} + ", $w, "]\n",
                     "vpsrlw ymm9, ymm8, 4\n",
                     "vpand ymm8, ymm8, ymm15\n",
                     "vpand ymm9, ymm9, ymm15\n",
-                    q4_column!("{x}", "ymm0", $lo, $hi),
-                    q4_column!("{x} + {xs}", "ymm1", $lo, $hi),
-                    q4_column!("{x} + 2*{xs}", "ymm2", $lo, $hi),
-                    q4_column!("{x} + {xs3}", "ymm3", $lo, $hi),
+                    q4_column!($($first)? "{x}", "ymm0", $lo, $hi),
+                    q4_column!($($first)? "{x} + {xs}", "ymm1", $lo, $hi),
+                    q4_column!($($first)? "{x} + 2*{xs}", "ymm2", $lo, $hi),
+                    q4_column!($($first)? "{x} + {xs3}", "ymm3", $lo, $hi),
                 )
             };
         }
@@ -688,8 +698,7 @@ pub mod x86 {
                         // The weights stream through once per product (see `PREFETCH`).
                         "prefetcht0 [{q} + 1024]",
                         "prefetcht0 [{q} + 1088]",
-                        clear_sums!(),
-                        q4_vector!("0", "4", "8"),
+                        q4_vector!(first "0", "4", "8"),
                         q4_vector!("32", "12", "16"),
                         q4_vector!("64", "20", "24"),
                         q4_vector!("96", "28", "32"),

@@ -48,7 +48,7 @@ fn f32_logits_match_transformers() {
 }
 
 /// 8-bit activations (llama.cpp's arithmetic, our fast path) add quantization noise to
-/// every matrix product, and the f16 KV cache with f16 attention accumulation adds more.
+/// every matrix product, and the f16 KV cache adds more.
 /// Over 30 layers this moves logits of size 10-30 by up to about one logit: measured
 /// 0.52-1.14 across kernel variants that differ only in summation order, the largest on
 /// the chat prompt. We allow 1.5. The top-1 must be among the reference's top 2: on the
