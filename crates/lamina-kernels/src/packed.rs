@@ -562,6 +562,34 @@ pub mod x86 {
     mod asm {
         use super::*;
 
+        /// The `asm!` of a four-column kernel: the template pieces in brackets, then the
+        /// operands every kernel shares (weights `{q}`, scales `{d}`, activations `{x}` with
+        /// column stride `{xs}`, activation scales `{s}` with stride `{ss}`, block count
+        /// `{n}`, output `{o}`; all 16 vector registers clobbered), then any extra operands.
+        macro_rules! four_column_asm {
+            ([$($tmpl:expr),* $(,)?] ($qs:expr, $d:expr, $x:expr, $xs:expr, $sc:expr, $ss:expr, $nb:expr, $out:expr) $($extra:tt)*) => {
+                std::arch::asm!(
+                    $($tmpl),*,
+                    q = inout(reg) $qs => _,
+                    d = inout(reg) $d => _,
+                    x = inout(reg) $x => _,
+                    xs = in(reg) $xs,
+                    xs3 = in(reg) 3 * $xs,
+                    s = inout(reg) $sc => _,
+                    ss = in(reg) $ss,
+                    ss3 = in(reg) 3 * $ss,
+                    n = inout(reg) $nb => _,
+                    o = in(reg) $out,
+                    $($extra)*
+                    out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _,
+                    out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
+                    out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm11") _,
+                    out("ymm12") _, out("ymm13") _, out("ymm14") _, out("ymm15") _,
+                    options(nostack),
+                )
+            };
+        }
+
         /// Products of the split weight vector (ymm8 low nibbles, ymm9 high) with one
         /// column's activation bytes at offsets `$lo`/`$hi` of its block, added to `$s`.
         macro_rules! q4_column {
@@ -692,7 +720,8 @@ pub mod x86 {
             let ss = stride * std::mem::size_of::<ActScale>();
             macro_rules! body {
                 ($finish:ident, $load_m:literal, $next_m:literal) => {
-                    std::arch::asm!(
+                    four_column_asm!(
+                        [
                         prologue!(),
                         "2:",
                         // The weights stream through once per product (see `PREFETCH`).
@@ -716,22 +745,9 @@ pub mod x86 {
                         "dec {n}",
                         "jnz 2b",
                         epilogue!(),
-                        q = inout(reg) qs => _,
-                        d = inout(reg) d => _,
+                        ]
+                        (qs, d, x, xs, sc, ss, nb, out)
                         m = inout(reg) m => _,
-                        x = inout(reg) x => _,
-                        xs = in(reg) xs,
-                        xs3 = in(reg) 3 * xs,
-                        s = inout(reg) sc => _,
-                        ss = in(reg) ss,
-                        ss3 = in(reg) 3 * ss,
-                        n = inout(reg) nb => _,
-                        o = in(reg) out,
-                        out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _,
-                        out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
-                        out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm11") _,
-                        out("ymm12") _, out("ymm13") _, out("ymm14") _, out("ymm15") _,
-                        options(nostack),
                     )
                 };
             }
@@ -791,7 +807,8 @@ pub mod x86 {
             debug_assert!(nb > 0);
             let xs = stride * std::mem::size_of::<BlockQ8_1>();
             let ss = stride * std::mem::size_of::<ActScale>();
-            std::arch::asm!(
+            four_column_asm!(
+                [
                 prologue!(),
                 "2:",
                 "prefetcht0 [{q} + 1024]",
@@ -819,21 +836,8 @@ pub mod x86 {
                 "dec {n}",
                 "jnz 2b",
                 epilogue!(),
-                q = inout(reg) qs => _,
-                d = inout(reg) d => _,
-                x = inout(reg) x => _,
-                xs = in(reg) xs,
-                xs3 = in(reg) 3 * xs,
-                s = inout(reg) sc => _,
-                ss = in(reg) ss,
-                ss3 = in(reg) 3 * ss,
-                n = inout(reg) nb => _,
-                o = in(reg) out,
-                out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _,
-                out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
-                out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm11") _,
-                out("ymm12") _, out("ymm13") _, out("ymm14") _, out("ymm15") _,
-                options(nostack),
+                ]
+                (qs, d, x, xs, sc, ss, nb, out)
             )
         }
     }
