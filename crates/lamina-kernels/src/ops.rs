@@ -59,12 +59,7 @@ pub fn rope_angles(pos: usize, inv_freq: &[f32], cos: &mut [f32], sin: &mut [f32
 
 /// In-place softmax of one row; returns nothing, leaves a probability vector.
 pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f32;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
+    let sum = softmax_weights(x);
     let inv = 1.0 / sum;
     for v in x.iter_mut() {
         *v *= inv;
@@ -276,7 +271,7 @@ pub fn attend_f16_two_pass(q: &[f32], k: &[half::f16], v: &[half::f16], kv_strid
         let krow = &k[i * kv_stride..i * kv_stride + hd];
         *wi = q.iter().zip(krow).map(|(&a, &b)| a * b.to_f32()).sum::<f32>() * scale;
     }
-    let sum = softmax_weights_scalar(w);
+    let sum = softmax_weights(w);
     out.fill(0.0);
     for (i, &wi) in w.iter().enumerate() {
         for (o, x) in out.iter_mut().zip(&v[i * kv_stride..i * kv_stride + hd]) {
@@ -289,8 +284,19 @@ pub fn attend_f16_two_pass(q: &[f32], k: &[half::f16], v: &[half::f16], kv_strid
     }
 }
 
-/// Softmax numerators in place, `w[i] = exp(w[i] - max(w))`, returning their sum; the
-/// scalar twin of the AVX2 version (sums kept in eight lanes and folded in its order).
+/// Softmax numerators in place, `w[i] = exp(w[i] - max(w))`, returning their sum (AVX2
+/// when the CPU has it; the same bits as [`softmax_weights_scalar`] either way).
+pub fn softmax_weights(w: &mut [f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if f16_simd() {
+        // SAFETY: AVX2/FMA detected.
+        return unsafe { f16x86::softmax_weights(w) };
+    }
+    softmax_weights_scalar(w)
+}
+
+/// [`softmax_weights`] without SIMD: sums kept in eight lanes and folded in the AVX2
+/// version's order, so both give the same bits.
 pub fn softmax_weights_scalar(w: &mut [f32]) -> f32 {
     let m = w.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let n8 = w.len() / 8 * 8;
@@ -309,23 +315,6 @@ pub fn softmax_weights_scalar(w: &mut [f32]) -> f32 {
         sum += *x;
     }
     sum
-}
-
-/// Asks the CPU to start fetching the first cache rows of a head that
-/// [`attend_f16_heads`] will read next (`len` rows of `head_dim` keys and values,
-/// `kv_stride` apart), so that their memory latency overlaps the work before it. A hint:
-/// it changes no value, and does nothing without SSE.
-pub fn prefetch_kv_rows(k: &[half::f16], v: &[half::f16], kv_stride: usize, len: usize, head_dim: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let rows = len.min(f16x86::AHEAD);
-        if rows > 0 && k.len() >= (rows - 1) * kv_stride + head_dim && v.len() >= (rows - 1) * kv_stride + head_dim {
-            // SAFETY: prefetches never fault; the rows are in bounds anyway (checked above).
-            unsafe { f16x86::prefetch_rows(k.as_ptr(), v.as_ptr(), kv_stride, rows, head_dim) };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (k, v, kv_stride, len, head_dim);
 }
 
 /// Floats of scratch [`attend_f16`] needs for a head of `head_dim` over `len` positions.
@@ -614,11 +603,11 @@ mod f16x86 {
 
 
     /// Positions ahead that the attention passes prefetch.
-    pub(super) const AHEAD: usize = 24;
+    const AHEAD: usize = 24;
 
     /// Prefetches the first `rows` key rows (to L1) and value rows (to L2) of a head.
     #[inline(always)]
-    pub(super) unsafe fn prefetch_rows(k: *const half::f16, v: *const half::f16, stride: usize, rows: usize, hd: usize) {
+    unsafe fn prefetch_rows(k: *const half::f16, v: *const half::f16, stride: usize, rows: usize, hd: usize) {
         for i in 0..rows {
             let kr = k.wrapping_add(i * stride) as *const i8;
             _mm_prefetch::<_MM_HINT_T0>(kr);

@@ -598,9 +598,7 @@ pub mod x86 {
                     "vpbroadcastd ymm10, dword ptr [", $x, " + ", $lo, "]\n",
                     "vpmaddubsw ymm10, ymm8, ymm10\n",
                     "vpaddw ", $s, ", ", $s, ", ymm10\n",
-                    "vpbroadcastd ymm11, dword ptr [", $x, " + ", $hi, "]\n",
-                    "vpmaddubsw ymm11, ymm9, ymm11\n",
-                    "vpaddw ", $s, ", ", $s, ", ymm11\n",
+                    q4_column!(high $x, $s, $hi),
                 )
             };
             // The first products of a block start the sum instead of adding to it.
@@ -608,6 +606,12 @@ pub mod x86 {
                 concat!(
                     "vpbroadcastd ymm10, dword ptr [", $x, " + ", $lo, "]\n",
                     "vpmaddubsw ", $s, ", ymm8, ymm10\n",
+                    q4_column!(high $x, $s, $hi),
+                )
+            };
+            // The high-nibble products, added to the sum.
+            (high $x:literal, $s:literal, $hi:literal) => {
+                concat!(
                     "vpbroadcastd ymm11, dword ptr [", $x, " + ", $hi, "]\n",
                     "vpmaddubsw ymm11, ymm9, ymm11\n",
                     "vpaddw ", $s, ", ", $s, ", ymm11\n",
@@ -633,12 +637,18 @@ pub mod x86 {
             };
         }
 
+        /// A block's i16 sums (pairs summed into i32 lanes by `vpmaddwd` with ones) as f32.
+        macro_rules! widen {
+            ($sum:literal) => {
+                concat!("vpmaddwd ", $sum, ", ", $sum, ", ymm14\n", "vcvtdq2ps ", $sum, ", ", $sum, "\n")
+            };
+        }
+
         /// Q4_1 block end for one column: `acc += m * s_x + (sum as f32) * (d * d_x)`.
         macro_rules! q4_1_finish {
             ($s:literal, $sum:literal, $acc:literal) => {
                 concat!(
-                    "vpmaddwd ", $sum, ", ", $sum, ", ymm14\n",
-                    "vcvtdq2ps ", $sum, ", ", $sum, "\n",
+                    widen!($sum),
                     "vbroadcastss ymm10, dword ptr [", $s, " + 4]\n",
                     "vfmadd231ps ", $acc, ", ymm13, ymm10\n",
                     "vbroadcastss ymm11, dword ptr [", $s, "]\n",
@@ -652,8 +662,7 @@ pub mod x86 {
         macro_rules! q4_0_finish {
             ($s:literal, $sum:literal, $acc:literal) => {
                 concat!(
-                    "vpmaddwd ", $sum, ", ", $sum, ", ymm14\n",
-                    "vcvtdq2ps ", $sum, ", ", $sum, "\n",
+                    widen!($sum),
                     "vbroadcastss ymm10, dword ptr [", $s, "]\n",
                     "vbroadcastss ymm11, dword ptr [", $s, " + 12]\n",
                     "vfmadd213ps ", $sum, ", ymm10, ymm11\n",
