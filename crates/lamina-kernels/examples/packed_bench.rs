@@ -38,7 +38,18 @@ fn main() {
                 BlockQ8_0 { d: f16::from_f32(0.01), qs }
             })
             .collect();
-        let mats = [("q4_1", PackedMatrix::from_q4_1(&q41, rows, cols)), ("q8_0", PackedMatrix::from_q8_0(&q80, rows, cols))];
+        let q50: Vec<BlockQ5_0> = (0..rows * nb)
+            .map(|_| {
+                let mut qs = [0u8; 16];
+                qs.iter_mut().for_each(|b| *b = rng(&mut s) as u8);
+                BlockQ5_0 { d: f16::from_f32(0.01), qh: (rng(&mut s) as u32).to_le_bytes(), qs }
+            })
+            .collect();
+        let mats = [
+            ("q4_1", PackedMatrix::from_q4_1(&q41, rows, cols)),
+            ("q5_0", PackedMatrix::from_q5_0(&q50, rows, cols)),
+            ("q8_0", PackedMatrix::from_q8_0(&q80, rows, cols)),
+        ];
         let x: Vec<f32> = (0..8 * cols).map(|_| (rng(&mut s) % 2000) as f32 / 1000.0 - 1.0).collect();
         let mut xq = vec![BlockQ8_1::default(); 8 * nb];
         let mut sc: Vec<ActScale> = vec![[0.0; 4]; 8 * nb];

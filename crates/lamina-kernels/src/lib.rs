@@ -3,6 +3,7 @@
 //! - [`pool`]: a persistent worker pool with cheap per-op synchronisation;
 //! - [`quant`]: GGUF block formats and 8-bit activation quantization;
 //! - [`dot`]: quantized and f32 dot products, scalar reference plus AVX2 and AVX2+VNNI;
+//! - [`hugepage`]: buffers for the repacked weights in memory advised for 2 MiB pages;
 //! - [`packed`]: weights rearranged at load time into 8-row interleaved groups, and their kernels;
 //! - [`matmul`]: multi-threaded, tiled matrix products built on the dot products;
 //! - [`ops`]: norms, RoPE, softmax, activations, attention.
@@ -11,6 +12,7 @@
 
 pub mod cpu;
 pub mod dot;
+pub mod hugepage;
 pub mod matmul;
 pub mod ops;
 pub mod packed;

@@ -15,6 +15,9 @@ use crate::quant::*;
 /// Most products fused into one dispatch by [`matmul_many`].
 pub const MAX_JOBS: usize = 4;
 
+/// Work chunks per thread in a product (see [`matmul_many`]).
+const CHUNKS_PER_THREAD: usize = 8;
+
 /// Activation rows per cache panel.
 const PANEL: usize = 64;
 
@@ -267,9 +270,14 @@ pub fn matmul_many(pool: &ThreadPool, k: &Kernels, x: &[f32], acts: &Activations
     // a group on one thread (every job's row count is a multiple of 8 in practice, so job
     // boundaries are group boundaries too; if not, a straddling group is computed twice).
     let align = if outs.iter().flatten().any(|(w, _, _)| matches!(w, Weights::Packed(_))) { GROUP } else { 4 };
-    pool.run(&|t, nt| {
-        let range = ThreadPool::split(total_rows, t, nt, align);
-        // Walk the jobs to find which rows of which matrix fall in this thread's range.
+    // Chunks of whole `align`-row units taken by the threads as they go (see
+    // `ThreadPool::run_chunks`): about eight per thread, so that a thread slowed down by
+    // the machine costs a chunk's time at the end instead of half the product's.
+    let units = total_rows.div_ceil(align);
+    let chunk = units.div_ceil(pool.threads() * CHUNKS_PER_THREAD);
+    pool.run_chunks(units, chunk, &|_, u| {
+        let range = u.start * align..(u.end * align).min(total_rows);
+        // Walk the jobs to find which rows of which matrix fall in this chunk.
         let mut base = 0;
         for &(w, rows, out) in outs.iter().flatten() {
             let lo = range.start.max(base);

@@ -29,6 +29,7 @@
 //! remove the offset, Q5_0 (values `q - 16`) twice the last one, Q8_0 uses the sign trick
 //! (`|w| * sign(x, w)`). Q4_1 and Q5_1 add `m * s`.
 
+use crate::hugepage::{HugeVec, Zeroable};
 use crate::quant::*;
 use half::f16;
 
@@ -71,6 +72,8 @@ impl PackKind {
 #[repr(C, align(32))]
 #[derive(Clone, Copy)]
 struct Chunk([u8; 32]);
+// SAFETY: 32 plain bytes.
+unsafe impl Zeroable for Chunk {}
 
 /// A weight matrix in the row-interleaved layout.
 pub struct PackedMatrix {
@@ -81,9 +84,10 @@ pub struct PackedMatrix {
     pub nb: usize,
     /// Row groups (`rows.div_ceil(8)`).
     pub groups: usize,
-    qs: Vec<Chunk>,
-    d: Vec<f16>,
-    m: Vec<f16>,
+    // In huge-page-advised memory (see `crate::hugepage`): the kernels stream these.
+    qs: HugeVec<Chunk>,
+    d: HugeVec<f16>,
+    m: HugeVec<f16>,
 }
 
 impl std::fmt::Debug for PackedMatrix {
@@ -105,9 +109,9 @@ impl PackedMatrix {
             cols,
             nb,
             groups,
-            qs: vec![Chunk([0; 32]); chunks],
-            d: vec![f16::ZERO; scales],
-            m: if kind.affine() { vec![f16::ZERO; scales] } else { Vec::new() },
+            qs: HugeVec::zeroed(chunks),
+            d: HugeVec::zeroed(scales),
+            m: HugeVec::zeroed(if kind.affine() { scales } else { 0 }),
         }
     }
 
@@ -484,7 +488,7 @@ pub mod x86 {
                                     1 => q4_n::<1, $affine, $five>(qs, d, m, nb, xp, sp, stride, o),
                                     2 => q4_n::<2, $affine, $five>(qs, d, m, nb, xp, sp, stride, o),
                                     3 => q4_n::<3, $affine, $five>(qs, d, m, nb, xp, sp, stride, o),
-                                    4 if $asm4 && !$five && nb > 0 => asm::q4_4::<$affine>(qs, d, m, nb, xp, sp, stride, o),
+                                    4 if $asm4 && nb > 0 => asm::q4_4::<$affine, $five>(qs, d, m, nb, xp, sp, stride, o),
                                     4 => q4_n::<4, $affine, $five>(qs, d, m, nb, xp, sp, stride, o),
                                     _ => {}
                                 }
@@ -542,7 +546,7 @@ pub mod x86 {
         _mm256_add_epi32(a, b)
     }
 
-    /// Four-column AVX2 kernels for Q4_0, Q4_1 and Q8_0, scheduled by hand.
+    /// Four-column AVX2 kernels for Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0, scheduled by hand.
     ///
     /// Why assembly: at four columns (batched decode, prefill) the intrinsic versions above
     /// run ~10 cycles per (column, block) where the same instruction mix, in registers,
@@ -619,6 +623,19 @@ pub mod x86 {
             };
         }
 
+        /// The split weight vector (ymm8/ymm9) times activation bytes `$lo`/`$hi` of all four
+        /// columns, into their sums ymm0-3.
+        macro_rules! four_columns {
+            ($($first:ident)? $lo:literal, $hi:literal) => {
+                concat!(
+                    q4_column!($($first)? "{x}", "ymm0", $lo, $hi),
+                    q4_column!($($first)? "{x} + {xs}", "ymm1", $lo, $hi),
+                    q4_column!($($first)? "{x} + 2*{xs}", "ymm2", $lo, $hi),
+                    q4_column!($($first)? "{x} + {xs3}", "ymm3", $lo, $hi),
+                )
+            };
+        }
+
         /// Weight vector `j` of a Q4 block (bytes `$w..$w + 32`): split into nibbles and
         /// multiplied with activation values `8j..8j+4` (`$lo`) and `8j+4..8j+8` (`$hi`)
         /// of all four columns (offsets include the 4-byte `d`/`s` header of a Q8_1 block).
@@ -629,10 +646,7 @@ pub mod x86 {
                     "vpsrlw ymm9, ymm8, 4\n",
                     "vpand ymm8, ymm8, ymm15\n",
                     "vpand ymm9, ymm9, ymm15\n",
-                    q4_column!($($first)? "{x}", "ymm0", $lo, $hi),
-                    q4_column!($($first)? "{x} + {xs}", "ymm1", $lo, $hi),
-                    q4_column!($($first)? "{x} + 2*{xs}", "ymm2", $lo, $hi),
-                    q4_column!($($first)? "{x} + {xs3}", "ymm3", $lo, $hi),
+                    four_columns!($($first)? $lo, $hi),
                 )
             };
         }
@@ -695,6 +709,35 @@ pub mod x86 {
             };
         }
 
+        /// A block's end for the four columns: `$finish` with each column's scales, its block
+        /// sum (`$t0`..`$t3`) and its f32 accumulator (ymm4-7).
+        macro_rules! finish_columns {
+            ($finish:ident, $t0:literal, $t1:literal, $t2:literal, $t3:literal) => {
+                concat!(
+                    $finish!("{s}", $t0, "ymm4"),
+                    $finish!("{s} + {ss}", $t1, "ymm5"),
+                    $finish!("{s} + 2*{ss}", $t2, "ymm6"),
+                    $finish!("{s} + {ss3}", $t3, "ymm7"),
+                )
+            };
+        }
+
+        /// Moves every pointer to the next block (`$bytes` of weights; `$next_m` steps the
+        /// offsets of affine formats) and loops while blocks remain.
+        macro_rules! next_block {
+            ($bytes:literal, $next_m:literal) => {
+                concat!(
+                    "add {q}, ", $bytes, "\n",
+                    "add {d}, 16\n",
+                    $next_m, "\n",
+                    "add {x}, 36\n",
+                    "add {s}, 16\n",
+                    "dec {n}\n",
+                    "jnz 2b\n",
+                )
+            };
+        }
+
         /// Stores the four accumulators to `out` and clears the upper halves of the vector
         /// registers: without `vzeroupper`, the SSE code that runs next (libm's `expf` in
         /// SwiGLU, measured) pays a state-transition penalty on every instruction, and
@@ -711,10 +754,74 @@ pub mod x86 {
             };
         }
 
-        /// Q4_0 (`AFFINE = false`) or Q4_1 × Q8_1, four columns (see [`PackedFn`]; `nb > 0`).
+        /// Constants the Q5 kernels read from memory (they have no register to spare):
+        /// the nibble mask, the fifth-bit mask and sixteen i16 ones.
+        #[repr(C, align(32))]
+        struct Q5Consts([u8; 32], [u8; 32], [i16; 16]);
+        static Q5_CONSTS: Q5Consts = Q5Consts([0x0F; 32], [0x10; 32], [1; 16]);
+
+        /// Weight vector `j` of a Q5 block (low/high nibbles at `$w`, fifth bits in the
+        /// vector at byte 128 of the block): the 5-bit values of its two halves built in
+        /// ymm8/ymm9 (`$sl`/`$sh` move fifth bit `2j`/`2j + 1` of each byte to bit 4), then
+        /// multiplied with activation values `$lo`/`$hi` of all four columns.
+        macro_rules! q5_vector {
+            ($($first:ident)? $w:literal, $lo:literal, $hi:literal, $sl:literal, $sh:literal) => {
+                concat!(
+                    "vmovdqa ymm8, ymmword ptr [{q} + ", $w, "]\n",
+                    "vpsrlw ymm9, ymm8, 4\n",
+                    "vpand ymm8, ymm8, ymmword ptr [{k}]\n",
+                    "vpand ymm9, ymm9, ymmword ptr [{k}]\n",
+                    "vmovdqa ymm10, ymmword ptr [{q} + 128]\n",
+                    $sl, "\n",
+                    "vpand ymm10, ymm10, ymmword ptr [{k} + 32]\n",
+                    "vpor ymm8, ymm8, ymm10\n",
+                    "vmovdqa ymm11, ymmword ptr [{q} + 128]\n",
+                    $sh, "\n",
+                    "vpand ymm11, ymm11, ymmword ptr [{k} + 32]\n",
+                    "vpor ymm9, ymm9, ymm11\n",
+                    four_columns!($($first)? $lo, $hi),
+                )
+            };
+        }
+
+        /// Q5_0 block end for one column (block sum as f32 in `$t`, `d` in ymm8):
+        /// `acc += ((t as f32) * d_x - 16 * d_x * sum(q_x)) * d`.
+        macro_rules! q5_0_finish {
+            ($s:literal, $t:literal, $acc:literal) => {
+                concat!(
+                    "vbroadcastss ymm10, dword ptr [", $s, "]\n",
+                    "vbroadcastss ymm11, dword ptr [", $s, " + 12]\n",
+                    "vaddps ymm11, ymm11, ymm11\n",
+                    "vfmadd213ps ", $t, ", ymm10, ymm11\n",
+                    "vfmadd231ps ", $acc, ", ", $t, ", ymm8\n",
+                )
+            };
+        }
+
+        /// Q5_1 block end for one column (`d` in ymm8, `m` in ymm9):
+        /// `acc += m * s_x + (t as f32) * (d * d_x)`.
+        macro_rules! q5_1_finish {
+            ($s:literal, $t:literal, $acc:literal) => {
+                concat!(
+                    "vbroadcastss ymm10, dword ptr [", $s, " + 4]\n",
+                    "vfmadd231ps ", $acc, ", ymm9, ymm10\n",
+                    "vbroadcastss ymm11, dword ptr [", $s, "]\n",
+                    "vmulps ymm11, ymm11, ymm8\n",
+                    "vfmadd231ps ", $acc, ", ", $t, ", ymm11\n",
+                )
+            };
+        }
+
+        /// Q4_0 / Q5_0 (`AFFINE = false`) or Q4_1 / Q5_1 (`FIVE`) × Q8_1, four columns (see
+        /// [`PackedFn`]; `nb > 0`).
+        ///
+        /// A 5-bit product pair reaches 2·31·128, so an i16 lane holds the sums of two weight
+        /// vectors, not four: each half block is widened to i32 (ymm12-15, one per column)
+        /// before the next starts in ymm0-3. With those four registers taken, the masks and
+        /// ones come from memory (`Q5_CONSTS`) and the fifth bits are reloaded per vector.
         #[target_feature(enable = "avx2,fma,f16c")]
         #[allow(clippy::too_many_arguments)]
-        pub unsafe fn q4_4<const AFFINE: bool>(
+        pub unsafe fn q4_4<const AFFINE: bool, const FIVE: bool>(
             qs: *const u8,
             d: *const f16,
             m: *const f16,
@@ -742,17 +849,8 @@ pub mod x86 {
                         q4_vector!("96", "28", "32"),
                         "vcvtph2ps ymm12, xmmword ptr [{d}]",
                         $load_m,
-                        $finish!("{s}", "ymm0", "ymm4"),
-                        $finish!("{s} + {ss}", "ymm1", "ymm5"),
-                        $finish!("{s} + 2*{ss}", "ymm2", "ymm6"),
-                        $finish!("{s} + {ss3}", "ymm3", "ymm7"),
-                        "add {q}, 128",
-                        "add {d}, 16",
-                        $next_m,
-                        "add {x}, 36",
-                        "add {s}, 16",
-                        "dec {n}",
-                        "jnz 2b",
+                        finish_columns!($finish, "ymm0", "ymm1", "ymm2", "ymm3"),
+                        next_block!("128", $next_m),
                         epilogue!(),
                         ]
                         (qs, d, x, xs, sc, ss, nb, out)
@@ -760,13 +858,65 @@ pub mod x86 {
                     )
                 };
             }
-            if AFFINE {
+            if FIVE {
+                let k = &Q5_CONSTS as *const Q5Consts as *const u8;
+                macro_rules! body5 {
+                    ($finish:ident, $load_m:literal, $next_m:literal) => {
+                        four_column_asm!(
+                            [
+                            "vxorps ymm4, ymm4, ymm4",
+                            "vxorps ymm5, ymm5, ymm5",
+                            "vxorps ymm6, ymm6, ymm6",
+                            "vxorps ymm7, ymm7, ymm7",
+                            "2:",
+                            "prefetcht0 [{q} + 1024]",
+                            "prefetcht0 [{q} + 1088]",
+                            "prefetcht0 [{q} + 1152]",
+                            q5_vector!(first "0", "4", "8", "vpsllw ymm10, ymm10, 4", "vpsllw ymm11, ymm11, 3"),
+                            q5_vector!("32", "12", "16", "vpsllw ymm10, ymm10, 2", "vpsllw ymm11, ymm11, 1"),
+                            "vpmaddwd ymm12, ymm0, ymmword ptr [{k} + 64]",
+                            "vpmaddwd ymm13, ymm1, ymmword ptr [{k} + 64]",
+                            "vpmaddwd ymm14, ymm2, ymmword ptr [{k} + 64]",
+                            "vpmaddwd ymm15, ymm3, ymmword ptr [{k} + 64]",
+                            q5_vector!(first "64", "20", "24", "", "vpsrlw ymm11, ymm11, 1"),
+                            q5_vector!("96", "28", "32", "vpsrlw ymm10, ymm10, 2", "vpsrlw ymm11, ymm11, 3"),
+                            "vpmaddwd ymm0, ymm0, ymmword ptr [{k} + 64]",
+                            "vpmaddwd ymm1, ymm1, ymmword ptr [{k} + 64]",
+                            "vpmaddwd ymm2, ymm2, ymmword ptr [{k} + 64]",
+                            "vpmaddwd ymm3, ymm3, ymmword ptr [{k} + 64]",
+                            "vpaddd ymm12, ymm12, ymm0",
+                            "vpaddd ymm13, ymm13, ymm1",
+                            "vpaddd ymm14, ymm14, ymm2",
+                            "vpaddd ymm15, ymm15, ymm3",
+                            "vcvtdq2ps ymm12, ymm12",
+                            "vcvtdq2ps ymm13, ymm13",
+                            "vcvtdq2ps ymm14, ymm14",
+                            "vcvtdq2ps ymm15, ymm15",
+                            "vcvtph2ps ymm8, xmmword ptr [{d}]",
+                            $load_m,
+                            finish_columns!($finish, "ymm12", "ymm13", "ymm14", "ymm15"),
+                            next_block!("160", $next_m),
+                            epilogue!(),
+                            ]
+                            (qs, d, x, xs, sc, ss, nb, out)
+                            m = inout(reg) m => _,
+                            k = in(reg) k,
+                        )
+                    };
+                }
+                if AFFINE {
+                    body5!(q5_1_finish, "vcvtph2ps ymm9, xmmword ptr [{m}]", "add {m}, 16");
+                } else {
+                    body5!(q5_0_finish, "/* {m} */", "");
+                }
+            } else if AFFINE {
                 body!(q4_1_finish, "vcvtph2ps ymm13, xmmword ptr [{m}]", "add {m}, 16");
             } else {
                 // `{m}` must appear in the template: an unused operand is an error.
                 body!(q4_0_finish, "/* {m} */", "");
             }
         }
+
 
         /// One 4-byte slice `$k` of a Q8_0 weight vector (ymm8, its absolute values in
         /// ymm9) times one column's activations (sign trick: `|w| · sign(x, w)`), added
@@ -834,16 +984,8 @@ pub mod x86 {
                 q8_vector!("192", "28"),
                 q8_vector!("224", "32"),
                 "vcvtph2ps ymm12, xmmword ptr [{d}]",
-                q8_finish!("{s}", "ymm0", "ymm4"),
-                q8_finish!("{s} + {ss}", "ymm1", "ymm5"),
-                q8_finish!("{s} + 2*{ss}", "ymm2", "ymm6"),
-                q8_finish!("{s} + {ss3}", "ymm3", "ymm7"),
-                "add {q}, 256",
-                "add {d}, 16",
-                "add {x}, 36",
-                "add {s}, 16",
-                "dec {n}",
-                "jnz 2b",
+                finish_columns!(q8_finish, "ymm0", "ymm1", "ymm2", "ymm3"),
+                next_block!("256", ""),
                 epilogue!(),
                 ]
                 (qs, d, x, xs, sc, ss, nb, out)
@@ -851,7 +993,7 @@ pub mod x86 {
         }
     }
 
-    // The last argument: whether four columns of Q4_0, Q4_1 and Q8_0 use the hand-scheduled
+    // The last argument: whether four columns of the packed types use the hand-scheduled
     // AVX2 kernels of `asm` (the VNNI path keeps its intrinsics: `vpdpbusd` needs no
     // i16 stage, so it has registers to spare).
     packed_kernels!("avx2,fma,f16c", avx2, acc16_avx2, fin16_avx2, fin16w_avx2, acc32_avx2, true);

@@ -52,6 +52,48 @@ const SPIN_PAUSE: usize = 1 << 10;
 /// time slice that the thread it waits for needs, and throughput collapses.
 const POLL_TIME: std::time::Duration = std::time::Duration::from_millis(2);
 
+/// Thread counts whose [`ThreadPool::run_chunks`] shares live on the stack.
+const INLINE_SHARES: usize = 16;
+
+/// One thread's remaining chunks in [`ThreadPool::run_chunks`]: `front` in the low 32 bits,
+/// `back` (one past the last) in the high 32, in one word so that the owner taking from the
+/// front and a thief taking from the back cannot both take the last chunk. On its own cache
+/// line: the owner updates it once per chunk.
+#[repr(align(64))]
+#[derive(Default)]
+struct Share(std::sync::atomic::AtomicU64);
+
+impl Share {
+    fn pack(front: usize, back: usize) -> u64 {
+        debug_assert!(front <= back && back < (1 << 31));
+        front as u64 | (back as u64) << 32
+    }
+
+    /// The owner's next chunk. `front` may run past `back` (by at most one per thread):
+    /// whoever sees `front >= back` finds the share empty.
+    fn take_front(&self) -> Option<usize> {
+        let old = self.0.fetch_add(1, Ordering::AcqRel);
+        let (front, back) = (old & 0xFFFF_FFFF, old >> 32);
+        (front < back).then_some(front as usize)
+    }
+
+    /// A thief's chunk, from the back.
+    fn take_back(&self) -> Option<usize> {
+        let mut cur = self.0.load(Ordering::Acquire);
+        loop {
+            let (front, back) = (cur & 0xFFFF_FFFF, cur >> 32);
+            if front >= back {
+                return None;
+            }
+            let new = front | (back - 1) << 32;
+            match self.0.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Some(back as usize - 1),
+                Err(v) => cur = v,
+            }
+        }
+    }
+}
+
 /// A fixed set of worker threads (`threads - 1` of them; the caller is the last one).
 pub struct ThreadPool {
     shared: Arc<Shared>,
@@ -131,6 +173,55 @@ impl ThreadPool {
         // SAFETY: no worker is running the job any more.
         unsafe { *self.shared.job.get() = None };
         self.busy.store(0, Ordering::Release);
+    }
+
+    /// Runs `f(thread, range)` over `0..len` in contiguous ranges of `chunk` (the last one
+    /// shorter), balancing the threads as they go. With one thread, `f(0, 0..len)` once.
+    ///
+    /// Why not a fixed split: the cores of a shared machine rarely run at the same speed
+    /// for long (another tenant, a frequency change), and with a fixed share each the
+    /// faster thread spins while the slower one finishes. Here each thread starts on its
+    /// own contiguous share of the chunks, front to back (so memory-bound products keep one
+    /// sequential stream per thread, which the hardware prefetchers follow), and a thread
+    /// that runs out takes chunks from the *back* of the others' shares until none is left.
+    /// A chunk costs one atomic operation on a cache line its owner has to itself until
+    /// someone steals.
+    pub fn run_chunks(&self, len: usize, chunk: usize, f: &(dyn Fn(usize, std::ops::Range<usize>) + Sync)) {
+        let chunk = chunk.max(1);
+        let chunks = len.div_ceil(chunk);
+        let nt = self.threads();
+        if chunks <= 1 || nt == 1 {
+            if len > 0 {
+                f(0, 0..len);
+            }
+            return;
+        }
+        // Thread `t`'s share, as (front, back) chunk indices; a fixed array for the usual
+        // thread counts, so the per-op path does not allocate.
+        let inline: [Share; INLINE_SHARES] = std::array::from_fn(|_| Share::default());
+        let mut heap = Vec::new();
+        let shares: &[Share] = if nt <= INLINE_SHARES {
+            &inline[..nt]
+        } else {
+            heap.resize_with(nt, Share::default);
+            &heap
+        };
+        for (t, sh) in shares.iter().enumerate() {
+            let r = ThreadPool::split(chunks, t, nt, 1);
+            sh.0.store(Share::pack(r.start, r.end), Ordering::Relaxed);
+        }
+        let run_chunk = |t: usize, c: usize| f(t, c * chunk..((c + 1) * chunk).min(len));
+        self.run(&|t, nt| {
+            while let Some(c) = shares[t].take_front() {
+                run_chunk(t, c);
+            }
+            for k in 1..nt {
+                let victim = &shares[(t + k) % nt];
+                while let Some(c) = victim.take_back() {
+                    run_chunk(t, c);
+                }
+            }
+        });
     }
 
     /// Splits `0..len` into `n` near-equal contiguous ranges and returns range `i`,
@@ -247,6 +338,48 @@ mod tests {
                     assert_eq!(covered, len);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn chunks_cover_range_once() {
+        for threads in [1, 2, 3] {
+            let pool = ThreadPool::new(threads);
+            for (len, chunk) in [(0, 4), (1, 4), (7, 1), (100, 7), (64, 64), (65, 64), (5, 0), (1000, 1), (20000, 1)] {
+                let hits: Vec<AtomicUsize> = (0..len).map(|_| AtomicUsize::new(0)).collect();
+                pool.run_chunks(len, chunk, &|t, r| {
+                    assert!(t < threads && (r.len() <= chunk.max(1) || threads == 1) && !r.is_empty());
+                    for i in r {
+                        hits[i].fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+                assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "len {len} chunk {chunk}");
+            }
+        }
+    }
+
+    #[test]
+    fn slow_thread_shares_are_taken_by_the_others() {
+        // Thread 1 is slow: the others must finish its share from the back, each chunk once.
+        for threads in [2, 4, 20] {
+            let pool = ThreadPool::new(threads);
+            let len = 400;
+            let hits: Vec<AtomicUsize> = (0..len).map(|_| AtomicUsize::new(0)).collect();
+            let by = AtomicUsize::new(0);
+            let home = ThreadPool::split(len, 1, threads, 1);
+            pool.run_chunks(len, 1, &|t, r| {
+                if t == 1 {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                for i in r {
+                    if t != 1 && home.contains(&i) {
+                        by.fetch_add(1, Ordering::Relaxed);
+                    }
+                    hits[i].fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "{threads} threads");
+            assert!(by.load(Ordering::Relaxed) > 0, "no chunk of the slow thread was taken over ({threads} threads)");
         }
     }
 

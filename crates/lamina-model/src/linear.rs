@@ -1,12 +1,14 @@
 //! The linear layer of the inference path: `y = x · Wᵀ (+ b)`.
 //!
-//! One type covers every storage the model meets: quantized blocks used in place from the
-//! GGUF memory map (K-quants included), and dense f32 (from safetensors, from Q2_K / Q3_K, or when
+//! One type covers every storage the model meets: quantized blocks rearranged at load for
+//! the kernels (the 32-value formats), quantized blocks used as stored (K-quants, copied
+//! out of the GGUF memory map into huge-page memory), and dense f32 (from safetensors, from Q2_K / Q3_K, or when
 //! the caller asks for f32 arithmetic). The kernel is chosen from the storage; callers do
 //! not care. Training uses `trainable::Linear` over candle `Var`s with the same names.
 
 use crate::gguf::{GgmlType, GgufFile};
 use lamina_core::{Error, Result};
+use lamina_kernels::hugepage::HugeVec;
 use lamina_kernels::packed::PackedMatrix;
 use lamina_kernels::quant::*;
 use lamina_kernels::Weights;
@@ -17,6 +19,10 @@ use std::sync::Arc;
 pub enum LinearData {
     /// GGUF blocks used in place: `offset` bytes into the map, `rows` rows of `cols` values.
     Mapped { file: Arc<GgufFile>, offset: usize, dtype: GgmlType },
+    /// GGUF blocks (K-quants) used as stored, copied at load out of the file mapping into
+    /// huge-page-advised memory (`lamina_kernels::hugepage`: fewer TLB misses when a
+    /// token streams them); `rows` rows of `cols` values.
+    Copied { bytes: Arc<HugeVec<u8>>, dtype: GgmlType },
     /// Row-major `rows × cols` f32.
     F32(Arc<Vec<f32>>),
     /// Q4_0, Q4_1, Q5_0, Q5_1 or Q8_0 blocks rearranged at load time into 8-row interleaved groups
@@ -56,7 +62,7 @@ pub fn has_int_kernel(dtype: GgmlType) -> bool {
 impl Linear {
     pub fn dtype_name(&self) -> &'static str {
         match &self.data {
-            LinearData::Mapped { dtype, .. } | LinearData::Packed { dtype, .. } => dtype.name(),
+            LinearData::Mapped { dtype, .. } | LinearData::Packed { dtype, .. } | LinearData::Copied { dtype, .. } => dtype.name(),
             LinearData::F32(_) => "F32",
         }
     }
@@ -64,7 +70,7 @@ impl Linear {
     /// Bytes of one row in its storage.
     fn row_bytes(&self) -> usize {
         match &self.data {
-            LinearData::Mapped { dtype, .. } | LinearData::Packed { dtype, .. } => {
+            LinearData::Mapped { dtype, .. } | LinearData::Packed { dtype, .. } | LinearData::Copied { dtype, .. } => {
                 let (bs, bb) = dtype.block();
                 self.cols / bs * bb
             }
@@ -82,21 +88,24 @@ impl Linear {
         match &self.data {
             LinearData::F32(v) => Weights::F32(&v[..self.rows * self.cols]),
             LinearData::Packed { packed, .. } => Weights::Packed(packed),
-            LinearData::Mapped { file, offset, dtype } => {
-                let all = file.data_at(*offset, self.weight_bytes());
-                // Construction checked type, size and alignment, so these casts succeed.
-                match dtype {
-                    GgmlType::Q4_0 => Weights::Q4_0(cast_blocks(all).expect("checked at load")),
-                    GgmlType::Q4_1 => Weights::Q4_1(cast_blocks(all).expect("checked at load")),
-                    GgmlType::Q5_0 => Weights::Q5_0(cast_blocks(all).expect("checked at load")),
-                    GgmlType::Q5_1 => Weights::Q5_1(cast_blocks(all).expect("checked at load")),
-                    GgmlType::Q8_0 => Weights::Q8_0(cast_blocks(all).expect("checked at load")),
-                    GgmlType::Q4K => Weights::Q4K(cast_blocks(all).expect("checked at load")),
-                    GgmlType::Q5K => Weights::Q5K(cast_blocks(all).expect("checked at load")),
-                    GgmlType::Q6K => Weights::Q6K(cast_blocks(all).expect("checked at load")),
-                    _ => unreachable!("only int-kernel types are kept mapped"),
-                }
-            }
+            LinearData::Mapped { file, offset, dtype } => Linear::blocks(*dtype, file.data_at(*offset, self.weight_bytes())),
+            LinearData::Copied { bytes, dtype } => Linear::blocks(*dtype, bytes),
+        }
+    }
+
+    /// The kernel view of GGUF blocks of type `dtype`.
+    fn blocks(dtype: GgmlType, all: &[u8]) -> Weights<'_> {
+        // Construction checked type, size and alignment, so these casts succeed.
+        match dtype {
+            GgmlType::Q4_0 => Weights::Q4_0(cast_blocks(all).expect("checked at load")),
+            GgmlType::Q4_1 => Weights::Q4_1(cast_blocks(all).expect("checked at load")),
+            GgmlType::Q5_0 => Weights::Q5_0(cast_blocks(all).expect("checked at load")),
+            GgmlType::Q5_1 => Weights::Q5_1(cast_blocks(all).expect("checked at load")),
+            GgmlType::Q8_0 => Weights::Q8_0(cast_blocks(all).expect("checked at load")),
+            GgmlType::Q4K => Weights::Q4K(cast_blocks(all).expect("checked at load")),
+            GgmlType::Q5K => Weights::Q5K(cast_blocks(all).expect("checked at load")),
+            GgmlType::Q6K => Weights::Q6K(cast_blocks(all).expect("checked at load")),
+            _ => unreachable!("only int-kernel types are kept in their blocks"),
         }
     }
 
@@ -146,10 +155,10 @@ impl Linear {
         let offset = info.offset + row_start * row_bytes;
         let mapped = Linear { rows, cols, data: LinearData::Mapped { file: file.clone(), offset, dtype: info.dtype }, bias: None };
         if has_int_kernel(info.dtype) && !dense && offset % 2 == 0 {
-            if packs(info.dtype) && std::env::var_os("LAMINA_NO_PACK").is_none() {
-                return Ok(mapped.packed());
+            if std::env::var_os("LAMINA_NO_PACK").is_some() {
+                return Ok(mapped);
             }
-            return Ok(mapped);
+            return Ok(if packs(info.dtype) { mapped.packed() } else { mapped.copied() });
         }
         let bytes = file.data_at(offset, rows * row_bytes);
         let values = dequantize_any(info.dtype, bytes, rows * cols)
@@ -175,6 +184,17 @@ impl Linear {
         release_pages(file.data_at(*offset, self.weight_bytes()));
         let dtype = *dtype;
         Linear { data: LinearData::Packed { packed: Arc::new(packed), dtype }, ..self }
+    }
+
+    /// This layer with mapped weights copied into huge-page-advised memory, their mapped
+    /// pages released as in [`Linear::packed`] (other storage is returned unchanged).
+    pub fn copied(self) -> Linear {
+        let LinearData::Mapped { file, offset, dtype } = &self.data else { return self };
+        let src = file.data_at(*offset, self.weight_bytes());
+        let bytes = Arc::new(HugeVec::from_slice(src));
+        release_pages(src);
+        let dtype = *dtype;
+        Linear { data: LinearData::Copied { bytes, dtype }, ..self }
     }
 
     pub fn from_f32(rows: usize, cols: usize, values: Vec<f32>, bias: Option<Vec<f32>>) -> Result<Linear> {

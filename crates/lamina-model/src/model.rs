@@ -9,7 +9,7 @@
 //! `hq`/`hkv` query/key-value heads of `hd` dims, `v` vocabulary.
 
 use crate::gguf::GgufFile;
-use crate::kv_cache::{KvCache, KvDtype, KvLayer};
+use crate::kv_cache::{KvCache, KvDtype, KvHead};
 use crate::linear::Linear;
 use lamina_core::{Architecture, Error, ModelConfig, Result};
 use lamina_kernels::matmul::{matmul, matmul_many, ActFormat, Activations, Kernels, MatmulJob};
@@ -155,7 +155,7 @@ impl Model {
             Precision::Native => KvDtype::F16,
             Precision::F32 => KvDtype::F32,
         };
-        KvCache::new(self.config.num_layers, self.config.kv_dim(), max_positions.min(self.config.context_length), slots, dtype)
+        KvCache::new(self.config.num_layers, self.config.num_kv_heads, self.config.head_dim, max_positions.min(self.config.context_length), slots, dtype)
     }
 
     fn check_input(&self, input: &BatchInput<'_>, kv: &KvCache) -> Result<()> {
@@ -298,8 +298,9 @@ impl Model {
                 let att_ptr = SyncPtr(att.as_mut_ptr());
                 let sc_ptr = SyncPtr(scores.as_mut_ptr());
                 let q = &*q;
-                pool.run(&|t, nthreads| {
-                    let units = ThreadPool::split(n * hkv, t, nthreads, 1);
+                // Units are taken one at a time: with causal prefill the later tokens' units
+                // are longer, and a fixed split left one thread waiting.
+                pool.run_chunks(n * hkv, 1, &|t, units| {
                     // SAFETY: each thread uses its own `max_len` stretch of the scores buffer.
                     let sc = unsafe { std::slice::from_raw_parts_mut(sc_ptr.get().add(t * max_len), max_len) };
                     for u in units {
@@ -314,19 +315,19 @@ impl Model {
                         // SAFETY: unit (i, g) owns att[i*qd + h0*hd .. + group*hd].
                         let out = unsafe { std::slice::from_raw_parts_mut(att_ptr.get().add(i * qd + h0 * hd), group * hd) };
                         let qg = &q[i * qd + h0 * hd..i * qd + (h0 + group) * hd];
-                        let off = start * kvd + g * hd;
-                        match kvr.layer(s, li) {
-                            KvLayer::F32 { k: keys, v: values } => {
+                        let off = start * hd;
+                        match kvr.head(s, li, g) {
+                            KvHead::F32 { k: keys, v: values } => {
                                 for (qh, oh) in qg.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
-                                    ops::attend(k, qh, &keys[off..], &values[off..], kvd, len, scale, sc, oh)
+                                    ops::attend(k, qh, &keys[off..], &values[off..], hd, len, scale, sc, oh)
                                 }
                             }
-                            KvLayer::F16 { k: keys, v: values } => ops::attend_f16_heads(
+                            KvHead::F16 { k: keys, v: values } => ops::attend_f16_heads(
                                 qg,
                                 hd,
                                 &keys[off..],
                                 &values[off..],
-                                kvd,
+                                hd,
                                 len,
                                 scale,
                                 f16_accumulate,
