@@ -119,6 +119,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     println!("prefill {:>4} tokens: {pp:>8.1} ± {pp_sd:.1} tok/s", args.prompt_tokens);
     println!("decode  {:>4} tokens: {tg:>8.1} ± {tg_sd:.1} tok/s", args.gen_tokens);
     drop(kv);
+    // The peak so far covers what llama-bench runs (one sequence: the prompt, then the
+    // generated tokens); the batched runs below add their sequences' KV caches.
+    let rss_single = common::peak_rss().unwrap_or(0);
 
     // Batched decode through the engine: `reps` rounds, each running every batch size in
     // turn, so that the machine's drift hits all sizes alike. One round of one sequence
@@ -146,7 +149,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     }
     let rss = common::peak_rss().unwrap_or(0);
-    println!("peak RSS: {:.1} MiB", rss as f64 / (1 << 20) as f64);
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    println!("peak RSS: {:.1} MiB after prefill and decode of one sequence, {:.1} MiB with the batched runs", mib(rss_single), mib(rss));
 
     if args.vs_llama_cpp {
         let model_path = model.source.clone();
@@ -157,7 +161,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
             Some(bin) => {
                 let r = run_llama_bench(&bin, &model_path, args.prompt_tokens, args.gen_tokens, threads, reps)?;
                 println!("llama.cpp ({}): prefill {:.1} tok/s, decode {:.1} tok/s, peak RSS {:.1} MiB", bin.display(), r.0, r.1, r.2 as f64 / (1 << 20) as f64);
-                println!("ratio lamina / llama.cpp: prefill {:.2}x, decode {:.2}x, peak RSS {:.2}x", pp / r.0, tg / r.1, rss as f64 / r.2 as f64);
+                println!(
+                    "ratio lamina / llama.cpp: prefill {:.2}x, decode {:.2}x, peak RSS {:.2}x (one sequence each)",
+                    pp / r.0,
+                    tg / r.1,
+                    rss_single as f64 / r.2 as f64
+                );
             }
         }
     }
