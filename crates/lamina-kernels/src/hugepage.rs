@@ -31,15 +31,19 @@ pub const REGION_BYTES: usize = 32 << 20;
 pub unsafe trait Zeroable: Copy + 'static {}
 // SAFETY: plain numbers.
 unsafe impl Zeroable for u8 {}
-unsafe impl Zeroable for i8 {}
 unsafe impl Zeroable for f32 {}
 unsafe impl Zeroable for half::f16 {}
 
+/// What keeps a region's memory alive.
+enum Backing {
+    Map(#[allow(dead_code)] memmap2::MmapMut),
+    /// Where no anonymous mapping could be made.
+    Heap(#[allow(dead_code)] Vec<u8>),
+}
+
 /// One anonymous mapping, aligned to [`HUGE_PAGE`], advised for huge pages.
 struct Region {
-    /// Keeps the mapping alive; `None` when it fell back to the heap.
-    _map: Option<memmap2::MmapMut>,
-    _heap: Option<Vec<u8>>,
+    _backing: Backing,
     base: *mut u8,
     len: usize,
 }
@@ -60,13 +64,13 @@ impl Region {
             }
             // SAFETY: `skip + len <= len + HUGE_PAGE`, the mapping's length.
             let base = unsafe { map.as_mut_ptr().add(skip) };
-            return Region { _map: Some(map), _heap: None, base, len };
+            return Region { _backing: Backing::Map(map), base, len };
         }
         let mut heap = vec![0u8; len + 64];
         let addr = heap.as_mut_ptr() as usize;
         // SAFETY: the skip is below 64 bytes, inside the allocation.
         let base = unsafe { heap.as_mut_ptr().add(addr.next_multiple_of(64) - addr) };
-        Region { _map: None, _heap: Some(heap), base, len }
+        Region { _backing: Backing::Heap(heap), base, len }
     }
 }
 
@@ -145,12 +149,6 @@ impl<T: Zeroable> std::ops::DerefMut for HugeVec<T> {
     fn deref_mut(&mut self) -> &mut [T] {
         // SAFETY: as above, and `&mut self` makes the access exclusive.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
-    }
-}
-
-impl<T: Zeroable> Clone for HugeVec<T> {
-    fn clone(&self) -> Self {
-        HugeVec::from_slice(self)
     }
 }
 
