@@ -3,6 +3,7 @@
 use anyhow::Result;
 use clap::Args;
 use lamina_engine::{resolve, Engine, EngineConfig, GenerationParams, SamplingParams};
+use lamina_kernels::ThreadPool;
 use lamina_model::{Model, Precision};
 use lamina_tokenizer::Tokenizer;
 use std::sync::Arc;
@@ -88,7 +89,7 @@ impl SamplingArgs {
             seed: self.seed,
         };
         sampling.validate().map_err(|e| anyhow::anyhow!("invalid sampling option: {e}"))?;
-        Ok(GenerationParams { sampling, max_tokens: self.max_tokens, stop: self.stop.clone(), ignore_eos: self.ignore_eos })
+        Ok(GenerationParams { sampling, max_tokens: self.max_tokens, stop: self.stop.clone(), ignore_eos: self.ignore_eos, ..GenerationParams::default() })
     }
 }
 
@@ -98,9 +99,18 @@ pub fn load(model: Option<&str>, args: &ModelArgs) -> Result<(Arc<Model>, Arc<To
     Ok((Arc::new(m), Arc::new(t)))
 }
 
-pub fn engine(model: Arc<Model>, tok: Arc<Tokenizer>, args: &ModelArgs, sequences: usize) -> Engine {
+/// An engine on a worker pool of its own, for `sequences` concurrent sequences of up to
+/// the context window (`--ctx`, default the model's capped at 4096).
+pub fn engine(model: Arc<Model>, tok: Arc<Tokenizer>, args: &ModelArgs, sequences: usize) -> Result<Engine> {
     let ctx = args.ctx.unwrap_or(model.config.context_length.min(4096));
-    Engine::new(model, tok, EngineConfig { threads: args.threads(), max_sequences: sequences, context_length: ctx, max_batch_tokens: 512 })
+    let workers = Arc::new(ThreadPool::new(args.threads()));
+    let config = EngineConfig { max_sequences: sequences, context_length: ctx, ..EngineConfig::default() };
+    Ok(Engine::new(model, tok, workers, config)?)
+}
+
+/// `rate` formatted with one decimal, or "n/a" when there was nothing to time.
+pub fn rate(r: Option<f64>) -> String {
+    r.map_or_else(|| "n/a".to_string(), |r| format!("{r:.1}"))
 }
 
 /// Peak resident memory of this process, in bytes (Linux `VmHWM`).

@@ -6,6 +6,7 @@
 pub mod config;
 pub mod registry;
 pub mod error;
+pub mod memory;
 pub mod settings;
 
 pub use config::{Architecture, ModelConfig, RopeScaling};

@@ -1,190 +1,141 @@
 //! The generation engine: many sequences decoded together, one forward pass per step.
 //!
-//! Each step gathers, for every active sequence, either the next chunk of its prompt
-//! (prefill) or its last sampled token (decode) into one batch, runs the model once, and
-//! samples one token for each sequence whose batch rows reached the end of its input.
-//! Sequences can be added and can finish between any two steps (continuous batching).
-//!
-//! Prompt (prefix) caching: a finished sequence's KV slot keeps its tokens. A new request
-//! takes the free slot whose cached tokens share the longest prefix with its prompt and
-//! only computes the rest — so each chat turn only processes its new tokens.
+//! The parts, each in its own module: the KV block pool and prefix cache ([`crate::kv`]),
+//! the [`crate::scheduler`] that plans each step within a token budget, the per-sequence
+//! state ([`crate::sequence`]) and output pipeline ([`crate::pipeline`]). The engine owns
+//! them and the model's paged KV memory, runs the planned batch through the model, and
+//! feeds each sampled row to its sequence's pipeline. Requests can be added and can
+//! finish between any two steps (continuous batching); `lamina run`, `chat`, `bench`,
+//! `perplexity` and the server all go through it.
 
-use crate::sampler::{Sampler, SamplingParams};
-use crate::stop::StopMatcher;
+use crate::kv::{BlockHash, BlockPool};
+use crate::pipeline::{FinishReason, GenerationParams, LogitsProcessor, OutputPipeline};
+use crate::scheduler::{Planned, Scheduler, SchedulerConfig};
+use crate::sequence::{Finished, SeqId, SeqStats, Sequence, TokenCallback, TokenEvent};
 use lamina_core::{Error, Result};
 use lamina_kernels::ThreadPool;
-use lamina_model::{BatchInput, KvCache, Model, Scratch};
-use lamina_tokenizer::{DecodeState, Tokenizer};
+use lamina_model::{BatchInput, Model, PagedKv, Scratch, SeqChunk};
+use lamina_tokenizer::Tokenizer;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// Why a sequence stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinishReason {
-    /// End-of-sequence / end-of-turn token, or a stop string.
-    Stop,
-    /// `max_tokens` reached.
-    Length,
-    /// The context window is full.
-    ContextFull,
-    /// The callback asked to stop.
-    Cancelled,
-}
-
-impl FinishReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FinishReason::Stop => "stop",
-            FinishReason::Length => "length",
-            FinishReason::ContextFull => "context_full",
-            FinishReason::Cancelled => "cancelled",
-        }
-    }
-}
-
-/// Per-request generation settings.
-#[derive(Debug, Clone)]
-pub struct GenerationParams {
-    pub sampling: SamplingParams,
-    pub max_tokens: usize,
-    pub stop: Vec<String>,
-    /// Keep going past end-of-generation tokens (benchmarks).
-    pub ignore_eos: bool,
-}
-
-impl Default for GenerationParams {
-    fn default() -> Self {
-        GenerationParams { sampling: SamplingParams::default(), max_tokens: 256, stop: Vec::new(), ignore_eos: false }
-    }
-}
-
-pub type SeqId = u64;
-
-/// What the per-token callback sees.
-#[derive(Debug)]
-pub struct TokenEvent<'a> {
-    pub seq: SeqId,
-    /// The sampled token (`None` for the final event of a sequence that produced text only at flush).
-    pub token: Option<u32>,
-    /// Text that became printable with this token (may be empty: incomplete UTF-8, or held
-    /// back because it may start a stop string).
-    pub text: &'a str,
-    /// Set on the sequence's last event.
-    pub finished: Option<FinishReason>,
-}
-
-/// Return `false` to stop the sequence.
-pub type TokenCallback = Box<dyn FnMut(&TokenEvent<'_>) -> bool + Send>;
-
-/// Counters for one finished or running sequence.
-#[derive(Debug, Clone, Default)]
-pub struct SeqStats {
-    pub prompt_tokens: usize,
-    /// Prompt tokens served from the prefix cache (not recomputed).
-    pub cached_tokens: usize,
-    pub generated_tokens: usize,
-    pub prefill_time: Duration,
-    pub decode_time: Duration,
-}
-
-impl SeqStats {
-    pub fn prefill_tok_s(&self) -> f64 {
-        let n = self.prompt_tokens - self.cached_tokens;
-        n as f64 / self.prefill_time.as_secs_f64().max(1e-9)
-    }
-    pub fn decode_tok_s(&self) -> f64 {
-        // The first generated token comes from the prefill step.
-        self.generated_tokens.saturating_sub(1) as f64 / self.decode_time.as_secs_f64().max(1e-9)
-    }
-}
-
-/// The result of a sequence, returned by [`Engine::take_finished`].
-#[derive(Debug, Clone)]
-pub struct Finished {
-    pub seq: SeqId,
-    pub tokens: Vec<u32>,
-    pub text: String,
-    pub reason: FinishReason,
-    pub stats: SeqStats,
-}
-
-struct Sequence {
-    id: SeqId,
-    slot: usize,
-    /// Prompt then generated tokens.
-    tokens: Vec<u32>,
-    n_prompt: usize,
-    /// Tokens already in the KV cache.
-    n_cached: usize,
-    params: GenerationParams,
-    sampler: Sampler,
-    decode: DecodeState,
-    stop: StopMatcher,
-    text: String,
-    callback: Option<TokenCallback>,
-    stats: SeqStats,
-    finished: Option<FinishReason>,
-}
+use std::time::Instant;
 
 /// Settings of an engine.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    pub threads: usize,
-    /// Concurrent sequences (KV slots).
+    /// Sequences running at once (more wait in the queue).
     pub max_sequences: usize,
     /// Longest sequence (prompt + generation); at most the model's context length.
     pub context_length: usize,
-    /// Most prompt tokens processed in one step (chunked prefill keeps decode of the other
-    /// sequences flowing while a long prompt is read).
+    /// Most tokens in one forward pass: decode tokens plus prompt chunks (chunked prefill
+    /// keeps the running sequences decoding while a long prompt is read).
     pub max_batch_tokens: usize,
+    /// Positions per KV block.
+    pub block_size: usize,
+    /// KV blocks in the pool; 0 = enough for `max_sequences` full context windows.
+    pub kv_blocks: usize,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { threads: lamina_core::Settings::detect().threads, max_sequences: 8, context_length: 4096, max_batch_tokens: 512 }
+        EngineConfig { max_sequences: 8, context_length: 4096, max_batch_tokens: 512, block_size: lamina_model::DEFAULT_BLOCK_SIZE, kv_blocks: 0 }
     }
+}
+
+/// A request for the engine.
+pub struct Request {
+    pub prompt: Vec<u32>,
+    pub params: GenerationParams,
+    pub callback: Option<TokenCallback>,
+    /// Set to `true` (from any thread) to cancel; seen at the start of the next step.
+    pub cancel: Option<Arc<AtomicBool>>,
+    /// Extra logits processors (a grammar), after `logit_bias`.
+    pub processors: Vec<Box<dyn LogitsProcessor>>,
+}
+
+impl Request {
+    pub fn new(prompt: Vec<u32>, params: GenerationParams) -> Self {
+        Request { prompt, params, callback: None, cancel: None, processors: Vec::new() }
+    }
+
+    pub fn with_callback(mut self, callback: TokenCallback) -> Self {
+        self.callback = Some(callback);
+        self
+    }
+
+    pub fn with_cancel(mut self, cancel: Arc<AtomicBool>) -> Self {
+        self.cancel = Some(cancel);
+        self
+    }
+}
+
+/// A snapshot of the engine's load and cache, for metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EngineStats {
+    pub waiting: usize,
+    pub running: usize,
+    pub kv_blocks: usize,
+    pub kv_blocks_used: usize,
+    pub kv_blocks_free: usize,
+    /// Blocks holding reusable prefixes (used or not).
+    pub kv_blocks_cached: usize,
+    pub block_size: usize,
+    pub prefix_query_tokens: u64,
+    pub prefix_hit_tokens: u64,
+    pub preemptions: u64,
+    pub evictions: u64,
 }
 
 pub struct Engine {
     pub model: Arc<Model>,
     pub tokenizer: Arc<Tokenizer>,
-    pool: ThreadPool,
-    kv: KvCache,
-    /// Tokens held in each KV slot (for prefix reuse).
-    slot_tokens: Vec<Vec<u32>>,
-    slot_busy: Vec<bool>,
-    /// Slot use order, to evict the least recently used cached prefix first.
-    slot_last_use: Vec<u64>,
+    workers: Arc<ThreadPool>,
+    kv: PagedKv,
+    blocks: BlockPool,
+    sched: Scheduler,
+    seqs: HashMap<SeqId, Sequence>,
     scratch: Scratch,
     logits: Vec<f32>,
-    seqs: Vec<Sequence>,
     done: Vec<Finished>,
     next_id: SeqId,
-    clock: u64,
     config: EngineConfig,
 }
 
 impl Engine {
-    pub fn new(model: Arc<Model>, tokenizer: Arc<Tokenizer>, config: EngineConfig) -> Self {
-        let ctx = config.context_length.min(model.config.context_length).max(1);
-        let slots = config.max_sequences.max(1);
-        let kv = model.new_kv_cache(slots, ctx);
-        Engine {
-            pool: ThreadPool::new(config.threads),
+    /// An engine for `model` on the shared worker pool `workers`. Fails when the KV pool
+    /// the configuration asks for is larger than the memory available.
+    pub fn new(model: Arc<Model>, tokenizer: Arc<Tokenizer>, workers: Arc<ThreadPool>, config: EngineConfig) -> Result<Self> {
+        let ctx = config.context_length.min(model.config.context_length);
+        if ctx == 0 {
+            return Err(Error::InvalidInput("the context length must be at least 1 token".into()));
+        }
+        let bs = config.block_size.max(1);
+        let shape = model.kv_shape(bs);
+        let max_sequences = config.max_sequences.max(1);
+        let kv_blocks = if config.kv_blocks > 0 { config.kv_blocks } else { max_sequences * shape.blocks_for(ctx) };
+        lamina_core::memory::check_fits("the KV cache", (kv_blocks * shape.block_bytes()) as u64)?;
+        let kv = PagedKv::new(shape, kv_blocks);
+        let root = BlockHash::root(&model_identity(&model), bs);
+        let sched = Scheduler::new(SchedulerConfig { max_running: max_sequences, max_batch_tokens: config.max_batch_tokens.max(1), block_size: bs }, root);
+        Ok(Engine {
             kv,
-            slot_tokens: vec![Vec::new(); slots],
-            slot_busy: vec![false; slots],
-            slot_last_use: vec![0; slots],
+            blocks: BlockPool::new(kv_blocks),
+            sched,
+            seqs: HashMap::new(),
             scratch: Scratch::default(),
             logits: Vec::new(),
-            seqs: Vec::new(),
             done: Vec::new(),
             next_id: 1,
-            clock: 0,
-            config: EngineConfig { context_length: ctx, max_sequences: slots, ..config },
+            config: EngineConfig { context_length: ctx, max_sequences, block_size: bs, kv_blocks, ..config },
+            workers,
             model,
             tokenizer,
-        }
+        })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
     }
 
     pub fn context_length(&self) -> usize {
@@ -192,213 +143,184 @@ impl Engine {
     }
 
     pub fn threads(&self) -> usize {
-        self.pool.threads()
+        self.workers.threads()
     }
 
-    /// Sequences still running.
+    /// Sequences waiting or running.
     pub fn active(&self) -> usize {
         self.seqs.len()
     }
 
-    /// Whether another sequence can be added now.
-    pub fn has_free_slot(&self) -> bool {
-        self.slot_busy.iter().any(|b| !b)
+    pub fn stats(&self) -> EngineStats {
+        let c = self.sched.counters;
+        EngineStats {
+            waiting: self.sched.waiting(),
+            running: self.sched.running(),
+            kv_blocks: self.blocks.num_blocks(),
+            kv_blocks_used: self.blocks.used(),
+            kv_blocks_free: self.blocks.free(),
+            kv_blocks_cached: self.blocks.cached(),
+            block_size: self.config.block_size,
+            prefix_query_tokens: c.prefix_query_tokens,
+            prefix_hit_tokens: c.prefix_hit_tokens,
+            preemptions: c.preemptions,
+            evictions: self.blocks.evictions(),
+        }
     }
 
-    /// Queues a prompt for generation. Fails if the prompt is empty, does not fit the
-    /// context window, or no slot is free.
-    pub fn add(&mut self, prompt: Vec<u32>, params: GenerationParams, callback: Option<TokenCallback>) -> Result<SeqId> {
+    /// Checks a request against the model and this engine's limits: the same checks
+    /// [`add`](Self::add) makes, for callers that want to refuse before queueing.
+    pub fn check(&self, prompt: &[u32], params: &GenerationParams) -> Result<()> {
         if prompt.is_empty() {
             return Err(Error::EmptyPrompt);
         }
-        if prompt.len() >= self.config.context_length {
-            return Err(Error::PromptTooLong { prompt_tokens: prompt.len(), context_length: self.config.context_length });
+        let ctx = self.config.context_length;
+        if prompt.len() >= ctx {
+            return Err(Error::PromptTooLong { prompt_tokens: prompt.len(), context_length: ctx });
         }
-        params.sampling.validate().map_err(Error::InvalidInput)?;
+        params.validate(self.model.config.vocab_size).map_err(Error::InvalidInput)?;
         if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= self.model.config.vocab_size) {
             return Err(Error::InvalidInput(format!("token id {bad} is outside the vocabulary")));
         }
-        // Pick the free slot sharing the longest prefix; among ties, the least recently used.
-        let slot = (0..self.slot_busy.len())
-            .filter(|&s| !self.slot_busy[s])
-            .max_by_key(|&s| (common_prefix(&self.slot_tokens[s], &prompt), std::cmp::Reverse(self.slot_last_use[s])))
-            .ok_or_else(|| Error::InvalidInput("no free sequence slot".into()))?;
-        // Reuse the cached prefix, but always recompute at least the last prompt token
-        // (its logits are needed to sample the first new token).
-        let reuse = common_prefix(&self.slot_tokens[slot], &prompt).min(prompt.len() - 1);
-        self.kv.truncate(slot, reuse);
-        self.slot_tokens[slot].truncate(reuse);
-        self.slot_busy[slot] = true;
-        self.clock += 1;
-        self.slot_last_use[slot] = self.clock;
+        // Alone in the pool, the sequence must be able to reach its end.
+        let longest = (prompt.len() + params.max_tokens).min(ctx);
+        let need = longest.div_ceil(self.config.block_size);
+        if need > self.blocks.num_blocks() {
+            return Err(Error::InvalidInput(format!(
+                "{longest} tokens need {need} KV blocks of {} positions, and the cache has {} (raise the memory for the KV cache, or ask for fewer tokens)",
+                self.config.block_size,
+                self.blocks.num_blocks()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Queues a request. Fails if the request is invalid or can never fit; otherwise it
+    /// waits for memory and a turn, however long the queue.
+    pub fn add(&mut self, request: Request) -> Result<SeqId> {
+        let Request { prompt, params, callback, cancel, processors } = request;
+        self.check(&prompt, &params)?;
         let id = self.next_id;
         self.next_id += 1;
         let n_prompt = prompt.len();
-        self.seqs.push(Sequence {
+        let mut seq = Sequence {
             id,
-            slot,
             tokens: prompt,
             n_prompt,
-            n_cached: reuse,
-            sampler: Sampler::new(params.sampling.clone()),
-            stop: StopMatcher::new(params.stop.clone()),
-            params,
-            decode: DecodeState::new(true),
-            text: String::new(),
+            n_computed: 0,
+            blocks: Vec::new(),
+            hashes: Vec::new(),
+            n_ready: 0,
+            admitted: false,
+            pipeline: OutputPipeline::new(params.clone(), processors),
             callback,
-            stats: SeqStats { prompt_tokens: n_prompt, cached_tokens: reuse, ..Default::default() },
+            cancel,
+            text: String::new(),
+            logprobs: Vec::new(),
+            stats: SeqStats::new(n_prompt),
             finished: None,
-        });
+        };
+        if params.max_tokens == 0 {
+            // Nothing to generate: done without touching the model.
+            seq.finished = Some(FinishReason::Length);
+            self.seqs.insert(id, seq);
+            self.finish(id);
+            return Ok(id);
+        }
+        self.seqs.insert(id, seq);
+        self.sched.enqueue(id);
         Ok(id)
     }
 
-    /// Stops a running sequence.
+    /// Stops a sequence (running or waiting) now.
     pub fn cancel(&mut self, id: SeqId) {
-        if let Some(s) = self.seqs.iter_mut().find(|s| s.id == id) {
-            s.finished = Some(FinishReason::Cancelled);
+        if let Some(s) = self.seqs.get_mut(&id) {
+            s.finished.get_or_insert(FinishReason::Cancelled);
+            self.finish(id);
         }
-        self.retire();
     }
 
-    /// Runs one forward pass over all active sequences and samples their next tokens.
-    /// Returns the number of sequences still active.
+    /// Runs one step: retires cancelled sequences, plans the batch, runs it through the
+    /// model and samples a token for each sequence whose input was complete. Returns the
+    /// number of sequences still waiting or running.
     pub fn step(&mut self) -> Result<usize> {
-        if self.seqs.is_empty() {
-            return Ok(0);
+        let cancelled: Vec<SeqId> = self.seqs.values().filter(|s| s.cancelled()).map(|s| s.id).collect();
+        for id in cancelled {
+            self.cancel(id);
         }
-        let mut tokens = Vec::new();
-        let mut positions = Vec::new();
-        let mut slots = Vec::new();
-        let mut logit_rows = Vec::new();
-        // (sequence index, logits row index) for sequences that sample this step.
-        let mut samplers = Vec::new();
-        let mut prefill_seqs = Vec::new();
-        let mut budget = self.config.max_batch_tokens.max(1);
-        // Decode tokens first (one each), so a long prompt never starves running sequences.
-        let order: Vec<usize> = {
-            let mut o: Vec<usize> = (0..self.seqs.len()).collect();
-            o.sort_by_key(|&i| self.seqs[i].tokens.len() - self.seqs[i].n_cached > 1);
-            o
-        };
-        for i in order {
-            let s = &self.seqs[i];
-            let pending = s.tokens.len() - s.n_cached;
-            if pending == 0 {
-                continue;
-            }
-            let take = if pending == 1 { 1 } else { pending.min(budget) };
-            if take == 0 {
-                continue;
-            }
-            if pending > 1 {
-                budget -= take;
-                prefill_seqs.push(i);
-            }
-            for j in 0..take {
-                let p = s.n_cached + j;
-                tokens.push(s.tokens[p]);
-                positions.push(p);
-                slots.push(s.slot);
-            }
-            if take == pending {
-                samplers.push((i, logit_rows.len()));
-                logit_rows.push(tokens.len() - 1);
-            }
-        }
-        if tokens.is_empty() {
+        let plan = self.sched.schedule(&mut self.seqs, &mut self.blocks);
+        if plan.is_empty() {
             return Ok(self.seqs.len());
         }
+        let mut tokens = Vec::new();
+        let mut rows = Vec::new();
         let t0 = Instant::now();
-        self.model.forward(
-            BatchInput { tokens: &tokens, positions: &positions, slots: &slots, logits_rows: &logit_rows },
-            &mut self.kv,
-            &mut self.scratch,
-            &self.pool,
-            &mut self.logits,
-        )?;
-        let elapsed = t0.elapsed();
-        // Account the step's time: prefill for sequences reading their prompt, decode otherwise.
-        for (i, s) in self.seqs.iter_mut().enumerate() {
-            let took: usize = slots.iter().filter(|&&x| x == s.slot).count();
-            if took == 0 {
-                continue;
+        {
+            let mut chunks = Vec::with_capacity(plan.len());
+            for p in &plan {
+                let s = &self.seqs[&p.seq];
+                tokens.extend_from_slice(&s.tokens[p.start..p.start + p.len]);
+                chunks.push(SeqChunk { len: p.len, start: p.start, blocks: &s.blocks });
+                if p.sample {
+                    rows.push(tokens.len() - 1);
+                }
             }
-            if prefill_seqs.contains(&i) {
+            self.model.forward(BatchInput { tokens: &tokens, seqs: &chunks, logits_rows: &rows }, &mut self.kv, &mut self.scratch, &self.workers, &mut self.logits)?;
+        }
+        let elapsed = t0.elapsed();
+        for p in &plan {
+            let s = self.seqs.get_mut(&p.seq).expect("planned");
+            if p.start < s.n_prompt {
                 s.stats.prefill_time += elapsed;
             } else {
                 s.stats.decode_time += elapsed;
             }
-            let from = s.n_cached;
-            s.n_cached += took;
-            let slot_toks = &mut self.slot_tokens[s.slot];
-            slot_toks.truncate(from);
-            slot_toks.extend_from_slice(&s.tokens[from..s.n_cached]);
+            self.sched.computed(s, p.len, &mut self.blocks);
         }
         let vocab = self.model.config.vocab_size;
         let ctx = self.config.context_length;
-        let tokenizer = self.tokenizer.clone();
-        for (i, row) in samplers {
-            let s = &mut self.seqs[i];
+        let sampled: Vec<&Planned> = plan.iter().filter(|p| p.sample).collect();
+        for (row, p) in sampled.into_iter().enumerate() {
+            let s = self.seqs.get_mut(&p.seq).expect("planned");
             let logits = &mut self.logits[row * vocab..(row + 1) * vocab];
-            let token = s.sampler.sample(logits, &s.tokens);
-            s.tokens.push(token);
+            let room = ctx.saturating_sub(s.tokens.len() + 1);
+            let out = s.pipeline.next(logits, &s.tokens, room, &self.tokenizer)?;
+            s.tokens.push(out.token);
             s.stats.generated_tokens += 1;
-            let eog = !s.params.ignore_eos && tokenizer.is_end_of_generation(token);
-            let mut finish = None;
-            let mut text = String::new();
-            if eog {
-                finish = Some(FinishReason::Stop);
-            } else {
-                if let Some(piece) = s.decode.step(&tokenizer, token)? {
-                    let (out, hit) = s.stop.push(&piece);
-                    text = out;
-                    if hit {
-                        finish = Some(FinishReason::Stop);
-                    }
-                }
-                if finish.is_none() {
-                    if s.stats.generated_tokens >= s.params.max_tokens {
-                        finish = Some(FinishReason::Length);
-                    } else if s.tokens.len() >= ctx {
-                        finish = Some(FinishReason::ContextFull);
-                    }
-                }
-            }
-            if finish.is_some() && !s.stop.is_stopped() {
-                // Release text held back for a possible stop string or an incomplete character.
-                if let Some(rest) = s.decode.flush(&tokenizer)? {
-                    let (out, _) = s.stop.push(&rest);
-                    text.push_str(&out);
-                }
-                text.push_str(&s.stop.flush());
-            }
-            s.text.push_str(&text);
-            if s.finished.is_none() {
-                s.finished = finish;
-            }
-            let event = TokenEvent { seq: s.id, token: Some(token), text: &text, finished: s.finished };
+            s.stats.first_token.get_or_insert_with(Instant::now);
+            s.text.push_str(&out.text);
+            s.finished = s.finished.or(out.finish);
+            let event = TokenEvent { seq: s.id, token: Some(out.token), text: &out.text, logprob: out.logprob.as_ref(), finished: s.finished };
             if let Some(cb) = s.callback.as_mut() {
                 if !cb(&event) && s.finished.is_none() {
                     s.finished = Some(FinishReason::Cancelled);
                 }
             }
+            if let Some(lp) = out.logprob {
+                s.logprobs.push(lp);
+            }
+            if s.finished.is_some() {
+                self.finish(p.seq);
+            }
         }
-        self.retire();
         Ok(self.seqs.len())
     }
 
-    /// Moves finished sequences out, freeing their slots (their KV stays cached).
-    fn retire(&mut self) {
-        let mut i = 0;
-        while i < self.seqs.len() {
-            if let Some(reason) = self.seqs[i].finished {
-                let s = self.seqs.swap_remove(i);
-                self.slot_busy[s.slot] = false;
-                self.done.push(Finished { seq: s.id, tokens: s.tokens[s.n_prompt..].to_vec(), text: s.text, reason, stats: s.stats });
-            } else {
-                i += 1;
+    /// Moves a finished (or cancelled) sequence out, releasing its blocks (their full
+    /// ones stay in the prefix cache).
+    fn finish(&mut self, id: SeqId) {
+        let Some(mut s) = self.seqs.remove(&id) else { return };
+        let reason = s.finished.unwrap_or(FinishReason::Cancelled);
+        self.sched.remove(id);
+        self.blocks.release_all(&s.blocks);
+        if reason == FinishReason::Cancelled {
+            // The client is told, once, that nothing more comes.
+            if let Some(cb) = s.callback.as_mut() {
+                cb(&TokenEvent { seq: id, token: None, text: "", logprob: None, finished: Some(reason) });
             }
         }
+        let generated = s.tokens[s.n_prompt..].to_vec();
+        self.done.push(Finished { seq: id, tokens: generated, text: s.text, logprobs: s.logprobs, reason, stats: s.stats });
     }
 
     /// Runs steps until every sequence has finished.
@@ -415,34 +337,67 @@ impl Engine {
     /// One prompt, generated to completion, with a per-token callback. Convenience for
     /// `lamina run` and `lamina chat` (reuses the cached prefix of earlier calls).
     pub fn generate(&mut self, prompt: Vec<u32>, params: GenerationParams, callback: Option<TokenCallback>) -> Result<Finished> {
-        let id = self.add(prompt, params, callback)?;
+        let mut request = Request::new(prompt, params);
+        request.callback = callback;
+        let id = self.add(request)?;
         loop {
-            let still = self.step()?;
             if let Some(pos) = self.done.iter().position(|f| f.seq == id) {
                 return Ok(self.done.remove(pos));
             }
-            if still == 0 {
+            if self.step()? == 0 && !self.done.iter().any(|f| f.seq == id) {
                 return Err(Error::Other("sequence vanished".into()));
             }
         }
     }
 
-    /// Bytes of KV cache currently allocated.
-    pub fn kv_bytes(&self) -> usize {
-        self.kv.bytes()
+    /// Logits after each of `rows` of `tokens`, evaluated as a fresh sequence from an
+    /// empty cache (`rows.len() × vocab` values into `out`). Nothing is cached. Needs the
+    /// blocks for `tokens` free (perplexity runs this on an otherwise idle engine).
+    pub fn logits_of(&mut self, tokens: &[u32], rows: &[usize], out: &mut Vec<f32>) -> Result<()> {
+        let need = tokens.len().div_ceil(self.config.block_size);
+        if tokens.len() > self.config.context_length || need > self.blocks.free() {
+            return Err(Error::InvalidInput(format!(
+                "{} tokens need {need} free KV blocks; {} are free (context {})",
+                tokens.len(),
+                self.blocks.free(),
+                self.config.context_length
+            )));
+        }
+        let table: Vec<u32> = (0..need).map(|_| self.blocks.allocate().expect("checked free blocks")).collect();
+        let chunk = [SeqChunk { len: tokens.len(), start: 0, blocks: &table }];
+        let result = self.model.forward(BatchInput { tokens, seqs: &chunk, logits_rows: rows }, &mut self.kv, &mut self.scratch, &self.workers, out);
+        self.blocks.release_all(&table);
+        result
     }
 
-    /// Drops every cached prefix (e.g. `/reset` in chat).
+    /// Drops every cached prefix not in use (e.g. `/reset` in chat).
     pub fn clear_cache(&mut self) {
-        for s in 0..self.slot_tokens.len() {
-            if !self.slot_busy[s] {
-                self.slot_tokens[s].clear();
-                self.kv.truncate(s, 0);
+        self.blocks.clear_cache();
+    }
+
+    /// Checks the block pool's invariants and that the blocks in use are exactly those
+    /// the live sequences hold (tests).
+    pub fn check_invariants(&self) {
+        self.blocks.check_invariants();
+        let mut refs: HashMap<u32, u32> = HashMap::new();
+        for s in self.seqs.values() {
+            for &b in &s.blocks {
+                *refs.entry(b).or_default() += 1;
             }
+        }
+        for b in 0..self.blocks.num_blocks() as u32 {
+            assert_eq!(self.blocks.refs(b), refs.get(&b).copied().unwrap_or(0), "references of KV block {b}");
         }
     }
 }
 
-fn common_prefix(a: &[u32], b: &[u32]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+/// What distinguishes this model's KV contents from another's: the weights' file and
+/// size, the arithmetic and the shape.
+fn model_identity(model: &Model) -> Vec<u8> {
+    let c = &model.config;
+    let mut id = format!("{}|{:?}|{}|{}|{}|{}|{}", model.source.display(), model.precision, c.num_layers, c.hidden_size, c.num_kv_heads, c.head_dim, c.vocab_size);
+    if let Ok(meta) = std::fs::metadata(&model.source) {
+        id.push_str(&format!("|{}", meta.len()));
+    }
+    id.into_bytes()
 }

@@ -1,12 +1,20 @@
-//! Inference on top of the model: sampling, stop strings, the batched generation engine
-//! with its KV-cache slots and prefix cache, perplexity, and model resolution.
+//! Inference on top of the model: the paged-KV generation engine and its parts —
+//! block pool and prefix cache ([`kv`]), [`scheduler`], per-sequence state
+//! ([`sequence`]) and output pipeline ([`pipeline`]: logits processors, [`sampler`],
+//! detokenization, [`stop`] strings) — plus perplexity and model resolution.
 
 pub mod engine;
+pub mod kv;
 pub mod perplexity;
+pub mod pipeline;
 pub mod resolve;
 pub mod sampler;
+pub mod scheduler;
+pub mod sequence;
 pub mod stop;
 
-pub use engine::{Engine, EngineConfig, FinishReason, Finished, GenerationParams, SeqId, SeqStats, TokenCallback, TokenEvent};
+pub use engine::{Engine, EngineConfig, EngineStats, Request};
+pub use pipeline::{FinishReason, GenerationParams, LogitsProcessor, TokenLogprob, TokenOutput};
 pub use sampler::{Sampler, SamplingParams};
+pub use sequence::{Finished, SeqId, SeqStats, TokenCallback, TokenEvent};
 pub use stop::StopMatcher;

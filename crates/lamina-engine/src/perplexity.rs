@@ -4,9 +4,8 @@
 //! (every scored token sees at least `ctx/2` tokens of context). A trailing partial
 //! window is dropped.
 
+use crate::Engine;
 use lamina_core::{Error, Result};
-use lamina_kernels::ThreadPool;
-use lamina_model::{BatchInput, Model, Scratch};
 
 #[derive(Debug, Clone)]
 pub struct PerplexityReport {
@@ -20,10 +19,10 @@ pub struct PerplexityReport {
 }
 
 /// Scores `tokens` in windows of `ctx`. `bos`, when given, replaces each window's first
-/// token, as llama.cpp does for models that add a BOS token.
+/// token, as llama.cpp does for models that add a BOS token. The engine must be idle
+/// (each window takes `ctx` positions of its KV cache).
 pub fn perplexity(
-    model: &Model,
-    pool: &ThreadPool,
+    engine: &mut Engine,
     tokens: &[u32],
     ctx: usize,
     bos: Option<u32>,
@@ -32,22 +31,19 @@ pub fn perplexity(
     if ctx < 4 {
         return Err(Error::InvalidInput(format!("context {ctx} is too small for perplexity")));
     }
-    if ctx > model.config.context_length {
-        return Err(Error::InvalidInput(format!("--ctx {ctx} exceeds the model's context length {}", model.config.context_length)));
+    let model_ctx = engine.model.config.context_length;
+    if ctx > model_ctx {
+        return Err(Error::InvalidInput(format!("--ctx {ctx} exceeds the model's context length {model_ctx}")));
     }
     let windows = tokens.len() / ctx;
     if windows == 0 {
         return Err(Error::InvalidInput(format!("the text has {} tokens, fewer than one window of {ctx}", tokens.len())));
     }
     let first = ctx / 2;
-    let mut kv = model.new_kv_cache(1, ctx);
-    let mut scratch = Scratch::default();
     let mut logits = Vec::new();
-    let positions: Vec<usize> = (0..ctx).collect();
-    let slots = vec![0usize; ctx];
     // Rows first..ctx-1 predict tokens first+1..ctx.
     let rows: Vec<usize> = (first..ctx - 1).collect();
-    let vocab = model.config.vocab_size;
+    let vocab = engine.model.config.vocab_size;
     let (mut nll, mut count) = (0.0f64, 0usize);
     let mut running = Vec::with_capacity(windows);
     for w in 0..windows {
@@ -55,8 +51,7 @@ pub fn perplexity(
         if let Some(b) = bos {
             window[0] = b;
         }
-        kv.truncate(0, 0);
-        model.forward(BatchInput { tokens: &window, positions: &positions, slots: &slots, logits_rows: &rows }, &mut kv, &mut scratch, pool, &mut logits)?;
+        engine.logits_of(&window, &rows, &mut logits)?;
         for (j, &r) in rows.iter().enumerate() {
             let row = &logits[j * vocab..(j + 1) * vocab];
             let target = window[r + 1] as usize;

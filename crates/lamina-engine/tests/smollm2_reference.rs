@@ -1,9 +1,11 @@
 //! End-to-end checks of the real SmolLM2-135M-Instruct against independent references:
 //! greedy continuations (llama.cpp and transformers) and llama.cpp's perplexity.
 
+use lamina_engine::{Engine, EngineConfig, GenerationParams, SamplingParams};
 use lamina_kernels::ThreadPool;
-use lamina_model::{load_model, BatchInput, Model, Precision, Scratch};
+use lamina_model::{load_model, Model, Precision};
 use lamina_tokenizer::Tokenizer;
+use std::sync::Arc;
 
 fn shared(rel: &str) -> String {
     format!("{}/../../../shared/{rel}", env!("CARGO_MANIFEST_DIR"))
@@ -17,34 +19,36 @@ fn ids(v: &serde_json::Value) -> Vec<u32> {
     v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
 
-/// Greedy decoding of `reference.len()` tokens, compared step by step. Returns
-/// `Ok(None)` on an exact match, `Ok(Some((step, gap)))` when the first difference is at a
-/// near-tie of `gap` logits, `Err` otherwise.
-fn compare_greedy(model: &Model, pool: &ThreadPool, prompt: &[u32], reference: &[u32]) -> Result<Option<(usize, f32)>, String> {
-    let mut kv = model.new_kv_cache(1, 1024);
-    let mut scratch = Scratch::default();
-    let mut logits = Vec::new();
-    let mut input: Vec<u32> = prompt.to_vec();
-    let mut pos = 0;
-    for (step, &want) in reference.iter().enumerate() {
-        let positions: Vec<usize> = (pos..pos + input.len()).collect();
-        let slots = vec![0; input.len()];
-        model
-            .forward(BatchInput { tokens: &input, positions: &positions, slots: &slots, logits_rows: &[input.len() - 1] }, &mut kv, &mut scratch, pool, &mut logits)
-            .map_err(|e| e.to_string())?;
-        pos += input.len();
-        let got = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0))).unwrap().0 as u32;
+/// Greedy decoding of `reference.len()` tokens through the engine, compared step by
+/// step. Returns `Ok(None)` on an exact match, `Ok(Some((step, gap)))` when the first
+/// difference is at a near-tie of `gap` logits, `Err` otherwise. (The gap is the
+/// difference of the two tokens' log-probabilities, which equals their logits'.)
+fn compare_greedy(engine: &mut Engine, prompt: &[u32], reference: &[u32]) -> Result<Option<(usize, f32)>, String> {
+    let params = GenerationParams { sampling: SamplingParams::greedy(), max_tokens: reference.len(), logprobs: Some(20), ..Default::default() };
+    let done = engine.generate(prompt.to_vec(), params, None).map_err(|e| e.to_string())?;
+    for (step, (&want, lp)) in reference.iter().zip(&done.logprobs).enumerate() {
+        let got = lp.token;
         if got != want {
-            let gap = logits[got as usize] - logits[want as usize];
+            let Some(&(_, want_lp)) = lp.top.iter().find(|t| t.0 == want) else {
+                return Err(format!("step {step}: ours {got} vs reference {want}, which is not among our 20 most likely"));
+            };
+            let gap = lp.logprob - want_lp;
             return if gap <= 0.01 {
                 Ok(Some((step, gap)))
             } else {
                 Err(format!("step {step}: ours {got} vs reference {want}, logit gap {gap:.4} (not a near-tie)"))
             };
         }
-        input = vec![got];
+    }
+    if done.tokens.len() < reference.len() {
+        return Err(format!("stopped after {} tokens ({}), the reference has {}", done.tokens.len(), done.reason.as_str(), reference.len()));
     }
     Ok(None)
+}
+
+fn engine(model: Model, tok: Tokenizer) -> Engine {
+    let config = EngineConfig { max_sequences: 1, context_length: 1024, ..Default::default() };
+    Engine::new(Arc::new(model), Arc::new(tok), Arc::new(ThreadPool::new(2)), config).unwrap()
 }
 
 fn model_and_tokenizer(precision: Precision) -> (Model, Tokenizer) {
@@ -56,13 +60,13 @@ fn model_and_tokenizer(precision: Precision) -> (Model, Tokenizer) {
 /// transformers' greedy continuations.
 #[test]
 fn greedy_matches_transformers_f32() {
-    let (model, _) = model_and_tokenizer(Precision::F32);
-    let pool = ThreadPool::new(2);
+    let (model, tok) = model_and_tokenizer(Precision::F32);
+    let mut engine = engine(model, tok);
     let mut exact = 0;
     let mut failures = Vec::new();
     let refs = jsonl("reference/smollm2_greedy_hf_f32.jsonl");
     for r in &refs {
-        match compare_greedy(&model, &pool, &ids(&r["prompt_ids"]), &ids(&r["greedy_ids"])) {
+        match compare_greedy(&mut engine, &ids(&r["prompt_ids"]), &ids(&r["greedy_ids"])) {
             Ok(None) => exact += 1,
             Ok(Some((step, gap))) => eprintln!("near-tie at step {step} (gap {gap:.4}): {:?}", r["prompt"]),
             Err(e) => failures.push(format!("{:?}: {e}", r["prompt"])),
@@ -85,7 +89,8 @@ fn greedy_matches_transformers_f32() {
 #[test]
 fn greedy_close_to_llama_cpp_native() {
     let (model, tok) = model_and_tokenizer(Precision::Native);
-    let pool = ThreadPool::new(2);
+    let tok = Arc::new(tok);
+    let mut engine = Engine::new(Arc::new(model), tok.clone(), Arc::new(ThreadPool::new(2)), EngineConfig { max_sequences: 1, context_length: 1024, ..Default::default() }).unwrap();
     let mut exact = 0;
     let mut failures = Vec::new();
     let refs = jsonl("reference/smollm2_greedy_llamacpp.jsonl");
@@ -96,7 +101,7 @@ fn greedy_close_to_llama_cpp_native() {
         let all = tok.encode(&format!("{prompt}{cont}"), false).unwrap();
         assert_eq!(&all[..p_ids.len()], &p_ids[..], "prompt tokens are a prefix");
         let reference = &all[p_ids.len()..];
-        match compare_greedy(&model, &pool, &p_ids, reference) {
+        match compare_greedy(&mut engine, &p_ids, reference) {
             Ok(None) => exact += 1,
             Ok(Some((step, gap))) => eprintln!("near-tie at step {step} (gap {gap:.4}): {prompt:?}"),
             Err(e) => {
@@ -116,11 +121,12 @@ fn greedy_close_to_llama_cpp_native() {
 #[test]
 fn perplexity_matches_llama_cpp() {
     let (model, tok) = model_and_tokenizer(Precision::Native);
-    let pool = ThreadPool::new(2);
+    let tokens_of = |t: &str| tok.encode(t, false).unwrap();
     let text = std::fs::read(shared("datasets/tinyshakespeare.txt")).unwrap();
     let text = String::from_utf8(text[..65536].to_vec()).unwrap();
-    let tokens = tok.encode(&text, false).unwrap();
-    let report = lamina_engine::perplexity::perplexity(&model, &pool, &tokens, 512, None, |_, _, _| {}).unwrap();
+    let tokens = tokens_of(&text);
+    let mut engine = engine(model, tok);
+    let report = lamina_engine::perplexity::perplexity(&mut engine, &tokens, 512, None, |_, _, _| {}).unwrap();
     eprintln!("PPL = {:.4} over {} windows, {} tokens", report.ppl, report.windows, tokens.len());
     assert_eq!(report.windows, 38);
     assert!((report.ppl - 38.353).abs() / 38.353 < 0.01, "PPL {} not within 1% of 38.353", report.ppl);

@@ -6,10 +6,12 @@
 //! - [`hugepage`]: buffers for the repacked weights in memory advised for 2 MiB pages;
 //! - [`packed`]: weights rearranged at load time into 8-row interleaved groups, and their kernels;
 //! - [`matmul`]: multi-threaded, tiled matrix products built on the dot products;
-//! - [`ops`]: norms, RoPE, softmax, activations, attention.
+//! - [`ops`]: norms, RoPE, softmax, activations;
+//! - [`attention`]: attention over a paged (block-table) KV cache, f32 and f16.
 //!
 //! Every SIMD kernel has a scalar twin and a test comparing the two (see `tests/simd.rs`).
 
+pub mod attention;
 pub mod cpu;
 pub mod dot;
 pub mod hugepage;

@@ -1,9 +1,7 @@
 //! Element-wise and row-wise operations of the transformer: normalisation, rotary
-//! positions, softmax, activations, attention over a KV cache. They are small next to the
+//! positions, softmax, activations (attention has a module of its own). They are small next to the
 //! matrix products, so they are written as plain loops the compiler vectorises, fused where
 //! that saves a pass over memory (SwiGLU, scale+softmax).
-
-use crate::matmul::Kernels;
 
 /// RMSNorm (Zhang & Sennrich 2019): `y = x / sqrt(mean(x²) + eps) * weight`, per row.
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
@@ -73,7 +71,7 @@ pub fn swiglu(gate: &mut [f32], up: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     if f16_simd() {
         // SAFETY: AVX2/FMA detected; lengths checked above.
-        done = unsafe { f16x86::swiglu(gate, up) };
+        done = unsafe { simd::swiglu(gate, up) };
     }
     swiglu_scalar(&mut gate[done..], &up[done..]);
 }
@@ -100,7 +98,7 @@ const LN2_LO: f32 = -2.121_944_4e-4;
 const EXP_POLY: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1];
 
 /// `e^x` by range reduction and a degree-7 polynomial, within 2 ulp of the true value for
-/// normal results; written so that the AVX2 version (`f16x86::exp8`) computes the same
+/// normal results; written so that the AVX2 version (`simd::exp8`) computes the same
 /// operations (every `mul_add` an FMA there) and so gives the same bits. libm's `expf`
 /// is a call per value that cannot be vectorised: in SwiGLU and the attention softmax it
 /// was ~6% of a decode step.
@@ -143,154 +141,13 @@ pub fn add_assign(acc: &mut [f32], x: &[f32]) {
     }
 }
 
-/// Causal attention of one query head over `len` cached positions.
-///
-/// `q`: (head_dim); `k`, `v`: the cache of one layer, position-major with row stride
-/// `kv_stride` floats, already offset to this head's kv group; `scores`: scratch of at
-/// least `len`; `out`: (head_dim). Keys and values are each read once, in order.
-#[allow(clippy::too_many_arguments)]
-pub fn attend(
-    kern: &Kernels,
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    kv_stride: usize,
-    len: usize,
-    scale: f32,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    let hd = q.len();
-    let scores = &mut scores[..len];
-    let mut p = 0;
-    while p < len {
-        let c = (len - p).min(crate::dot::MAX_COLS);
-        (kern.f32)(q, &k[p * kv_stride..], kv_stride, &mut scores[p..p + c]);
-        p += c;
-    }
-    for s in scores.iter_mut() {
-        *s *= scale;
-    }
-    softmax(scores);
-    out[..hd].fill(0.0);
-    for (i, &w) in scores.iter().enumerate() {
-        let vr = &v[i * kv_stride..i * kv_stride + hd];
-        for (o, &x) in out.iter_mut().zip(vr) {
-            *o += w * x;
-        }
-    }
-}
-
-/// Query tokens per batch from which llama.cpp switches its CPU flash attention from the
-/// one-query-at-a-time path (f16 accumulation) to the tiled path (f32 accumulation).
-pub const GGML_FA_TILE_Q: usize = 64;
-
-/// Attention over an f16 KV cache, in one of two arithmetics.
-///
-/// With `f16_accumulate`, llama.cpp's CPU flash attention for batches of fewer than
-/// [`GGML_FA_TILE_Q`] query tokens, reproduced step for step: the query is rounded to f16,
-/// scores are f16·f16 dot products summed in f32, softmax is computed online (running max
-/// `m`, running sum `s`), and the weighted sum of values is kept in an f16 vector that is
-/// rescaled whenever the maximum grows. With AVX2/F16C this runs in three passes that give
-/// bit for bit the numbers of the position-by-position recurrence
-/// ([`attend_f16_stepwise`]): all scores first, then the running maximum and the
-/// exponentials (eight at a time, [`exp_poly`]), then the value sum with the accumulator in
-/// registers, rounded to f16 after every step as the stepwise version's store and reload
-/// do. Those roundings (a conversion pair per 8 values per position and head) are most of
-/// its cost.
-///
-/// Without it (what the model uses): f32 throughout and a plain softmax — all scores,
-/// their maximum, the exponentials and their sum, then the weighted sum of the value rows
-/// divided once ([`attend_f16_two_pass`] is the scalar version). More accurate than the f16
-/// accumulator and, at 8 decoding sequences, 7 % more tokens per second end to end.
-///
-/// `k`, `v`: `len` rows of stride `kv_stride` (f16), offset to the head's group.
-/// `scratch` needs [`attend_f16_scratch`]`(head_dim, len)` floats.
-#[allow(clippy::too_many_arguments)]
-pub fn attend_f16(
-    q: &[f32],
-    k: &[half::f16],
-    v: &[half::f16],
-    kv_stride: usize,
-    len: usize,
-    scale: f32,
-    f16_accumulate: bool,
-    scratch: &mut [f32],
-    out: &mut [f32],
-) {
-    let hd = q.len();
-    attend_f16_heads(q, hd, k, v, kv_stride, len, scale, f16_accumulate, scratch, &mut out[..hd])
-}
-
-/// [`attend_f16`] for several query heads that share one key/value head (grouped-query
-/// attention): `q` and `out` hold `q.len() / head_dim` heads back to back. Each head's
-/// result is exactly [`attend_f16`]'s; the SIMD path converts each f16 key and value row
-/// once for up to four heads instead of once per head (the conversions, not the
-/// multiply-adds, bound this loop). `scratch` needs [`attend_f16_heads_scratch`] floats.
-#[allow(clippy::too_many_arguments)]
-pub fn attend_f16_heads(
-    q: &[f32],
-    head_dim: usize,
-    k: &[half::f16],
-    v: &[half::f16],
-    kv_stride: usize,
-    len: usize,
-    scale: f32,
-    f16_accumulate: bool,
-    scratch: &mut [f32],
-    out: &mut [f32],
-) {
-    let hd = head_dim;
-    assert!(hd > 0 && q.len() % hd == 0 && out.len() == q.len(), "attention heads: {} values, head size {hd}, output {}", q.len(), out.len());
-    let heads = q.len() / hd;
-    #[cfg(target_arch = "x86_64")]
-    if f16_simd() && hd % 8 == 0 && len > 0 && scratch.len() >= attend_f16_heads_scratch(heads, hd, len) {
-        assert!(k.len() >= (len - 1) * kv_stride + hd && v.len() >= (len - 1) * kv_stride + hd, "KV rows out of range");
-        // SAFETY: F16C/FMA/AVX2 were detected (`f16_simd`); lengths checked above.
-        unsafe { f16x86::attend(q, hd, k, v, kv_stride, len, scale, f16_accumulate, scratch, out) };
-        return;
-    }
-    for (qh, oh) in q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
-        if f16_accumulate {
-            attend_f16_stepwise(qh, k, v, kv_stride, len, scale, true, scratch, oh)
-        } else {
-            attend_f16_two_pass(qh, k, v, kv_stride, len, scale, scratch, oh)
-        }
-    }
-}
-
-/// Attention over an f16 KV cache with f32 arithmetic and a plain softmax: all scores,
-/// their maximum, the exponentials ([`exp_poly`]) and their sum, then the weighted sum of
-/// value rows, divided once. The scalar counterpart of the SIMD path for
-/// `f16_accumulate == false` (equal up to summation order). `scratch` needs `len` floats.
-#[allow(clippy::too_many_arguments)]
-pub fn attend_f16_two_pass(q: &[f32], k: &[half::f16], v: &[half::f16], kv_stride: usize, len: usize, scale: f32, scratch: &mut [f32], out: &mut [f32]) {
-    let hd = q.len();
-    let w = &mut scratch[..len];
-    for (i, wi) in w.iter_mut().enumerate() {
-        let krow = &k[i * kv_stride..i * kv_stride + hd];
-        *wi = q.iter().zip(krow).map(|(&a, &b)| a * b.to_f32()).sum::<f32>() * scale;
-    }
-    let sum = softmax_weights(w);
-    out.fill(0.0);
-    for (i, &wi) in w.iter().enumerate() {
-        for (o, x) in out.iter_mut().zip(&v[i * kv_stride..i * kv_stride + hd]) {
-            *o += wi * x.to_f32();
-        }
-    }
-    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-    for o in out.iter_mut() {
-        *o *= inv;
-    }
-}
-
 /// Softmax numerators in place, `w[i] = exp(w[i] - max(w))`, returning their sum (AVX2
 /// when the CPU has it; the same bits as [`softmax_weights_scalar`] either way).
 pub fn softmax_weights(w: &mut [f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if f16_simd() {
         // SAFETY: AVX2/FMA detected.
-        return unsafe { f16x86::softmax_weights(w) };
+        return unsafe { simd::softmax_weights(w) };
     }
     softmax_weights_scalar(w)
 }
@@ -317,92 +174,8 @@ pub fn softmax_weights_scalar(w: &mut [f32]) -> f32 {
     sum
 }
 
-/// Floats of scratch [`attend_f16`] needs for a head of `head_dim` over `len` positions.
-pub fn attend_f16_scratch(head_dim: usize, len: usize) -> usize {
-    attend_f16_heads_scratch(1, head_dim, len)
-}
-
-/// Floats of scratch [`attend_f16_heads`] needs for `heads` heads of `head_dim`.
-pub fn attend_f16_heads_scratch(heads: usize, head_dim: usize, len: usize) -> usize {
-    (3 * head_dim).max(heads * (head_dim + 2 * len))
-}
-
-/// [`attend_f16`] one position at a time, as llama.cpp's one-query flash attention loop
-/// is written: the reference for the three-pass version and the path without F16C.
-/// `scratch` needs `3 * head_dim` floats.
-#[allow(clippy::too_many_arguments)]
-pub fn attend_f16_stepwise(
-    q: &[f32],
-    k: &[half::f16],
-    v: &[half::f16],
-    kv_stride: usize,
-    len: usize,
-    scale: f32,
-    f16_accumulate: bool,
-    scratch: &mut [f32],
-    out: &mut [f32],
-) {
-    let hd = q.len();
-    let (qr, rest) = scratch.split_at_mut(hd);
-    let (acc, rest) = rest.split_at_mut(hd);
-    let acc16: &mut [half::f16] = {
-        // The f16 accumulator lives in the third scratch vector (hd f16 take hd/2 floats).
-        let tail = &mut rest[..hd];
-        // SAFETY: f16 has alignment 2 ≤ 4 and the region holds 2*hd f16 values.
-        unsafe { std::slice::from_raw_parts_mut(tail.as_mut_ptr() as *mut half::f16, hd) }
-    };
-    let f16c = f16_simd();
-    if f16_accumulate {
-        for (d, &x) in qr.iter_mut().zip(q) {
-            *d = half::f16::from_f32(x).to_f32();
-        }
-        acc16.fill(half::f16::ZERO);
-    } else {
-        qr.copy_from_slice(q);
-        acc.fill(0.0);
-    }
-    let mut m = f32::NEG_INFINITY;
-    let mut sum = 0.0f32;
-    for i in 0..len {
-        let krow = &k[i * kv_stride..i * kv_stride + hd];
-        let vrow = &v[i * kv_stride..i * kv_stride + hd];
-        let s = dot_f32_f16(f16c, qr, krow) * scale;
-        let (mut ms, mut vs) = (1.0f32, 1.0f32);
-        if s > m {
-            let old = m;
-            m = s;
-            ms = exp_poly(old - m);
-            if f16_accumulate {
-                scale_f16(f16c, acc16, ms);
-            } else {
-                for a in acc.iter_mut() {
-                    *a *= ms;
-                }
-            }
-        } else {
-            vs = exp_poly(s - m);
-        }
-        if f16_accumulate {
-            mad_f16(f16c, acc16, vrow, vs);
-        } else {
-            mad_f32_f16(f16c, acc, vrow, vs);
-        }
-        sum = sum * ms + vs;
-    }
-    let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-    if f16_accumulate {
-        for (o, a) in out.iter_mut().zip(acc16.iter()) {
-            *o = a.to_f32() * inv;
-        }
-    } else {
-        for (o, &a) in out.iter_mut().zip(acc.iter()) {
-            *o = a * inv;
-        }
-    }
-}
-
 /// Whether the F16C+FMA versions of the f16 helpers can run here (checked once).
-fn f16_simd() -> bool {
+pub(crate) fn f16_simd() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         use std::sync::OnceLock;
@@ -415,59 +188,9 @@ fn f16_simd() -> bool {
     }
 }
 
-/// `Σ a[i] * b[i]` with f16 `b`, summed in f32.
-pub fn dot_f32_f16(simd: bool, a: &[f32], b: &[half::f16]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if simd && a.len() % 8 == 0 {
-        // SAFETY: `simd` is only true when AVX2, FMA and F16C were detected.
-        return unsafe { f16x86::dot(a, b) };
-    }
-    let _ = simd;
-    a.iter().zip(b).map(|(x, y)| x * y.to_f32()).sum()
-}
-
-/// `acc = f16(acc * s)` element-wise.
-pub fn scale_f16(simd: bool, acc: &mut [half::f16], s: f32) {
-    #[cfg(target_arch = "x86_64")]
-    if simd && acc.len() % 8 == 0 {
-        // SAFETY: see `dot_f32_f16`.
-        return unsafe { f16x86::scale(acc, s) };
-    }
-    let _ = simd;
-    for a in acc.iter_mut() {
-        *a = half::f16::from_f32(a.to_f32() * s);
-    }
-}
-
-/// `acc = f16(acc + v * s)` element-wise (llama.cpp's `ggml_vec_mad_f16`).
-pub fn mad_f16(simd: bool, acc: &mut [half::f16], v: &[half::f16], s: f32) {
-    #[cfg(target_arch = "x86_64")]
-    if simd && acc.len() % 8 == 0 {
-        // SAFETY: see `dot_f32_f16`.
-        return unsafe { f16x86::mad(acc, v, s) };
-    }
-    let _ = simd;
-    for (a, x) in acc.iter_mut().zip(v) {
-        *a = half::f16::from_f32(a.to_f32() + x.to_f32() * s);
-    }
-}
-
-/// `acc += v * s` with an f32 accumulator.
-pub fn mad_f32_f16(simd: bool, acc: &mut [f32], v: &[half::f16], s: f32) {
-    #[cfg(target_arch = "x86_64")]
-    if simd && acc.len() % 8 == 0 {
-        // SAFETY: see `dot_f32_f16`.
-        return unsafe { f16x86::mad_f32(acc, v, s) };
-    }
-    let _ = simd;
-    for (a, x) in acc.iter_mut().zip(v) {
-        *a += x.to_f32() * s;
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
-mod f16x86 {
-    //! F16C + FMA versions of the f16 attention helpers (lengths are multiples of 8).
+pub(crate) mod simd {
+    //! AVX2 + FMA versions of the exponential, SwiGLU and the softmax numerators.
     use std::arch::x86_64::*;
 
     // The quantized kernels' horizontal sum: the same operation order as [`dot`], so per
@@ -550,462 +273,11 @@ mod f16x86 {
         let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
         _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)))
     }
-
-    #[inline(always)]
-    unsafe fn load8(p: *const half::f16) -> __m256 {
-        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
-    }
-
-    #[inline(always)]
-    unsafe fn store8(p: *mut half::f16, v: __m256) {
-        _mm_storeu_si128(p as *mut __m128i, _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot(a: &[f32], b: &[half::f16]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        for i in (0..a.len()).step_by(8) {
-            acc = _mm256_fmadd_ps(_mm256_loadu_ps(a.as_ptr().add(i)), load8(b.as_ptr().add(i)), acc);
-        }
-        let lo = _mm256_castps256_ps128(acc);
-        let hi = _mm256_extractf128_ps(acc, 1);
-        let s = _mm_add_ps(lo, hi);
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn scale(acc: &mut [half::f16], s: f32) {
-        let sv = _mm256_set1_ps(s);
-        for i in (0..acc.len()).step_by(8) {
-            let p = acc.as_mut_ptr().add(i);
-            store8(p, _mm256_mul_ps(load8(p), sv));
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn mad(acc: &mut [half::f16], v: &[half::f16], s: f32) {
-        let sv = _mm256_set1_ps(s);
-        for i in (0..acc.len()).step_by(8) {
-            let p = acc.as_mut_ptr().add(i);
-            store8(p, _mm256_fmadd_ps(load8(v.as_ptr().add(i)), sv, load8(p)));
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn mad_f32(acc: &mut [f32], v: &[half::f16], s: f32) {
-        let sv = _mm256_set1_ps(s);
-        for i in (0..acc.len()).step_by(8) {
-            let p = acc.as_mut_ptr().add(i);
-            _mm256_storeu_ps(p, _mm256_fmadd_ps(load8(v.as_ptr().add(i)), sv, _mm256_loadu_ps(p)));
-        }
-    }
-
-
-    /// Positions ahead that the attention passes prefetch.
-    const AHEAD: usize = 24;
-
-    /// Prefetches the first `rows` key rows (to L1) and value rows (to L2) of a head.
-    #[inline(always)]
-    unsafe fn prefetch_rows(k: *const half::f16, v: *const half::f16, stride: usize, rows: usize, hd: usize) {
-        for i in 0..rows {
-            let kr = k.wrapping_add(i * stride) as *const i8;
-            _mm_prefetch::<_MM_HINT_T0>(kr);
-            _mm_prefetch::<_MM_HINT_T0>(kr.wrapping_add(2 * hd - 1));
-            let vr = v.wrapping_add(i * stride) as *const i8;
-            _mm_prefetch::<_MM_HINT_T1>(vr);
-            _mm_prefetch::<_MM_HINT_T1>(vr.wrapping_add(2 * hd - 1));
-        }
-    }
-
-    /// f32 → f16 → f32 (round to nearest even), what a store to and load from the f16
-    /// accumulator does.
-    #[inline(always)]
-    unsafe fn round16(x: __m256) -> __m256 {
-        _mm256_cvtph_ps(_mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT))
-    }
-
-    /// Scores of `H` heads (queries `q`, `hd` apart) against positions `i..i + P` (rows
-    /// `stride` apart from `k`), each key vector converted once for all heads; per head
-    /// and position the arithmetic of [`dot_inline`]. Writes `w[h * wstride + i + p]`.
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn scores<const H: usize, const P: usize>(
-        q: *const f32,
-        hd: usize,
-        k: *const half::f16,
-        v: *const half::f16,
-        stride: usize,
-        i: usize,
-        scale: f32,
-        w: *mut f32,
-        wstride: usize,
-    ) {
-        let mut acc = [[_mm256_setzero_ps(); P]; H];
-        // The cache rows are spread over the KV cache (one row per position, the other
-        // heads' in between) and read once per step, so they come from L3 or memory:
-        // fetch a few positions ahead.
-        // The value rows are fetched here too, for the value pass.
-        for p in 0..P {
-            let ahead = k.wrapping_add((i + p + AHEAD) * stride) as *const i8;
-            _mm_prefetch::<_MM_HINT_T0>(ahead);
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(2 * hd - 1));
-            let ahead = v.wrapping_add((i + p + AHEAD) * stride) as *const i8;
-            _mm_prefetch::<_MM_HINT_T1>(ahead);
-            _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(2 * hd - 1));
-        }
-        let mut d = 0;
-        while d < hd {
-            let mut kv = [_mm256_setzero_ps(); P];
-            for (p, x) in kv.iter_mut().enumerate() {
-                *x = load8(k.add((i + p) * stride + d));
-            }
-            for (h, ah) in acc.iter_mut().enumerate() {
-                let qv = _mm256_loadu_ps(q.add(h * hd + d));
-                for (a, x) in ah.iter_mut().zip(kv) {
-                    *a = _mm256_fmadd_ps(qv, x, *a);
-                }
-            }
-            d += 8;
-        }
-        for (h, ah) in acc.iter().enumerate() {
-            for (p, a) in ah.iter().enumerate() {
-                *w.add(h * wstride + i + p) = hsum(*a) * scale;
-            }
-        }
-    }
-
-    /// The value pass of `H` heads for `D` vectors of 8 dimensions from `d0`: per position,
-    /// per head, `acc = acc * ms[i]` where that head's maximum grew, then
-    /// `acc = fma(v_i, w[i], acc)`, rounded to f16 after each operation when `F16`; each
-    /// value vector converted once for all heads. Head `h`'s weights and factors are at
-    /// `w`/`ms` + `h * wstride`; its sums go to `out + h * hd + d0`.
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn values<const H: usize, const D: usize, const F16: bool, const RESCALE: bool>(
-        v: *const half::f16,
-        stride: usize,
-        len: usize,
-        d0: usize,
-        w: *const f32,
-        ms: *const f32,
-        wstride: usize,
-        hd: usize,
-        out: *mut f32,
-    ) {
-        let mut acc = [[_mm256_setzero_ps(); D]; H];
-        for i in 0..len {
-            // See `scores`: the first pass over the rows brings them in, later ones (the
-            // next dimensions) find them in cache.
-            let ahead = v.wrapping_add((i + AHEAD) * stride + d0) as *const i8;
-            _mm_prefetch::<_MM_HINT_T0>(ahead);
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(16 * D - 1));
-            let mut x = [_mm256_setzero_ps(); D];
-            for (j, xv) in x.iter_mut().enumerate() {
-                *xv = load8(v.add(i * stride + d0 + 8 * j));
-            }
-            for (h, ah) in acc.iter_mut().enumerate() {
-                let m = if RESCALE { *ms.add(h * wstride + i) } else { 1.0 };
-                if m != 1.0 {
-                    // Scaling an f16-rounded value by exactly 1 changes nothing, so skipping
-                    // those steps matches the stepwise loop, which rescales on every new maximum.
-                    let mv = _mm256_set1_ps(m);
-                    for a in ah.iter_mut() {
-                        *a = _mm256_mul_ps(*a, mv);
-                        if F16 {
-                            *a = round16(*a);
-                        }
-                    }
-                }
-                let sv = _mm256_set1_ps(*w.add(h * wstride + i));
-                for (a, xv) in ah.iter_mut().zip(x) {
-                    *a = _mm256_fmadd_ps(xv, sv, *a);
-                    if F16 {
-                        *a = round16(*a);
-                    }
-                }
-            }
-        }
-        for (h, ah) in acc.iter().enumerate() {
-            for (j, a) in ah.iter().enumerate() {
-                _mm256_storeu_ps(out.add(h * hd + d0 + 8 * j), *a);
-            }
-        }
-    }
-
-    /// The three-pass [`super::attend_f16_heads`] (`hd` a multiple of 8, `len > 0`,
-    /// scratch of `attend_f16_heads_scratch`, K/V rows in range: checked by the caller).
-    #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn attend(
-        q: &[f32],
-        hd: usize,
-        k: &[half::f16],
-        v: &[half::f16],
-        stride: usize,
-        len: usize,
-        scale: f32,
-        f16_accumulate: bool,
-        scratch: &mut [f32],
-        out: &mut [f32],
-    ) {
-        let nh = q.len() / hd;
-        let (qr, rest) = scratch.split_at_mut(nh * hd);
-        let (w, rest) = rest.split_at_mut(nh * len);
-        let ms = &mut rest[..nh * len];
-        // The queries as the f16 dot product sees them.
-        for i in (0..nh * hd).step_by(8) {
-            let x = _mm256_loadu_ps(q.as_ptr().add(i));
-            _mm256_storeu_ps(qr.as_mut_ptr().add(i), if f16_accumulate { round16(x) } else { x });
-        }
-        let (kp, vp) = (k.as_ptr(), v.as_ptr());
-        // The cache rows of this head come from memory (a decode step streams ~100 MB of
-        // weights through the caches between two visits of a layer), and the passes below
-        // only prefetch `AHEAD` positions in front of themselves: fetch the first rows now,
-        // so the first positions do not each wait a full memory latency.
-        prefetch_rows(kp, vp, stride, len.min(AHEAD), hd);
-        let mut sums = [0.0f32; 4];
-        let mut h0 = 0;
-        while h0 < nh {
-            // Up to four heads per pass: their accumulators (and a few loaded vectors) fill
-            // the sixteen registers.
-            let hn = (nh - h0).min(4);
-            let (qh, wh, mh, oh) = (qr.as_ptr().add(h0 * hd), w.as_mut_ptr().add(h0 * len), ms.as_mut_ptr().add(h0 * len), out.as_mut_ptr().add(h0 * hd));
-            // Pass 1 (scores) for these heads, then pass 2, then pass 3.
-            macro_rules! run {
-                ($h:literal, $p:literal, $d:literal) => {{
-                    let mut i = 0;
-                    while i + $p <= len {
-                        scores::<$h, $p>(qh, hd, kp, vp, stride, i, scale, wh, len);
-                        i += $p;
-                    }
-                    while i < len {
-                        scores::<$h, 1>(qh, hd, kp, vp, stride, i, scale, wh, len);
-                        i += 1;
-                    }
-                    for (h, sum) in sums[..$h].iter_mut().enumerate() {
-                        let w = std::slice::from_raw_parts_mut(wh.add(h * len), len);
-                        *sum = if f16_accumulate {
-                            softmax_factors(w, std::slice::from_raw_parts_mut(mh.add(h * len), len))
-                        } else {
-                            softmax_weights(w)
-                        };
-                    }
-                    let nv = hd / 8;
-                    let mut j = 0;
-                    while j + $d <= nv {
-                        if f16_accumulate {
-                            values::<$h, $d, true, true>(vp, stride, len, 8 * j, wh, mh, len, hd, oh);
-                        } else {
-                            values::<$h, $d, false, false>(vp, stride, len, 8 * j, wh, mh, len, hd, oh);
-                        }
-                        j += $d;
-                    }
-                    while j < nv {
-                        if f16_accumulate {
-                            values::<$h, 1, true, true>(vp, stride, len, 8 * j, wh, mh, len, hd, oh);
-                        } else {
-                            values::<$h, 1, false, false>(vp, stride, len, 8 * j, wh, mh, len, hd, oh);
-                        }
-                        j += 1;
-                    }
-                }};
-            }
-            match hn {
-                1 => run!(1, 4, 8),
-                2 => run!(2, 4, 4),
-                3 => run!(3, 2, 2),
-                _ => run!(4, 2, 2),
-            }
-            for (h, &sum) in sums[..hn].iter().enumerate() {
-                let inv = if sum == 0.0 { 0.0 } else { 1.0 / sum };
-                for o in out[(h0 + h) * hd..(h0 + h + 1) * hd].iter_mut() {
-                    *o *= inv;
-                }
-            }
-            h0 += hn;
-        }
-    }
-
-    /// Pass 2 of [`attend`] for one head: the online softmax's running maximum and sum in
-    /// the stepwise order. On entry `w` holds the scores; on return, per position, `w` the
-    /// weight of its value row and `ms` the factor the accumulator is rescaled by first
-    /// (1 when the maximum holds). Returns the sum of the weights.
-    ///
-    /// The recurrence needs one exponential per position, of `s - max` or, where the
-    /// maximum grows, of `old max - new max`: the running maximum (a cheap scalar scan)
-    /// fixes every argument first, then the exponentials run eight at a time, then the
-    /// sum is accumulated in the stepwise order.
-    #[inline(always)]
-    unsafe fn softmax_factors(w: &mut [f32], ms: &mut [f32]) -> f32 {
-        let n = w.len();
-        let mut m = f32::NEG_INFINITY;
-        for (wi, mi) in w.iter_mut().zip(ms.iter_mut()) {
-            let s = *wi;
-            if s > m {
-                // New maximum: the exponential is the rescale factor (flag 0).
-                *wi = m - s;
-                *mi = 0.0;
-                m = s;
-            } else {
-                *wi = s - m;
-                *mi = 1.0;
-            }
-        }
-        let n8 = n / 8 * 8;
-        let one = _mm256_set1_ps(1.0);
-        for i in (0..n8).step_by(8) {
-            let e = exp8(_mm256_loadu_ps(w.as_ptr().add(i)));
-            let grew = _mm256_cmp_ps(_mm256_loadu_ps(ms.as_ptr().add(i)), _mm256_setzero_ps(), _CMP_EQ_OQ);
-            _mm256_storeu_ps(ms.as_mut_ptr().add(i), _mm256_blendv_ps(one, e, grew));
-            _mm256_storeu_ps(w.as_mut_ptr().add(i), _mm256_blendv_ps(e, one, grew));
-        }
-        for i in n8..n {
-            let e = super::exp_poly(w[i]);
-            if ms[i] == 0.0 {
-                (w[i], ms[i]) = (1.0, e);
-            } else {
-                w[i] = e;
-            }
-        }
-        let mut sum = 0.0f32;
-        for (&wi, &mi) in w.iter().zip(ms.iter()) {
-            sum = sum * mi + wi;
-        }
-        sum
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn f16_attention_is_close_to_f32_attention() {
-        let kern = Kernels::new(crate::cpu::Isa::Scalar).unwrap();
-        let (hd, len, stride) = (16, 23, 32);
-        let q: Vec<f32> = (0..hd).map(|i| (i as f32 * 0.37).sin()).collect();
-        let k: Vec<f32> = (0..len * stride).map(|i| (i as f32 * 0.13).cos()).collect();
-        let v: Vec<f32> = (0..len * stride).map(|i| (i as f32 * 0.07).sin()).collect();
-        let k16: Vec<half::f16> = k.iter().map(|&x| half::f16::from_f32(x)).collect();
-        let v16: Vec<half::f16> = v.iter().map(|&x| half::f16::from_f32(x)).collect();
-        let mut scores = vec![0.0; len];
-        let mut want = vec![0.0; hd];
-        attend(&kern, &q, &k, &v, stride, len, 0.25, &mut scores, &mut want);
-        for acc16 in [false, true] {
-            let mut scratch = vec![0.0; 3 * hd];
-            let mut got = vec![0.0; hd];
-            attend_f16(&q, &k16, &v16, stride, len, 0.25, acc16, &mut scratch, &mut got);
-            for d in 0..hd {
-                // f16 storage has ~3 significant digits; f16 accumulation adds a little more.
-                assert!((got[d] - want[d]).abs() < 3e-3, "{acc16} {d}: {} vs {}", got[d], want[d]);
-            }
-        }
-    }
-
-    /// The three-pass SIMD attention gives the stepwise recurrence's numbers bit for bit,
-    /// for head sizes with and without a tail of fewer than 64 dimensions, lengths from 1,
-    /// both accumulators, scores that set new maxima late (rescaling) and early.
-    #[test]
-    fn three_pass_attention_equals_stepwise() {
-        if !f16_simd() {
-            eprintln!("SKIPPED: three-pass f16 attention (CPU lacks AVX2/F16C)");
-            return;
-        }
-        let mut seed = 0x1234_5678_9abc_def1u64;
-        let mut rnd = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        };
-        for &hd in &[8usize, 24, 64, 72, 128, 136] {
-            for &len in &[1usize, 2, 3, 17, 64, 131] {
-                let stride = hd * 3 + 8;
-                for &amp in &[0.5f32, 4.0, 30.0] {
-                    let q: Vec<f32> = (0..hd).map(|_| rnd() * amp).collect();
-                    // Later keys larger on average, so the maximum keeps growing.
-                    let k16: Vec<half::f16> =
-                        (0..len * stride).map(|i| half::f16::from_f32(rnd() * (1.0 + (i / stride) as f32 * 0.05))).collect();
-                    let v16: Vec<half::f16> = (0..len * stride).map(|_| half::f16::from_f32(rnd() * 3.0)).collect();
-                    let kv = (len - 1) * stride + hd;
-                    {
-                        let mut s1 = vec![0.0; 3 * hd];
-                        let mut want = vec![0.0; hd];
-                        attend_f16_stepwise(&q, &k16[..kv], &v16[..kv], stride, len, 0.125, true, &mut s1, &mut want);
-                        let mut s2 = vec![0.0; attend_f16_scratch(hd, len)];
-                        let mut got = vec![0.0; hd];
-                        attend_f16(&q, &k16[..kv], &v16[..kv], stride, len, 0.125, true, &mut s2, &mut got);
-                        for d in 0..hd {
-                            assert_eq!(got[d].to_bits(), want[d].to_bits(), "hd {hd} len {len} amp {amp} dim {d}: {} vs {}", got[d], want[d]);
-                        }
-                    }
-                    // f32 accumulation: the SIMD path and the scalar two-pass version
-                    // against an f64 evaluation, within what f32 scores can be off by.
-                    {
-                        let (want, tol) = attention_f64(&q, &k16[..kv], &v16[..kv], stride, len, 0.125);
-                        let mut s1 = vec![0.0; attend_f16_scratch(hd, len)];
-                        let mut scalar = vec![0.0; hd];
-                        attend_f16_two_pass(&q, &k16[..kv], &v16[..kv], stride, len, 0.125, &mut s1, &mut scalar);
-                        let mut got = vec![0.0; hd];
-                        attend_f16(&q, &k16[..kv], &v16[..kv], stride, len, 0.125, false, &mut s1, &mut got);
-                        for d in 0..hd {
-                            for (name, x) in [("simd", got[d]), ("scalar", scalar[d])] {
-                                assert!((x as f64 - want[d]).abs() <= tol, "{name}: hd {hd} len {len} amp {amp} dim {d}: {x} vs {} (tol {tol})", want[d]);
-                            }
-                        }
-                    }
-                    // Several query heads over the same keys and values (1 to 9: every
-                    // chunking into passes of up to four heads, with remainders).
-                    for heads in 1..=9usize {
-                        let qs: Vec<f32> = (0..heads * hd).map(|_| rnd() * amp).collect();
-                        for acc16 in [false, true] {
-                            // Per head, the single-head SIMD path (itself checked above).
-                            let mut want = vec![0.0; heads * hd];
-                            let mut s1 = vec![0.0; attend_f16_scratch(hd, len)];
-                            for (qh, oh) in qs.chunks_exact(hd).zip(want.chunks_exact_mut(hd)) {
-                                attend_f16(qh, &k16[..kv], &v16[..kv], stride, len, 0.125, acc16, &mut s1, oh);
-                            }
-                            let mut s2 = vec![0.0; attend_f16_heads_scratch(heads, hd, len)];
-                            let mut got = vec![0.0; heads * hd];
-                            attend_f16_heads(&qs, hd, &k16[..kv], &v16[..kv], stride, len, 0.125, acc16, &mut s2, &mut got);
-                            for d in 0..heads * hd {
-                                assert_eq!(got[d].to_bits(), want[d].to_bits(), "{heads} heads, hd {hd} len {len} amp {amp} f16 {acc16} value {d}");
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Attention in f64 over f16 keys and values, and a bound on how far an f32 evaluation
-    /// may be from it: each score's rounding is at most ~`hd` ulps of the sum of its
-    /// terms' magnitudes, which moves weights (relatively) and so the output, made of values
-    /// up to `max |v|`, by about twice that.
-    fn attention_f64(q: &[f32], k: &[half::f16], v: &[half::f16], stride: usize, len: usize, scale: f32) -> (Vec<f64>, f64) {
-        let hd = q.len();
-        let mut s = vec![0.0f64; len];
-        let mut mag = 0.0f64;
-        for (i, si) in s.iter_mut().enumerate() {
-            let row = &k[i * stride..i * stride + hd];
-            *si = q.iter().zip(row).map(|(&a, b)| a as f64 * b.to_f64()).sum::<f64>() * scale as f64;
-            mag = mag.max(q.iter().zip(row).map(|(&a, b)| (a as f64 * b.to_f64()).abs()).sum::<f64>() * scale as f64);
-        }
-        let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let w: Vec<f64> = s.iter().map(|&x| (x - m).exp()).collect();
-        let sum: f64 = w.iter().sum();
-        let mut out = vec![0.0f64; hd];
-        let mut vmax = 0.0f64;
-        for (i, &wi) in w.iter().enumerate() {
-            for (o, x) in out.iter_mut().zip(&v[i * stride..i * stride + hd]) {
-                *o += wi * x.to_f64() / sum;
-                vmax = vmax.max(x.to_f64().abs());
-            }
-        }
-        let eps = f32::EPSILON as f64;
-        (out, 4.0 * vmax * (hd as f64 * eps * (mag + 1.0) + len as f64 * eps) + 1e-6)
-    }
 
     /// `exp_poly` against f64 `exp`: within 2 ulp over the whole normal range, 0 below
     /// and +inf above it; the AVX2 version gives the same bits (and NaN for NaN).
@@ -1036,7 +308,7 @@ mod tests {
             for c in xs.chunks_exact(8) {
                 let mut got = [0.0f32; 8];
                 // SAFETY: AVX2/FMA detected.
-                unsafe { _mm256_storeu_ps(got.as_mut_ptr(), f16x86::exp8(_mm256_loadu_ps(c.as_ptr()))) };
+                unsafe { _mm256_storeu_ps(got.as_mut_ptr(), simd::exp8(_mm256_loadu_ps(c.as_ptr()))) };
                 for (&x, g) in c.iter().zip(got) {
                     let w = exp_poly(x);
                     assert!(g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()), "exp8({x}) = {g}, exp_poly = {w}");
@@ -1059,41 +331,13 @@ mod tests {
                 let mut a = g.clone();
                 let mut b = g.clone();
                 // SAFETY: AVX2/FMA detected.
-                let sa = unsafe { f16x86::softmax_weights(&mut a) };
+                let sa = unsafe { simd::softmax_weights(&mut a) };
                 let sb = softmax_weights_scalar(&mut b);
                 assert_eq!(sa.to_bits(), sb.to_bits(), "softmax sum n={n}");
                 assert_eq!(a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), b.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), "softmax n={n}");
             }
         } else {
             eprintln!("SKIPPED: AVX2 exp/SwiGLU/softmax (CPU lacks AVX2/FMA)");
-        }
-    }
-
-    #[test]
-    fn f16_helpers_simd_match_scalar() {
-        if !f16_simd() {
-            eprintln!("SKIPPED: F16C attention helpers (CPU lacks AVX2/F16C)");
-            return;
-        }
-        let a: Vec<f32> = (0..64).map(|i| (i as f32 * 0.29).sin()).collect();
-        let b: Vec<half::f16> = (0..64).map(|i| half::f16::from_f32((i as f32 * 0.11).cos())).collect();
-        assert!((dot_f32_f16(true, &a, &b) - dot_f32_f16(false, &a, &b)).abs() < 1e-4);
-        let mut x1 = b.clone();
-        let mut x2 = b.clone();
-        mad_f16(true, &mut x1, &b, 0.37);
-        mad_f16(false, &mut x2, &b, 0.37);
-        scale_f16(true, &mut x1, 0.61);
-        scale_f16(false, &mut x2, 0.61);
-        // fma vs separate multiply-add may differ by one f16 rounding step.
-        for (p, q) in x1.iter().zip(&x2) {
-            assert!((p.to_f32() - q.to_f32()).abs() <= 2e-3 * q.to_f32().abs().max(1.0));
-        }
-        let mut f1 = a.clone();
-        let mut f2 = a.clone();
-        mad_f32_f16(true, &mut f1, &b, 0.5);
-        mad_f32_f16(false, &mut f2, &b, 0.5);
-        for (p, q) in f1.iter().zip(&f2) {
-            assert!((p - q).abs() < 1e-6);
         }
     }
 
@@ -1119,23 +363,4 @@ mod tests {
         assert!((n - 91.0).abs() < 1e-3);
     }
 
-    #[test]
-    fn attention_matches_naive() {
-        let kern = Kernels::new(crate::cpu::Isa::Scalar).unwrap();
-        let hd = 8;
-        let len = 7;
-        let stride = 16;
-        let q: Vec<f32> = (0..hd).map(|i| (i as f32 * 0.3).sin()).collect();
-        let k: Vec<f32> = (0..len * stride).map(|i| (i as f32 * 0.17).cos()).collect();
-        let v: Vec<f32> = (0..len * stride).map(|i| (i as f32 * 0.11).sin()).collect();
-        let mut scores = vec![0.0; len];
-        let mut out = vec![0.0; hd];
-        attend(&kern, &q, &k, &v, stride, len, 0.5, &mut scores, &mut out);
-        let mut s: Vec<f32> = (0..len).map(|p| (0..hd).map(|d| q[d] * k[p * stride + d]).sum::<f32>() * 0.5).collect();
-        softmax(&mut s);
-        for d in 0..hd {
-            let want: f32 = (0..len).map(|p| s[p] * v[p * stride + d]).sum();
-            assert!((out[d] - want).abs() < 1e-5);
-        }
-    }
 }

@@ -8,14 +8,14 @@
 //! checks that they compute the same logits for the same weights.
 
 pub mod gguf;
-pub mod kv_cache;
 pub mod linear;
 pub mod load;
 pub mod model;
+pub mod paged_kv;
 pub mod quantize;
 pub mod trainable;
 
-pub use kv_cache::KvCache;
 pub use linear::Linear;
 pub use load::{load_gguf, load_model, load_safetensors_dir};
-pub use model::{BatchInput, Model, Precision, Scratch};
+pub use model::{BatchInput, Model, Precision, Scratch, SeqChunk};
+pub use paged_kv::{KvDtype, KvShape, PagedKv, DEFAULT_BLOCK_SIZE};

@@ -1,19 +1,22 @@
 //! The inference forward pass of the decoder-only transformer (Llama and GPT-2 families).
 //!
-//! A forward call takes a *batch of tokens from any number of sequences*: each token
-//! carries its position and the KV-cache slot of its sequence. Prefill of one prompt,
-//! decode of one token for eight sequences, or a mix of both, are the same call, which is
-//! what continuous batching needs. Logits are computed only for the rows asked for.
+//! A forward call takes a *batch of tokens from any number of sequences*: each sequence
+//! contributes a run of consecutive positions and the block table through which its keys
+//! and values are written to and read from the paged KV cache ([`PagedKv`]). Prefill of
+//! one prompt, decode of one token for eight sequences, or a mix of both, are the same
+//! call, which is what continuous batching needs. Logits are computed only for the rows
+//! asked for. The model keeps no per-sequence state: which positions are cached, and in
+//! which blocks, is the caller's (the engine's) to track.
 //!
 //! Shapes in comments: `n` tokens in the batch, `d` hidden size, `f` MLP width,
 //! `hq`/`hkv` query/key-value heads of `hd` dims, `v` vocabulary.
 
 use crate::gguf::GgufFile;
-use crate::kv_cache::{KvCache, KvDtype, KvHead};
+use crate::paged_kv::{HeadRows, KvDtype, KvShape, PagedKv};
 use crate::linear::Linear;
 use lamina_core::{Architecture, Error, ModelConfig, Result};
 use lamina_kernels::matmul::{matmul, matmul_many, ActFormat, Activations, Kernels, MatmulJob};
-use lamina_kernels::{ops, ThreadPool};
+use lamina_kernels::{attention, ops, ThreadPool};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -79,14 +82,23 @@ pub struct Model {
     pub gguf: Option<Arc<GgufFile>>,
 }
 
-/// One forward call's input: token `i` is at `positions[i]` of the sequence whose cache is
-/// slot `slots[i]`. Tokens of one sequence must be in position order and continue its
-/// cache (position = cached length + earlier tokens of that sequence in the batch).
+/// One sequence's part of a forward batch: the next `len` tokens of the batch are
+/// positions `start..start + len` of a sequence whose KV blocks are `blocks`. Positions
+/// before `start` must already be in those blocks (the caller computed them earlier, or
+/// they are shared prefix blocks); the call writes `start..start + len`.
+#[derive(Debug, Clone, Copy)]
+pub struct SeqChunk<'a> {
+    pub len: usize,
+    pub start: usize,
+    pub blocks: &'a [u32],
+}
+
+/// One forward call's input: the sequences' chunks, their tokens back to back in the same
+/// order.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchInput<'a> {
     pub tokens: &'a [u32],
-    pub positions: &'a [usize],
-    pub slots: &'a [usize],
+    pub seqs: &'a [SeqChunk<'a>],
     /// Batch rows whose next-token logits are wanted, in output order.
     pub logits_rows: &'a [usize],
 }
@@ -107,6 +119,8 @@ pub struct Scratch {
     cos: Vec<f32>,
     sin: Vec<f32>,
     scores: Vec<f32>,
+    /// Per batch row: (index of its sequence chunk, position).
+    rows: Vec<(usize, usize)>,
     acts: Activations,
 }
 
@@ -148,43 +162,54 @@ impl Model {
         b
     }
 
-    /// A KV cache shaped for this model with `slots` sequences of up to `max_positions`:
-    /// f16 on the native path (as llama.cpp), f32 on the f32 path.
-    pub fn new_kv_cache(&self, slots: usize, max_positions: usize) -> KvCache {
+    /// The shape of this model's KV blocks of `block_size` positions: f16 on the native
+    /// path (as llama.cpp), f32 on the f32 path.
+    pub fn kv_shape(&self, block_size: usize) -> KvShape {
         let dtype = match self.precision {
             Precision::Native => KvDtype::F16,
             Precision::F32 => KvDtype::F32,
         };
-        KvCache::new(self.config.num_layers, self.config.num_kv_heads, self.config.head_dim, max_positions.min(self.config.context_length), slots, dtype)
+        KvShape { num_layers: self.config.num_layers, kv_heads: self.config.num_kv_heads, head_dim: self.config.head_dim, block_size, dtype }
     }
 
-    fn check_input(&self, input: &BatchInput<'_>, kv: &KvCache) -> Result<()> {
+    /// A KV pool of `num_blocks` blocks of `block_size` positions for this model.
+    pub fn new_kv(&self, block_size: usize, num_blocks: usize) -> PagedKv {
+        PagedKv::new(self.kv_shape(block_size), num_blocks)
+    }
+
+    /// A KV pool for one sequence of up to `positions` positions, and its block table
+    /// (blocks `0, 1, …`): for callers that run a single sequence without an engine.
+    pub fn single_sequence_kv(&self, positions: usize) -> (PagedKv, Vec<u32>) {
+        let shape = self.kv_shape(crate::paged_kv::DEFAULT_BLOCK_SIZE);
+        let n = shape.blocks_for(positions.min(self.config.context_length).max(1));
+        (PagedKv::new(shape, n), (0..n as u32).collect())
+    }
+
+    fn check_input(&self, input: &BatchInput<'_>, kv: &PagedKv) -> Result<()> {
         let n = input.tokens.len();
-        if input.positions.len() != n || input.slots.len() != n {
-            return Err(Error::InvalidInput("tokens, positions and slots differ in length".into()));
+        let total: usize = input.seqs.iter().map(|s| s.len).sum();
+        if total != n {
+            return Err(Error::InvalidInput(format!("the sequence chunks cover {total} tokens, the batch has {n}")));
         }
-        for (i, (&t, (&p, &s))) in input.tokens.iter().zip(input.positions.iter().zip(input.slots)).enumerate() {
-            if t as usize >= self.config.vocab_size {
-                return Err(Error::InvalidInput(format!("token id {t} is outside the vocabulary ({})", self.config.vocab_size)));
+        if let Some(&t) = input.tokens.iter().find(|&&t| t as usize >= self.config.vocab_size) {
+            return Err(Error::InvalidInput(format!("token id {t} is outside the vocabulary ({})", self.config.vocab_size)));
+        }
+        let ctx = self.config.context_length;
+        for (i, c) in input.seqs.iter().enumerate() {
+            let end = c.start + c.len;
+            if end > ctx {
+                return Err(Error::PromptTooLong { prompt_tokens: end, context_length: ctx });
             }
-            if p >= kv.max_positions || p >= self.config.context_length {
-                return Err(Error::PromptTooLong { prompt_tokens: p + 1, context_length: kv.max_positions.min(self.config.context_length) });
+            let room = c.blocks.len() * kv.shape.block_size;
+            if end > room {
+                return Err(Error::InvalidInput(format!("sequence {i} writes up to position {end} but its {} blocks hold {room}", c.blocks.len())));
             }
-            if s >= kv.slots.len() {
-                return Err(Error::InvalidInput(format!("KV slot {s} does not exist")));
-            }
-            let before = input.slots[..i].iter().filter(|&&x| x == s).count();
-            if p != kv.slots[s].len + before {
-                return Err(Error::InvalidInput(format!(
-                    "token {i} at position {p} does not continue sequence slot {s} (cached length {}, {before} earlier in batch)",
-                    kv.slots[s].len
-                )));
+            if let Some(&b) = c.blocks.iter().find(|&&b| b as usize >= kv.num_blocks) {
+                return Err(Error::InvalidInput(format!("sequence {i} uses KV block {b}; the pool has {}", kv.num_blocks)));
             }
         }
-        for &r in input.logits_rows {
-            if r >= n {
-                return Err(Error::InvalidInput(format!("logits row {r} outside batch of {n}")));
-            }
+        if let Some(&r) = input.logits_rows.iter().find(|&&r| r >= n) {
+            return Err(Error::InvalidInput(format!("logits row {r} outside batch of {n}")));
         }
         Ok(())
     }
@@ -194,7 +219,7 @@ impl Model {
     pub fn forward(
         &self,
         input: BatchInput<'_>,
-        kv: &mut KvCache,
+        kv: &mut PagedKv,
         scratch: &mut Scratch,
         pool: &ThreadPool,
         logits: &mut Vec<f32>,
@@ -210,20 +235,23 @@ impl Model {
             logits.clear();
             return Ok(());
         }
-        // Room in the cache for every position this batch writes.
-        for (&s, &p) in input.slots.iter().zip(input.positions) {
-            kv.reserve(s, p + 1);
+        // (chunk, position) of every batch row.
+        let Scratch { x, xn, q, k: kb, v: vb, att, tmp, gate, up, cos, sin, scores, rows, acts } = scratch;
+        rows.clear();
+        for (si, c) in input.seqs.iter().enumerate() {
+            rows.extend((c.start..c.start + c.len).map(|p| (si, p)));
         }
+        let rows = &*rows;
+        let bs = kv.shape.block_size;
 
         // Embeddings: x (n, d).
-        let Scratch { x, xn, q, k: kb, v: vb, att, tmp, gate, up, cos, sin, scores, acts } = scratch;
         let x = grow(x, n * d);
         for (i, &t) in input.tokens.iter().enumerate() {
             self.embed.row_f32(t as usize, &mut x[i * d..(i + 1) * d]);
         }
         if let Some(pe) = &self.pos_embed {
             let mut row = vec![0.0; d];
-            for (i, &p) in input.positions.iter().enumerate() {
+            for (i, &(_, p)) in rows.iter().enumerate() {
                 pe.row_f32(p, &mut row);
                 ops::add_assign(&mut x[i * d..(i + 1) * d], &row);
             }
@@ -232,12 +260,12 @@ impl Model {
         let half = self.inv_freq.len();
         let cos = grow(cos, n * half);
         let sin = grow(sin, n * half);
-        for (i, &p) in input.positions.iter().enumerate() {
+        for (i, &(_, p)) in rows.iter().enumerate() {
             ops::rope_angles(p, &self.inv_freq, &mut cos[i * half..(i + 1) * half], &mut sin[i * half..(i + 1) * half]);
         }
         // Per-thread attention scratch: scores (f32 cache) or what `attend_f16` needs.
-        let longest = input.positions.iter().max().copied().unwrap_or(0) + 1;
-        let max_len = ops::attend_f16_heads_scratch(hq / hkv, hd, longest).max(longest);
+        let longest = rows.iter().map(|r| r.1).max().unwrap_or(0) + 1;
+        let max_len = attention::attend_f16_heads_scratch(hq / hkv, hd, longest).max(longest);
         let nt = pool.threads();
         let scores = grow(scores, nt * max_len);
         // Attention arithmetic: f32 with a plain softmax for every batch size. llama.cpp
@@ -286,9 +314,10 @@ impl Model {
                     ops::rope_interleaved(&mut kb[i * kvd..(i + 1) * kvd], hkv, hd, c, s);
                 }
             }
-            // Append this batch's keys and values to each sequence's cache.
-            for i in 0..n {
-                kv.write(input.slots[i], li, input.positions[i], &kb[i * kvd..(i + 1) * kvd], &vb[i * kvd..(i + 1) * kvd]);
+            // Write this batch's keys and values into each sequence's blocks.
+            for (i, &(si, p)) in rows.iter().enumerate() {
+                let block = input.seqs[si].blocks[p / bs] as usize;
+                kv.write(li, block, p % bs, &kb[i * kvd..(i + 1) * kvd], &vb[i * kvd..(i + 1) * kvd]);
             }
             // Attention: one unit per (token, key/value head), split over threads; a unit
             // computes the query heads that share the key/value head together, so the f16
@@ -305,7 +334,7 @@ impl Model {
                     let sc = unsafe { std::slice::from_raw_parts_mut(sc_ptr.get().add(t * max_len), max_len) };
                     for u in units {
                         let (i, g) = (u / hkv, u % hkv);
-                        let (s, p) = (input.slots[i], input.positions[i]);
+                        let (si, p) = rows[i];
                         let start = match cfg.sliding_window {
                             Some(w) if p + 1 > w => p + 1 - w,
                             _ => 0,
@@ -315,25 +344,13 @@ impl Model {
                         // SAFETY: unit (i, g) owns att[i*qd + h0*hd .. + group*hd].
                         let out = unsafe { std::slice::from_raw_parts_mut(att_ptr.get().add(i * qd + h0 * hd), group * hd) };
                         let qg = &q[i * qd + h0 * hd..i * qd + (h0 + group) * hd];
-                        let off = start * hd;
-                        match kvr.head(s, li, g) {
-                            KvHead::F32 { k: keys, v: values } => {
+                        match kvr.rows(li, g, input.seqs[si].blocks, start, len) {
+                            HeadRows::F32(r) => {
                                 for (qh, oh) in qg.chunks_exact(hd).zip(out.chunks_exact_mut(hd)) {
-                                    ops::attend(k, qh, &keys[off..], &values[off..], hd, len, scale, sc, oh)
+                                    attention::attend(k, qh, &r, scale, sc, oh)
                                 }
                             }
-                            KvHead::F16 { k: keys, v: values } => ops::attend_f16_heads(
-                                qg,
-                                hd,
-                                &keys[off..],
-                                &values[off..],
-                                hd,
-                                len,
-                                scale,
-                                f16_accumulate,
-                                sc,
-                                out,
-                            ),
+                            HeadRows::F16(r) => attention::attend_f16_heads(qg, hd, &r, scale, f16_accumulate, sc, out),
                         }
                     }
                 });
@@ -388,10 +405,6 @@ impl Model {
         }
         if pending {
             ops::add_assign(x, tmp);
-        }
-        for (&s, &p) in input.slots.iter().zip(input.positions) {
-            let slot = &mut kv.slots[s];
-            slot.len = slot.len.max(p + 1);
         }
 
         // Final norm and output projection for the requested rows only: (m, d) → (m, v).

@@ -11,7 +11,7 @@ use candle_core::{Device, Tensor};
 use lamina_core::{Architecture, ModelConfig};
 use lamina_kernels::ThreadPool;
 use lamina_model::load::permute_rotary_rows;
-use lamina_model::{load_model, BatchInput, Model, Precision, Scratch};
+use lamina_model::{load_model, BatchInput, Model, Precision, Scratch, SeqChunk};
 use std::path::Path;
 
 // ---------------------------------------------------------------------------------------
@@ -343,15 +343,12 @@ fn load(path: &Path, precision: Precision) -> Model {
 /// Logits of every position of one prompt fed in a single forward (`n × vocab`).
 fn logits_all(model: &Model, tokens: &[u32]) -> Vec<f32> {
     let pool = ThreadPool::new(1);
-    let mut kv = model.new_kv_cache(1, 64);
+    let (mut kv, table) = model.single_sequence_kv(64);
     let mut scratch = Scratch::default();
     let mut logits = Vec::new();
-    let positions: Vec<usize> = (0..tokens.len()).collect();
-    let slots = vec![0; tokens.len()];
     let rows: Vec<usize> = (0..tokens.len()).collect();
-    model
-        .forward(BatchInput { tokens, positions: &positions, slots: &slots, logits_rows: &rows }, &mut kv, &mut scratch, &pool, &mut logits)
-        .unwrap();
+    let seq = [SeqChunk { len: tokens.len(), start: 0, blocks: &table }];
+    model.forward(BatchInput { tokens, seqs: &seq, logits_rows: &rows }, &mut kv, &mut scratch, &pool, &mut logits).unwrap();
     assert_eq!(logits.len(), tokens.len() * model.config.vocab_size);
     logits
 }
@@ -377,59 +374,57 @@ fn assert_informative(logits: &[f32], vocab: usize) {
 }
 
 /// Incremental decoding (one token per forward) gives the full-batch logits at every step,
-/// and two sequences in different KV slots, interleaved in one batch with different
-/// lengths and then continued in a second mixed batch, give the logits each gets alone.
+/// and two sequences whose KV blocks are scattered over the pool in no order (blocks of
+/// two positions, so attention crosses blocks), batched together with different lengths
+/// and then continued in a second mixed batch, give the logits each gets alone.
 fn check_batching(model: &Model, label: &str, tol: f32) {
     let vocab = model.config.vocab_size;
     let pool = ThreadPool::new(1);
     let full = logits_all(model, &PROMPT);
 
     // One token per forward.
-    let mut kv = model.new_kv_cache(1, 64);
+    let (mut kv, table) = model.single_sequence_kv(64);
     let mut scratch = Scratch::default();
     let mut logits = Vec::new();
     for (p, &tok) in PROMPT.iter().enumerate() {
-        model
-            .forward(BatchInput { tokens: &[tok], positions: &[p], slots: &[0], logits_rows: &[0] }, &mut kv, &mut scratch, &pool, &mut logits)
-            .unwrap();
+        let seq = [SeqChunk { len: 1, start: p, blocks: &table }];
+        model.forward(BatchInput { tokens: &[tok], seqs: &seq, logits_rows: &[0] }, &mut kv, &mut scratch, &pool, &mut logits).unwrap();
         let diff = max_abs_diff(&logits, &full[p * vocab..(p + 1) * vocab]);
         assert!(diff <= tol, "{label}: incremental step {p} differs from full batch by {diff}");
     }
 
-    // Two sequences (slots 1 and 0, lengths 5 and 3) interleaved in one batch.
+    // Two sequences (lengths 5 and 3) in blocks [5, 1, 3] and [0, 4] of a pool of 6.
     let a: [u32; 5] = [3, 9, 27, 2, 40];
     let b: [u32; 3] = [50, 1, 12];
     let (alone_a, alone_b) = (logits_all(model, &a), logits_all(model, &b));
-    let mut kv = model.new_kv_cache(2, 64);
+    let mut kv = model.new_kv(2, 6);
+    let (ta, tb) = ([5u32, 1, 3], [0u32, 4]);
     let mut scratch = Scratch::default();
-    // (token, position, slot, reference row)
-    let first: Vec<(u32, usize, usize, &[f32])> = vec![
-        (a[0], 0, 1, &alone_a[0..vocab]),
-        (b[0], 0, 0, &alone_b[0..vocab]),
-        (a[1], 1, 1, &alone_a[vocab..2 * vocab]),
-        (a[2], 2, 1, &alone_a[2 * vocab..3 * vocab]),
-        (b[1], 1, 0, &alone_b[vocab..2 * vocab]),
+    // Per batch: (tokens, chunks, reference rows).
+    let steps: [(Vec<u32>, [SeqChunk; 2], Vec<&[f32]>); 2] = [
+        (
+            vec![a[0], a[1], a[2], b[0], b[1]],
+            [SeqChunk { len: 3, start: 0, blocks: &ta }, SeqChunk { len: 2, start: 0, blocks: &tb }],
+            vec![&alone_a[..vocab], &alone_a[vocab..2 * vocab], &alone_a[2 * vocab..3 * vocab], &alone_b[..vocab], &alone_b[vocab..2 * vocab]],
+        ),
+        (
+            vec![b[2], a[3], a[4]],
+            [SeqChunk { len: 1, start: 2, blocks: &tb }, SeqChunk { len: 2, start: 3, blocks: &ta }],
+            vec![&alone_b[2 * vocab..3 * vocab], &alone_a[3 * vocab..4 * vocab], &alone_a[4 * vocab..5 * vocab]],
+        ),
     ];
-    let second: Vec<(u32, usize, usize, &[f32])> = vec![
-        (b[2], 2, 0, &alone_b[2 * vocab..3 * vocab]),
-        (a[3], 3, 1, &alone_a[3 * vocab..4 * vocab]),
-        (a[4], 4, 1, &alone_a[4 * vocab..5 * vocab]),
-    ];
-    for (step, batch) in [first, second].iter().enumerate() {
-        let tokens: Vec<u32> = batch.iter().map(|x| x.0).collect();
-        let positions: Vec<usize> = batch.iter().map(|x| x.1).collect();
-        let slots: Vec<usize> = batch.iter().map(|x| x.2).collect();
-        let rows: Vec<usize> = (0..batch.len()).collect();
-        model
-            .forward(BatchInput { tokens: &tokens, positions: &positions, slots: &slots, logits_rows: &rows }, &mut kv, &mut scratch, &pool, &mut logits)
-            .unwrap();
-        for (j, item) in batch.iter().enumerate() {
-            let diff = max_abs_diff(&logits[j * vocab..(j + 1) * vocab], item.3);
-            assert!(diff <= tol, "{label}: batch {step} row {j} (slot {}, position {}) differs from running alone by {diff}", item.2, item.1);
+    for (step, (tokens, chunks, want)) in steps.iter().enumerate() {
+        let rows: Vec<usize> = (0..tokens.len()).collect();
+        model.forward(BatchInput { tokens, seqs: chunks, logits_rows: &rows }, &mut kv, &mut scratch, &pool, &mut logits).unwrap();
+        for (j, w) in want.iter().enumerate() {
+            let diff = max_abs_diff(&logits[j * vocab..(j + 1) * vocab], w);
+            assert!(diff <= tol, "{label}: batch {step} row {j} differs from running alone by {diff}");
         }
     }
-    assert_eq!(kv.slots[1].len, 5);
-    assert_eq!(kv.slots[0].len, 3);
+    // A chunk that writes past its block table is refused, not written elsewhere.
+    let short = [SeqChunk { len: 2, start: 3, blocks: &tb }];
+    let err = model.forward(BatchInput { tokens: &[1, 2], seqs: &short, logits_rows: &[1] }, &mut kv, &mut scratch, &pool, &mut logits).unwrap_err();
+    assert!(err.to_string().contains("blocks hold 4"), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Tensor};
 use lamina_core::{Architecture, ModelConfig};
 use lamina_kernels::ThreadPool;
 use lamina_model::trainable::TrainableModel;
-use lamina_model::{load_model, BatchInput, Precision, Scratch};
+use lamina_model::{load_model, BatchInput, Precision, Scratch, SeqChunk};
 
 fn config(arch: Architecture) -> ModelConfig {
     let llama = arch == Architecture::Llama;
@@ -46,12 +46,12 @@ fn check(arch: Architecture) {
 
     let inf = load_model(dir.path(), Precision::F32).unwrap();
     let pool = ThreadPool::new(2);
-    let mut kv = inf.new_kv_cache(1, 32);
+    let (mut kv, table) = inf.single_sequence_kv(32);
     let mut scratch = Scratch::default();
     let mut got = Vec::new();
-    let positions: Vec<usize> = (0..n).collect();
     let rows: Vec<usize> = (0..n).collect();
-    inf.forward(BatchInput { tokens: &tokens, positions: &positions, slots: &vec![0; n], logits_rows: &rows }, &mut kv, &mut scratch, &pool, &mut got)
+    let seq = [SeqChunk { len: n, start: 0, blocks: &table }];
+    inf.forward(BatchInput { tokens: &tokens, seqs: &seq, logits_rows: &rows }, &mut kv, &mut scratch, &pool, &mut got)
         .unwrap();
     assert_eq!(want.len(), got.len());
     let worst = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);

@@ -224,11 +224,12 @@ fn inference_logits(path: &Path) -> Vec<f32> {
     let tokens = [1u32, 5, 7, 2, 9, 3];
     let n = tokens.len();
     let pool = lamina_kernels::ThreadPool::new(1);
-    let mut kv = m.new_kv_cache(1, 16);
+    let (mut kv, table) = m.single_sequence_kv(16);
     let mut scratch = lamina_model::Scratch::default();
-    let (pos, rows): (Vec<usize>, Vec<usize>) = ((0..n).collect(), (0..n).collect());
+    let rows: Vec<usize> = (0..n).collect();
     let mut out = Vec::new();
-    let input = lamina_model::BatchInput { tokens: &tokens, positions: &pos, slots: &vec![0; n], logits_rows: &rows };
+    let seq = [lamina_model::SeqChunk { len: n, start: 0, blocks: &table }];
+    let input = lamina_model::BatchInput { tokens: &tokens, seqs: &seq, logits_rows: &rows };
     m.forward(input, &mut kv, &mut scratch, &pool, &mut out).unwrap();
     out
 }

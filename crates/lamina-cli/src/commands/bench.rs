@@ -12,9 +12,9 @@
 use crate::common::{self, ModelArgs};
 use anyhow::{Context, Result};
 use clap::Args;
-use lamina_engine::{GenerationParams, SamplingParams};
+use lamina_engine::{GenerationParams, Request, SamplingParams};
 use lamina_kernels::ThreadPool;
-use lamina_model::{BatchInput, Model, Scratch};
+use lamina_model::{BatchInput, Model, Scratch, SeqChunk};
 use lamina_tokenizer::Tokenizer;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,10 +47,10 @@ pub struct BenchArgs {
 /// Aggregate decode tokens/s of `n` sequences (16-token prompts, `gen_tokens` greedy tokens
 /// each) through the engine, timing the decode steps only.
 fn batched_decode(model: &Arc<Model>, tok: &Arc<Tokenizer>, args: &BenchArgs, n: usize, vocab: usize) -> Result<f64> {
-    let mut engine = common::engine(model.clone(), tok.clone(), &args.model_args, n);
-    let params = GenerationParams { sampling: SamplingParams::greedy(), max_tokens: args.gen_tokens, stop: vec![], ignore_eos: true };
+    let mut engine = common::engine(model.clone(), tok.clone(), &args.model_args, n)?;
+    let params = GenerationParams { sampling: SamplingParams::greedy(), max_tokens: args.gen_tokens, ignore_eos: true, ..GenerationParams::default() };
     for i in 0..n {
-        engine.add(pseudo_tokens(16, vocab, 10 + i as u64), params.clone(), None)?;
+        engine.add(Request::new(pseudo_tokens(16, vocab, 10 + i as u64), params.clone()))?;
     }
     engine.step()?; // prefill of all prompts (and each sequence's first token)
     let t = Instant::now();
@@ -88,16 +88,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
     // Prefill.
     let prompt = pseudo_tokens(args.prompt_tokens, vocab, 1);
-    let mut kv = model.new_kv_cache(1, args.prompt_tokens + args.gen_tokens + 1);
+    let (mut kv, table) = model.single_sequence_kv(args.prompt_tokens.max(args.gen_tokens) + 1);
     let mut scratch = Scratch::default();
     let mut logits = Vec::new();
-    let positions: Vec<usize> = (0..prompt.len()).collect();
-    let slots = vec![0usize; prompt.len()];
     let mut prefill = Vec::new();
     for r in 0..=reps {
-        kv.truncate(0, 0);
         let t = Instant::now();
-        model.forward(BatchInput { tokens: &prompt, positions: &positions, slots: &slots, logits_rows: &[prompt.len() - 1] }, &mut kv, &mut scratch, &pool, &mut logits)?;
+        let seq = [SeqChunk { len: prompt.len(), start: 0, blocks: &table }];
+        model.forward(BatchInput { tokens: &prompt, seqs: &seq, logits_rows: &[prompt.len() - 1] }, &mut kv, &mut scratch, &pool, &mut logits)?;
         if r > 0 {
             // The first run warms caches and page-ins, as llama-bench's warm-up does.
             prefill.push(prompt.len() as f64 / t.elapsed().as_secs_f64());
@@ -107,10 +105,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut decode = Vec::new();
     let gen = pseudo_tokens(args.gen_tokens, vocab, 2);
     for _ in 0..reps {
-        kv.truncate(0, 0);
         let t = Instant::now();
         for (p, &tk) in gen.iter().enumerate() {
-            model.forward(BatchInput { tokens: &[tk], positions: &[p], slots: &[0], logits_rows: &[0] }, &mut kv, &mut scratch, &pool, &mut logits)?;
+            let seq = [SeqChunk { len: 1, start: p, blocks: &table }];
+            model.forward(BatchInput { tokens: &[tk], seqs: &seq, logits_rows: &[0] }, &mut kv, &mut scratch, &pool, &mut logits)?;
         }
         decode.push(gen.len() as f64 / t.elapsed().as_secs_f64());
     }

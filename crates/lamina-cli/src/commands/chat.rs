@@ -29,7 +29,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
     if tok.chat_template().is_none() {
         anyhow::bail!("this model has no chat template; use `lamina run` for plain completion");
     }
-    let mut engine = common::engine(model, tok.clone(), &args.model_args, 1);
+    let mut engine = common::engine(model, tok.clone(), &args.model_args, 1)?;
     let ctx = engine.context_length();
     let system: Vec<ChatMessage> = args.system.iter().map(ChatMessage::system).collect();
     let mut turns: Vec<ChatMessage> = Vec::new();
@@ -81,12 +81,12 @@ pub fn run(args: ChatArgs) -> Result<()> {
         if args.sampling.verbose {
             let s = &done.stats;
             eprintln!(
-                "[prompt {} tokens, {} from cache | {} generated | prefill {:.1} tok/s | decode {:.1} tok/s]",
+                "[prompt {} tokens, {} from cache | {} generated | prefill {} tok/s | decode {} tok/s]",
                 s.prompt_tokens,
                 s.cached_tokens,
                 s.generated_tokens,
-                s.prefill_tok_s(),
-                s.decode_tok_s()
+                common::rate(s.prefill_tok_s()),
+                common::rate(s.decode_tok_s())
             );
         }
         turns.push(ChatMessage::assistant(done.text.trim()));

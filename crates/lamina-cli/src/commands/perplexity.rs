@@ -3,7 +3,6 @@
 use crate::common::{self, ModelArgs};
 use anyhow::{Context, Result};
 use clap::Args;
-use lamina_kernels::ThreadPool;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -28,11 +27,12 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
     let ctx = args.model_args.ctx.unwrap_or(512);
     let (model, tok) = common::load(Some(&args.model), &args.model_args)?;
     let tokens = tok.encode(text, false)?;
-    let pool = ThreadPool::new(args.model_args.threads());
+    let model_args = ModelArgs { ctx: Some(ctx), ..args.model_args.clone() };
+    let mut engine = common::engine(model, tok.clone(), &model_args, 1)?;
     let bos = if tok.add_bos() { tok.bos_id() } else { None };
     eprintln!("{} tokens, {} windows of {ctx}", tokens.len(), tokens.len() / ctx);
     let t0 = std::time::Instant::now();
-    let report = lamina_engine::perplexity::perplexity(&model, &pool, &tokens, ctx, bos, |i, n, ppl| {
+    let report = lamina_engine::perplexity::perplexity(&mut engine, &tokens, ctx, bos, |i, n, ppl| {
         eprint!("[{i}/{n}] {ppl:.4} ");
     })?;
     eprintln!();

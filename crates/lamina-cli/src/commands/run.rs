@@ -52,19 +52,19 @@ pub fn run(args: RunArgs) -> Result<()> {
         prompt
     };
     let ids = tok.encode(&text, true)?;
-    let mut engine = common::engine(model, tok, &args.model_args, 1);
+    let mut engine = common::engine(model, tok, &args.model_args, 1)?;
     let callback = common::stream_to_stdout();
     let done = engine.generate(ids, params, Some(callback))?;
     println!();
     if args.sampling.verbose {
         let s = &done.stats;
         eprintln!(
-            "prompt tokens: {} ({} cached) | generated tokens: {} | prefill: {:.1} tok/s | decode: {:.1} tok/s | finish: {} | threads: {} | kernels: {}",
+            "prompt tokens: {} ({} cached) | generated tokens: {} | prefill: {} tok/s | decode: {} tok/s | finish: {} | threads: {} | kernels: {}",
             s.prompt_tokens,
             s.cached_tokens,
             s.generated_tokens,
-            s.prefill_tok_s(),
-            s.decode_tok_s(),
+            common::rate(s.prefill_tok_s()),
+            common::rate(s.decode_tok_s()),
             done.reason.as_str(),
             engine.threads(),
             engine.model.kernels.isa.name()

@@ -1,8 +1,11 @@
 //! Next-token logits of the real SmolLM2-135M-Instruct (Q4_1 GGUF) against Hugging Face
 //! `transformers` run on the same weights in f32 (`../shared/reference/smollm2_logits_hf_f32.jsonl`).
 
+use lamina_engine::{Engine, EngineConfig};
 use lamina_kernels::ThreadPool;
-use lamina_model::{load_model, BatchInput, Precision, Scratch};
+use lamina_model::{load_model, Precision};
+use lamina_tokenizer::Tokenizer;
+use std::sync::Arc;
 
 fn reference() -> Vec<serde_json::Value> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/reference/smollm2_logits_hf_f32.jsonl");
@@ -11,21 +14,17 @@ fn reference() -> Vec<serde_json::Value> {
 
 fn check(precision: Precision, tol: f32, top1_within: usize) {
     let path = lamina_core::registry::default_model_path().unwrap();
-    let model = load_model(&path, precision).unwrap();
-    let pool = ThreadPool::new(2);
+    let model = Arc::new(load_model(&path, precision).unwrap());
+    let tok = Arc::new(Tokenizer::from_gguf(&path).unwrap());
+    let config = EngineConfig { max_sequences: 1, context_length: 512, ..Default::default() };
+    let mut engine = Engine::new(model, tok, Arc::new(ThreadPool::new(2)), config).unwrap();
     let mut worst = 0.0f32;
     for r in reference() {
         let ids: Vec<u32> = r["prompt_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
         let top_ids: Vec<usize> = r["top10_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
         let top_logits: Vec<f32> = r["top10_logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
-        let mut kv = model.new_kv_cache(1, 512);
-        let mut scratch = Scratch::default();
         let mut logits = Vec::new();
-        let positions: Vec<usize> = (0..ids.len()).collect();
-        let slots = vec![0; ids.len()];
-        model
-            .forward(BatchInput { tokens: &ids, positions: &positions, slots: &slots, logits_rows: &[ids.len() - 1] }, &mut kv, &mut scratch, &pool, &mut logits)
-            .unwrap();
+        engine.logits_of(&ids, &[ids.len() - 1], &mut logits).unwrap();
         let argmax = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
         assert!(top_ids[..top1_within].contains(&argmax), "{:?}: our top-1 {argmax} is not in the reference's top-{top1_within}", r["prompt"]);
         if argmax != top_ids[0] {
