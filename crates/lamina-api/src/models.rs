@@ -1,0 +1,44 @@
+//! The body of `GET /v1/models` and of `GET /v1/models/{model}`.
+//!
+//! Follows the OpenAI API reference, "Models" → "List models" and "The model object".
+
+use serde::{Deserialize, Serialize};
+
+use crate::common::{ListObject, ModelObjectTag};
+
+/// `{"object": "list", "data": [...]}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelList {
+    pub object: ListObject,
+    pub data: Vec<ModelObject>,
+}
+
+impl ModelList {
+    pub fn new(data: Vec<ModelObject>) -> Self {
+        ModelList {
+            object: ListObject,
+            data,
+        }
+    }
+}
+
+/// One model: `{"id", "object": "model", "created", "owned_by"}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelObject {
+    pub id: String,
+    pub object: ModelObjectTag,
+    /// Unix seconds.
+    pub created: u64,
+    pub owned_by: String,
+}
+
+impl ModelObject {
+    pub fn new(id: impl Into<String>, created: u64, owned_by: impl Into<String>) -> Self {
+        ModelObject {
+            id: id.into(),
+            object: ModelObjectTag,
+            created,
+            owned_by: owned_by.into(),
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! Range and consistency checks on parsed requests, each failure a 400
+//! `invalid_request_error` whose `param` names the offending field.
+//!
+//! The ranges are those of the OpenAI API reference, "Chat" → "Create chat completion"
+//! and "Completions" → "Create completion" (request body). Extension fields get the
+//! ranges llama.cpp and vLLM give them.
+
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+
+use crate::chat::{ChatCompletionRequest, ContentPart, MessageContent, Role};
+use crate::common::Stop;
+use crate::completions::{CompletionRequest, Prompt};
+use crate::error::ApiError;
+
+/// Most stop sequences a request may give.
+pub const MAX_STOP: usize = 4;
+/// Most choices a request may ask for.
+pub const MAX_N: u32 = 128;
+/// Most alternatives per token in a chat request's `top_logprobs`.
+pub const MAX_TOP_LOGPROBS: u32 = 20;
+/// Most alternatives per token in a legacy request's `logprobs`.
+pub const MAX_COMPLETION_LOGPROBS: u32 = 5;
+
+impl ChatCompletionRequest {
+    /// Checks everything the wire types cannot express. Call after [`crate::parse_json`].
+    pub fn validate(&self) -> Result<(), ApiError> {
+        check_model(&self.model)?;
+        self.check_messages()?;
+        check_min_tokens("max_tokens", self.max_tokens)?;
+        check_min_tokens("max_completion_tokens", self.max_completion_tokens)?;
+        if let (Some(a), Some(b)) = (self.max_tokens, self.max_completion_tokens) {
+            if a != b {
+                return Err(ApiError::invalid_param(
+                    "max_completion_tokens",
+                    format!(
+                        "max_tokens ({a}) and max_completion_tokens ({b}) disagree; \
+                         give one of them"
+                    ),
+                ));
+            }
+        }
+        check_sampling(Sampling {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            n: self.n,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            stop: self.stop.as_ref(),
+            logit_bias: self.logit_bias.as_ref(),
+            stream: self.stream,
+            stream_options: self.stream_options.is_some(),
+            top_k: self.top_k,
+            min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+        })?;
+        if let Some(k) = self.top_logprobs {
+            check_u32("top_logprobs", k, 0..=MAX_TOP_LOGPROBS)?;
+            if self.logprobs != Some(true) {
+                return Err(ApiError::invalid_param(
+                    "top_logprobs",
+                    "top_logprobs requires logprobs to be true",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_messages(&self) -> Result<(), ApiError> {
+        if self.messages.is_empty() {
+            return Err(ApiError::invalid_param(
+                "messages",
+                "messages must hold at least one message",
+            ));
+        }
+        for (i, m) in self.messages.iter().enumerate() {
+            let at = format!("messages[{i}]");
+            let has_tool_calls = m.tool_calls.as_ref().is_some_and(|c| !c.is_empty());
+            if m.tool_calls.is_some() && m.role != Role::Assistant {
+                return Err(ApiError::invalid_param(
+                    format!("{at}.tool_calls"),
+                    format!("{at}.tool_calls: only assistant messages have tool_calls, this is a `{}` message", m.role),
+                ));
+            }
+            match &m.content {
+                None if m.role == Role::Assistant && has_tool_calls => {}
+                None if m.role == Role::Assistant => {
+                    return Err(ApiError::invalid_param(
+                        format!("{at}.content"),
+                        format!("{at}.content: an assistant message needs content or tool_calls"),
+                    ))
+                }
+                None => {
+                    return Err(ApiError::invalid_param(
+                        format!("{at}.content"),
+                        format!("{at}.content is required for a `{}` message", m.role),
+                    ))
+                }
+                Some(MessageContent::Text(_)) => {}
+                Some(MessageContent::Parts(parts)) => {
+                    if parts.is_empty() {
+                        return Err(ApiError::invalid_param(
+                            format!("{at}.content"),
+                            format!("{at}.content must not be an empty array"),
+                        ));
+                    }
+                    for (j, part) in parts.iter().enumerate() {
+                        if !matches!(part, ContentPart::Text { .. }) {
+                            return Err(ApiError::invalid_param(
+                                format!("{at}.content[{j}]"),
+                                format!(
+                                    "{at}.content[{j}]: content parts of type `{}` are not \
+                                     supported by this server; only `text` parts are",
+                                    part.type_name()
+                                ),
+                            )
+                            .with_code("unsupported_content_part"));
+                        }
+                    }
+                }
+            }
+            if m.role == Role::Tool && m.tool_call_id.as_deref().is_none_or(str::is_empty) {
+                return Err(ApiError::invalid_param(
+                    format!("{at}.tool_call_id"),
+                    format!("{at}.tool_call_id is required for a `tool` message"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl CompletionRequest {
+    /// Checks everything the wire types cannot express. Call after [`crate::parse_json`].
+    pub fn validate(&self) -> Result<(), ApiError> {
+        check_model(&self.model)?;
+        check_prompt(&self.prompt)?;
+        if self.max_tokens == Some(0) && !self.is_echo() {
+            return Err(ApiError::invalid_param(
+                "max_tokens",
+                "max_tokens must be at least 1 (0 is allowed only with echo, to score the prompt)",
+            ));
+        }
+        check_sampling(Sampling {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            n: self.n,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            stop: self.stop.as_ref(),
+            logit_bias: self.logit_bias.as_ref(),
+            stream: self.stream,
+            stream_options: self.stream_options.is_some(),
+            top_k: self.top_k,
+            min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+        })?;
+        if let Some(k) = self.logprobs {
+            check_u32("logprobs", k, 0..=MAX_COMPLETION_LOGPROBS)?;
+        }
+        if let Some(best_of) = self.best_of {
+            if best_of != self.n() {
+                return Err(ApiError::invalid_param(
+                    "best_of",
+                    format!(
+                        "best_of ({best_of}) must equal n ({}): this server does not rank \
+                         candidates",
+                        self.n()
+                    ),
+                ));
+            }
+        }
+        if self.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
+            return Err(ApiError::invalid_param(
+                "suffix",
+                "suffix is not supported by this server (no insertion); omit it or send null",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The sampling fields both endpoints share.
+struct Sampling<'a> {
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    n: Option<u32>,
+    presence_penalty: Option<f32>,
+    frequency_penalty: Option<f32>,
+    stop: Option<&'a Stop>,
+    logit_bias: Option<&'a BTreeMap<String, f32>>,
+    stream: Option<bool>,
+    stream_options: bool,
+    top_k: Option<i32>,
+    min_p: Option<f32>,
+    repetition_penalty: Option<f32>,
+}
+
+fn check_sampling(s: Sampling<'_>) -> Result<(), ApiError> {
+    check_f32("temperature", s.temperature, 0.0..=2.0)?;
+    check_f32("top_p", s.top_p, 0.0..=1.0)?;
+    if let Some(n) = s.n {
+        check_u32("n", n, 1..=MAX_N)?;
+    }
+    check_f32("presence_penalty", s.presence_penalty, -2.0..=2.0)?;
+    check_f32("frequency_penalty", s.frequency_penalty, -2.0..=2.0)?;
+    check_stop(s.stop)?;
+    parse_logit_bias(s.logit_bias)?;
+    if s.stream_options && s.stream != Some(true) {
+        return Err(ApiError::invalid_param(
+            "stream_options",
+            "stream_options is only allowed when stream is true",
+        ));
+    }
+    if let Some(k) = s.top_k {
+        if k < -1 {
+            return Err(ApiError::invalid_param(
+                "top_k",
+                format!("top_k must be -1 or 0 (disabled) or a positive count, got {k}"),
+            ));
+        }
+    }
+    check_f32("min_p", s.min_p, 0.0..=1.0)?;
+    if let Some(p) = s.repetition_penalty {
+        if !(p.is_finite() && p > 0.0) {
+            return Err(ApiError::invalid_param(
+                "repetition_penalty",
+                format!("repetition_penalty must be greater than 0, got {p}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_model(model: &str) -> Result<(), ApiError> {
+    if model.is_empty() {
+        return Err(ApiError::invalid_param("model", "model must not be empty"));
+    }
+    Ok(())
+}
+
+fn check_prompt(prompt: &Prompt) -> Result<(), ApiError> {
+    let empty_array = match prompt {
+        Prompt::Text(_) => false,
+        Prompt::Texts(v) => v.is_empty(),
+        Prompt::Tokens(v) => v.is_empty(),
+        Prompt::TokenBatches(b) => {
+            if let Some(i) = b.iter().position(Vec::is_empty) {
+                return Err(ApiError::invalid_param(
+                    format!("prompt[{i}]"),
+                    format!("prompt[{i}] must not be an empty array of token ids"),
+                ));
+            }
+            b.is_empty()
+        }
+    };
+    if empty_array {
+        return Err(ApiError::invalid_param(
+            "prompt",
+            "prompt must not be an empty array",
+        ));
+    }
+    Ok(())
+}
+
+fn check_min_tokens(param: &str, value: Option<u32>) -> Result<(), ApiError> {
+    if value == Some(0) {
+        return Err(ApiError::invalid_param(
+            param,
+            format!("{param} must be at least 1, got 0"),
+        ));
+    }
+    Ok(())
+}
+
+/// `value` within `range`; NaN and infinities fail (they cannot come from JSON, but a
+/// value built in code might).
+fn check_f32(param: &str, value: Option<f32>, range: RangeInclusive<f32>) -> Result<(), ApiError> {
+    match value {
+        Some(v) if !range.contains(&v) => Err(ApiError::invalid_param(
+            param,
+            format!(
+                "{param} must be between {} and {}, got {v}",
+                range.start(),
+                range.end()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn check_u32(param: &str, value: u32, range: RangeInclusive<u32>) -> Result<(), ApiError> {
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_param(
+            param,
+            format!(
+                "{param} must be between {} and {}, got {value}",
+                range.start(),
+                range.end()
+            ),
+        ))
+    }
+}
+
+fn check_stop(stop: Option<&Stop>) -> Result<(), ApiError> {
+    let list: Vec<&str> = match stop {
+        None => return Ok(()),
+        Some(Stop::One(s)) => vec![s],
+        Some(Stop::Many(v)) => v.iter().map(String::as_str).collect(),
+    };
+    if list.len() > MAX_STOP {
+        return Err(ApiError::invalid_param(
+            "stop",
+            format!(
+                "stop may hold at most {MAX_STOP} sequences, got {}",
+                list.len()
+            ),
+        ));
+    }
+    if list.iter().any(|s| s.is_empty()) {
+        return Err(ApiError::invalid_param(
+            "stop",
+            "stop sequences must not be empty",
+        ));
+    }
+    Ok(())
+}
+
+/// `logit_bias` as `(token id, bias)` sorted by id; shared by validation and the
+/// requests' `logit_bias_map`.
+pub(crate) fn parse_logit_bias(
+    bias: Option<&BTreeMap<String, f32>>,
+) -> Result<Vec<(u32, f32)>, ApiError> {
+    let Some(bias) = bias else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::with_capacity(bias.len());
+    for (key, &value) in bias {
+        // `str::parse` would also take "+5"; a token id is digits only.
+        let digits = !key.is_empty() && key.bytes().all(|b| b.is_ascii_digit());
+        let id: u32 = key.parse().ok().filter(|_| digits).ok_or_else(|| {
+            ApiError::invalid_param(
+                "logit_bias",
+                format!("logit_bias keys must be token ids (non-negative integers), got {key:?}"),
+            )
+        })?;
+        if !(-100.0..=100.0).contains(&value) {
+            return Err(ApiError::invalid_param(
+                "logit_bias",
+                format!(
+                    "logit_bias values must be between -100 and 100, got {value} for token {key}"
+                ),
+            ));
+        }
+        out.push((id, value));
+    }
+    out.sort_by_key(|&(id, _)| id);
+    Ok(out)
+}
