@@ -162,6 +162,13 @@ impl Model {
         b
     }
 
+    /// Bytes of all weights as loaded (what the model adds to the process's memory, up to
+    /// norms and biases).
+    pub fn weight_bytes(&self) -> usize {
+        let embed = if self.config.tied_embeddings { 0 } else { self.embed.weight_bytes() };
+        self.weight_bytes_per_token() + embed + self.pos_embed.as_ref().map_or(0, |p| p.weight_bytes())
+    }
+
     /// The shape of this model's KV blocks of `block_size` positions: f16 on the native
     /// path (as llama.cpp), f32 on the f32 path.
     pub fn kv_shape(&self, block_size: usize) -> KvShape {

@@ -208,24 +208,27 @@ impl Tokenizer {
     /// `<0x0A>` becomes its byte. Incomplete UTF-8 shows as U+FFFD. Special tokens show
     /// their text. Unknown ids give an empty string.
     pub fn token_to_piece(&self, id: u32) -> String {
+        String::from_utf8_lossy(&self.token_bytes(id)).into_owned()
+    }
+
+    /// The bytes one token stands for ([`token_to_piece`](Self::token_to_piece) before
+    /// UTF-8 decoding: a token may hold part of a character).
+    pub fn token_bytes(&self, id: u32) -> Vec<u8> {
         let Some(raw) = self.inner.id_to_token(id) else {
-            return String::new();
+            return Vec::new();
         };
         if self.inner.get_added_vocabulary().is_special_token(&raw) {
-            return raw;
+            return raw.into_bytes();
         }
         if self.byte_level {
             let table = crate::gguf::byte_level_decoder_table();
             let bytes: Option<Vec<u8>> = raw.chars().map(|c| table.get(&c).copied()).collect();
-            return match bytes {
-                Some(b) => String::from_utf8_lossy(&b).into_owned(),
-                None => raw,
-            };
+            return bytes.unwrap_or_else(|| raw.into_bytes());
         }
         if let Some(b) = parse_byte_token(&raw) {
-            return String::from_utf8_lossy(&[b]).into_owned();
+            return vec![b];
         }
-        raw.replace('\u{2581}', " ")
+        raw.replace('\u{2581}', " ").into_bytes()
     }
 
     /// The vocabulary string of `id` (`Ġworld`, `▁the`, `<0x0A>`), or `None` if unknown.

@@ -1,0 +1,242 @@
+//! The models a server offers, loaded on first request and unloaded when idle, within
+//! one memory budget.
+//!
+//! A model's share of the budget is its weights (as loaded) plus its KV block pool. The
+//! pool gets what the budget has left, up to `max_sequences` full context windows, and
+//! must hold at least one full context window; when it cannot, idle models are unloaded
+//! (least recently used first) and, failing that, the request is refused with the sizes
+//! — never an out-of-memory kill. Request names only ever select among the configured
+//! models: a name is never turned into a path.
+
+use crate::executor::Command;
+use lamina_api::ApiError;
+use lamina_core::memory::human_bytes as human;
+use lamina_engine::{Engine, EngineConfig};
+use lamina_kernels::ThreadPool;
+use lamina_model::{Model, Precision};
+use lamina_tokenizer::Tokenizer;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// One model the server offers.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    /// What requests call it (`model` field).
+    pub name: String,
+    pub path: PathBuf,
+    pub precision: Precision,
+}
+
+/// How models are sized.
+#[derive(Debug, Clone)]
+pub struct ModelLimits {
+    /// Bytes for all loaded models' weights and KV caches together.
+    pub memory_budget: u64,
+    /// Sequences each model runs at once.
+    pub max_sequences: usize,
+    /// Context window per sequence (`None`: the model's own).
+    pub context_length: Option<usize>,
+    pub block_size: usize,
+    pub max_batch_tokens: usize,
+}
+
+/// A loaded model, as request handlers see it.
+pub struct Loaded {
+    pub name: String,
+    pub tokenizer: Arc<Tokenizer>,
+    pub context_length: usize,
+    pub vocab_size: usize,
+    /// Weights plus KV pool.
+    pub bytes: u64,
+}
+
+struct Entry {
+    spec: ModelSpec,
+    loaded: Option<Arc<Loaded>>,
+    /// Requests between lookup and completion: such a model is not idle.
+    inflight: Arc<AtomicUsize>,
+    last_used: Instant,
+}
+
+/// Marks a request in flight on a model until dropped.
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+pub struct Registry {
+    entries: Mutex<HashMap<String, Entry>>,
+    order: Vec<String>,
+    /// One load (and its memory planning) at a time.
+    loading: tokio::sync::Mutex<()>,
+    limits: ModelLimits,
+    workers: Arc<ThreadPool>,
+    commands: Mutex<mpsc::Sender<Command>>,
+    created: u64,
+}
+
+impl Registry {
+    pub fn new(specs: Vec<ModelSpec>, limits: ModelLimits, workers: Arc<ThreadPool>, commands: mpsc::Sender<Command>) -> Self {
+        let order = specs.iter().map(|s| s.name.clone()).collect();
+        let entries = specs
+            .into_iter()
+            .map(|spec| (spec.name.clone(), Entry { spec, loaded: None, inflight: Arc::new(AtomicUsize::new(0)), last_used: Instant::now() }))
+            .collect();
+        let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        Registry { entries: Mutex::new(entries), order, loading: tokio::sync::Mutex::new(()), limits, workers, commands: Mutex::new(commands), created }
+    }
+
+    /// Model names in the order given.
+    pub fn names(&self) -> &[String] {
+        &self.order
+    }
+
+    pub fn created(&self) -> u64 {
+        self.created
+    }
+
+    pub fn send(&self, cmd: Command) {
+        // The executor outlives the HTTP server; a send can only fail during shutdown.
+        let _ = self.commands.lock().expect("commands").send(cmd);
+    }
+
+    /// The executor unloaded `name` for idleness.
+    pub fn unloaded(&self, name: &str) {
+        if let Some(e) = self.entries.lock().expect("registry").get_mut(name) {
+            e.loaded = None;
+        }
+    }
+
+    /// Forgets that `name` is loaded (the executor no longer has it) so the next
+    /// [`get`](Self::get) loads it again.
+    pub fn forget(&self, name: &str, loaded: &Arc<Loaded>) {
+        if let Some(e) = self.entries.lock().expect("registry").get_mut(name) {
+            if e.loaded.as_ref().is_some_and(|l| Arc::ptr_eq(l, loaded)) {
+                e.loaded = None;
+            }
+        }
+    }
+
+    /// The model called `name`, loading it first if needed, and a mark that a request is
+    /// in flight on it.
+    pub async fn get(&self, name: &str) -> Result<(Arc<Loaded>, InFlight), ApiError> {
+        if let Some(found) = self.lookup(name)? {
+            return Ok(found);
+        }
+        let _one = self.loading.lock().await;
+        if let Some(found) = self.lookup(name)? {
+            return Ok(found);
+        }
+        let spec = self.entries.lock().expect("registry")[name].spec.clone();
+        self.make_room_for(&spec).await?;
+        let budget_left = self.budget_left();
+        let limits = self.limits.clone();
+        let workers = self.workers.clone();
+        let (engine, loaded) = tokio::task::spawn_blocking(move || load(&spec, &limits, budget_left, workers))
+            .await
+            .map_err(|e| ApiError::server_error(format!("loading the model failed: {e}")))??;
+        tracing::info!(model = %loaded.name, bytes = loaded.bytes, "loaded");
+        let loaded = Arc::new(loaded);
+        self.send(Command::Install { model: name.to_string(), engine: Box::new(engine) });
+        let mut entries = self.entries.lock().expect("registry");
+        let e = entries.get_mut(name).expect("known model");
+        e.loaded = Some(loaded.clone());
+        e.last_used = Instant::now();
+        e.inflight.fetch_add(1, Ordering::AcqRel);
+        Ok((loaded, InFlight(e.inflight.clone())))
+    }
+
+    fn lookup(&self, name: &str) -> Result<Option<(Arc<Loaded>, InFlight)>, ApiError> {
+        let mut entries = self.entries.lock().expect("registry");
+        let e = entries.get_mut(name).ok_or_else(|| ApiError::model_not_found(name))?;
+        Ok(e.loaded.clone().map(|l| {
+            e.last_used = Instant::now();
+            e.inflight.fetch_add(1, Ordering::AcqRel);
+            (l, InFlight(e.inflight.clone()))
+        }))
+    }
+
+    fn budget_left(&self) -> u64 {
+        let used: u64 = self.entries.lock().expect("registry").values().filter_map(|e| e.loaded.as_ref()).map(|l| l.bytes).sum();
+        self.limits.memory_budget.saturating_sub(used)
+    }
+
+    /// Unloads idle models, least recently used first, until `spec` can fit (judged by
+    /// its file size, a lower bound of its weights, plus one context window of KV is
+    /// checked when it loads).
+    async fn make_room_for(&self, spec: &ModelSpec) -> Result<(), ApiError> {
+        let want = std::fs::metadata(&spec.path).map(|m| m.len()).unwrap_or(0);
+        loop {
+            if self.budget_left() >= want.saturating_mul(11) / 10 {
+                return Ok(());
+            }
+            let victim = {
+                let entries = self.entries.lock().expect("registry");
+                entries
+                    .values()
+                    .filter(|e| e.loaded.is_some() && e.inflight.load(Ordering::Acquire) == 0)
+                    .min_by_key(|e| e.last_used)
+                    .map(|e| e.spec.name.clone())
+            };
+            let Some(victim) = victim else { return Ok(()) };
+            let (done, wait) = tokio::sync::oneshot::channel();
+            self.send(Command::Unload { model: victim.clone(), done });
+            let _ = wait.await;
+            self.unloaded(&victim);
+            tracing::info!(model = %victim, "unloaded to make room for {}", spec.name);
+        }
+    }
+}
+
+/// Loads a model and sizes its engine within `budget_left` bytes.
+fn load(spec: &ModelSpec, limits: &ModelLimits, budget_left: u64, workers: Arc<ThreadPool>) -> Result<(Engine, Loaded), ApiError> {
+    let unavailable = |e: lamina_core::Error| ApiError::unavailable(format!("model `{}` could not be loaded: {e}", spec.name));
+    let file = std::fs::metadata(&spec.path).map(|m| m.len()).unwrap_or(0);
+    if file > budget_left {
+        return Err(ApiError::unavailable(format!(
+            "model `{}` needs at least {} for its weights, and the memory budget has {} left of {}",
+            spec.name,
+            human(file),
+            human(budget_left),
+            human(limits.memory_budget)
+        )));
+    }
+    let model = lamina_model::load_model(&spec.path, spec.precision).map_err(unavailable)?;
+    let tokenizer = lamina_engine::resolve::load_tokenizer(&spec.path).map_err(unavailable)?;
+    let ctx = limits.context_length.unwrap_or(model.config.context_length).min(model.config.context_length);
+    let shape = model.kv_shape(limits.block_size);
+    let weights = model.weight_bytes() as u64;
+    let block = shape.block_bytes() as u64;
+    let min_blocks = shape.blocks_for(ctx) as u64;
+    let want_blocks = min_blocks * limits.max_sequences.max(1) as u64;
+    let for_kv = budget_left.saturating_sub(weights);
+    let blocks = want_blocks.min(for_kv / block);
+    if blocks < min_blocks {
+        return Err(ApiError::unavailable(format!(
+            "model `{}` needs {} of weights and {} of KV cache for one {ctx}-token context, and the memory budget has {} left of {}",
+            spec.name,
+            human(weights),
+            human(min_blocks * block),
+            human(budget_left),
+            human(limits.memory_budget)
+        )));
+    }
+    let config = EngineConfig {
+        max_sequences: limits.max_sequences.max(1),
+        context_length: ctx,
+        max_batch_tokens: limits.max_batch_tokens,
+        block_size: limits.block_size,
+        kv_blocks: blocks as usize,
+    };
+    let vocab_size = model.config.vocab_size;
+    let tokenizer = Arc::new(tokenizer);
+    let engine = Engine::new(Arc::new(model), tokenizer.clone(), workers, config).map_err(unavailable)?;
+    let loaded = Loaded { name: spec.name.clone(), tokenizer, context_length: ctx, vocab_size, bytes: weights + blocks * block };
+    Ok((engine, loaded))
+}
