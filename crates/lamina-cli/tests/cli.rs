@@ -269,7 +269,7 @@ fn pretrain_generate_export_run_gpt2() {
 fn pretrain_generate_export_run(arch: &str) {
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(format!("{}/../../../shared/datasets/tinyshakespeare.txt", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let data = write_copy(dir.path(), "corpus.txt", text[..20_000].as_bytes());
+    let data = write_copy(dir.path(), "corpus.txt", &text.as_bytes()[..20_000]);
     let run_dir = dir.path().join("run");
     let r = lamina()
         .args(["pretrain", "--data", data.to_str().unwrap(), "--out-dir", run_dir.to_str().unwrap(), "--tokenizer", "char"])

@@ -83,22 +83,22 @@ impl ModelConfig {
         if self.vocab_size == 0 || self.hidden_size == 0 || self.num_layers == 0 || self.num_heads == 0 {
             return bad("vocab_size, hidden_size, num_layers and num_heads must be positive".into());
         }
-        if self.num_kv_heads == 0 || self.num_heads % self.num_kv_heads != 0 {
+        if self.num_kv_heads == 0 || !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return bad(format!(
                 "num_heads ({}) must be a positive multiple of num_kv_heads ({})",
                 self.num_heads, self.num_kv_heads
             ));
         }
-        if self.architecture == Architecture::Gpt2 && self.hidden_size % self.num_heads != 0 {
+        if self.architecture == Architecture::Gpt2 && !self.hidden_size.is_multiple_of(self.num_heads) {
             return bad(format!(
                 "hidden_size ({}) is not divisible by num_heads ({})",
                 self.hidden_size, self.num_heads
             ));
         }
-        if self.head_dim == 0 || self.head_dim % 2 != 0 {
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
             return bad(format!("head_dim ({}) must be a positive even number", self.head_dim));
         }
-        if self.rope_dim > self.head_dim || self.rope_dim % 2 != 0 {
+        if self.rope_dim > self.head_dim || !self.rope_dim.is_multiple_of(2) {
             return bad(format!("rope_dim ({}) must be even and at most head_dim ({})", self.rope_dim, self.head_dim));
         }
         if self.vocab_size > u32::MAX as usize {
@@ -133,7 +133,7 @@ impl ModelConfig {
             Architecture::Llama => {
                 let hidden = need("hidden_size")?;
                 let heads = need("num_attention_heads")?;
-                let head_dim = get("head_dim").unwrap_or(if heads > 0 { hidden / heads } else { 0 });
+                let head_dim = get("head_dim").unwrap_or(hidden.checked_div(heads).unwrap_or(0));
                 let rope_scaling = match v.get("rope_scaling") {
                     Some(s) if !s.is_null() => {
                         let kind = s.get("rope_type").or_else(|| s.get("type")).and_then(|x| x.as_str()).unwrap_or("");
@@ -184,7 +184,7 @@ impl ModelConfig {
                     num_layers: need("n_layer")?,
                     num_heads: heads,
                     num_kv_heads: heads,
-                    head_dim: if heads > 0 { hidden / heads } else { 0 },
+                    head_dim: hidden.checked_div(heads).unwrap_or(0),
                     ffn_dim: get("n_inner").unwrap_or(4 * hidden),
                     context_length: get("n_positions").or_else(|| get("n_ctx")).unwrap_or(1024),
                     norm_eps: getf("layer_norm_epsilon").unwrap_or(1e-5),

@@ -97,6 +97,7 @@ const LN2_HI: f32 = 0.693_359_4;
 const LN2_LO: f32 = -2.121_944_4e-4;
 /// Minimax polynomial for `(e^r - 1 - r) / r^2` on |r| <= ln2/2 (the coefficients of
 /// Cephes' `expf`), highest degree first.
+#[allow(clippy::excessive_precision)] // Cephes' coefficients, as published
 const EXP_POLY: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1];
 
 /// `e^x` by range reduction and a degree-7 polynomial, within 2 ulp of the true value for
@@ -241,10 +242,10 @@ pub fn attend_f16_heads(
     out: &mut [f32],
 ) {
     let hd = head_dim;
-    assert!(hd > 0 && q.len() % hd == 0 && out.len() == q.len(), "attention heads: {} values, head size {hd}, output {}", q.len(), out.len());
+    assert!(hd > 0 && q.len().is_multiple_of(hd) && out.len() == q.len(), "attention heads: {} values, head size {hd}, output {}", q.len(), out.len());
     let heads = q.len() / hd;
     #[cfg(target_arch = "x86_64")]
-    if f16_simd() && hd % 8 == 0 && len > 0 && scratch.len() >= attend_f16_heads_scratch(heads, hd, len) {
+    if f16_simd() && hd.is_multiple_of(8) && len > 0 && scratch.len() >= attend_f16_heads_scratch(heads, hd, len) {
         assert!(k.len() >= (len - 1) * kv_stride + hd && v.len() >= (len - 1) * kv_stride + hd, "KV rows out of range");
         // SAFETY: F16C/FMA/AVX2 were detected (`f16_simd`); lengths checked above.
         unsafe { f16x86::attend(q, hd, k, v, kv_stride, len, scale, f16_accumulate, scratch, out) };
@@ -418,7 +419,7 @@ fn f16_simd() -> bool {
 /// `Σ a[i] * b[i]` with f16 `b`, summed in f32.
 pub fn dot_f32_f16(simd: bool, a: &[f32], b: &[half::f16]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if simd && a.len() % 8 == 0 {
+    if simd && a.len().is_multiple_of(8) {
         // SAFETY: `simd` is only true when AVX2, FMA and F16C were detected.
         return unsafe { f16x86::dot(a, b) };
     }
@@ -429,7 +430,7 @@ pub fn dot_f32_f16(simd: bool, a: &[f32], b: &[half::f16]) -> f32 {
 /// `acc = f16(acc * s)` element-wise.
 pub fn scale_f16(simd: bool, acc: &mut [half::f16], s: f32) {
     #[cfg(target_arch = "x86_64")]
-    if simd && acc.len() % 8 == 0 {
+    if simd && acc.len().is_multiple_of(8) {
         // SAFETY: see `dot_f32_f16`.
         return unsafe { f16x86::scale(acc, s) };
     }
@@ -442,7 +443,7 @@ pub fn scale_f16(simd: bool, acc: &mut [half::f16], s: f32) {
 /// `acc = f16(acc + v * s)` element-wise (llama.cpp's `ggml_vec_mad_f16`).
 pub fn mad_f16(simd: bool, acc: &mut [half::f16], v: &[half::f16], s: f32) {
     #[cfg(target_arch = "x86_64")]
-    if simd && acc.len() % 8 == 0 {
+    if simd && acc.len().is_multiple_of(8) {
         // SAFETY: see `dot_f32_f16`.
         return unsafe { f16x86::mad(acc, v, s) };
     }
@@ -455,7 +456,7 @@ pub fn mad_f16(simd: bool, acc: &mut [half::f16], v: &[half::f16], s: f32) {
 /// `acc += v * s` with an f32 accumulator.
 pub fn mad_f32_f16(simd: bool, acc: &mut [f32], v: &[half::f16], s: f32) {
     #[cfg(target_arch = "x86_64")]
-    if simd && acc.len() % 8 == 0 {
+    if simd && acc.len().is_multiple_of(8) {
         // SAFETY: see `dot_f32_f16`.
         return unsafe { f16x86::mad_f32(acc, v, s) };
     }
@@ -1030,7 +1031,7 @@ mod tests {
             use std::arch::x86_64::*;
             let mut xs: Vec<f32> = (0..4000).map(|i| -95.0 + i as f32 * 0.0471).collect();
             xs.extend([f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, EXP_MIN, EXP_MAX, 1e-30]);
-            while xs.len() % 8 != 0 {
+            while !xs.len().is_multiple_of(8) {
                 xs.push(0.5);
             }
             for c in xs.chunks_exact(8) {

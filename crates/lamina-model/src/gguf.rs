@@ -156,7 +156,7 @@ impl GgmlType {
     /// Bytes of a tensor of `elements` values; `None` if they do not form whole blocks.
     pub fn bytes_for(self, elements: u64) -> Option<u64> {
         let (bs, bb) = self.block();
-        if elements % bs as u64 != 0 {
+        if !elements.is_multiple_of(bs as u64) {
             return None;
         }
         (elements / bs as u64).checked_mul(bb as u64)
@@ -332,8 +332,8 @@ impl GgufFile {
             let size = dtype.bytes_for(elements).ok_or_else(|| {
                 Error::invalid_file(path, format!("tensor `{name}`: {elements} values are not whole {} blocks", dtype.name()))
             })?;
-            let offset = (data_start as u64).checked_add(rel).unwrap_or(u64::MAX);
-            let end = offset.checked_add(size).unwrap_or(u64::MAX);
+            let offset = (data_start as u64).saturating_add(rel);
+            let end = offset.saturating_add(size);
             if end > mmap.len() as u64 {
                 return Err(Error::invalid_file(
                     path,
@@ -343,7 +343,7 @@ impl GgufFile {
                     ),
                 ));
             }
-            if offset % 2 != 0 {
+            if !offset.is_multiple_of(2) {
                 return Err(Error::invalid_file(path, format!("tensor `{name}` data is misaligned")));
             }
             order.push(name.clone());
@@ -405,7 +405,7 @@ impl GgufFile {
         let head_dim = self
             .get_u64(&key("attention.key_length"))
             .map(|v| v as usize)
-            .unwrap_or(if heads > 0 { hidden / heads } else { 0 });
+            .unwrap_or(hidden.checked_div(heads).unwrap_or(0));
         let embd = self.tensor("token_embd.weight")?;
         let vocab = self
             .get_u64(&key("vocab_size"))

@@ -218,13 +218,16 @@ impl TrainConfig {
                 return bad(format!("`{k}` must be positive"));
             }
         }
-        if !(self.lr > 0.0) || self.min_lr < 0.0 || self.min_lr > self.lr {
+        // NaN fails both: it is neither positive nor non-negative.
+        let positive = |x: f64| x > 0.0;
+        let non_negative = |x: f64| x >= 0.0;
+        if !positive(self.lr) || self.min_lr < 0.0 || self.min_lr > self.lr {
             return bad(format!("need 0 <= min_lr ({}) <= lr ({}) and lr > 0", self.min_lr, self.lr));
         }
         if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
             return bad("beta1 and beta2 must be in [0, 1)".into());
         }
-        if !(self.eps > 0.0) || self.weight_decay < 0.0 || self.grad_clip < 0.0 || self.temperature < 0.0 {
+        if !positive(self.eps) || !non_negative(self.weight_decay) || !non_negative(self.grad_clip) || self.temperature < 0.0 {
             return bad("eps must be positive; weight_decay, grad_clip and temperature non-negative".into());
         }
         if !matches!(self.dtype.as_str(), "f32" | "f64") {
@@ -266,7 +269,7 @@ impl TrainConfig {
                 "vocab_size {vocab} is smaller than the tokenizer's vocabulary ({tokenizer_vocab})"
             )));
         }
-        if self.n_embd % self.n_head != 0 {
+        if !self.n_embd.is_multiple_of(self.n_head) {
             return Err(Error::InvalidConfig(format!(
                 "n_embd ({}) is not divisible by n_head ({})",
                 self.n_embd, self.n_head

@@ -393,7 +393,7 @@ pub fn tensor_dtype(t: &Tensor, quant: Quant) -> GgmlDType {
     }
     let q = quant.ggml();
     let row = *t.dims().last().unwrap_or(&0);
-    if row % q.block_size() != 0 {
+    if !row.is_multiple_of(q.block_size()) {
         GgmlDType::F16
     } else {
         q

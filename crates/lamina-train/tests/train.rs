@@ -266,13 +266,13 @@ fn token_cache_is_reused_until_the_data_changes() {
     let d = tempfile::tempdir().unwrap();
     let data = corpus(d.path(), 3);
     let mut msgs = Vec::new();
-    let (_, a) = prepare(&[data.clone()], &TokenizerSpec::Char, None, "auto", &mut |m| msgs.push(m.to_string())).unwrap();
+    let (_, a) = prepare(std::slice::from_ref(&data), &TokenizerSpec::Char, None, "auto", &mut |m| msgs.push(m.to_string())).unwrap();
     assert_eq!(a.width(), TokenWidth::U16);
     assert_eq!(a.len(), TEXT.len() * 3);
-    let (_, _) = prepare(&[data.clone()], &TokenizerSpec::Char, None, "auto", &mut |m| msgs.push(m.to_string())).unwrap();
+    let (_, _) = prepare(std::slice::from_ref(&data), &TokenizerSpec::Char, None, "auto", &mut |m| msgs.push(m.to_string())).unwrap();
     assert!(msgs.last().unwrap().contains("using token cache"), "{msgs:?}");
     std::fs::write(&data, TEXT.repeat(4)).unwrap();
-    let (_, b) = prepare(&[data.clone()], &TokenizerSpec::Char, None, "u32", &mut |m| msgs.push(m.to_string())).unwrap();
+    let (_, b) = prepare(std::slice::from_ref(&data), &TokenizerSpec::Char, None, "u32", &mut |m| msgs.push(m.to_string())).unwrap();
     assert!(msgs.last().unwrap().contains("tokenizing"), "{msgs:?}");
     assert_eq!((b.len(), b.width()), (TEXT.len() * 4, TokenWidth::U32));
     // A folder works too (hidden cache files inside it are skipped).
@@ -280,7 +280,7 @@ fn token_cache_is_reused_until_the_data_changes() {
     std::fs::create_dir_all(folder.join("sub")).unwrap();
     std::fs::write(folder.join("a.txt"), "abc").unwrap();
     std::fs::write(folder.join("sub/b.txt"), "def").unwrap();
-    let (_, f) = prepare(&[folder.clone()], &TokenizerSpec::Char, None, "auto", &mut |_| {}).unwrap();
+    let (_, f) = prepare(std::slice::from_ref(&folder), &TokenizerSpec::Char, None, "auto", &mut |_| {}).unwrap();
     assert_eq!(f.len(), 6);
     let (_, f) = prepare(&[folder], &TokenizerSpec::Char, None, "auto", &mut |_| {}).unwrap();
     assert_eq!(f.slice(0, 6).len(), 6);
