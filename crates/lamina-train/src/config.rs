@@ -74,6 +74,9 @@ pub struct TrainConfig {
     pub eval_iters: usize,
     /// Checkpoint every N steps (0 = only at the end).
     pub checkpoint_interval: usize,
+    /// Keep only the newest N checkpoints of the run folder (0 = keep all). The one
+    /// `latest` names is never deleted.
+    pub keep_last: usize,
     /// Tokens generated for the sample shown at each evaluation (0 = none).
     pub sample_tokens: usize,
     /// 0 = greedy.
@@ -137,6 +140,7 @@ impl Default for TrainConfig {
             eval_interval: 250,
             eval_iters: 20,
             checkpoint_interval: 0,
+            keep_last: 3,
             sample_tokens: 200,
             temperature: 0.8,
             sample_prompt: "\n".into(),
@@ -152,7 +156,7 @@ impl TrainConfig {
         "ffn_dim", "block_size", "vocab_size", "tied_embeddings", "qkv_bias", "rope_theta", "norm_eps", "dtype",
         "engine", "batch_size", "grad_accum", "max_iters", "stop_at", "lr", "min_lr", "warmup_iters", "lr_decay_iters", "beta1",
         "beta2", "eps", "weight_decay", "grad_clip", "seed", "threads", "log_interval", "eval_interval", "eval_iters",
-        "checkpoint_interval", "sample_tokens", "temperature", "sample_prompt", "progress",
+        "checkpoint_interval", "keep_last", "sample_tokens", "temperature", "sample_prompt", "progress",
     ];
 
     pub fn from_toml_str(text: &str) -> Result<Self> {
@@ -227,9 +231,10 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
             return bad("beta1 and beta2 must be in [0, 1)".into());
         }
-        if !positive(self.eps) || !non_negative(self.weight_decay) || !non_negative(self.grad_clip) || self.temperature < 0.0 {
-            return bad("eps must be positive; weight_decay, grad_clip and temperature non-negative".into());
+        if !positive(self.eps) || !non_negative(self.weight_decay) || !non_negative(self.grad_clip) {
+            return bad("eps must be positive; weight_decay and grad_clip non-negative".into());
         }
+        lamina_core::sampling::check_temperature(self.temperature).map_err(Error::InvalidConfig)?;
         if !matches!(self.dtype.as_str(), "f32" | "f64") {
             return bad(format!("dtype must be f32 or f64, not `{}`", self.dtype));
         }

@@ -82,9 +82,16 @@ impl Quant {
 }
 
 /// Exports the checkpoint (step folder, run folder or HF folder) `ckpt` to `out`: a folder
-/// for safetensors, a file for GGUF. Returns what was written.
-pub fn export(ckpt: &Path, out: &Path, format: ExportFormat, quant: Quant) -> Result<PathBuf> {
-    let (dir, cfg, tensors) = load_weights(ckpt)?;
+/// for safetensors, a file for GGUF. Returns what was written. Checkpoints skipped while
+/// resolving a run folder are reported through `warn`.
+pub fn export(
+    ckpt: &Path,
+    out: &Path,
+    format: ExportFormat,
+    quant: Quant,
+    warn: &mut dyn FnMut(&str),
+) -> Result<PathBuf> {
+    let (dir, cfg, tensors) = load_weights(ckpt, warn)?;
     let tok_path = dir.join("tokenizer.json");
     match format {
         ExportFormat::Safetensors => {

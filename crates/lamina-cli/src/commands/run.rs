@@ -84,7 +84,7 @@ pub struct GenerateArgs {
 /// `lamina generate CKPT`: a checkpoint step folder is a Hugging Face folder, so this is
 /// `lamina run` on the checkpoint that CKPT resolves to.
 pub fn generate(mut args: GenerateArgs) -> Result<()> {
-    let step = lamina_train::resolve_checkpoint(&args.checkpoint)?;
+    let step = lamina_train::resolve_checkpoint(&args.checkpoint, &mut |m| eprintln!("{m}"))?;
     args.run.model = Some(step.to_string_lossy().into_owned());
     run(args.run)
 }
