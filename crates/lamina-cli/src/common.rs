@@ -9,16 +9,35 @@ use std::sync::Arc;
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Worker threads (default: all logical CPUs).
+    /// Worker threads (default and 0: all logical CPUs; more than the CPUs are capped).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
     /// Matrix arithmetic: `native` (8-bit activations, fast, as llama.cpp) or `f32`
     /// (dequantized weights, as transformers).
     #[arg(long, default_value = "native", value_parser = ["native", "f32"])]
     pub precision: String,
-    /// Context window to use (default: the model's, capped at 4096).
-    #[arg(short = 'c', long)]
+    /// Context window to use (default: the model's, capped at 4096; at most the model's).
+    #[arg(short = 'c', long, value_parser = parse_ctx)]
     pub ctx: Option<usize>,
+}
+
+fn parse_ctx(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("the context window must hold at least 1 token".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Prints `msg` on stderr the first time it is seen in this process (commands such as
+/// `bench` resolve their settings once per engine they build).
+fn warn_once(msg: &str) {
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if !seen.iter().any(|m| m == msg) {
+        eprintln!("{msg}");
+        seen.push(msg.to_string());
+    }
 }
 
 impl ModelArgs {
@@ -29,8 +48,30 @@ impl ModelArgs {
             Precision::Native
         }
     }
+    /// `--threads`, capped at the CPUs this process may use (with a warning); 0 or
+    /// absent means all of them.
     pub fn threads(&self) -> usize {
-        self.threads.unwrap_or_else(|| lamina_core::Settings::detect().threads).max(1)
+        let t = lamina_core::Threads::resolve(self.threads.unwrap_or(0));
+        if let Some(notice) = t.cap_notice("--threads") {
+            warn_once(&notice);
+        }
+        t.used
+    }
+
+    /// The context window for `model`: `--ctx` (warned about and lowered when it is past
+    /// the context the model was trained for), else the model's, capped at 4096.
+    pub fn context(&self, model: &Model) -> usize {
+        let trained = model.config.context_length;
+        match self.ctx {
+            Some(c) if c > trained => {
+                warn_once(&format!(
+                    "warning: --ctx {c} is more than the {trained} tokens the model was trained for; using {trained}"
+                ));
+                trained
+            }
+            Some(c) => c,
+            None => trained.min(4096),
+        }
     }
 }
 
@@ -98,9 +139,43 @@ pub fn load(model: Option<&str>, args: &ModelArgs) -> Result<(Arc<Model>, Arc<To
     Ok((Arc::new(m), Arc::new(t)))
 }
 
-pub fn engine(model: Arc<Model>, tok: Arc<Tokenizer>, args: &ModelArgs, sequences: usize) -> Engine {
-    let ctx = args.ctx.unwrap_or(model.config.context_length.min(4096));
-    Engine::new(model, tok, EngineConfig { threads: args.threads(), max_sequences: sequences, context_length: ctx, max_batch_tokens: 512 })
+pub fn engine(
+    model: Arc<Model>,
+    tok: Arc<Tokenizer>,
+    args: &ModelArgs,
+    sequences: usize,
+) -> Engine {
+    let ctx = args.context(&model);
+    Engine::new(
+        model,
+        tok,
+        EngineConfig {
+            threads: args.threads(),
+            max_sequences: sequences,
+            context_length: ctx,
+            max_batch_tokens: 512,
+        },
+    )
+}
+
+/// Refuses a context window whose KV cache, filled for `sequences` sequences, cannot fit
+/// in the available memory (checked before [`engine`] builds the cache).
+pub fn check_kv_fits(model: &Model, args: &ModelArgs, sequences: usize) -> Result<()> {
+    let ctx = args.context(model);
+    let per_value = match model.precision {
+        Precision::F32 => 4,
+        Precision::Native => 2,
+    };
+    let bytes = model.config.kv_cache_bytes(ctx, sequences, per_value);
+    let what = format!("the KV cache for {sequences} sequence(s) × {ctx} tokens (--ctx)");
+    Ok(lamina_core::memory::check_fits(&what, bytes)?)
+}
+
+/// ` | LABEL 12.3 tok/s`, or nothing when no time was measured for it.
+pub fn rate(label: &str, tok_s: Option<f64>) -> String {
+    tok_s
+        .map(|r| format!(" | {label} {r:.1} tok/s"))
+        .unwrap_or_default()
 }
 
 /// Peak resident memory of this process, in bytes (Linux `VmHWM`).

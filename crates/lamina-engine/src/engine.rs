@@ -88,14 +88,20 @@ pub struct SeqStats {
 }
 
 impl SeqStats {
-    pub fn prefill_tok_s(&self) -> f64 {
-        let n = self.prompt_tokens - self.cached_tokens;
-        n as f64 / self.prefill_time.as_secs_f64().max(1e-9)
+    /// Prompt tokens per second of prefill; `None` when no prefill time was measured
+    /// (a one-token prompt is read by a decode step).
+    pub fn prefill_tok_s(&self) -> Option<f64> {
+        rate(self.prompt_tokens - self.cached_tokens, self.prefill_time)
     }
-    pub fn decode_tok_s(&self) -> f64 {
+    /// Generated tokens per second of decode; `None` when nothing was decoded.
+    pub fn decode_tok_s(&self) -> Option<f64> {
         // The first generated token comes from the prefill step.
-        self.generated_tokens.saturating_sub(1) as f64 / self.decode_time.as_secs_f64().max(1e-9)
+        rate(self.generated_tokens.saturating_sub(1), self.decode_time)
     }
+}
+
+fn rate(tokens: usize, time: Duration) -> Option<f64> {
+    (tokens > 0 && !time.is_zero()).then(|| tokens as f64 / time.as_secs_f64())
 }
 
 /// The result of a sequence, returned by [`Engine::take_finished`].

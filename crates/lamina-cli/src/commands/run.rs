@@ -51,7 +51,29 @@ pub fn run(args: RunArgs) -> Result<()> {
     } else {
         prompt
     };
+    let ctx = args.model_args.context(&model);
+    // A text that cannot fit is refused by its length, before tokenizing it.
+    tok.check_fits(&text, ctx - 1)?;
     let ids = tok.encode(&text, true)?;
+    if params.max_tokens == 0 {
+        // Zero tokens asked for: nothing to generate (the prompt was still checked).
+        if ids.len() >= ctx {
+            return Err(lamina_core::Error::PromptTooLong {
+                prompt_tokens: ids.len(),
+                context_length: ctx,
+            }
+            .into());
+        }
+        println!();
+        if args.sampling.verbose {
+            eprintln!(
+                "prompt tokens: {} | generated tokens: 0 | finish: length",
+                ids.len()
+            );
+        }
+        return Ok(());
+    }
+    common::check_kv_fits(&model, &args.model_args, 1)?;
     let mut engine = common::engine(model, tok, &args.model_args, 1);
     let callback = common::stream_to_stdout();
     let done = engine.generate(ids, params, Some(callback))?;
@@ -59,12 +81,12 @@ pub fn run(args: RunArgs) -> Result<()> {
     if args.sampling.verbose {
         let s = &done.stats;
         eprintln!(
-            "prompt tokens: {} ({} cached) | generated tokens: {} | prefill: {:.1} tok/s | decode: {:.1} tok/s | finish: {} | threads: {} | kernels: {}",
+            "prompt tokens: {} ({} cached) | generated tokens: {}{}{} | finish: {} | threads: {} | kernels: {}",
             s.prompt_tokens,
             s.cached_tokens,
             s.generated_tokens,
-            s.prefill_tok_s(),
-            s.decode_tok_s(),
+            common::rate("prefill:", s.prefill_tok_s()),
+            common::rate("decode:", s.decode_tok_s()),
             done.reason.as_str(),
             engine.threads(),
             engine.model.kernels.isa.name()
