@@ -60,6 +60,44 @@ pub fn read_regular_to_string(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
 }
 
+/// Writes `path` through `path.tmp-PID`: `fill` writes the temp file, which is fsynced and
+/// renamed over `path`, and the folder is fsynced. A crash at any moment leaves either the
+/// old file or the new one, never a truncated one. The parent folder is created if needed.
+pub fn write_atomic(
+    path: &Path,
+    fill: impl FnOnce(&mut std::fs::File) -> Result<()>,
+) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = std::path::PathBuf::from(tmp);
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let r = fill(&mut f).and_then(|_| f.sync_all().map_err(|e| Error::io(&tmp, e)));
+    drop(f);
+    if let Err(e) = r {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })?;
+    // Best effort: not every platform allows opening a folder to fsync it.
+    if let Ok(d) = std::fs::File::open(parent.unwrap_or(Path::new("."))) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// [`write_atomic`] of a byte string.
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    write_atomic(path, |f| f.write_all(bytes).map_err(|e| Error::io(path, e)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +122,21 @@ mod tests {
                 .to_string();
             assert!(e.contains("character device"), "{e}");
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn atomic_writes_replace_the_file_and_leave_no_temp() {
+        let dir = std::env::temp_dir().join(format!("lamina-fs-atomic-{}", std::process::id()));
+        let f = dir.join("sub").join("a.txt");
+        write_bytes_atomic(&f, b"one").unwrap();
+        write_bytes_atomic(&f, b"two").unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), b"two");
+        // A failing writer leaves the old content and no temp file.
+        let e = write_atomic(&f, |_| Err(Error::Other("disk full".into()))).unwrap_err();
+        assert_eq!(e.to_string(), "disk full");
+        assert_eq!(std::fs::read(&f).unwrap(), b"two");
+        assert_eq!(std::fs::read_dir(f.parent().unwrap()).unwrap().count(), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

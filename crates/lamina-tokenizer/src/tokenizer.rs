@@ -6,7 +6,6 @@ use crate::chat::{ChatMessage, ChatTemplate};
 use crate::stream::DecodeStream;
 use lamina_core::{Error, Result};
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::Path;
 use tokenizers::DecoderWrapper;
 
@@ -383,31 +382,10 @@ impl Tokenizer {
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let json = self.inner.to_string(false).map_err(tok_err)?;
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => std::path::PathBuf::from("."),
-        };
-        let file_name = path
-            .file_name()
-            .ok_or_else(|| Error::InvalidInput(format!("{} is not a file path", path.display())))?;
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}",
-            file_name.to_string_lossy(),
-            std::process::id()
-        ));
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(json.as_bytes())?;
-            f.sync_all()
-        };
-        if let Err(e) = write() {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::io(&tmp, e));
+        if path.file_name().is_none() {
+            return Err(Error::InvalidInput(format!("{} is not a file path", path.display())));
         }
-        std::fs::rename(&tmp, path).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::io(path, e)
-        })
+        lamina_core::fs::write_bytes_atomic(path, json.as_bytes())
     }
 }
 

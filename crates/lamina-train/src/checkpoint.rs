@@ -59,31 +59,6 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     f.sync_all().map_err(|e| Error::io(path, e))
 }
 
-/// Replaces `path` with `bytes` atomically: written to a temp file beside it, fsynced,
-/// renamed over it, and the folder fsynced. A crash at any point leaves either the old
-/// content or the new, never a truncated file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".tmp-{name}-{}", std::process::id()));
-    if let Err(e) = write_file(&tmp, bytes) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })?;
-    fsync_dir(&dir);
-    Ok(())
-}
-
 fn fsync_dir(dir: &Path) {
     // Best effort: not every platform allows opening a directory for fsync.
     if let Ok(f) = std::fs::File::open(dir) {
@@ -166,7 +141,7 @@ pub fn save_checkpoint(
     }
     std::fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
     fsync_dir(run_dir);
-    write_atomic(&run_dir.join(LATEST), format!("{name}\n").as_bytes())?;
+    lamina_core::fs::write_bytes_atomic(&run_dir.join(LATEST), format!("{name}\n").as_bytes())?;
     Ok(dst)
 }
 

@@ -164,7 +164,7 @@ pub fn set_threads(n: usize) -> usize {
         std::env::var("RAYON_NUM_THREADS")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+            .unwrap_or_else(lamina_core::settings::cpus)
     }
 }
 
@@ -445,7 +445,7 @@ pub fn pretrain(cfg: &TrainConfig, resume: Option<&Path>, cb: &mut dyn Callbacks
     };
     // Replaced atomically (temp + fsync + rename), like checkpoints: a kill at any moment
     // leaves either the old log or the new one, never an empty one.
-    crate::checkpoint::write_atomic(&log_path, kept.as_bytes())?;
+    lamina_core::fs::write_bytes_atomic(&log_path, kept.as_bytes())?;
     let mut log = std::fs::OpenOptions::new()
         .append(true)
         .open(&log_path)

@@ -397,7 +397,7 @@ fn resume_rewrites_the_metrics_log_atomically() {
     let leftovers: Vec<_> = std::fs::read_dir(&cfg.out_dir)
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().contains("metrics.jsonl-"))
+        .filter(|e| e.file_name().to_string_lossy().starts_with("metrics.jsonl."))
         .collect();
     assert!(leftovers.is_empty(), "temp files left behind");
 }
