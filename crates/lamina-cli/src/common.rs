@@ -10,16 +10,35 @@ use std::sync::Arc;
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Worker threads (default: all logical CPUs).
+    /// Worker threads (default and 0: all logical CPUs; more than the CPUs are capped).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
     /// Matrix arithmetic: `native` (8-bit activations, fast, as llama.cpp) or `f32`
     /// (dequantized weights, as transformers).
     #[arg(long, default_value = "native", value_parser = ["native", "f32"])]
     pub precision: String,
-    /// Context window to use (default: the model's, capped at 4096).
-    #[arg(short = 'c', long)]
+    /// Context window to use (default: the model's, capped at 4096; at most the model's).
+    #[arg(short = 'c', long, value_parser = parse_ctx)]
     pub ctx: Option<usize>,
+}
+
+fn parse_ctx(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("the context window must hold at least 1 token".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Prints `msg` on stderr the first time it is seen in this process (commands such as
+/// `bench` resolve their settings once per engine they build).
+fn warn_once(msg: &str) {
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if !seen.iter().any(|m| m == msg) {
+        eprintln!("{msg}");
+        seen.push(msg.to_string());
+    }
 }
 
 impl ModelArgs {
@@ -30,8 +49,30 @@ impl ModelArgs {
             Precision::Native
         }
     }
+    /// `--threads`, capped at the CPUs this process may use (with a warning); 0 or
+    /// absent means all of them.
     pub fn threads(&self) -> usize {
-        self.threads.unwrap_or_else(|| lamina_core::Settings::detect().threads).max(1)
+        let t = lamina_core::Threads::resolve(self.threads.unwrap_or(0));
+        if let Some(notice) = t.cap_notice("--threads") {
+            warn_once(&notice);
+        }
+        t.used
+    }
+
+    /// The context window for `model`: `--ctx` (warned about and lowered when it is past
+    /// the context the model was trained for), else the model's, capped at 4096.
+    pub fn context(&self, model: &Model) -> usize {
+        let trained = model.config.context_length;
+        match self.ctx {
+            Some(c) if c > trained => {
+                warn_once(&format!(
+                    "warning: --ctx {c} is more than the {trained} tokens the model was trained for; using {trained}"
+                ));
+                trained
+            }
+            Some(c) => c,
+            None => trained.min(4096),
+        }
     }
 }
 
@@ -102,15 +143,17 @@ pub fn load(model: Option<&str>, args: &ModelArgs) -> Result<(Arc<Model>, Arc<To
 /// An engine on a worker pool of its own, for `sequences` concurrent sequences of up to
 /// the context window (`--ctx`, default the model's capped at 4096).
 pub fn engine(model: Arc<Model>, tok: Arc<Tokenizer>, args: &ModelArgs, sequences: usize) -> Result<Engine> {
-    let ctx = args.ctx.unwrap_or(model.config.context_length.min(4096));
+    let ctx = args.context(&model);
     let workers = Arc::new(ThreadPool::new(args.threads()));
     let config = EngineConfig { max_sequences: sequences, context_length: ctx, ..EngineConfig::default() };
     Ok(Engine::new(model, tok, workers, config)?)
 }
 
-/// `rate` formatted with one decimal, or "n/a" when there was nothing to time.
-pub fn rate(r: Option<f64>) -> String {
-    r.map_or_else(|| "n/a".to_string(), |r| format!("{r:.1}"))
+/// ` | LABEL 12.3 tok/s`, or nothing when no time was measured for it.
+pub fn rate(label: &str, tok_s: Option<f64>) -> String {
+    tok_s
+        .map(|r| format!(" | {label} {r:.1} tok/s"))
+        .unwrap_or_default()
 }
 
 /// Peak resident memory of this process, in bytes (Linux `VmHWM`).

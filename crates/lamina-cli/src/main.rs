@@ -14,6 +14,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the `pretrain` flags (one per config key) is fine.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// One completion, streamed to stdout (prompt from -p or stdin).
@@ -40,6 +42,8 @@ enum Command {
     Quantize(commands::quantize::QuantizeArgs),
     /// Measure prefill, decode and batched decode speed (optionally against llama.cpp).
     Bench(commands::bench::BenchArgs),
+    /// Serve models over an OpenAI-compatible HTTP API.
+    Serve(commands::serve::ServeArgs),
 }
 
 fn main() {
@@ -55,6 +59,7 @@ fn main() {
         Command::Info(a) => commands::info::run(a),
         Command::Perplexity(a) => commands::perplexity::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Serve(a) => commands::serve::run(a),
         Command::Quantize(a) => commands::quantize::run(a),
         Command::Generate(a) => commands::run::generate(a),
         Command::Tokenizer(a) => train_cmds::run_tokenizer(a),

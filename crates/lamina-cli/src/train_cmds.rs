@@ -121,7 +121,7 @@ config_overrides!(
     data, tokenizer, cache, token_dtype, out_dir, arch, n_layer, n_head, n_kv_head, n_embd, ffn_dim, block_size,
     vocab_size, tied_embeddings, qkv_bias, rope_theta, norm_eps, dtype, engine, batch_size, grad_accum, max_iters, stop_at, lr,
     min_lr, warmup_iters, lr_decay_iters, beta1, beta2, eps, weight_decay, grad_clip, seed, threads, log_interval,
-    eval_interval, eval_iters, checkpoint_interval, sample_tokens, temperature, sample_prompt, progress,
+    eval_interval, eval_iters, checkpoint_interval, keep_last, sample_tokens, temperature, sample_prompt, progress,
 );
 
 /// `lamina pretrain`
@@ -131,6 +131,7 @@ pub struct PretrainArgs {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Continue from a checkpoint: a run folder (uses `latest`) or a step-NNNNNN folder.
+    /// The run goes on writing into that run folder (or --out-dir).
     #[arg(long)]
     pub resume: Option<PathBuf>,
     /// Print the final config and exit.
@@ -140,30 +141,40 @@ pub struct PretrainArgs {
     pub overrides: ConfigOverrides,
 }
 
-/// The effective config of a `pretrain` invocation: file (or checkpoint) + flags.
-pub fn pretrain_config(args: &PretrainArgs) -> Result<TrainConfig> {
-    let mut cfg = match (&args.config, &args.resume) {
+/// The effective config of a `pretrain` invocation: file (or checkpoint) + flags, and
+/// the checkpoint folder `--resume` resolves to (skipped checkpoints reported on stderr).
+///
+/// A resumed run writes into the run folder it was resumed from, or where `--out-dir`
+/// (`--set out_dir=…`) says — never into the `out_dir` stored in the checkpoint, which
+/// names wherever the run was first started (a copied or moved run would otherwise
+/// write into the original).
+pub fn pretrain_config(args: &PretrainArgs) -> Result<(TrainConfig, Option<PathBuf>)> {
+    let resumed = match &args.resume {
+        Some(r) => Some(lamina_train::resolve_checkpoint(r, &mut |m| eprintln!("{m}"))?),
+        None => None,
+    };
+    let mut cfg = match (&args.config, &resumed) {
         (Some(p), _) => TrainConfig::from_toml_file(p)?,
-        (None, Some(r)) => {
-            let dir = lamina_train::resolve_checkpoint(r)?;
-            lamina_train::checkpoint::read_state(&dir)?.config
-        }
+        (None, Some(dir)) => lamina_train::checkpoint::read_state(dir)?.config,
         (None, None) => TrainConfig::default(),
     };
+    if let Some(dir) = &resumed {
+        cfg.out_dir = lamina_train::run_dir_of(dir);
+    }
     args.overrides.apply(&mut cfg)?;
-    Ok(cfg)
+    Ok((cfg, resumed))
 }
 
 pub fn run_pretrain(args: PretrainArgs) -> Result<()> {
-    let cfg = pretrain_config(&args)?;
+    let (cfg, resumed) = pretrain_config(&args)?;
     if args.dry_run {
         print!("{}", cfg.to_toml_string()?);
         return Ok(());
     }
     let summary = if cfg.progress {
-        lamina_train::pretrain(&cfg, args.resume.as_deref(), &mut ProgressCallbacks::new())?
+        lamina_train::pretrain(&cfg, resumed.as_deref(), &mut ProgressCallbacks::new())?
     } else {
-        lamina_train::pretrain(&cfg, args.resume.as_deref(), &mut ProgressCallbacks::plain())?
+        lamina_train::pretrain(&cfg, resumed.as_deref(), &mut ProgressCallbacks::plain())?
     };
     let last_val = summary.evals.last().map(|e| format!("{:.4}", e.val_loss)).unwrap_or_else(|| "-".into());
     eprintln!(
@@ -215,7 +226,9 @@ pub struct ExportArgs {
 pub fn run_export(args: ExportArgs) -> Result<()> {
     let format: ExportFormat = args.format.parse()?;
     let quant: Quant = args.quant.parse()?;
-    let out = lamina_train::export(&args.ckpt, &args.out, format, quant)?;
+    let out = lamina_train::export(&args.ckpt, &args.out, format, quant, &mut |m| {
+        eprintln!("{m}")
+    })?;
     eprintln!("exported {}", out.display());
     Ok(())
 }

@@ -6,12 +6,15 @@ use std::path::PathBuf;
 /// Every failure a Lamina library can report.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
+    /// The cause is part of the message and deliberately not also exposed as
+    /// `source()`: printers that walk the chain (anyhow's `{:#}`) would repeat it.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
+    #[error("{path} is {kind}, not a regular file")]
+    NotRegularFile { path: PathBuf, kind: &'static str },
     #[error("model path does not exist: {0}")]
     ModelNotFound(PathBuf),
     #[error("invalid model file {path}: {reason}")]
@@ -40,6 +43,18 @@ pub enum Error {
     InvalidInput(String),
     #[error("download failed: {0}")]
     Download(String),
+    #[error("{what} needs {} but only {} of memory is available", crate::memory::human_bytes(*.needed), crate::memory::human_bytes(*.available))]
+    OutOfMemory {
+        what: String,
+        needed: u64,
+        available: u64,
+    },
+    #[error("prompt of {bytes} bytes has at least {min_tokens} tokens; at most {max_tokens} fit in the context window")]
+    PromptTooLongBytes {
+        bytes: usize,
+        min_tokens: usize,
+        max_tokens: usize,
+    },
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
     #[error("{0}")]
@@ -53,7 +68,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Attaches the path to an I/O error, so messages always say which file failed.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io { path: path.into(), error: source }
     }
 
     pub fn invalid_file(path: impl Into<PathBuf>, reason: impl std::fmt::Display) -> Self {

@@ -82,43 +82,13 @@ impl SamplingParams {
     /// user instead of being silently clamped by [`Sampler::new`].
     /// The error message names the offending field.
     pub fn validate(&self) -> Result<(), String> {
-        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            return Err(format!(
-                "temperature must be a finite number >= 0 (0 = greedy), got {}",
-                self.temperature
-            ));
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(format!(
-                "top_p must be in (0, 1] (1 = off), got {}",
-                self.top_p
-            ));
-        }
-        if !(self.min_p >= 0.0 && self.min_p <= 1.0) {
-            return Err(format!(
-                "min_p must be in [0, 1] (0 = off), got {}",
-                self.min_p
-            ));
-        }
-        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
-            return Err(format!(
-                "repetition_penalty must be a finite number > 0 (1 = off), got {}",
-                self.repetition_penalty
-            ));
-        }
-        if !self.frequency_penalty.is_finite() {
-            return Err(format!(
-                "frequency_penalty must be a finite number, got {}",
-                self.frequency_penalty
-            ));
-        }
-        if !self.presence_penalty.is_finite() {
-            return Err(format!(
-                "presence_penalty must be a finite number, got {}",
-                self.presence_penalty
-            ));
-        }
-        Ok(())
+        use lamina_core::sampling::*;
+        check_temperature(self.temperature)?;
+        check_top_p(self.top_p)?;
+        check_min_p(self.min_p)?;
+        check_repetition_penalty(self.repetition_penalty)?;
+        check_additive_penalty("frequency_penalty", self.frequency_penalty)?;
+        check_additive_penalty("presence_penalty", self.presence_penalty)
     }
 }
 

@@ -576,6 +576,7 @@ pub mod x86 {
     int_kernels!("avx2,fma,f16c,avx512vnni,avx512vl", madd_vnni, vnni);
 
     #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::needless_range_loop)] // `c` indexes the accumulators and the columns of `x`
     unsafe fn f32_n<const N: usize>(w: &[f32], x: &[f32], stride: usize, out: &mut [f32]) {
         let n = w.len();
         let chunks = n / 8;

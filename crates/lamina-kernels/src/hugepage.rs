@@ -184,7 +184,7 @@ mod tests {
         for (i, b) in bufs.iter_mut().enumerate() {
             b.fill(i as f32);
         }
-        bufs.retain(|b| b[0] as usize % 2 == 0);
+        bufs.retain(|b| (b[0] as usize).is_multiple_of(2));
         let later = HugeVec::<f32>::from_slice(&[7.0; 1000]);
         for b in &bufs {
             assert!(b.iter().all(|&x| x == b[0]));

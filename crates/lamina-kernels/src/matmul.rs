@@ -190,7 +190,7 @@ impl Activations {
             cols,
             n,
             q8_0: self.has_q8_0.then_some(self.q8_0.as_mut_ptr()),
-            q8_1: self.has_q8_1.then(|| (self.q8_1.as_mut_ptr(), self.q8_1_scales.as_mut_ptr())),
+            q8_1: self.has_q8_1.then_some((self.q8_1.as_mut_ptr(), self.q8_1_scales.as_mut_ptr())),
             q8_k: self.has_q8_k.then_some(self.q8_k.as_mut_ptr()),
         }
     }

@@ -98,7 +98,7 @@ impl std::fmt::Debug for PackedMatrix {
 
 impl PackedMatrix {
     fn empty(kind: PackKind, rows: usize, cols: usize) -> PackedMatrix {
-        assert!(cols % QK == 0, "columns must be whole blocks");
+        assert!(cols.is_multiple_of(QK), "columns must be whole blocks");
         let nb = cols / QK;
         let groups = rows.div_ceil(GROUP);
         let chunks = groups * nb * kind.qs_bytes() / 32;
@@ -344,6 +344,7 @@ pub mod x86 {
                 /// Q4_0 / Q4_1 / Q5_0 / Q5_1 × Q8_1 for `N` columns (`AFFINE`: a `m` per row
                 /// instead of a fixed offset; `FIVE`: a fifth bit per value).
                 #[target_feature(enable = $feat)]
+                #[allow(clippy::too_many_arguments)]
                 unsafe fn q4_n<const N: usize, const AFFINE: bool, const FIVE: bool>(
                     qs: *const u8,
                     d: *const f16,

@@ -617,8 +617,8 @@ pub fn dequantize_q5_1(blocks: &[BlockQ5_1], out: &mut [f32]) {
 pub fn dequantize_q8_0(blocks: &[BlockQ8_0], out: &mut [f32]) {
     for (b, ys) in blocks.iter().zip(out.chunks_exact_mut(QK)) {
         let d = b.d.to_f32();
-        for j in 0..QK {
-            ys[j] = b.qs[j] as f32 * d;
+        for (y, &q) in ys.iter_mut().zip(&b.qs) {
+            *y = q as f32 * d;
         }
     }
 }
@@ -670,7 +670,7 @@ pub fn quantize_q4_1(x: &[f32], out: &mut [BlockQ4_1]) {
 /// aligned for `T` (all block types here have alignment 2).
 pub fn cast_blocks<T: Copy>(bytes: &[u8]) -> Option<&[T]> {
     let size = std::mem::size_of::<T>();
-    if bytes.len() % size != 0 || (bytes.as_ptr() as usize) % std::mem::align_of::<T>() != 0 {
+    if !bytes.len().is_multiple_of(size) || !(bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>()) {
         return None;
     }
     // SAFETY: length and alignment checked; every bit pattern is a valid block.

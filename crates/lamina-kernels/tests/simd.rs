@@ -291,6 +291,7 @@ fn packed_kernels_match_scalar_twin() {
 /// The packed scalar kernel equals the GGUF-layout scalar kernel row by row (an
 /// independent check of the interleaving), and padded rows of a tail group are zero.
 #[test]
+#[allow(clippy::needless_range_loop)] // `r` is a row of the group and of `got`
 fn packed_scalar_equals_unpacked_scalar() {
     let mut rng = Rng(31337);
     let scalar = Kernels::new(Isa::Scalar).unwrap();

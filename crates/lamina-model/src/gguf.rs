@@ -69,6 +69,25 @@ impl Value {
             _ => None,
         }
     }
+
+    /// The value as an error message shows it: `i32 -4`, `string "64"`, `an array`.
+    pub fn describe(&self) -> String {
+        match self {
+            Value::U8(v) => format!("u8 {v}"),
+            Value::I8(v) => format!("i8 {v}"),
+            Value::U16(v) => format!("u16 {v}"),
+            Value::I16(v) => format!("i16 {v}"),
+            Value::U32(v) => format!("u32 {v}"),
+            Value::I32(v) => format!("i32 {v}"),
+            Value::U64(v) => format!("u64 {v}"),
+            Value::I64(v) => format!("i64 {v}"),
+            Value::F32(v) => format!("f32 {v}"),
+            Value::F64(v) => format!("f64 {v}"),
+            Value::Bool(v) => format!("bool {v}"),
+            Value::String(v) => format!("string {v:?}"),
+            Value::Array(a) => format!("an array of {} values", a.len()),
+        }
+    }
 }
 
 /// GGML tensor storage types (the numeric codes of the GGUF spec).
@@ -156,7 +175,7 @@ impl GgmlType {
     /// Bytes of a tensor of `elements` values; `None` if they do not form whole blocks.
     pub fn bytes_for(self, elements: u64) -> Option<u64> {
         let (bs, bb) = self.block();
-        if elements % bs as u64 != 0 {
+        if !elements.is_multiple_of(bs as u64) {
             return None;
         }
         (elements / bs as u64).checked_mul(bb as u64)
@@ -275,7 +294,7 @@ impl GgufFile {
         if !path.exists() {
             return Err(Error::ModelNotFound(path.to_path_buf()));
         }
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let file = lamina_core::fs::open_regular(path)?;
         // SAFETY: the map is read-only; a file changed underneath us by another process is
         // outside what any reader can defend against (llama.cpp maps the same way).
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
@@ -295,6 +314,12 @@ impl GgufFile {
             let key = c.string()?;
             let ty = c.u32()?;
             let v = c.value(ty, 0)?;
+            if metadata.contains_key(&key) {
+                return Err(Error::invalid_file(
+                    path,
+                    format!("duplicate metadata key `{key}`"),
+                ));
+            }
             metadata.insert(key, v);
         }
         let mut infos = Vec::with_capacity(n_tensors);
@@ -320,7 +345,18 @@ impl GgufFile {
             let rel = c.u64()?;
             infos.push((name, dims, dtype, rel));
         }
-        let align = metadata.get("general.alignment").and_then(Value::as_u64).unwrap_or(32) as usize;
+        let align = match metadata.get("general.alignment") {
+            None => 32,
+            Some(v) => match v {
+                Value::U32(a) => *a as usize,
+                other => {
+                    return Err(Error::invalid_file(
+                        path,
+                        format!("general.alignment must be a u32, got {}", other.describe()),
+                    ))
+                }
+            },
+        };
         if align == 0 || !align.is_power_of_two() {
             return Err(Error::invalid_file(path, format!("invalid general.alignment {align}")));
         }
@@ -328,12 +364,29 @@ impl GgufFile {
         let mut tensors = BTreeMap::new();
         let mut order = Vec::with_capacity(infos.len());
         for (name, dims, dtype, rel) in infos {
-            let elements: u64 = dims.iter().map(|&d| d as u64).try_fold(1u64, |a, d| a.checked_mul(d)).unwrap_or(u64::MAX);
+            if tensors.contains_key(&name) {
+                return Err(Error::invalid_file(
+                    path,
+                    format!("duplicate tensor name `{name}`"),
+                ));
+            }
+            // The spec requires every tensor's offset to be a multiple of the alignment.
+            if rel % align as u64 != 0 {
+                return Err(Error::invalid_file(
+                    path,
+                    format!("tensor `{name}` data offset {rel} is not a multiple of general.alignment ({align})"),
+                ));
+            }
+            let elements: u64 = dims
+                .iter()
+                .map(|&d| d as u64)
+                .try_fold(1u64, |a, d| a.checked_mul(d))
+                .unwrap_or(u64::MAX);
             let size = dtype.bytes_for(elements).ok_or_else(|| {
                 Error::invalid_file(path, format!("tensor `{name}`: {elements} values are not whole {} blocks", dtype.name()))
             })?;
-            let offset = (data_start as u64).checked_add(rel).unwrap_or(u64::MAX);
-            let end = offset.checked_add(size).unwrap_or(u64::MAX);
+            let offset = (data_start as u64).saturating_add(rel);
+            let end = offset.saturating_add(size);
             if end > mmap.len() as u64 {
                 return Err(Error::invalid_file(
                     path,
@@ -343,16 +396,40 @@ impl GgufFile {
                     ),
                 ));
             }
-            if offset % 2 != 0 {
-                return Err(Error::invalid_file(path, format!("tensor `{name}` data is misaligned")));
-            }
             order.push(name.clone());
             tensors.insert(
                 name.clone(),
                 TensorInfo { name, dims, dtype, offset: offset as usize, size: size as usize },
             );
         }
-        Ok(GgufFile { path: path.to_path_buf(), version, metadata, tensors, order, mmap })
+        // No two tensors may share bytes: a writer bug or a crafted file would otherwise
+        // make one tensor's data silently another's.
+        let mut spans: Vec<&TensorInfo> = tensors.values().collect();
+        spans.sort_by_key(|t| (t.offset, t.size));
+        for w in spans.windows(2) {
+            if w[0].offset + w[0].size > w[1].offset {
+                return Err(Error::invalid_file(
+                    path,
+                    format!(
+                        "tensors `{}` (bytes {}..{}) and `{}` (bytes {}..{}) overlap",
+                        w[0].name,
+                        w[0].offset,
+                        w[0].offset + w[0].size,
+                        w[1].name,
+                        w[1].offset,
+                        w[1].offset + w[1].size
+                    ),
+                ));
+            }
+        }
+        Ok(GgufFile {
+            path: path.to_path_buf(),
+            version,
+            metadata,
+            tensors,
+            order,
+            mmap,
+        })
     }
 
     /// The raw bytes of a tensor (inside the memory map).
@@ -373,6 +450,47 @@ impl GgufFile {
         self.get(key).and_then(Value::as_str)
     }
 
+    fn wrong_type(&self, key: &str, want: &str, got: &Value) -> Error {
+        Error::invalid_file(
+            &self.path,
+            format!("metadata `{key}` must be {want}, got {}", got.describe()),
+        )
+    }
+
+    /// An optional unsigned integer key: absent is `None`, any other type (or a negative
+    /// value) is an error naming the key and what it holds.
+    pub fn opt_u64(&self, key: &str) -> Result<Option<u64>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| self.wrong_type(key, "a non-negative integer", v)),
+        }
+    }
+
+    /// An optional number key (integers are accepted); other types are errors.
+    pub fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| self.wrong_type(key, "a number", v)),
+        }
+    }
+
+    /// An optional string key; other types are errors.
+    pub fn opt_str(&self, key: &str) -> Result<Option<&str>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_str()
+                .map(Some)
+                .ok_or_else(|| self.wrong_type(key, "a string", v)),
+        }
+    }
+
     pub fn get_u64(&self, key: &str) -> Option<u64> {
         self.get(key).and_then(Value::as_u64)
     }
@@ -385,42 +503,51 @@ impl GgufFile {
         self.tensors.get(name).ok_or_else(|| Error::MissingTensor(name.to_string()))
     }
 
-    /// Reads the model hyper-parameters from `{arch}.*` metadata.
+    /// Reads the model hyper-parameters from `{arch}.*` metadata. Every key is typed: a
+    /// present key of the wrong type is an error naming it; the values are then checked
+    /// once, by [`lamina_core::ModelConfig::validate`].
     pub fn model_config(&self) -> Result<lamina_core::ModelConfig> {
         use lamina_core::{Architecture, ModelConfig, RopeScaling};
         let arch_name = self
-            .get_str("general.architecture")
+            .opt_str("general.architecture")?
             .ok_or_else(|| Error::invalid_file(&self.path, "no general.architecture in metadata"))?
             .to_string();
         let architecture = Architecture::from_name(&arch_name)?;
         let key = |k: &str| format!("{arch_name}.{k}");
+        let uint =
+            |k: &str| -> Result<Option<usize>> { Ok(self.opt_u64(&key(k))?.map(|v| v as usize)) };
+        let float = |k: &str| -> Result<Option<f64>> { self.opt_f64(&key(k)) };
         let need = |k: &str| {
-            self.get_u64(&key(k))
-                .map(|v| v as usize)
-                .ok_or_else(|| Error::invalid_file(&self.path, format!("metadata has no {}", key(k))))
+            uint(k)?.ok_or_else(|| {
+                Error::invalid_file(&self.path, format!("metadata has no {}", key(k)))
+            })
         };
         let hidden = need("embedding_length")?;
         let heads = need("attention.head_count")?;
-        let kv_heads = self.get_u64(&key("attention.head_count_kv")).map(|v| v as usize).unwrap_or(heads);
-        let head_dim = self
-            .get_u64(&key("attention.key_length"))
-            .map(|v| v as usize)
-            .unwrap_or(if heads > 0 { hidden / heads } else { 0 });
+        let kv_heads = uint("attention.head_count_kv")?.unwrap_or(heads);
+        let head_dim = uint("attention.key_length")?.unwrap_or(hidden.checked_div(heads).unwrap_or(0));
         let embd = self.tensor("token_embd.weight")?;
-        let vocab = self
-            .get_u64(&key("vocab_size"))
-            .map(|v| v as usize)
+        let vocab = uint("vocab_size")?
             .or_else(|| embd.dims.get(1).copied())
             .unwrap_or(0);
         let eps_key = match architecture {
             Architecture::Llama => "attention.layer_norm_rms_epsilon",
             Architecture::Gpt2 => "attention.layer_norm_epsilon",
         };
-        let rope_scaling = match self.get_str(&key("rope.scaling.type")) {
+        let rope_scaling = match self.opt_str(&key("rope.scaling.type"))? {
             Some("linear") => Some(RopeScaling::Linear {
-                factor: self.get_f64(&key("rope.scaling.factor")).unwrap_or(1.0) as f32,
+                factor: float("rope.scaling.factor")?.unwrap_or(1.0) as f32,
             }),
-            _ => None,
+            Some("none") | None => None,
+            Some(other) => {
+                return Err(Error::invalid_file(
+                    &self.path,
+                    format!(
+                        "unsupported {} `{other}` (supported: linear, none)",
+                        key("rope.scaling.type")
+                    ),
+                ))
+            }
         };
         let cfg = ModelConfig {
             architecture,
@@ -432,21 +559,25 @@ impl GgufFile {
             head_dim,
             ffn_dim: need("feed_forward_length")?,
             context_length: need("context_length")?,
-            norm_eps: self.get_f64(&key(eps_key)).unwrap_or(1e-5) as f32,
+            norm_eps: float(eps_key)?.unwrap_or(1e-5) as f32,
             rope_theta: match architecture {
-                Architecture::Llama => self.get_f64(&key("rope.freq_base")).unwrap_or(10000.0) as f32,
+                Architecture::Llama => float("rope.freq_base")?.unwrap_or(10000.0) as f32,
                 Architecture::Gpt2 => 0.0,
             },
             rope_dim: match architecture {
-                Architecture::Llama => self.get_u64(&key("rope.dimension_count")).map(|v| v as usize).unwrap_or(head_dim),
+                Architecture::Llama => uint("rope.dimension_count")?.unwrap_or(head_dim),
                 Architecture::Gpt2 => 0,
             },
             rope_scaling,
             tied_embeddings: !self.tensors.contains_key("output.weight"),
-            qkv_bias: self.tensors.contains_key("blk.0.attn_q.bias") || self.tensors.contains_key("blk.0.attn_qkv.bias"),
-            sliding_window: self.get_u64(&key("attention.sliding_window")).map(|v| v as usize),
+            qkv_bias: self.tensors.contains_key("blk.0.attn_q.bias")
+                || self.tensors.contains_key("blk.0.attn_qkv.bias"),
+            sliding_window: uint("attention.sliding_window")?,
         };
-        cfg.validate()?;
+        cfg.validate().map_err(|e| match e {
+            Error::InvalidConfig(m) => Error::invalid_file(&self.path, m),
+            e => e,
+        })?;
         Ok(cfg)
     }
 

@@ -154,7 +154,7 @@ impl Linear {
         let row_bytes = cols / bs * bb;
         let offset = info.offset + row_start * row_bytes;
         let mapped = Linear { rows, cols, data: LinearData::Mapped { file: file.clone(), offset, dtype: info.dtype }, bias: None };
-        if has_int_kernel(info.dtype) && !dense && offset % 2 == 0 {
+        if has_int_kernel(info.dtype) && !dense && offset.is_multiple_of(2) {
             if std::env::var_os("LAMINA_NO_PACK").is_some() {
                 return Ok(mapped);
             }
@@ -243,7 +243,7 @@ pub fn dequantize_any(dtype: GgmlType, bytes: &[u8], n: usize) -> std::result::R
         // Copy into an owned, correctly aligned buffer (K-quant blocks need 2-byte alignment
         // and the mapped offset may not provide it).
         let size = std::mem::size_of::<T>();
-        if b.len() % size != 0 {
+        if !b.len().is_multiple_of(size) {
             return Err("data is not a whole number of blocks".into());
         }
         let n = b.len() / size;

@@ -183,7 +183,7 @@ impl HfTensors {
         }
         let mut map = HashMap::new();
         for f in &files {
-            let bytes = std::fs::read(f).map_err(|e| Error::io(f, e))?;
+            let bytes = lamina_core::fs::read_regular(f)?;
             let st = safetensors_parse(&bytes, f)?;
             for (name, dims, data) in st {
                 map.insert(name, (dims, data));
@@ -209,8 +209,11 @@ impl HfTensors {
     }
 }
 
+/// A tensor read from a safetensors file: name, shape, values as f32.
+type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
 /// Parses a safetensors file (header + data) into f32 tensors, with every offset checked.
-fn safetensors_parse(bytes: &[u8], path: &Path) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+fn safetensors_parse(bytes: &[u8], path: &Path) -> Result<Vec<NamedTensor>> {
     let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::invalid_file(path, e))?;
     let mut out = Vec::new();
     for (name, view) in st.tensors() {
@@ -258,7 +261,7 @@ fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 /// Loads a Hugging Face folder: `config.json` + `*.safetensors`.
 pub fn load_safetensors_dir(dir: &Path, precision: Precision) -> Result<Model> {
     let cfg_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+    let text = lamina_core::fs::read_regular_to_string(&cfg_path)?;
     let cfg = ModelConfig::from_hf_json(&text)?;
     let mut t = HfTensors::read(dir)?;
     let (d, f, qd, kvd, v) = (cfg.hidden_size, cfg.ffn_dim, cfg.q_dim(), cfg.kv_dim(), cfg.vocab_size);

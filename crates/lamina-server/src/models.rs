@@ -13,7 +13,7 @@ use lamina_api::ApiError;
 use lamina_core::memory::human_bytes as human;
 use lamina_engine::{Engine, EngineConfig};
 use lamina_kernels::ThreadPool;
-use lamina_model::{Model, Precision};
+use lamina_model::Precision;
 use lamina_tokenizer::Tokenizer;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -35,6 +35,9 @@ pub struct ModelSpec {
 pub struct ModelLimits {
     /// Bytes for all loaded models' weights and KV caches together.
     pub memory_budget: u64,
+    /// Bytes for each model's KV pool (`None`: what the budget leaves, up to
+    /// `max_sequences` full context windows).
+    pub kv_memory: Option<u64>,
     /// Sequences each model runs at once.
     pub max_sequences: usize,
     /// Context window per sequence (`None`: the model's own).
@@ -214,15 +217,19 @@ fn load(spec: &ModelSpec, limits: &ModelLimits, budget_left: u64, workers: Arc<T
     let weights = model.weight_bytes() as u64;
     let block = shape.block_bytes() as u64;
     let min_blocks = shape.blocks_for(ctx) as u64;
-    let want_blocks = min_blocks * limits.max_sequences.max(1) as u64;
     let for_kv = budget_left.saturating_sub(weights);
-    let blocks = want_blocks.min(for_kv / block);
+    let (blocks, min_blocks) = match limits.kv_memory {
+        // An explicit size: exactly that (a sequence longer than it can hold is refused
+        // per request, and requests wait for blocks), if the budget has it.
+        Some(kv) => ((kv / block).max(1), if kv > for_kv { u64::MAX } else { 1 }),
+        None => ((min_blocks * limits.max_sequences.max(1) as u64).min(for_kv / block), min_blocks),
+    };
     if blocks < min_blocks {
         return Err(ApiError::unavailable(format!(
-            "model `{}` needs {} of weights and {} of KV cache for one {ctx}-token context, and the memory budget has {} left of {}",
+            "model `{}` needs {} of weights and {} of KV cache, and the memory budget has {} left of {}",
             spec.name,
             human(weights),
-            human(min_blocks * block),
+            human(limits.kv_memory.unwrap_or(min_blocks * block)),
             human(budget_left),
             human(limits.memory_budget)
         )));

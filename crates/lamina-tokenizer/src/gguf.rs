@@ -145,7 +145,7 @@ pub(crate) fn from_gguf(path: &Path) -> Result<Tokenizer> {
     if !path.exists() {
         return Err(Error::ModelNotFound(path.to_path_buf()));
     }
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = lamina_core::fs::open_regular(path)?;
     let mut reader = std::io::BufReader::new(file);
     let content = Content::read(&mut reader).map_err(|e| Error::invalid_file(path, e))?;
     from_metadata(path, &content.metadata)

@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::path::Path;
 
 pub(crate) fn read_tokenizer_json(path: &Path) -> Result<tokenizers::Tokenizer> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = lamina_core::fs::read_regular(path)?;
     tokenizers::Tokenizer::from_bytes(&bytes)
         .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))
 }
@@ -16,12 +16,12 @@ pub(crate) fn read_tokenizer_json(path: &Path) -> Result<tokenizers::Tokenizer> 
 /// Reads an optional JSON side file: a missing file is `None`, a broken one is an error
 /// (silently ignoring it would, say, drop the chat template without telling anyone).
 fn read_json(path: &Path) -> Result<Option<Value>> {
-    match std::fs::read(path) {
+    match lamina_core::fs::read_regular(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(path, e)),
+        Err(Error::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -107,8 +107,7 @@ pub(crate) fn from_dir(dir: &Path) -> Result<Tokenizer> {
         // Newer exports keep the template in its own file.
         let jinja = dir.join("chat_template.jinja");
         if jinja.exists() {
-            info.chat_template =
-                Some(std::fs::read_to_string(&jinja).map_err(|e| Error::io(&jinja, e))?);
+            info.chat_template = Some(lamina_core::fs::read_regular_to_string(&jinja)?);
         }
     }
     if let Some(g) = &generation {

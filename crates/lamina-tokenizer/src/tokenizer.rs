@@ -6,7 +6,6 @@ use crate::chat::{ChatMessage, ChatTemplate};
 use crate::stream::DecodeStream;
 use lamina_core::{Error, Result};
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::Path;
 use tokenizers::DecoderWrapper;
 
@@ -44,6 +43,17 @@ pub struct Tokenizer {
     /// Whether pieces are GPT-2 byte-level strings (`Ġ` for space) that need mapping back
     /// to bytes when shown to a user.
     byte_level: bool,
+    /// How few tokens a text can encode to, when the tokenizer's pipeline guarantees a
+    /// bound (see [`Tokenizer::min_tokens`]).
+    length_bound: Option<LengthBound>,
+}
+
+/// At least one token per `longest` bytes of a text, not counting bytes that may vanish
+/// (byte-level vocabularies without a token for some byte drop that byte).
+#[derive(Debug, Clone)]
+struct LengthBound {
+    longest: usize,
+    vanishing: Option<Box<[bool; 256]>>,
 }
 
 /// The facts about a tokenizer that come from outside `tokenizer.json` (GGUF metadata,
@@ -116,6 +126,7 @@ impl Tokenizer {
         let post_adds_bos = bos_id.is_some_and(|b| probe.first() == Some(&b));
         let post_adds_eos = eos_id.is_some_and(|e| probe.last() == Some(&e));
         let byte_level = inner.get_decoder().is_some_and(decoder_is_byte_level);
+        let length_bound = length_bound(&inner);
 
         Ok(Tokenizer {
             inner,
@@ -131,6 +142,7 @@ impl Tokenizer {
             post_adds_bos,
             post_adds_eos,
             byte_level,
+            length_bound,
         })
     }
 
@@ -183,6 +195,41 @@ impl Tokenizer {
             }
         }
         Ok(ids)
+    }
+
+    /// A lower bound on the number of tokens `text` encodes to (BOS and EOS not counted),
+    /// computed from its length alone: its bytes divided by the most bytes one token can
+    /// stand for, rounded up. Byte-level BPE can emit a token per byte, so nothing better
+    /// holds in general; bytes the vocabulary has no token for (they are dropped) are not
+    /// counted. It is 0 (no bound) for tokenizers whose pipeline can shrink or drop text:
+    /// a normalizer other than prepend / replace-with-longer (NFKC, lowercase, strip), a
+    /// pre-tokenizer that removes whitespace (BERT's), added tokens that swallow the spaces
+    /// around them, a model other than BPE, or a BPE that can drop unknown characters or
+    /// fuse a run of them into one token. One pass over the bytes, no tokenizing.
+    pub fn min_tokens(&self, text: &str) -> usize {
+        let Some(b) = &self.length_bound else {
+            return 0;
+        };
+        let counted = match &b.vanishing {
+            None => text.len(),
+            Some(v) => text.bytes().filter(|&x| !v[x as usize]).count(),
+        };
+        counted.div_ceil(b.longest)
+    }
+
+    /// Refuses `text` by its length alone when it cannot encode to at most `max_tokens`
+    /// tokens (see [`Tokenizer::min_tokens`]), before spending time and memory on
+    /// tokenizing it. Passing says nothing: the encoded text still has to be checked.
+    pub fn check_fits(&self, text: &str, max_tokens: usize) -> Result<()> {
+        let min_tokens = self.min_tokens(text);
+        if min_tokens > max_tokens {
+            return Err(Error::PromptTooLongBytes {
+                bytes: text.len(),
+                min_tokens,
+                max_tokens,
+            });
+        }
+        Ok(())
     }
 
     /// Text for `ids`. With `skip_special`, control tokens such as `<|im_end|>` are left out.
@@ -338,31 +385,10 @@ impl Tokenizer {
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let json = self.inner.to_string(false).map_err(tok_err)?;
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => std::path::PathBuf::from("."),
-        };
-        let file_name = path
-            .file_name()
-            .ok_or_else(|| Error::InvalidInput(format!("{} is not a file path", path.display())))?;
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}",
-            file_name.to_string_lossy(),
-            std::process::id()
-        ));
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(json.as_bytes())?;
-            f.sync_all()
-        };
-        if let Err(e) = write() {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::io(&tmp, e));
+        if path.file_name().is_none() {
+            return Err(Error::InvalidInput(format!("{} is not a file path", path.display())));
         }
-        std::fs::rename(&tmp, path).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::io(path, e)
-        })
+        lamina_core::fs::write_bytes_atomic(path, json.as_bytes())
     }
 }
 
@@ -373,6 +399,128 @@ pub(crate) fn parse_byte_token(s: &str) -> Option<u8> {
         return None;
     }
     u8::from_str_radix(hex, 16).ok()
+}
+
+/// The length bound of a tokenizer, if its pipeline guarantees one. Every token of a BPE
+/// model stands for exactly its piece in the normalized, pre-tokenized text, except
+/// byte-fallback tokens (one byte) and unknown-character tokens (one character, at most 4
+/// bytes, unless runs of them are fused); a byte-level piece stands for one input byte per
+/// character. So the longest piece (at least 4 bytes) bounds a token's share of the
+/// input, provided nothing before the model shrinks or drops text, added tokens match
+/// exactly their content, and no character can vanish unseen.
+fn length_bound(inner: &tokenizers::Tokenizer) -> Option<LengthBound> {
+    use tokenizers::ModelWrapper;
+    let ModelWrapper::BPE(bpe) = inner.get_model() else {
+        return None;
+    };
+    let normalizer = inner.get_normalizer().map(|n| serde_json::to_value(n).ok());
+    let normalizer_ok = match &normalizer {
+        None => true,
+        Some(v) => v.as_ref().is_some_and(normalizer_never_shrinks),
+    };
+    let pre = inner
+        .get_pre_tokenizer()
+        .map(|p| serde_json::to_value(p).ok());
+    let pre_ok = match &pre {
+        None => true,
+        Some(v) => v.as_ref().is_some_and(pre_tokenizer_keeps_text),
+    };
+    let added = inner.get_added_tokens_decoder();
+    if !normalizer_ok || !pre_ok || added.values().any(|t| t.lstrip || t.rstrip) {
+        return None;
+    }
+    let vocab = bpe.get_vocab();
+    let byte_fallback_complete =
+        bpe.byte_fallback && (0..=255u8).all(|b| vocab.contains_key(&format!("<0x{b:02X}>")));
+    let byte_level = pre
+        .as_ref()
+        .and_then(|v| v.as_ref())
+        .is_some_and(has_byte_level);
+    let alphabet = crate::gguf::byte_level_decoder_table();
+    let vanishing = if byte_fallback_complete || !byte_level {
+        None
+    } else {
+        // Bytes whose byte-level character is not a token are dropped (or fused into one
+        // unknown token): they are not counted. Only sound on the raw bytes when no
+        // normalizer rewrites them first.
+        let mut v = Box::new([false; 256]);
+        for (c, b) in alphabet {
+            v[*b as usize] = !vocab.contains_key(&c.to_string());
+        }
+        match v.iter().any(|&x| x) {
+            false => None,
+            true if normalizer.is_some() => return None,
+            true => Some(v),
+        }
+    };
+    // Without byte-level or complete byte-fallback coverage, an unknown character must
+    // become one unknown token (not be dropped, not be fused with its neighbours).
+    if !(byte_fallback_complete || byte_level || (bpe.unk_token.is_some() && !bpe.fuse_unk)) {
+        return None;
+    }
+    let represented = |piece: &str| {
+        if byte_level && piece.chars().all(|c| alphabet.contains_key(&c)) {
+            piece.chars().count()
+        } else {
+            piece.len()
+        }
+    };
+    let longest_piece = vocab.keys().map(|p| represented(p)).max().unwrap_or(0);
+    let longest_added = added.values().map(|t| t.content.len()).max().unwrap_or(0);
+    Some(LengthBound {
+        longest: longest_piece.max(longest_added).max(4),
+        vanishing,
+    })
+}
+
+/// Normalizers that only ever lengthen text: prepending, replacing a literal with one at
+/// least as long, the byte-level mapping, and sequences of those.
+fn normalizer_never_shrinks(v: &serde_json::Value) -> bool {
+    match v.get("type").and_then(|t| t.as_str()) {
+        Some("Sequence") => v
+            .get("normalizers")
+            .and_then(|n| n.as_array())
+            .is_some_and(|a| a.iter().all(normalizer_never_shrinks)),
+        Some("Prepend") | Some("ByteLevel") => true,
+        Some("Replace") => {
+            let pattern = v
+                .get("pattern")
+                .and_then(|p| p.get("String"))
+                .and_then(|p| p.as_str());
+            let content = v.get("content").and_then(|c| c.as_str());
+            matches!((pattern, content), (Some(p), Some(c)) if !p.is_empty() && c.len() >= p.len())
+        }
+        _ => false,
+    }
+}
+
+/// Pre-tokenizers that split text without dropping any of it.
+fn pre_tokenizer_keeps_text(v: &serde_json::Value) -> bool {
+    let kept = |v: &serde_json::Value| {
+        v.get("behavior")
+            .and_then(|b| b.as_str())
+            .is_some_and(|b| b != "Removed")
+    };
+    match v.get("type").and_then(|t| t.as_str()) {
+        Some("Sequence") => v
+            .get("pretokenizers")
+            .and_then(|n| n.as_array())
+            .is_some_and(|a| a.iter().all(pre_tokenizer_keeps_text)),
+        Some("ByteLevel") | Some("Digits") | Some("Metaspace") | Some("UnicodeScripts") => true,
+        Some("Split") | Some("Punctuation") => kept(v),
+        _ => false,
+    }
+}
+
+fn has_byte_level(v: &serde_json::Value) -> bool {
+    match v.get("type").and_then(|t| t.as_str()) {
+        Some("ByteLevel") => true,
+        Some("Sequence") => v
+            .get("pretokenizers")
+            .and_then(|n| n.as_array())
+            .is_some_and(|a| a.iter().any(has_byte_level)),
+        _ => false,
+    }
 }
 
 fn decoder_is_byte_level(d: &DecoderWrapper) -> bool {

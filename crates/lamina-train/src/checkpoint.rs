@@ -92,7 +92,11 @@ pub fn save_checkpoint(
     if let Ok(rd) = std::fs::read_dir(run_dir) {
         for e in rd.flatten() {
             if e.file_name().to_string_lossy().starts_with(".tmp-") {
-                let _ = std::fs::remove_dir_all(e.path());
+                if e.path().is_dir() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                } else {
+                    let _ = std::fs::remove_file(e.path());
+                }
             }
         }
     }
@@ -137,10 +141,7 @@ pub fn save_checkpoint(
     }
     std::fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
     fsync_dir(run_dir);
-    let latest_tmp = run_dir.join(format!(".tmp-latest-{}", std::process::id()));
-    write_file(&latest_tmp, format!("{name}\n").as_bytes())?;
-    std::fs::rename(&latest_tmp, run_dir.join(LATEST)).map_err(|e| Error::io(run_dir.join(LATEST), e))?;
-    fsync_dir(run_dir);
+    lamina_core::fs::write_bytes_atomic(&run_dir.join(LATEST), format!("{name}\n").as_bytes())?;
     Ok(dst)
 }
 
@@ -165,8 +166,10 @@ pub fn read_state(dir: &Path) -> Result<TrainerState> {
 
 /// Resolves `path` to a checkpoint folder: a folder with `trainer_state.json` is taken as
 /// is (and must be valid); a run folder is followed through `latest`, falling back to the
-/// newest valid `step-*` folder when `latest` is missing or broken.
-pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
+/// newest valid `step-*` folder when `latest` is missing or broken. Every checkpoint that
+/// is skipped on the way is reported through `warn` (one line each: which step, and why),
+/// followed by the one that is used instead.
+pub fn resolve_checkpoint(path: &Path, warn: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     if !path.exists() {
         return Err(ck_err(path, "does not exist"));
     }
@@ -174,11 +177,31 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
         read_state(path)?;
         return Ok(path.to_path_buf());
     }
-    if let Ok(name) = std::fs::read_to_string(path.join(LATEST)) {
-        let dir = path.join(name.trim());
-        if !name.trim().is_empty() && read_state(&dir).is_ok() {
-            return Ok(dir);
+    let mut skipped: Vec<PathBuf> = Vec::new();
+    match std::fs::read_to_string(path.join(LATEST)) {
+        Ok(name) if name.trim().is_empty() => warn(&format!(
+            "warning: {} is empty; looking for the newest valid step",
+            path.join(LATEST).display()
+        )),
+        Ok(name) => {
+            let dir = path.join(name.trim());
+            match read_state(&dir) {
+                Ok(_) => return Ok(dir),
+                Err(e) => {
+                    warn(&format!(
+                        "warning: skipping {} (named by `latest`): {}",
+                        name.trim(),
+                        skip_reason(&e)
+                    ));
+                    skipped.push(dir);
+                }
+            }
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => warn(&format!(
+            "warning: cannot read {}: {e}; looking for the newest valid step",
+            path.join(LATEST).display()
+        )),
     }
     let mut steps: Vec<PathBuf> = std::fs::read_dir(path)
         .map_err(|e| Error::io(path, e))?
@@ -188,11 +211,109 @@ pub fn resolve_checkpoint(path: &Path) -> Result<PathBuf> {
         .collect();
     steps.sort();
     for dir in steps.iter().rev() {
-        if read_state(dir).is_ok() {
-            return Ok(dir.clone());
+        if skipped.contains(dir) {
+            continue;
+        }
+        match read_state(dir) {
+            Ok(st) => {
+                if !skipped.is_empty() {
+                    warn(&format!(
+                        "warning: using {} (step {}) instead",
+                        dir.display(),
+                        st.step
+                    ));
+                }
+                return Ok(dir.clone());
+            }
+            Err(e) => {
+                let name = dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                warn(&format!("warning: skipping {name}: {}", skip_reason(&e)));
+                skipped.push(dir.clone());
+            }
         }
     }
     Err(ck_err(path, "no valid checkpoint found (no trainer_state.json, no usable `latest`, no valid step-* folder)"))
+}
+
+/// Why a checkpoint folder was rejected, without repeating its path.
+fn skip_reason(e: &Error) -> String {
+    match e {
+        Error::Checkpoint { reason, .. } => reason.clone(),
+        e => e.to_string(),
+    }
+}
+
+/// The run folder a checkpoint path belongs to: the folder itself for a run folder, the
+/// parent of a step folder. A resumed run writes here (unless told otherwise), wherever
+/// the run was first started and whatever `out_dir` its stored config names.
+pub fn run_dir_of(path: &Path) -> PathBuf {
+    if path.join("trainer_state.json").exists() {
+        match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    } else {
+        path.to_path_buf()
+    }
+}
+
+/// The step folders of `run_dir` whose trainer state names a step, by step.
+fn step_dirs(run_dir: &Path) -> Vec<(usize, PathBuf)> {
+    let Ok(rd) = std::fs::read_dir(run_dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<(usize, PathBuf)> = rd
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let step = name.strip_prefix("step-")?.parse().ok()?;
+            Some((step, e.path()))
+        })
+        .filter(|(_, p)| p.is_dir())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Deletes old checkpoints of `run_dir`, keeping `keep_last` of them (0 keeps all): the
+/// one `latest` names, which must be valid for anything to be deleted, and the
+/// `keep_last - 1` newest before it. Folders of later steps (left by an earlier run that
+/// went further than this one) are not touched. Each folder is first renamed to `.tmp-*`
+/// (removed by the next save if a crash interrupts the deletion), so a half-deleted folder
+/// never looks like a checkpoint. Returns the deleted folders.
+pub fn prune_checkpoints(run_dir: &Path, keep_last: usize) -> Result<Vec<PathBuf>> {
+    if keep_last == 0 {
+        return Ok(Vec::new());
+    }
+    let Ok(name) = std::fs::read_to_string(run_dir.join(LATEST)) else {
+        return Ok(Vec::new());
+    };
+    let newest = run_dir.join(name.trim());
+    let Ok(state) = read_state(&newest) else {
+        return Ok(Vec::new());
+    };
+    let older: Vec<PathBuf> = step_dirs(run_dir)
+        .into_iter()
+        .filter(|(s, p)| *s < state.step && *p != newest)
+        .map(|(_, p)| p)
+        .collect();
+    let doomed = older.len().saturating_sub(keep_last - 1);
+    let mut removed = Vec::new();
+    for dir in older.into_iter().take(doomed) {
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = run_dir.join(format!(".tmp-prune-{name}-{}", std::process::id()));
+        std::fs::rename(&dir, &tmp).map_err(|e| Error::io(&dir, e))?;
+        fsync_dir(run_dir);
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        removed.push(dir);
+    }
+    Ok(removed)
 }
 
 /// A checkpoint read back: model, optimizer moments and trainer state.
@@ -209,9 +330,14 @@ fn load_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>>
     candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| ck_err(path, format!("unreadable safetensors: {e}")))
 }
 
-/// Loads a checkpoint (a step folder or a run folder, see [`resolve_checkpoint`]).
-pub fn load_checkpoint(path: &Path, device: &Device) -> Result<LoadedCheckpoint> {
-    let dir = resolve_checkpoint(path)?;
+/// Loads a checkpoint (a step folder or a run folder, see [`resolve_checkpoint`], which
+/// reports skipped checkpoints through `warn`).
+pub fn load_checkpoint(
+    path: &Path,
+    device: &Device,
+    warn: &mut dyn FnMut(&str),
+) -> Result<LoadedCheckpoint> {
+    let dir = resolve_checkpoint(path, warn)?;
     let state = read_state(&dir)?;
     let dtype = match state.dtype.as_str() {
         "f64" => DType::F64,
@@ -228,10 +354,13 @@ pub fn load_checkpoint(path: &Path, device: &Device) -> Result<LoadedCheckpoint>
 }
 
 /// Loads only the weights of a checkpoint or HF folder (config.json + model.safetensors)
-/// as f32 tensors, with the model config.
-pub fn load_weights(path: &Path) -> Result<(PathBuf, ModelConfig, HashMap<String, Tensor>)> {
+/// as f32 tensors, with the model config. Skipped checkpoints are reported through `warn`.
+pub fn load_weights(
+    path: &Path,
+    warn: &mut dyn FnMut(&str),
+) -> Result<(PathBuf, ModelConfig, HashMap<String, Tensor>)> {
     let dir = if path.join("trainer_state.json").exists() || path.join(LATEST).exists() {
-        resolve_checkpoint(path)?
+        resolve_checkpoint(path, warn)?
     } else {
         path.to_path_buf()
     };

@@ -74,6 +74,9 @@ pub struct TrainConfig {
     pub eval_iters: usize,
     /// Checkpoint every N steps (0 = only at the end).
     pub checkpoint_interval: usize,
+    /// Keep only the newest N checkpoints of the run folder (0 = keep all). The one
+    /// `latest` names is never deleted.
+    pub keep_last: usize,
     /// Tokens generated for the sample shown at each evaluation (0 = none).
     pub sample_tokens: usize,
     /// 0 = greedy.
@@ -137,6 +140,7 @@ impl Default for TrainConfig {
             eval_interval: 250,
             eval_iters: 20,
             checkpoint_interval: 0,
+            keep_last: 3,
             sample_tokens: 200,
             temperature: 0.8,
             sample_prompt: "\n".into(),
@@ -152,7 +156,7 @@ impl TrainConfig {
         "ffn_dim", "block_size", "vocab_size", "tied_embeddings", "qkv_bias", "rope_theta", "norm_eps", "dtype",
         "engine", "batch_size", "grad_accum", "max_iters", "stop_at", "lr", "min_lr", "warmup_iters", "lr_decay_iters", "beta1",
         "beta2", "eps", "weight_decay", "grad_clip", "seed", "threads", "log_interval", "eval_interval", "eval_iters",
-        "checkpoint_interval", "sample_tokens", "temperature", "sample_prompt", "progress",
+        "checkpoint_interval", "keep_last", "sample_tokens", "temperature", "sample_prompt", "progress",
     ];
 
     pub fn from_toml_str(text: &str) -> Result<Self> {
@@ -218,15 +222,19 @@ impl TrainConfig {
                 return bad(format!("`{k}` must be positive"));
             }
         }
-        if !(self.lr > 0.0) || self.min_lr < 0.0 || self.min_lr > self.lr {
+        // NaN fails both: it is neither positive nor non-negative.
+        let positive = |x: f64| x > 0.0;
+        let non_negative = |x: f64| x >= 0.0;
+        if !positive(self.lr) || self.min_lr < 0.0 || self.min_lr > self.lr {
             return bad(format!("need 0 <= min_lr ({}) <= lr ({}) and lr > 0", self.min_lr, self.lr));
         }
         if !(0.0..1.0).contains(&self.beta1) || !(0.0..1.0).contains(&self.beta2) {
             return bad("beta1 and beta2 must be in [0, 1)".into());
         }
-        if !(self.eps > 0.0) || self.weight_decay < 0.0 || self.grad_clip < 0.0 || self.temperature < 0.0 {
-            return bad("eps must be positive; weight_decay, grad_clip and temperature non-negative".into());
+        if !positive(self.eps) || !non_negative(self.weight_decay) || !non_negative(self.grad_clip) {
+            return bad("eps must be positive; weight_decay and grad_clip non-negative".into());
         }
+        lamina_core::sampling::check_temperature(self.temperature).map_err(Error::InvalidConfig)?;
         if !matches!(self.dtype.as_str(), "f32" | "f64") {
             return bad(format!("dtype must be f32 or f64, not `{}`", self.dtype));
         }
@@ -266,7 +274,7 @@ impl TrainConfig {
                 "vocab_size {vocab} is smaller than the tokenizer's vocabulary ({tokenizer_vocab})"
             )));
         }
-        if self.n_embd % self.n_head != 0 {
+        if !self.n_embd.is_multiple_of(self.n_head) {
             return Err(Error::InvalidConfig(format!(
                 "n_embd ({}) is not divisible by n_head ({})",
                 self.n_embd, self.n_head

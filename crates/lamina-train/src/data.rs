@@ -320,7 +320,7 @@ pub fn prepare(
         TokenizerSpec::Char => {
             let all: String = texts.concat();
             let t = lamina_tokenizer::char_tokenizer(&all)?;
-            write_atomic(&side, |f| {
+            lamina_core::fs::write_atomic(&side, |f| {
                 let json = t.inner().to_string(false).map_err(|e| Error::Tokenizer(e.to_string()))?;
                 f.write_all(json.as_bytes()).map_err(|e| Error::io(&side, e))
             })?;
@@ -349,7 +349,7 @@ pub fn prepare(
         sources,
     };
     let hjson = serde_json::to_vec(&header).map_err(|e| Error::Other(e.to_string()))?;
-    write_atomic(&cache, |f| {
+    lamina_core::fs::write_atomic(&cache, |f| {
         let mut buf = Vec::with_capacity(16 + hjson.len() + 8 + ids.len() * width.bytes());
         buf.extend_from_slice(MAGIC);
         buf.extend_from_slice(&VERSION.to_le_bytes());
@@ -369,24 +369,6 @@ pub fn prepare(
     let (tf, _) = TokenFile::open(&cache)
         .ok_or_else(|| Error::invalid_file(&cache, "token cache unreadable right after writing it"))?;
     Ok((tok, tf))
-}
-
-/// Writes `path` through `path.tmp-PID` + fsync + rename.
-pub(crate) fn write_atomic(path: &Path, fill: impl FnOnce(&mut std::fs::File) -> Result<()>) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    }
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let r = fill(&mut f).and_then(|_| f.sync_all().map_err(|e| Error::io(&tmp, e)));
-    drop(f);
-    if let Err(e) = r {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 /// Which part of the corpus a batch is drawn from.

@@ -82,9 +82,16 @@ impl Quant {
 }
 
 /// Exports the checkpoint (step folder, run folder or HF folder) `ckpt` to `out`: a folder
-/// for safetensors, a file for GGUF. Returns what was written.
-pub fn export(ckpt: &Path, out: &Path, format: ExportFormat, quant: Quant) -> Result<PathBuf> {
-    let (dir, cfg, tensors) = load_weights(ckpt)?;
+/// for safetensors, a file for GGUF. Returns what was written. Checkpoints skipped while
+/// resolving a run folder are reported through `warn`.
+pub fn export(
+    ckpt: &Path,
+    out: &Path,
+    format: ExportFormat,
+    quant: Quant,
+    warn: &mut dyn FnMut(&str),
+) -> Result<PathBuf> {
+    let (dir, cfg, tensors) = load_weights(ckpt, warn)?;
     let tok_path = dir.join("tokenizer.json");
     match format {
         ExportFormat::Safetensors => {
@@ -393,7 +400,7 @@ pub fn tensor_dtype(t: &Tensor, quant: Quant) -> GgmlDType {
     }
     let q = quant.ggml();
     let row = *t.dims().last().unwrap_or(&0);
-    if row % q.block_size() != 0 {
+    if !row.is_multiple_of(q.block_size()) {
         GgmlDType::F16
     } else {
         q

@@ -5,7 +5,10 @@
 //! - [`optim`]: AdamW (decay on matrices only), warm-up + cosine schedule, global-norm clipping.
 //! - [`config`]: [`TrainConfig`] (TOML, every key overridable with [`TrainConfig::set`]).
 //! - [`trainer`]: [`pretrain`], with evaluation, samples, a metrics JSONL log and a loss plot.
-//! - [`checkpoint`]: atomic checkpoints (HF folder + optimizer + trainer state), exact resume.
+//! - [`checkpoint`]: atomic checkpoints (HF folder + optimizer + trainer state), exact resume,
+//!   pruning to the newest `keep_last`.
+//! - [`memory`]: what a run will allocate, estimated from the config and checked before
+//!   anything is allocated.
 //! - [`export`]: HF safetensors folder or GGUF (f32/f16/q8_0/q4_0/q4_1).
 //!
 //! The model is [`lamina_model::trainable::TrainableModel`], the same definition (and the
@@ -20,11 +23,12 @@ pub mod config;
 pub mod data;
 pub mod export;
 pub mod fused;
+pub mod memory;
 pub mod optim;
 pub mod plot;
 pub mod trainer;
 
-pub use checkpoint::{load_checkpoint, resolve_checkpoint, save_checkpoint, LoadedCheckpoint, TrainerState};
+pub use checkpoint::{load_checkpoint, resolve_checkpoint, run_dir_of, save_checkpoint, LoadedCheckpoint, TrainerState};
 pub use config::TrainConfig;
 pub use data::{Dataset, Split, TokenizerSpec};
 pub use export::{export, ExportFormat, Quant};

@@ -4,9 +4,12 @@ use lamina_core::{Error, Result};
 use plotters::prelude::*;
 use std::path::Path;
 
+/// `(step, loss)` points of one curve.
+pub type Curve = Vec<(f64, f64)>;
+
 /// Train and validation points `(step, loss)` read from a metrics log. Lines with
 /// `"train_loss"` and/or `"val_loss"` count; others (and unreadable lines) are skipped.
-pub fn read_log(jsonl: &Path) -> Result<(Vec<(f64, f64)>, Vec<(f64, f64)>)> {
+pub fn read_log(jsonl: &Path) -> Result<(Curve, Curve)> {
     let text = std::fs::read_to_string(jsonl).map_err(|e| Error::io(jsonl, e))?;
     let (mut train, mut val) = (Vec::new(), Vec::new());
     for line in text.lines() {

@@ -1,9 +1,12 @@
 //! The pre-training loop.
 
-use crate::checkpoint::{load_checkpoint, save_checkpoint, TrainerState, FORMAT_VERSION};
+use crate::checkpoint::{
+    load_checkpoint, prune_checkpoints, run_dir_of, save_checkpoint, TrainerState, FORMAT_VERSION,
+};
 use crate::config::TrainConfig;
 use crate::data::{prepare, Dataset, Split, TokenizerSpec};
 use crate::fused::{FusedAdamW, FusedModel};
+use crate::memory::TrainingMemory;
 use crate::optim::{clip_grad_norm, lr_at, AdamW, AdamWConfig};
 use crate::plot::plot_log;
 use candle_core::{DType, Device, Tensor, Var};
@@ -161,7 +164,7 @@ pub fn set_threads(n: usize) -> usize {
         std::env::var("RAYON_NUM_THREADS")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+            .unwrap_or_else(lamina_core::settings::cpus)
     }
 }
 
@@ -343,15 +346,29 @@ fn log_line(f: &mut std::fs::File, path: &Path, v: serde_json::Value) -> Result<
 /// Pre-trains a model by next-token prediction as configured, optionally continuing the
 /// checkpoint at `resume` (a step folder or a run folder). A resumed run reproduces the
 /// losses of an uninterrupted one exactly.
+///
+/// The run writes into `cfg.out_dir` only. On resume the metrics log kept up to the
+/// resumed step is read from the resumed run's folder (see [`run_dir_of`]) and written
+/// to `out_dir` atomically. `threads` above the CPU count are capped (with a message),
+/// and a model or batch that cannot fit in memory is refused before anything is allocated.
 pub fn pretrain(cfg: &TrainConfig, resume: Option<&Path>, cb: &mut dyn Callbacks) -> Result<TrainSummary> {
     cfg.validate()?;
+    let mut cfg = cfg.clone();
+    if cfg.threads > 0 {
+        let threads = lamina_core::Threads::resolve(cfg.threads);
+        if let Some(notice) = threads.cap_notice("threads =") {
+            cb.message(&notice);
+        }
+        cfg.threads = threads.used;
+    }
+    let cfg = &cfg;
     set_threads(cfg.threads);
     let device = Device::Cpu;
     let dtype = cfg.candle_dtype()?;
 
     // Checkpoint first (its tokenizer wins, so ids stay the same).
     let loaded = match resume {
-        Some(p) => Some(load_checkpoint(p, &device)?),
+        Some(p) => Some(load_checkpoint(p, &device, &mut |m| cb.message(m))?),
         None => None,
     };
     let spec = TokenizerSpec::parse(&cfg.tokenizer);
@@ -365,6 +382,15 @@ pub fn pretrain(cfg: &TrainConfig, resume: Option<&Path>, cb: &mut dyn Callbacks
         None => prepare(&cfg.data, &spec, cfg.cache.as_deref(), &cfg.token_dtype, &mut logger)?,
     };
     let model_cfg = cfg.model_config(tokenizer.vocab_size())?;
+    // What a resumed run already holds: the loaded weights and AdamW moments.
+    let held: u64 = loaded.as_ref().map_or(0, |l| {
+        let bytes = |t: &Tensor| (t.elem_count() * t.dtype().size_in_bytes()) as u64;
+        let weights = model_cfg
+            .num_parameters()
+            .saturating_mul(l.model.dtype().size_in_bytes() as u64);
+        weights.saturating_add(l.optimizer_state.values().map(bytes).sum())
+    });
+    TrainingMemory::estimate(cfg, &model_cfg, cfg.threads).check(cfg, held)?;
     let data = Dataset::new(tokens, cfg.block_size)?;
 
     let adam = AdamWConfig { beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps, weight_decay: cfg.weight_decay };
@@ -398,9 +424,12 @@ pub fn pretrain(cfg: &TrainConfig, resume: Option<&Path>, cb: &mut dyn Callbacks
 
     std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
     let log_path = cfg.out_dir.join("metrics.jsonl");
-    // On resume keep only the log lines up to the resumed step.
+    // On resume keep only the resumed run's log lines up to the resumed step.
     let kept = if start_step > 0 {
-        std::fs::read_to_string(&log_path)
+        let source = resume
+            .map(|p| run_dir_of(p).join("metrics.jsonl"))
+            .unwrap_or_else(|| log_path.clone());
+        std::fs::read_to_string(&source)
             .unwrap_or_default()
             .lines()
             .filter(|l| {
@@ -414,8 +443,13 @@ pub fn pretrain(cfg: &TrainConfig, resume: Option<&Path>, cb: &mut dyn Callbacks
     } else {
         String::new()
     };
-    let mut log = std::fs::File::create(&log_path).map_err(|e| Error::io(&log_path, e))?;
-    log.write_all(kept.as_bytes()).map_err(|e| Error::io(&log_path, e))?;
+    // Replaced atomically (temp + fsync + rename), like checkpoints: a kill at any moment
+    // leaves either the old log or the new one, never an empty one.
+    lamina_core::fs::write_bytes_atomic(&log_path, kept.as_bytes())?;
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| Error::io(&log_path, e))?;
 
     cb.on_start(start_step, cfg.max_iters, model.num_params());
     cb.message(&format!("gradients: {}", engine.name()));
@@ -497,6 +531,13 @@ pub fn pretrain(cfg: &TrainConfig, resume: Option<&Path>, cb: &mut dyn Callbacks
             engine.sync(&model)?;
             let dir = save_checkpoint(&cfg.out_dir, &model, &engine.optimizer_state()?, &tokenizer, &state)?;
             cb.on_checkpoint(step, &dir);
+            for old in prune_checkpoints(&cfg.out_dir, cfg.keep_last)? {
+                cb.message(&format!(
+                    "removed {} (keep_last = {})",
+                    old.display(),
+                    cfg.keep_last
+                ));
+            }
             summary.last_checkpoint = Some(dir);
         }
     }

@@ -14,6 +14,7 @@ struct Cli {
     cmd: Cmd,
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(clap::Subcommand)]
 enum Cmd {
     Tokenizer(train_cmds::TokenizerArgs),

@@ -53,6 +53,13 @@ pub fn run(args: ChatArgs) -> Result<()> {
             }
             _ => {}
         }
+        if tok.check_fits(input, ctx - 1).is_err() {
+            eprintln!(
+                "(this message alone is at least {} tokens, more than the {ctx}-token context; not sent)",
+                tok.min_tokens(input)
+            );
+            continue;
+        }
         turns.push(ChatMessage::user(input));
         // Render, dropping the oldest turns until the prompt leaves room for a reply.
         let reserve = params.max_tokens.min(ctx / 2);
@@ -73,6 +80,12 @@ pub fn run(args: ChatArgs) -> Result<()> {
             turns.pop();
             continue;
         }
+        if params.max_tokens == 0 {
+            // --max-tokens 0: no reply is generated.
+            println!();
+            turns.push(ChatMessage::assistant(""));
+            continue;
+        }
         let mut p = params.clone();
         p.max_tokens = p.max_tokens.min(ctx - ids.len());
         let callback = common::stream_to_stdout();
@@ -81,12 +94,12 @@ pub fn run(args: ChatArgs) -> Result<()> {
         if args.sampling.verbose {
             let s = &done.stats;
             eprintln!(
-                "[prompt {} tokens, {} from cache | {} generated | prefill {} tok/s | decode {} tok/s]",
+                "[prompt {} tokens, {} from cache | {} generated{}{}]",
                 s.prompt_tokens,
                 s.cached_tokens,
                 s.generated_tokens,
-                common::rate(s.prefill_tok_s()),
-                common::rate(s.decode_tok_s())
+                common::rate("prefill", s.prefill_tok_s()),
+                common::rate("decode", s.decode_tok_s())
             );
         }
         turns.push(ChatMessage::assistant(done.text.trim()));

@@ -4,4 +4,5 @@ pub mod info;
 pub mod perplexity;
 pub mod quantize;
 pub mod run;
+pub mod serve;
 pub mod tokenize;

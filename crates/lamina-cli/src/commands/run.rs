@@ -51,6 +51,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     } else {
         prompt
     };
+    let ctx = args.model_args.context(&model);
+    // A text that cannot fit is refused by its length, before tokenizing it.
+    tok.check_fits(&text, ctx - 1)?;
     let ids = tok.encode(&text, true)?;
     let mut engine = common::engine(model, tok, &args.model_args, 1)?;
     let callback = common::stream_to_stdout();
@@ -59,12 +62,12 @@ pub fn run(args: RunArgs) -> Result<()> {
     if args.sampling.verbose {
         let s = &done.stats;
         eprintln!(
-            "prompt tokens: {} ({} cached) | generated tokens: {} | prefill: {} tok/s | decode: {} tok/s | finish: {} | threads: {} | kernels: {}",
+            "prompt tokens: {} ({} cached) | generated tokens: {}{}{} | finish: {} | threads: {} | kernels: {}",
             s.prompt_tokens,
             s.cached_tokens,
             s.generated_tokens,
-            common::rate(s.prefill_tok_s()),
-            common::rate(s.decode_tok_s()),
+            common::rate("prefill:", s.prefill_tok_s()),
+            common::rate("decode:", s.decode_tok_s()),
             done.reason.as_str(),
             engine.threads(),
             engine.model.kernels.isa.name()
@@ -84,7 +87,7 @@ pub struct GenerateArgs {
 /// `lamina generate CKPT`: a checkpoint step folder is a Hugging Face folder, so this is
 /// `lamina run` on the checkpoint that CKPT resolves to.
 pub fn generate(mut args: GenerateArgs) -> Result<()> {
-    let step = lamina_train::resolve_checkpoint(&args.checkpoint)?;
+    let step = lamina_train::resolve_checkpoint(&args.checkpoint, &mut |m| eprintln!("{m}"))?;
     args.run.model = Some(step.to_string_lossy().into_owned());
     run(args.run)
 }

@@ -186,20 +186,44 @@ pub struct FusedModel {
     ext_grads: usize,
 }
 
-/// `MemAvailable` from `/proc/meminfo` in bytes (Linux); `None` elsewhere.
-fn available_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 fn thread_count(threads: usize) -> usize {
     if threads > 0 {
         threads
     } else {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        lamina_core::settings::cpus()
     }
+}
+
+/// Floats of saved activations and scratch the fused engine allocates for a `b × t` batch
+/// of a model shaped `cfg` run on `threads` threads (see [`Workspace`]); saturates
+/// instead of overflowing, so absurd shapes give a huge number rather than a panic.
+pub fn workspace_floats(cfg: &ModelConfig, b: usize, t: usize, threads: usize) -> u64 {
+    let m = |a: u64, x: u64| a.saturating_mul(x);
+    let n = m(b as u64, t as u64);
+    let (c, l, f, qd) = (
+        cfg.hidden_size as u64,
+        cfg.num_layers as u64,
+        cfg.ffn_dim as u64,
+        cfg.q_dim() as u64,
+    );
+    let qkvd = qd.saturating_add(m(2, cfg.kv_dim() as u64));
+    let gpt2 = cfg.architecture == Architecture::Gpt2;
+    // The MLP pre-activation: one projection (GPT-2) or gate and up side by side (Llama).
+    let pre_w = if gpt2 { f } else { m(2, f) };
+    let gelu_t = if gpt2 { f } else { 0 };
+    let row = |parts: &[u64]| parts.iter().fold(0u64, |a, &x| a.saturating_add(x));
+    let att = m(m(b as u64, cfg.num_heads as u64), m(t as u64, t as u64));
+    let per_layer = m(n, row(&[m(4, c), qkvd, qd, pre_w, f, gelu_t, 4])).saturating_add(att);
+    let rest = m(
+        n,
+        row(&[m(3, c), cfg.vocab_size as u64, qkvd, qd, pre_w, f, 2]),
+    )
+    .saturating_add(m(n, c));
+    let scratch = m(
+        threads as u64,
+        c.max(m(t as u64, t as u64)).saturating_add(16),
+    );
+    m(l, per_layer).saturating_add(rest).saturating_add(scratch)
 }
 
 impl FusedModel {
@@ -448,17 +472,8 @@ impl FusedModel {
     }
 
     /// Floats of saved activations and scratch for a `b × t` batch (see [`Workspace`]).
-    pub fn workspace_floats(&self, b: usize, t: usize) -> usize {
-        let cfg = &self.cfg;
-        let n = b * t;
-        let (c, l, f, qd) = (cfg.hidden_size, cfg.num_layers, cfg.ffn_dim, cfg.q_dim());
-        let qkvd = qd + 2 * cfg.kv_dim();
-        let pre_w: usize = self.layers.first().map_or(0, |lp| lp.mlp_in.iter().map(|(li, _)| li.out_dim).sum());
-        let gelu_t = if self.rms { 0 } else { f };
-        let per_layer = n * (4 * c + qkvd + qd + pre_w + f + gelu_t + 4) + b * cfg.num_heads * t * t;
-        let rest = n * (3 * c + cfg.vocab_size + qkvd + qd + pre_w + f + 2) + n * c;
-        let scratch = self.pool.threads() * (c.max(t * t) + 16);
-        l * per_layer + rest + scratch
+    pub fn workspace_floats(&self, b: usize, t: usize) -> u64 {
+        workspace_floats(&self.cfg, b, t, self.pool.threads())
     }
 
     /// Allocates the workspace for a `b × t` batch, refusing (instead of letting the
@@ -468,19 +483,16 @@ impl FusedModel {
         if self.ws.b == b && self.ws.t == t {
             return Ok(());
         }
-        let bytes = self.workspace_floats(b, t) as u64 * 4;
-        let old = self.workspace_floats(self.ws.b, self.ws.t) as u64 * 4;
-        if let Some(avail) = available_memory() {
-            if bytes > avail + old {
-                return Err(Error::InvalidConfig(format!(
-                    "the fused engine needs {:.1} GiB of activations for a {b}×{t} batch, more than the {:.1} GiB available: \
-                     lower batch_size or block_size (and raise grad_accum), or use engine = \"autograd\"",
-                    bytes as f64 / (1u64 << 30) as f64,
-                    avail as f64 / (1u64 << 30) as f64
-                )));
-            }
-        }
+        // The old workspace is given back first: it is not needed beside the new one.
         self.ws = Workspace::default();
+        let bytes = self.workspace_floats(b, t).saturating_mul(4);
+        lamina_core::memory::check_fits(
+            &format!(
+                "the fused engine's activations for a batch of {b} × {t} tokens (lower batch_size or block_size and \
+                 raise grad_accum, or use engine = \"autograd\")"
+            ),
+            bytes,
+        )?;
         let cfg = &self.cfg;
         let n = b * t;
         let (c, l) = (cfg.hidden_size, cfg.num_layers);

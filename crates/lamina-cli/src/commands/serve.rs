@@ -1,0 +1,225 @@
+//! `lamina serve`: the OpenAI-compatible server (`lamina-server`) on a socket, with the
+//! models named on the command line, until SIGTERM or Ctrl-C.
+
+use crate::common::ModelArgs;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use lamina_engine::resolve;
+use lamina_server::models::{ModelLimits, ModelSpec};
+use lamina_server::ServerConfig;
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Models to serve: `NAME=MODEL` or `MODEL` (a .gguf file, a Hugging Face folder, a
+    /// built-in name or a hub id; named after the built-in, the file or the id). Requests
+    /// choose one with their `model` field. None: the built-in default.
+    pub models: Vec<String>,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Require `Authorization: Bearer KEY`.
+    #[arg(long, conflicts_with = "api_keys")]
+    pub api_key: Option<String>,
+    /// A file of accepted keys, one per line (blank lines and `#` comments ignored).
+    #[arg(long)]
+    pub api_keys: Option<PathBuf>,
+    /// Memory for all loaded models' weights and KV caches (e.g. 4GiB, 512MiB; default:
+    /// three quarters of the memory available at start).
+    #[arg(long, value_parser = parse_size)]
+    pub memory: Option<u64>,
+    /// Memory for each model's KV cache (default: what the budget leaves after the
+    /// weights, up to --max-sequences full context windows).
+    #[arg(long, value_parser = parse_size)]
+    pub kv_memory: Option<u64>,
+    /// Requests that may wait per model before new ones get 429.
+    #[arg(long, default_value_t = 256)]
+    pub max_queue: usize,
+    /// Unload a model after this long without requests (e.g. 10m, 30s; 0 = never).
+    #[arg(long, default_value = "0", value_parser = parse_duration)]
+    pub idle_unload: Duration,
+    /// Sequences each model decodes at once (the rest wait).
+    #[arg(long, default_value_t = 16)]
+    pub max_sequences: usize,
+    /// Positions per KV-cache block.
+    #[arg(long, default_value_t = lamina_model::DEFAULT_BLOCK_SIZE)]
+    pub block_size: usize,
+    /// Most tokens in one forward pass (decode tokens plus prompt chunks).
+    #[arg(long, default_value_t = 512)]
+    pub max_batch_tokens: usize,
+    /// Largest request body.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    pub max_body: u64,
+    #[command(flatten)]
+    pub model_args: ModelArgs,
+}
+
+/// `4GiB`, `512MiB`, `1.5G`, `64k`, `1000` (bytes).
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.trim().parse().map_err(|_| format!("`{s}` is not a size (try 4GiB, 512MiB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        u => return Err(format!("unknown size unit `{u}` in `{s}` (use KiB, MiB, GiB)")),
+    };
+    if !(n.is_finite() && n > 0.0) {
+        return Err(format!("`{s}`: a size must be positive"));
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+/// `30s`, `10m`, `1h`, `500ms`, `0`.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration (try 30s, 10m)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        u => return Err(format!("unknown duration unit `{u}` in `{s}` (use ms, s, m, h)")),
+    };
+    if !(secs.is_finite() && secs >= 0.0) {
+        return Err(format!("`{s}`: a duration must be 0 or more"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// What a MODEL argument is called when no `NAME=` is given.
+fn default_name(spec: &str, path: &Path) -> String {
+    if lamina_core::registry::find_builtin(spec).is_some() || resolve::looks_like_hub_id(spec) {
+        return spec.to_string();
+    }
+    let stem = if path.is_dir() { path.file_name() } else { path.file_stem() };
+    stem.map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| spec.to_string())
+}
+
+fn read_keys(path: &Path) -> Result<Vec<String>> {
+    let text = lamina_core::fs::read_regular(path).with_context(|| format!("reading API keys from {}", path.display()))?;
+    let text = String::from_utf8(text).map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", path.display()))?;
+    let keys: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect();
+    if keys.is_empty() {
+        bail!("{} holds no API keys", path.display());
+    }
+    Ok(keys)
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    let precision = args.model_args.precision();
+    let given = if args.models.is_empty() { vec![lamina_core::registry::DEFAULT_MODEL.to_string()] } else { args.models.clone() };
+    let mut specs = Vec::new();
+    let mut names = HashSet::new();
+    for g in &given {
+        let (name, spec) = match g.split_once('=') {
+            Some((n, s)) if !n.is_empty() && !n.contains('/') => (Some(n.to_string()), s),
+            _ => (None, g.as_str()),
+        };
+        let path = resolve::resolve_model_path(Some(spec), &mut |m| eprintln!("{m}"))?;
+        let name = name.unwrap_or_else(|| default_name(spec, &path));
+        if !names.insert(name.clone()) {
+            bail!("two models are both called `{name}`: name them with NAME=MODEL");
+        }
+        specs.push(ModelSpec { name, path, precision });
+    }
+    let api_keys = match (&args.api_key, &args.api_keys) {
+        (Some(k), _) if k.trim().is_empty() => bail!("--api-key is empty"),
+        (Some(k), _) => vec![k.trim().to_string()],
+        (None, Some(file)) => read_keys(file)?,
+        (None, None) => Vec::new(),
+    };
+    let memory = match args.memory {
+        Some(m) => m,
+        None => lamina_core::memory::available_bytes().map_or(4 << 30, |a| a / 4 * 3),
+    };
+    if args.max_sequences == 0 || args.block_size == 0 || args.max_batch_tokens == 0 {
+        bail!("--max-sequences, --block-size and --max-batch-tokens must be at least 1");
+    }
+    let handle = lamina_server::metrics::prometheus_builder().install_recorder().context("installing the metrics recorder")?;
+    let config = ServerConfig {
+        addr: SocketAddr::new(args.host, args.port),
+        models: specs,
+        limits: ModelLimits {
+            memory_budget: memory,
+            kv_memory: args.kv_memory,
+            max_sequences: args.max_sequences,
+            context_length: args.model_args.ctx,
+            block_size: args.block_size,
+            max_batch_tokens: args.max_batch_tokens,
+        },
+        api_keys,
+        max_queue: args.max_queue,
+        idle_unload: (!args.idle_unload.is_zero()).then_some(args.idle_unload),
+        max_body_bytes: args.max_body.min(usize::MAX as u64) as usize,
+        threads: args.model_args.threads(),
+        metrics: Some(handle),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.addr).await.with_context(|| format!("listening on {}", config.addr))?;
+        let addr = listener.local_addr()?;
+        let names: Vec<&str> = config.models.iter().map(|m| m.name.as_str()).collect();
+        eprintln!(
+            "lamina serve: listening on http://{addr} — models: {} — memory budget {}",
+            names.join(", "),
+            lamina_core::memory::human_bytes(config.limits.memory_budget)
+        );
+        lamina_server::serve(config, listener, shutdown_signal()).await.context("serving")?;
+        eprintln!("lamina serve: stopped");
+        Ok(())
+    })
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    eprintln!("lamina serve: shutting down (finishing running requests)");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("4GiB"), Ok(4 << 30));
+        assert_eq!(parse_size("512 MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5g"), Ok(3 << 29));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("4 parsecs").is_err());
+        assert!(parse_size("-1G").is_err());
+        assert!(parse_size("0").is_err());
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("5 fortnights").is_err());
+    }
+}
