@@ -12,9 +12,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::common::{
-    ChatCompletionChunkObject, ChatCompletionObject, FinishReason, Seed, Stop, StreamOptions,
-};
+use crate::common::{ChatCompletionChunkObject, ChatCompletionObject, FinishReason, Seed, Stop, StreamOptions};
 use crate::error::ApiError;
 use crate::usage::Usage;
 
@@ -121,19 +119,12 @@ impl ChatCompletionRequest {
 
     /// Whether a stream ends with a usage chunk (`stream_options.include_usage`).
     pub fn include_usage(&self) -> bool {
-        self.is_stream()
-            && self
-                .stream_options
-                .as_ref()
-                .and_then(|o| o.include_usage)
-                .unwrap_or(false)
+        self.is_stream() && self.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false)
     }
 
     /// `top_k` as a limit: `None` when absent or disabled (0 or negative).
     pub fn top_k(&self) -> Option<u32> {
-        self.top_k
-            .and_then(|k| u32::try_from(k).ok())
-            .filter(|&k| k > 0)
+        self.top_k.and_then(|k| u32::try_from(k).ok()).filter(|&k| k > 0)
     }
 }
 
@@ -192,14 +183,7 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A message with plain-text content and no other fields.
     pub fn new(role: Role, text: impl Into<String>) -> Self {
-        ChatMessage {
-            role,
-            content: Some(MessageContent::Text(text.into())),
-            name: None,
-            tool_calls: None,
-            tool_call_id: None,
-            refusal: None,
-        }
+        ChatMessage { role, content: Some(MessageContent::Text(text.into())), name: None, tool_calls: None, tool_call_id: None, refusal: None }
     }
 }
 
@@ -340,21 +324,11 @@ impl TryFrom<RawContentPart> for ContentPart {
     fn try_from(raw: RawContentPart) -> Result<Self, String> {
         let missing = |t: &str| format!("a content part of type `{t}` needs a `{t}` field");
         Ok(match raw.kind {
-            PartKind::Text => ContentPart::Text {
-                text: raw.text.ok_or_else(|| missing("text"))?,
-            },
-            PartKind::ImageUrl => ContentPart::ImageUrl {
-                image_url: raw.image_url.ok_or_else(|| missing("image_url"))?,
-            },
-            PartKind::InputAudio => ContentPart::InputAudio {
-                input_audio: raw.input_audio.ok_or_else(|| missing("input_audio"))?,
-            },
-            PartKind::File => ContentPart::File {
-                file: raw.file.ok_or_else(|| missing("file"))?,
-            },
-            PartKind::Refusal => ContentPart::Refusal {
-                refusal: raw.refusal.ok_or_else(|| missing("refusal"))?,
-            },
+            PartKind::Text => ContentPart::Text { text: raw.text.ok_or_else(|| missing("text"))? },
+            PartKind::ImageUrl => ContentPart::ImageUrl { image_url: raw.image_url.ok_or_else(|| missing("image_url"))? },
+            PartKind::InputAudio => ContentPart::InputAudio { input_audio: raw.input_audio.ok_or_else(|| missing("input_audio"))? },
+            PartKind::File => ContentPart::File { file: raw.file.ok_or_else(|| missing("file"))? },
+            PartKind::Refusal => ContentPart::Refusal { refusal: raw.refusal.ok_or_else(|| missing("refusal"))? },
         })
     }
 }
@@ -424,22 +398,8 @@ pub struct ChatCompletion {
 }
 
 impl ChatCompletion {
-    pub fn new(
-        id: impl Into<String>,
-        created: u64,
-        model: impl Into<String>,
-        choices: Vec<ChatChoice>,
-        usage: Usage,
-    ) -> Self {
-        ChatCompletion {
-            id: id.into(),
-            object: ChatCompletionObject,
-            created,
-            model: model.into(),
-            system_fingerprint: None,
-            choices,
-            usage,
-        }
+    pub fn new(id: impl Into<String>, created: u64, model: impl Into<String>, choices: Vec<ChatChoice>, usage: Usage) -> Self {
+        ChatCompletion { id: id.into(), object: ChatCompletionObject, created, model: model.into(), system_fingerprint: None, choices, usage }
     }
 }
 
@@ -470,12 +430,7 @@ pub struct ResponseMessage {
 impl ResponseMessage {
     /// An assistant message with text content.
     pub fn assistant(content: impl Into<String>) -> Self {
-        ResponseMessage {
-            role: Role::Assistant,
-            content: Some(content.into()),
-            refusal: None,
-            tool_calls: None,
-        }
+        ResponseMessage { role: Role::Assistant, content: Some(content.into()), refusal: None, tool_calls: None }
     }
 }
 
@@ -529,34 +484,13 @@ pub struct ChatCompletionChunk {
 
 impl ChatCompletionChunk {
     /// A chunk carrying `choices` and `"usage": null`.
-    pub fn new(
-        id: impl Into<String>,
-        created: u64,
-        model: impl Into<String>,
-        choices: Vec<ChatChunkChoice>,
-    ) -> Self {
-        ChatCompletionChunk {
-            id: id.into(),
-            object: ChatCompletionChunkObject,
-            created,
-            model: model.into(),
-            system_fingerprint: None,
-            choices,
-            usage: None,
-        }
+    pub fn new(id: impl Into<String>, created: u64, model: impl Into<String>, choices: Vec<ChatChunkChoice>) -> Self {
+        ChatCompletionChunk { id: id.into(), object: ChatCompletionChunkObject, created, model: model.into(), system_fingerprint: None, choices, usage: None }
     }
 
     /// The final usage chunk: empty `choices`, `usage` set.
-    pub fn usage(
-        id: impl Into<String>,
-        created: u64,
-        model: impl Into<String>,
-        usage: Usage,
-    ) -> Self {
-        ChatCompletionChunk {
-            usage: Some(usage),
-            ..ChatCompletionChunk::new(id, created, model, Vec::new())
-        }
+    pub fn usage(id: impl Into<String>, created: u64, model: impl Into<String>, usage: Usage) -> Self {
+        ChatCompletionChunk { usage: Some(usage), ..ChatCompletionChunk::new(id, created, model, Vec::new()) }
     }
 }
 
@@ -575,20 +509,12 @@ pub struct ChatChunkChoice {
 impl ChatChunkChoice {
     /// A choice whose delta is `delta`, not finished.
     pub fn new(index: u32, delta: ChatDelta) -> Self {
-        ChatChunkChoice {
-            index,
-            delta,
-            logprobs: None,
-            finish_reason: None,
-        }
+        ChatChunkChoice { index, delta, logprobs: None, finish_reason: None }
     }
 
     /// The closing chunk of a choice: empty delta, `finish_reason` set.
     pub fn finished(index: u32, reason: FinishReason) -> Self {
-        ChatChunkChoice {
-            finish_reason: Some(reason),
-            ..ChatChunkChoice::new(index, ChatDelta::default())
-        }
+        ChatChunkChoice { finish_reason: Some(reason), ..ChatChunkChoice::new(index, ChatDelta::default()) }
     }
 }
 
@@ -609,18 +535,11 @@ pub struct ChatDelta {
 impl ChatDelta {
     /// The first delta of a choice: `{"role": "assistant", "content": ""}`.
     pub fn start() -> Self {
-        ChatDelta {
-            role: Some(Role::Assistant),
-            content: Some(String::new()),
-            ..ChatDelta::default()
-        }
+        ChatDelta { role: Some(Role::Assistant), content: Some(String::new()), ..ChatDelta::default() }
     }
 
     /// A delta adding text.
     pub fn content(text: impl Into<String>) -> Self {
-        ChatDelta {
-            content: Some(text.into()),
-            ..ChatDelta::default()
-        }
+        ChatDelta { content: Some(text.into()), ..ChatDelta::default() }
     }
 }

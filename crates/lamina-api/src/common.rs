@@ -220,22 +220,12 @@ mod tests {
 
     #[test]
     fn seed_accepts_the_whole_signed_and_unsigned_range() {
-        for (text, bits) in [
-            ("0", 0u64),
-            ("-1", u64::MAX),
-            ("-9223372036854775808", 1 << 63),
-            ("18446744073709551615", u64::MAX),
-        ] {
+        for (text, bits) in [("0", 0u64), ("-1", u64::MAX), ("-9223372036854775808", 1 << 63), ("18446744073709551615", u64::MAX)] {
             let seed: Seed = serde_json::from_str(text).unwrap();
             assert_eq!(seed.as_u64(), bits, "{text}");
             assert_eq!(serde_json::to_string(&seed).unwrap(), text);
         }
-        for bad in [
-            "1.5",
-            "\"7\"",
-            "18446744073709551616",
-            "-9223372036854775809",
-        ] {
+        for bad in ["1.5", "\"7\"", "18446744073709551616", "-9223372036854775809"] {
             assert!(serde_json::from_str::<Seed>(bad).is_err(), "{bad}");
         }
     }
@@ -252,10 +242,7 @@ mod tests {
 
     #[test]
     fn object_tags_accept_only_their_value() {
-        assert_eq!(
-            serde_json::to_string(&ChatCompletionObject).unwrap(),
-            r#""chat.completion""#
-        );
+        assert_eq!(serde_json::to_string(&ChatCompletionObject).unwrap(), r#""chat.completion""#);
         assert!(serde_json::from_str::<ChatCompletionObject>(r#""chat.completion""#).is_ok());
         assert!(serde_json::from_str::<ChatCompletionObject>(r#""text_completion""#).is_err());
     }

@@ -102,12 +102,7 @@ impl CompletionRequest {
 
     /// Whether a stream ends with a usage chunk.
     pub fn include_usage(&self) -> bool {
-        self.is_stream()
-            && self
-                .stream_options
-                .as_ref()
-                .and_then(|o| o.include_usage)
-                .unwrap_or(false)
+        self.is_stream() && self.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false)
     }
 
     pub fn is_echo(&self) -> bool {
@@ -116,9 +111,7 @@ impl CompletionRequest {
 
     /// `top_k` as a limit: `None` when absent or disabled (0 or negative).
     pub fn top_k(&self) -> Option<u32> {
-        self.top_k
-            .and_then(|k| u32::try_from(k).ok())
-            .filter(|&k| k > 0)
+        self.top_k.and_then(|k| u32::try_from(k).ok()).filter(|&k| k > 0)
     }
 }
 
@@ -181,14 +174,10 @@ impl<'de> Deserialize<'de> for PromptElement {
                 Ok(PromptElement::Text(v))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<PromptElement, E> {
-                u32::try_from(v)
-                    .map(PromptElement::Token)
-                    .map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &"a token id (u32)"))
+                u32::try_from(v).map(PromptElement::Token).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &"a token id (u32)"))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<PromptElement, E> {
-                u32::try_from(v)
-                    .map(PromptElement::Token)
-                    .map_err(|_| E::invalid_value(Unexpected::Signed(v), &"a token id (u32)"))
+                u32::try_from(v).map(PromptElement::Token).map_err(|_| E::invalid_value(Unexpected::Signed(v), &"a token id (u32)"))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PromptElement, A::Error> {
                 let mut ids = Vec::new();
@@ -259,22 +248,8 @@ pub struct Completion {
 }
 
 impl Completion {
-    pub fn new(
-        id: impl Into<String>,
-        created: u64,
-        model: impl Into<String>,
-        choices: Vec<CompletionChoice>,
-        usage: Usage,
-    ) -> Self {
-        Completion {
-            id: id.into(),
-            object: TextCompletionObject,
-            created,
-            model: model.into(),
-            system_fingerprint: None,
-            choices,
-            usage,
-        }
+    pub fn new(id: impl Into<String>, created: u64, model: impl Into<String>, choices: Vec<CompletionChoice>, usage: Usage) -> Self {
+        Completion { id: id.into(), object: TextCompletionObject, created, model: model.into(), system_fingerprint: None, choices, usage }
     }
 }
 
@@ -319,34 +294,13 @@ pub struct CompletionChunk {
 }
 
 impl CompletionChunk {
-    pub fn new(
-        id: impl Into<String>,
-        created: u64,
-        model: impl Into<String>,
-        choices: Vec<CompletionChunkChoice>,
-    ) -> Self {
-        CompletionChunk {
-            id: id.into(),
-            object: TextCompletionObject,
-            created,
-            model: model.into(),
-            system_fingerprint: None,
-            choices,
-            usage: None,
-        }
+    pub fn new(id: impl Into<String>, created: u64, model: impl Into<String>, choices: Vec<CompletionChunkChoice>) -> Self {
+        CompletionChunk { id: id.into(), object: TextCompletionObject, created, model: model.into(), system_fingerprint: None, choices, usage: None }
     }
 
     /// The final usage chunk: empty `choices`, `usage` set.
-    pub fn usage(
-        id: impl Into<String>,
-        created: u64,
-        model: impl Into<String>,
-        usage: Usage,
-    ) -> Self {
-        CompletionChunk {
-            usage: Some(usage),
-            ..CompletionChunk::new(id, created, model, Vec::new())
-        }
+    pub fn usage(id: impl Into<String>, created: u64, model: impl Into<String>, usage: Usage) -> Self {
+        CompletionChunk { usage: Some(usage), ..CompletionChunk::new(id, created, model, Vec::new()) }
     }
 }
 

@@ -29,13 +29,7 @@ pub const INVALID_REQUEST_ERROR: &str = "invalid_request_error";
 impl ApiError {
     /// An error with everything given.
     pub fn new(status: u16, kind: impl Into<String>, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            message: message.into(),
-            kind: kind.into(),
-            param: None,
-            code: None,
-        }
+        ApiError { status, message: message.into(), kind: kind.into(), param: None, code: None }
     }
 
     /// 400 `invalid_request_error`. Add `param`/`code` with [`Self::with_param`] and
@@ -61,20 +55,12 @@ impl ApiError {
 
     /// 404 for a model that is not served, code `model_not_found`, in OpenAI's wording.
     pub fn model_not_found(model: &str) -> Self {
-        ApiError::not_found(format!(
-            "The model `{model}` does not exist or you do not have access to it."
-        ))
-        .with_code("model_not_found")
+        ApiError::not_found(format!("The model `{model}` does not exist or you do not have access to it.")).with_code("model_not_found")
     }
 
     /// 413: the body is larger than `limit` bytes.
     pub fn payload_too_large(limit: usize) -> Self {
-        ApiError::new(
-            413,
-            INVALID_REQUEST_ERROR,
-            format!("the request body is larger than the limit of {limit} bytes"),
-        )
-        .with_code("request_too_large")
+        ApiError::new(413, INVALID_REQUEST_ERROR, format!("the request body is larger than the limit of {limit} bytes")).with_code("request_too_large")
     }
 
     /// 429 `rate_limit_error`, code `rate_limit_exceeded`. The server adds `Retry-After`.
@@ -108,11 +94,7 @@ impl ApiError {
 
     /// 400, code `context_length_exceeded`, param `messages`: the prompt plus the
     /// requested completion does not fit.
-    pub fn context_length_exceeded_with_completion(
-        limit: u32,
-        prompt: u32,
-        completion: u32,
-    ) -> Self {
+    pub fn context_length_exceeded_with_completion(limit: u32, prompt: u32, completion: u32) -> Self {
         let total = u64::from(prompt) + u64::from(completion);
         ApiError::invalid_param(
             "messages",
@@ -189,15 +171,7 @@ impl Serialize for ApiError {
             param: Option<&'a str>,
             code: Option<&'a str>,
         }
-        Envelope {
-            error: Body {
-                message: &self.message,
-                kind: &self.kind,
-                param: self.param.as_deref(),
-                code: self.code.as_deref(),
-            },
-        }
-        .serialize(serializer)
+        Envelope { error: Body { message: &self.message, kind: &self.kind, param: self.param.as_deref(), code: self.code.as_deref() } }.serialize(serializer)
     }
 }
 
@@ -221,44 +195,14 @@ mod tests {
     #[test]
     fn constructors_set_status_type_and_code() {
         let cases = [
-            (
-                ApiError::authentication("x"),
-                401,
-                "authentication_error",
-                Some("invalid_api_key"),
-            ),
+            (ApiError::authentication("x"), 401, "authentication_error", Some("invalid_api_key")),
             (ApiError::not_found("x"), 404, "invalid_request_error", None),
-            (
-                ApiError::model_not_found("m"),
-                404,
-                "invalid_request_error",
-                Some("model_not_found"),
-            ),
-            (
-                ApiError::payload_too_large(10),
-                413,
-                "invalid_request_error",
-                Some("request_too_large"),
-            ),
-            (
-                ApiError::rate_limited("x"),
-                429,
-                "rate_limit_error",
-                Some("rate_limit_exceeded"),
-            ),
+            (ApiError::model_not_found("m"), 404, "invalid_request_error", Some("model_not_found")),
+            (ApiError::payload_too_large(10), 413, "invalid_request_error", Some("request_too_large")),
+            (ApiError::rate_limited("x"), 429, "rate_limit_error", Some("rate_limit_exceeded")),
             (ApiError::server_error("x"), 500, "server_error", None),
-            (
-                ApiError::unavailable("x"),
-                503,
-                "server_error",
-                Some("service_unavailable"),
-            ),
-            (
-                ApiError::invalid_request("x"),
-                400,
-                "invalid_request_error",
-                None,
-            ),
+            (ApiError::unavailable("x"), 503, "server_error", Some("service_unavailable")),
+            (ApiError::invalid_request("x"), 400, "invalid_request_error", None),
         ];
         for (e, status, kind, code) in cases {
             assert_eq!(e.status, status, "{e}");
@@ -278,22 +222,14 @@ mod tests {
              resulted in 5000 tokens"
         ));
         let e = ApiError::context_length_exceeded_with_completion(4097, 62, 4100);
-        assert!(e
-            .message
-            .contains("you requested 4162 tokens (62 in the messages, 4100 in the completion)"));
+        assert!(e.message.contains("you requested 4162 tokens (62 in the messages, 4100 in the completion)"));
     }
 
     #[test]
     fn display_names_type_and_param() {
         let e = ApiError::invalid_param("stop", "too many");
-        assert_eq!(
-            e.to_string(),
-            "invalid_request_error: too many (param: stop)"
-        );
-        assert_eq!(
-            ApiError::server_error("boom").to_string(),
-            "server_error: boom"
-        );
+        assert_eq!(e.to_string(), "invalid_request_error: too many (param: stop)");
+        assert_eq!(ApiError::server_error("boom").to_string(), "server_error: boom");
     }
 
     #[test]

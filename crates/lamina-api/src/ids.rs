@@ -27,10 +27,7 @@ mod tests {
 
     #[test]
     fn ids_have_openai_shapes() {
-        assert_eq!(
-            completion_id(CHAT_COMPLETION_PREFIX, 255),
-            "chatcmpl-00000000000000ff"
-        );
+        assert_eq!(completion_id(CHAT_COMPLETION_PREFIX, 255), "chatcmpl-00000000000000ff");
         assert_eq!(completion_id(COMPLETION_PREFIX, 0), "cmpl-0000000000000000");
         assert_eq!(tool_call_id(u64::MAX), "call_ffffffffffffffff");
     }

@@ -19,15 +19,13 @@ pub mod usage;
 pub mod validate;
 
 pub use chat::{
-    text_of, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk,
-    ChatCompletionRequest, ChatDelta, ChatLogprobs, ChatMessage, ContentPart, FileRef,
-    FunctionCall, FunctionCallDelta, ImageUrl, InputAudio, MessageContent, ResponseMessage, Role,
-    TokenLogprob, ToolCall, ToolCallDelta, ToolType, TopLogprob,
+    text_of, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatDelta, ChatLogprobs, ChatMessage, ContentPart,
+    FileRef, FunctionCall, FunctionCallDelta, ImageUrl, InputAudio, MessageContent, ResponseMessage, Role, TokenLogprob, ToolCall, ToolCallDelta, ToolType,
+    TopLogprob,
 };
 pub use common::{FinishReason, Seed, Stop, StreamOptions};
 pub use completions::{
-    Completion, CompletionChoice, CompletionChunk, CompletionChunkChoice, CompletionLogprobs,
-    CompletionRequest, Prompt, PromptItem, DEFAULT_MAX_TOKENS,
+    Completion, CompletionChoice, CompletionChunk, CompletionChunkChoice, CompletionLogprobs, CompletionRequest, Prompt, PromptItem, DEFAULT_MAX_TOKENS,
 };
 pub use error::ApiError;
 pub use models::{ModelList, ModelObject};

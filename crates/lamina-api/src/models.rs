@@ -15,10 +15,7 @@ pub struct ModelList {
 
 impl ModelList {
     pub fn new(data: Vec<ModelObject>) -> Self {
-        ModelList {
-            object: ListObject,
-            data,
-        }
+        ModelList { object: ListObject, data }
     }
 }
 
@@ -34,11 +31,6 @@ pub struct ModelObject {
 
 impl ModelObject {
     pub fn new(id: impl Into<String>, created: u64, owned_by: impl Into<String>) -> Self {
-        ModelObject {
-            id: id.into(),
-            object: ModelObjectTag,
-            created,
-            owned_by: owned_by.into(),
-        }
+        ModelObject { id: id.into(), object: ModelObjectTag, created, owned_by: owned_by.into() }
     }
 }

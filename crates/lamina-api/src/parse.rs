@@ -19,11 +19,7 @@ use crate::error::ApiError;
 ///   missing field, the path of the missing field) and the message starts with it.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
-        ApiError::invalid_request(format!(
-            "the request body is not valid UTF-8 (invalid byte at offset {})",
-            e.valid_up_to()
-        ))
-        .with_code("invalid_utf8")
+        ApiError::invalid_request(format!("the request body is not valid UTF-8 (invalid byte at offset {})", e.valid_up_to())).with_code("invalid_utf8")
     })?;
     let mut de = serde_json::Deserializer::from_str(text);
     let value = serde_path_to_error::deserialize(&mut de).map_err(from_path_error)?;
@@ -32,10 +28,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 fn unparsable(e: &serde_json::Error) -> ApiError {
-    ApiError::invalid_request(format!(
-        "could not parse the JSON body of your request: {e}"
-    ))
-    .with_code("invalid_json")
+    ApiError::invalid_request(format!("could not parse the JSON body of your request: {e}")).with_code("invalid_json")
 }
 
 fn from_path_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
@@ -87,10 +80,7 @@ mod tests {
 
     #[test]
     fn missing_field_name_is_extracted() {
-        assert_eq!(
-            missing_field("missing field `role` at line 1 column 3"),
-            Some("role")
-        );
+        assert_eq!(missing_field("missing field `role` at line 1 column 3"), Some("role"));
         assert_eq!(missing_field("invalid type: map"), None);
     }
 
@@ -98,11 +88,7 @@ mod tests {
     fn nested_missing_field_joins_the_path() {
         let e = parse_json::<Outer>(br#"{"inner": [{"need": 1}, {}]}"#).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("inner[1].need"));
-        assert!(
-            e.message.starts_with("inner[1]: missing field `need`"),
-            "{}",
-            e.message
-        );
+        assert!(e.message.starts_with("inner[1]: missing field `need`"), "{}", e.message);
     }
 
     #[test]

@@ -23,10 +23,7 @@ pub const KEEP_ALIVE: &str = ": keep-alive\n\n";
 pub fn data(json: &impl Serialize) -> String {
     match serde_json::to_string(json) {
         Ok(s) => format!("data: {s}\n\n"),
-        Err(e) => format!(
-            "data: {}\n\n",
-            ApiError::server_error(format!("could not serialise a stream event: {e}")).to_json()
-        ),
+        Err(e) => format!("data: {}\n\n", ApiError::server_error(format!("could not serialise a stream event: {e}")).to_json()),
     }
 }
 
@@ -155,9 +152,7 @@ impl SseDecoder {
                 self.has_data = true;
             }
             "event" => self.event = (!value.is_empty()).then(|| value.to_owned()),
-            "id" if !value.contains('\0') => {
-                self.last_id = (!value.is_empty()).then(|| value.to_owned())
-            }
+            "id" if !value.contains('\0') => self.last_id = (!value.is_empty()).then(|| value.to_owned()),
             _ => {}
         }
         None
@@ -169,10 +164,6 @@ impl SseDecoder {
             return None;
         }
         self.has_data = false;
-        Some(SseEvent {
-            event,
-            data: std::mem::take(&mut self.data),
-            id: self.last_id.clone(),
-        })
+        Some(SseEvent { event, data: std::mem::take(&mut self.data), id: self.last_id.clone() })
     }
 }

@@ -57,10 +57,7 @@ impl ChatCompletionRequest {
         if let Some(k) = self.top_logprobs {
             check_u32("top_logprobs", k, 0..=MAX_TOP_LOGPROBS)?;
             if self.logprobs != Some(true) {
-                return Err(ApiError::invalid_param(
-                    "top_logprobs",
-                    "top_logprobs requires logprobs to be true",
-                ));
+                return Err(ApiError::invalid_param("top_logprobs", "top_logprobs requires logprobs to be true"));
             }
         }
         Ok(())
@@ -68,10 +65,7 @@ impl ChatCompletionRequest {
 
     fn check_messages(&self) -> Result<(), ApiError> {
         if self.messages.is_empty() {
-            return Err(ApiError::invalid_param(
-                "messages",
-                "messages must hold at least one message",
-            ));
+            return Err(ApiError::invalid_param("messages", "messages must hold at least one message"));
         }
         for (i, m) in self.messages.iter().enumerate() {
             let at = format!("messages[{i}]");
@@ -85,24 +79,13 @@ impl ChatCompletionRequest {
             match &m.content {
                 None if m.role == Role::Assistant && has_tool_calls => {}
                 None if m.role == Role::Assistant => {
-                    return Err(ApiError::invalid_param(
-                        format!("{at}.content"),
-                        format!("{at}.content: an assistant message needs content or tool_calls"),
-                    ))
+                    return Err(ApiError::invalid_param(format!("{at}.content"), format!("{at}.content: an assistant message needs content or tool_calls")))
                 }
-                None => {
-                    return Err(ApiError::invalid_param(
-                        format!("{at}.content"),
-                        format!("{at}.content is required for a `{}` message", m.role),
-                    ))
-                }
+                None => return Err(ApiError::invalid_param(format!("{at}.content"), format!("{at}.content is required for a `{}` message", m.role))),
                 Some(MessageContent::Text(_)) => {}
                 Some(MessageContent::Parts(parts)) => {
                     if parts.is_empty() {
-                        return Err(ApiError::invalid_param(
-                            format!("{at}.content"),
-                            format!("{at}.content must not be an empty array"),
-                        ));
+                        return Err(ApiError::invalid_param(format!("{at}.content"), format!("{at}.content must not be an empty array")));
                     }
                     for (j, part) in parts.iter().enumerate() {
                         if !matches!(part, ContentPart::Text { .. }) {
@@ -120,10 +103,7 @@ impl ChatCompletionRequest {
                 }
             }
             if m.role == Role::Tool && m.tool_call_id.as_deref().is_none_or(str::is_empty) {
-                return Err(ApiError::invalid_param(
-                    format!("{at}.tool_call_id"),
-                    format!("{at}.tool_call_id is required for a `tool` message"),
-                ));
+                return Err(ApiError::invalid_param(format!("{at}.tool_call_id"), format!("{at}.tool_call_id is required for a `tool` message")));
             }
         }
         Ok(())
@@ -136,10 +116,7 @@ impl CompletionRequest {
         check_model(&self.model)?;
         check_prompt(&self.prompt)?;
         if self.max_tokens == Some(0) && !self.is_echo() {
-            return Err(ApiError::invalid_param(
-                "max_tokens",
-                "max_tokens must be at least 1 (0 is allowed only with echo, to score the prompt)",
-            ));
+            return Err(ApiError::invalid_param("max_tokens", "max_tokens must be at least 1 (0 is allowed only with echo, to score the prompt)"));
         }
         check_sampling(Sampling {
             temperature: self.temperature,
@@ -171,10 +148,7 @@ impl CompletionRequest {
             }
         }
         if self.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
-            return Err(ApiError::invalid_param(
-                "suffix",
-                "suffix is not supported by this server (no insertion); omit it or send null",
-            ));
+            return Err(ApiError::invalid_param("suffix", "suffix is not supported by this server (no insertion); omit it or send null"));
         }
         Ok(())
     }
@@ -207,26 +181,17 @@ fn check_sampling(s: Sampling<'_>) -> Result<(), ApiError> {
     check_stop(s.stop)?;
     parse_logit_bias(s.logit_bias)?;
     if s.stream_options && s.stream != Some(true) {
-        return Err(ApiError::invalid_param(
-            "stream_options",
-            "stream_options is only allowed when stream is true",
-        ));
+        return Err(ApiError::invalid_param("stream_options", "stream_options is only allowed when stream is true"));
     }
     if let Some(k) = s.top_k {
         if k < -1 {
-            return Err(ApiError::invalid_param(
-                "top_k",
-                format!("top_k must be -1 or 0 (disabled) or a positive count, got {k}"),
-            ));
+            return Err(ApiError::invalid_param("top_k", format!("top_k must be -1 or 0 (disabled) or a positive count, got {k}")));
         }
     }
     check_f32("min_p", s.min_p, 0.0..=1.0)?;
     if let Some(p) = s.repetition_penalty {
         if !(p.is_finite() && p > 0.0) {
-            return Err(ApiError::invalid_param(
-                "repetition_penalty",
-                format!("repetition_penalty must be greater than 0, got {p}"),
-            ));
+            return Err(ApiError::invalid_param("repetition_penalty", format!("repetition_penalty must be greater than 0, got {p}")));
         }
     }
     Ok(())
@@ -246,29 +211,20 @@ fn check_prompt(prompt: &Prompt) -> Result<(), ApiError> {
         Prompt::Tokens(v) => v.is_empty(),
         Prompt::TokenBatches(b) => {
             if let Some(i) = b.iter().position(Vec::is_empty) {
-                return Err(ApiError::invalid_param(
-                    format!("prompt[{i}]"),
-                    format!("prompt[{i}] must not be an empty array of token ids"),
-                ));
+                return Err(ApiError::invalid_param(format!("prompt[{i}]"), format!("prompt[{i}] must not be an empty array of token ids")));
             }
             b.is_empty()
         }
     };
     if empty_array {
-        return Err(ApiError::invalid_param(
-            "prompt",
-            "prompt must not be an empty array",
-        ));
+        return Err(ApiError::invalid_param("prompt", "prompt must not be an empty array"));
     }
     Ok(())
 }
 
 fn check_min_tokens(param: &str, value: Option<u32>) -> Result<(), ApiError> {
     if value == Some(0) {
-        return Err(ApiError::invalid_param(
-            param,
-            format!("{param} must be at least 1, got 0"),
-        ));
+        return Err(ApiError::invalid_param(param, format!("{param} must be at least 1, got 0")));
     }
     Ok(())
 }
@@ -277,14 +233,9 @@ fn check_min_tokens(param: &str, value: Option<u32>) -> Result<(), ApiError> {
 /// value built in code might).
 fn check_f32(param: &str, value: Option<f32>, range: RangeInclusive<f32>) -> Result<(), ApiError> {
     match value {
-        Some(v) if !range.contains(&v) => Err(ApiError::invalid_param(
-            param,
-            format!(
-                "{param} must be between {} and {}, got {v}",
-                range.start(),
-                range.end()
-            ),
-        )),
+        Some(v) if !range.contains(&v) => {
+            Err(ApiError::invalid_param(param, format!("{param} must be between {} and {}, got {v}", range.start(), range.end())))
+        }
         _ => Ok(()),
     }
 }
@@ -293,14 +244,7 @@ fn check_u32(param: &str, value: u32, range: RangeInclusive<u32>) -> Result<(), 
     if range.contains(&value) {
         Ok(())
     } else {
-        Err(ApiError::invalid_param(
-            param,
-            format!(
-                "{param} must be between {} and {}, got {value}",
-                range.start(),
-                range.end()
-            ),
-        ))
+        Err(ApiError::invalid_param(param, format!("{param} must be between {} and {}, got {value}", range.start(), range.end())))
     }
 }
 
@@ -311,28 +255,17 @@ fn check_stop(stop: Option<&Stop>) -> Result<(), ApiError> {
         Some(Stop::Many(v)) => v.iter().map(String::as_str).collect(),
     };
     if list.len() > MAX_STOP {
-        return Err(ApiError::invalid_param(
-            "stop",
-            format!(
-                "stop may hold at most {MAX_STOP} sequences, got {}",
-                list.len()
-            ),
-        ));
+        return Err(ApiError::invalid_param("stop", format!("stop may hold at most {MAX_STOP} sequences, got {}", list.len())));
     }
     if list.iter().any(|s| s.is_empty()) {
-        return Err(ApiError::invalid_param(
-            "stop",
-            "stop sequences must not be empty",
-        ));
+        return Err(ApiError::invalid_param("stop", "stop sequences must not be empty"));
     }
     Ok(())
 }
 
 /// `logit_bias` as `(token id, bias)` sorted by id; shared by validation and the
 /// requests' `logit_bias_map`.
-pub(crate) fn parse_logit_bias(
-    bias: Option<&BTreeMap<String, f32>>,
-) -> Result<Vec<(u32, f32)>, ApiError> {
+pub(crate) fn parse_logit_bias(bias: Option<&BTreeMap<String, f32>>) -> Result<Vec<(u32, f32)>, ApiError> {
     let Some(bias) = bias else {
         return Ok(Vec::new());
     };
@@ -340,19 +273,13 @@ pub(crate) fn parse_logit_bias(
     for (key, &value) in bias {
         // `str::parse` would also take "+5"; a token id is digits only.
         let digits = !key.is_empty() && key.bytes().all(|b| b.is_ascii_digit());
-        let id: u32 = key.parse().ok().filter(|_| digits).ok_or_else(|| {
-            ApiError::invalid_param(
-                "logit_bias",
-                format!("logit_bias keys must be token ids (non-negative integers), got {key:?}"),
-            )
-        })?;
+        let id: u32 = key
+            .parse()
+            .ok()
+            .filter(|_| digits)
+            .ok_or_else(|| ApiError::invalid_param("logit_bias", format!("logit_bias keys must be token ids (non-negative integers), got {key:?}")))?;
         if !(-100.0..=100.0).contains(&value) {
-            return Err(ApiError::invalid_param(
-                "logit_bias",
-                format!(
-                    "logit_bias values must be between -100 and 100, got {value} for token {key}"
-                ),
-            ));
+            return Err(ApiError::invalid_param("logit_bias", format!("logit_bias values must be between -100 and 100, got {value} for token {key}")));
         }
         out.push((id, value));
     }

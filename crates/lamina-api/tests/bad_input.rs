@@ -33,29 +33,16 @@ fn assert_400(e: &ApiError, param: Option<&str>) {
 fn malformed_json() {
     let e = chat_err(br#"{"model": "m", "messages": [}"#);
     assert_400(&e, None);
-    assert!(
-        e.message
-            .starts_with("could not parse the JSON body of your request"),
-        "{}",
-        e.message
-    );
+    assert!(e.message.starts_with("could not parse the JSON body of your request"), "{}", e.message);
     assert!(e.message.contains("line 1 column 29"), "{}", e.message);
 }
 
 #[test]
 fn truncated_and_empty_and_trailing() {
-    for body in [
-        &br#"{"model": "m""#[..],
-        b"",
-        br#"{"model": "m", "messages": []} x"#,
-    ] {
+    for body in [&br#"{"model": "m""#[..], b"", br#"{"model": "m", "messages": []} x"#] {
         let e = chat_err(body);
         assert_400(&e, None);
-        assert!(
-            e.message.starts_with("could not parse the JSON body"),
-            "{}",
-            e.message
-        );
+        assert!(e.message.starts_with("could not parse the JSON body"), "{}", e.message);
         assert!(e.message.contains("line 1 column"), "{}", e.message);
     }
 }
@@ -80,41 +67,27 @@ fn invalid_utf8_reports_offset() {
 
 #[test]
 fn content_as_number_names_the_path() {
-    let e = chat_err(
-        br#"{"model": "m", "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": 3}]}"#,
-    );
+    let e = chat_err(br#"{"model": "m", "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": 3}]}"#);
     assert_400(&e, Some("messages[1].content"));
-    assert!(
-        e.message.starts_with(
-            "messages[1].content: invalid type: integer `3`, expected a string or an array of content parts"
-        ),
-        "{}",
-        e.message
-    );
+    assert!(e.message.starts_with("messages[1].content: invalid type: integer `3`, expected a string or an array of content parts"), "{}", e.message);
 }
 
 #[test]
 fn wrong_type_inside_a_content_part() {
-    let e = chat_err(
-        br#"{"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}"#,
-    );
+    let e = chat_err(br#"{"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}"#);
     assert_400(&e, Some("messages[0].content[0].text"));
 }
 
 #[test]
 fn unknown_content_part_type() {
-    let e = chat_err(
-        br#"{"model": "m", "messages": [{"role": "user", "content": [{"type": "video", "video": {}}]}]}"#,
-    );
+    let e = chat_err(br#"{"model": "m", "messages": [{"role": "user", "content": [{"type": "video", "video": {}}]}]}"#);
     assert_400(&e, Some("messages[0].content[0].type"));
     assert!(e.message.contains("`video`"), "{}", e.message);
 }
 
 #[test]
 fn text_part_without_text() {
-    let e = chat_err(
-        br#"{"model": "m", "messages": [{"role": "user", "content": [{"type": "text"}]}]}"#,
-    );
+    let e = chat_err(br#"{"model": "m", "messages": [{"role": "user", "content": [{"type": "text"}]}]}"#);
     assert_400(&e, Some("messages[0].content[0]"));
     assert!(e.message.contains("needs a `text` field"), "{}", e.message);
 }
@@ -123,23 +96,14 @@ fn text_part_without_text() {
 fn temperature_as_string() {
     let e = chat_err(chat_with(r#""temperature": "hot""#).as_bytes());
     assert_400(&e, Some("temperature"));
-    assert!(
-        e.message.contains("invalid type: string \"hot\""),
-        "{}",
-        e.message
-    );
+    assert!(e.message.contains("invalid type: string \"hot\""), "{}", e.message);
 }
 
 #[test]
 fn stop_as_object() {
     let e = chat_err(chat_with(r#""stop": {"a": 1}"#).as_bytes());
     assert_400(&e, Some("stop"));
-    assert!(
-        e.message
-            .contains("expected a string or an array of strings"),
-        "{}",
-        e.message
-    );
+    assert!(e.message.contains("expected a string or an array of strings"), "{}", e.message);
 }
 
 #[test]
@@ -165,18 +129,10 @@ fn unknown_role_is_named() {
 fn missing_fields_are_named() {
     let e = chat_err(br#"{"model": "m"}"#);
     assert_400(&e, Some("messages"));
-    assert!(
-        e.message.contains("missing field `messages`"),
-        "{}",
-        e.message
-    );
+    assert!(e.message.contains("missing field `messages`"), "{}", e.message);
     let e = chat_err(br#"{"model": "m", "messages": [{"content": "hi"}]}"#);
     assert_400(&e, Some("messages[0].role"));
-    assert!(
-        e.message.starts_with("messages[0]: missing field `role`"),
-        "{}",
-        e.message
-    );
+    assert!(e.message.starts_with("messages[0]: missing field `role`"), "{}", e.message);
 }
 
 #[test]
@@ -184,21 +140,13 @@ fn body_not_an_object() {
     for body in [&b"\"hello\""[..], b"42", b"null"] {
         let e = chat_err(body);
         assert_400(&e, None);
-        assert!(
-            e.message
-                .contains("expected a chat completion request object"),
-            "{}",
-            e.message
-        );
+        assert!(e.message.contains("expected a chat completion request object"), "{}", e.message);
     }
 }
 
 #[test]
 fn empty_messages() {
-    assert_400(
-        &chat_err(br#"{"model": "m", "messages": []}"#),
-        Some("messages"),
-    );
+    assert_400(&chat_err(br#"{"model": "m", "messages": []}"#), Some("messages"));
 }
 
 #[test]
@@ -217,9 +165,7 @@ fn user_message_without_content() {
 
 #[test]
 fn assistant_without_content_or_tool_calls() {
-    let e = chat_err(
-        br#"{"model": "m", "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": []}]}"#,
-    );
+    let e = chat_err(br#"{"model": "m", "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": []}]}"#);
     assert_400(&e, Some("messages[1].content"));
 }
 
@@ -231,9 +177,7 @@ fn empty_content_array() {
 
 #[test]
 fn tool_message_without_tool_call_id() {
-    let e = chat_err(
-        br#"{"model": "m", "messages": [{"role": "user", "content": "x"}, {"role": "tool", "content": "42"}]}"#,
-    );
+    let e = chat_err(br#"{"model": "m", "messages": [{"role": "user", "content": "x"}, {"role": "tool", "content": "42"}]}"#);
     assert_400(&e, Some("messages[1].tool_call_id"));
 }
 
@@ -282,11 +226,7 @@ fn out_of_range_values() {
 
 #[test]
 fn negative_integers_where_unsigned_expected() {
-    for (extra, param) in [
-        (r#""max_tokens": -1"#, "max_tokens"),
-        (r#""n": -1"#, "n"),
-        (r#""top_logprobs": -1"#, "top_logprobs"),
-    ] {
+    for (extra, param) in [(r#""max_tokens": -1"#, "max_tokens"), (r#""n": -1"#, "n"), (r#""top_logprobs": -1"#, "top_logprobs")] {
         assert_400(&chat_err(chat_with(extra).as_bytes()), Some(param));
     }
 }
@@ -319,11 +259,7 @@ fn logit_bias_bad_key_and_value() {
 fn token_limit_names_disagree() {
     let e = chat_err(chat_with(r#""max_tokens": 10, "max_completion_tokens": 20"#).as_bytes());
     assert_400(&e, Some("max_completion_tokens"));
-    assert!(
-        e.message.contains("10") && e.message.contains("20"),
-        "{}",
-        e.message
-    );
+    assert!(e.message.contains("10") && e.message.contains("20"), "{}", e.message);
 }
 
 #[test]
@@ -360,41 +296,17 @@ fn non_finite_values_built_in_code_are_refused() {
 #[test]
 fn completion_out_of_range_and_unsupported() {
     for (body, param) in [
-        (
-            r#"{"model": "m", "prompt": "x", "logprobs": 6}"#,
-            "logprobs",
-        ),
-        (
-            r#"{"model": "m", "prompt": "x", "temperature": 3}"#,
-            "temperature",
-        ),
+        (r#"{"model": "m", "prompt": "x", "logprobs": 6}"#, "logprobs"),
+        (r#"{"model": "m", "prompt": "x", "temperature": 3}"#, "temperature"),
         (r#"{"model": "m", "prompt": "x", "best_of": 2}"#, "best_of"),
-        (
-            r#"{"model": "m", "prompt": "x", "n": 2, "best_of": 3}"#,
-            "best_of",
-        ),
-        (
-            r#"{"model": "m", "prompt": "x", "suffix": "tail"}"#,
-            "suffix",
-        ),
-        (
-            r#"{"model": "m", "prompt": "x", "max_tokens": 0}"#,
-            "max_tokens",
-        ),
+        (r#"{"model": "m", "prompt": "x", "n": 2, "best_of": 3}"#, "best_of"),
+        (r#"{"model": "m", "prompt": "x", "suffix": "tail"}"#, "suffix"),
+        (r#"{"model": "m", "prompt": "x", "max_tokens": 0}"#, "max_tokens"),
         (r#"{"model": "m", "prompt": []}"#, "prompt"),
         (r#"{"model": "m", "prompt": [[1, 2], []]}"#, "prompt[1]"),
-        (
-            r#"{"model": "m", "prompt": "x", "stop": ["1","2","3","4","5"]}"#,
-            "stop",
-        ),
-        (
-            r#"{"model": "m", "prompt": "x", "logit_bias": {"x": 1}}"#,
-            "logit_bias",
-        ),
-        (
-            r#"{"model": "m", "prompt": "x", "stream_options": {"include_usage": true}}"#,
-            "stream_options",
-        ),
+        (r#"{"model": "m", "prompt": "x", "stop": ["1","2","3","4","5"]}"#, "stop"),
+        (r#"{"model": "m", "prompt": "x", "logit_bias": {"x": 1}}"#, "logit_bias"),
+        (r#"{"model": "m", "prompt": "x", "stream_options": {"include_usage": true}}"#, "stream_options"),
     ] {
         let e = completion_err(body);
         assert_400(&e, Some(param));
@@ -404,11 +316,7 @@ fn completion_out_of_range_and_unsupported() {
 #[test]
 fn completion_suffix_message_is_clear() {
     let e = completion_err(r#"{"model": "m", "prompt": "x", "suffix": "tail"}"#);
-    assert!(
-        e.message.contains("suffix is not supported"),
-        "{}",
-        e.message
-    );
+    assert!(e.message.contains("suffix is not supported"), "{}", e.message);
 }
 
 #[test]
@@ -427,9 +335,5 @@ fn completion_prompt_shapes_that_do_not_parse() {
         assert_400(&e, Some(param));
     }
     let e = completion_err(r#"{"model": "m", "prompt": ["a", 1]}"#);
-    assert!(
-        e.message.contains("only strings, only token ids"),
-        "{}",
-        e.message
-    );
+    assert!(e.message.contains("only strings, only token ids"), "{}", e.message);
 }

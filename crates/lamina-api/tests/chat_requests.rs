@@ -1,10 +1,7 @@
 //! Chat requests written by hand after the examples of the OpenAI API reference
 //! ("Create chat completion"), parsed and validated.
 
-use lamina_api::{
-    parse_json, text_of, ChatCompletionRequest, ContentPart, MessageContent, Role, Seed, Stop,
-    ToolType,
-};
+use lamina_api::{parse_json, text_of, ChatCompletionRequest, ContentPart, MessageContent, Role, Seed, Stop, ToolType};
 
 fn parse(body: &str) -> ChatCompletionRequest {
     let req: ChatCompletionRequest = parse_json(body.as_bytes()).expect("parses");
@@ -26,10 +23,7 @@ fn default_example_developer_and_user() {
     assert_eq!(req.model, "gpt-4o");
     assert_eq!(req.messages.len(), 2);
     assert_eq!(req.messages[0].role, Role::Developer);
-    assert_eq!(
-        req.messages[0].content,
-        Some(MessageContent::Text("You are a helpful assistant.".into()))
-    );
+    assert_eq!(req.messages[0].content, Some(MessageContent::Text("You are a helpful assistant.".into())));
     assert_eq!(req.messages[1].role, Role::User);
     assert_eq!(text_of(&req.messages[1]), "Hello!");
     assert_eq!(req.max_tokens(), None);
@@ -55,10 +49,7 @@ fn system_role_and_streaming_with_usage() {
     );
     assert_eq!(req.messages[0].role, Role::System);
     assert_eq!(req.stream, Some(true));
-    assert_eq!(
-        req.stream_options.as_ref().unwrap().include_usage,
-        Some(true)
-    );
+    assert_eq!(req.stream_options.as_ref().unwrap().include_usage, Some(true));
     assert!(req.is_stream());
     assert!(req.include_usage());
 }
@@ -82,12 +73,7 @@ fn image_input_example_parses_but_is_unsupported() {
     let Some(MessageContent::Parts(parts)) = &req.messages[0].content else {
         panic!("expected parts");
     };
-    assert_eq!(
-        parts[0],
-        ContentPart::Text {
-            text: "What is in this image?".into()
-        }
-    );
+    assert_eq!(parts[0], ContentPart::Text { text: "What is in this image?".into() });
     match &parts[1] {
         ContentPart::ImageUrl { image_url } => {
             assert_eq!(image_url.url, "https://example.com/boardwalk.jpg");
@@ -107,27 +93,15 @@ fn image_input_example_parses_but_is_unsupported() {
 #[test]
 fn audio_and_file_parts_are_named_as_unsupported() {
     for (part, name) in [
-        (
-            r#"{"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}"#,
-            "input_audio",
-        ),
-        (
-            r#"{"type": "file", "file": {"file_id": "file-abc", "filename": "a.pdf"}}"#,
-            "file",
-        ),
+        (r#"{"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}"#, "input_audio"),
+        (r#"{"type": "file", "file": {"file_id": "file-abc", "filename": "a.pdf"}}"#, "file"),
     ] {
-        let body = format!(
-            r#"{{"model": "m", "messages": [{{"role": "user", "content": [{{"type": "text", "text": "hi"}}, {part}]}}]}}"#
-        );
+        let body = format!(r#"{{"model": "m", "messages": [{{"role": "user", "content": [{{"type": "text", "text": "hi"}}, {part}]}}]}}"#);
         let req: ChatCompletionRequest = parse_json(body.as_bytes()).unwrap();
         let err = req.validate().unwrap_err();
         assert_eq!(err.status, 400);
         assert_eq!(err.param.as_deref(), Some("messages[0].content[1]"));
-        assert!(
-            err.message.contains(&format!("`{name}`")),
-            "{}",
-            err.message
-        );
+        assert!(err.message.contains(&format!("`{name}`")), "{}", err.message);
     }
 }
 
@@ -156,10 +130,7 @@ fn logit_bias_keys_are_token_ids() {
         r#"{"model": "m", "messages": [{"role": "user", "content": "x"}],
             "logit_bias": {"50256": -100, "1003": 2.5, "7": 100}}"#,
     );
-    assert_eq!(
-        req.logit_bias_map().unwrap(),
-        vec![(7, 100.0), (1003, 2.5), (50256, -100.0)]
-    );
+    assert_eq!(req.logit_bias_map().unwrap(), vec![(7, 100.0), (1003, 2.5), (50256, -100.0)]);
 }
 
 #[test]
@@ -200,10 +171,7 @@ fn tool_calling_conversation() {
     assert_eq!(req.messages[3].content, None);
     assert_eq!(req.tool_choice, Some(serde_json::json!("auto")));
     assert_eq!(req.parallel_tool_calls, Some(serde_json::json!(false)));
-    assert_eq!(
-        req.tools.as_ref().unwrap()[0]["function"]["name"],
-        serde_json::json!("get_current_weather")
-    );
+    assert_eq!(req.tools.as_ref().unwrap()[0]["function"]["name"], serde_json::json!("get_current_weather"));
 }
 
 #[test]
@@ -237,10 +205,7 @@ fn every_field() {
     assert_eq!(req.temperature, Some(0.7));
     assert_eq!(req.top_p, Some(0.9));
     assert_eq!(req.n(), 2);
-    assert_eq!(
-        req.stop,
-        Some(Stop::Many(vec!["\n\n".into(), "END".into()]))
-    );
+    assert_eq!(req.stop, Some(Stop::Many(vec!["\n\n".into(), "END".into()])));
     assert_eq!(req.stop_list(), vec!["\n\n".to_string(), "END".to_string()]);
     assert_eq!(req.seed, Some(Seed::from(-5i64)));
     assert_eq!(req.seed.unwrap().as_u64(), u64::MAX - 4);
@@ -249,10 +214,7 @@ fn every_field() {
     assert_eq!(req.top_logprobs, Some(20));
     assert_eq!(req.user.as_deref(), Some("user-1234"));
     assert!(!req.is_stream());
-    assert_eq!(
-        req.response_format,
-        Some(serde_json::json!({"type": "json_object"}))
-    );
+    assert_eq!(req.response_format, Some(serde_json::json!({"type": "json_object"})));
     assert_eq!(req.top_k(), Some(40));
     assert_eq!(req.min_p, Some(0.05));
     assert_eq!(req.repetition_penalty, Some(1.1));
@@ -312,9 +274,7 @@ fn unknown_fields_are_ignored() {
 #[test]
 fn top_k_zero_or_minus_one_disables() {
     for k in [0, -1] {
-        let body = format!(
-            r#"{{"model": "m", "messages": [{{"role": "user", "content": "x"}}], "top_k": {k}}}"#
-        );
+        let body = format!(r#"{{"model": "m", "messages": [{{"role": "user", "content": "x"}}], "top_k": {k}}}"#);
         let req = parse(&body);
         assert_eq!(req.top_k, Some(k));
         assert_eq!(req.top_k(), None);
@@ -339,9 +299,7 @@ fn boundary_values_are_accepted() {
         r#""min_p": 1"#,
         r#""stream_options": {"include_usage": false}, "stream": true"#,
     ] {
-        let body = format!(
-            r#"{{"model": "m", "messages": [{{"role": "user", "content": "x"}}], {extra}}}"#
-        );
+        let body = format!(r#"{{"model": "m", "messages": [{{"role": "user", "content": "x"}}], {extra}}}"#);
         let req: ChatCompletionRequest = parse_json(body.as_bytes()).unwrap();
         req.validate().unwrap_or_else(|e| panic!("{extra}: {e}"));
     }
@@ -350,10 +308,7 @@ fn boundary_values_are_accepted() {
 #[test]
 fn serialises_back_without_absent_fields() {
     let req = parse(r#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 1}"#);
-    assert_eq!(
-        serde_json::to_value(&req).unwrap(),
-        serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 1})
-    );
+    assert_eq!(serde_json::to_value(&req).unwrap(), serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "n": 1}));
 }
 
 #[test]

@@ -1,9 +1,7 @@
 //! Legacy completion requests written by hand after the OpenAI API reference
 //! ("Completions" → "Create completion"), in each of the four prompt shapes.
 
-use lamina_api::{
-    parse_json, CompletionRequest, Prompt, PromptItem, Seed, Stop, DEFAULT_MAX_TOKENS,
-};
+use lamina_api::{parse_json, CompletionRequest, Prompt, PromptItem, Seed, Stop, DEFAULT_MAX_TOKENS};
 
 fn parse(body: &str) -> CompletionRequest {
     let req: CompletionRequest = parse_json(body.as_bytes()).expect("parses");
@@ -21,10 +19,7 @@ fn reference_example() {
     assert_eq!(req.prompt, Prompt::Text("Say this is a test".into()));
     assert_eq!(req.max_tokens(), 7);
     assert_eq!(req.temperature, Some(0.0));
-    assert_eq!(
-        req.prompt.items(),
-        vec![PromptItem::Text("Say this is a test")]
-    );
+    assert_eq!(req.prompt.items(), vec![PromptItem::Text("Say this is a test")]);
 }
 
 #[test]
@@ -40,24 +35,15 @@ fn max_tokens_defaults_to_16() {
 fn prompt_shapes() {
     let req = parse(r#"{"model": "m", "prompt": ["a", "b"]}"#);
     assert_eq!(req.prompt, Prompt::Texts(vec!["a".into(), "b".into()]));
-    assert_eq!(
-        req.prompt.items(),
-        vec![PromptItem::Text("a"), PromptItem::Text("b")]
-    );
+    assert_eq!(req.prompt.items(), vec![PromptItem::Text("a"), PromptItem::Text("b")]);
 
     let req = parse(r#"{"model": "m", "prompt": [1212, 318, 257]}"#);
     assert_eq!(req.prompt, Prompt::Tokens(vec![1212, 318, 257]));
-    assert_eq!(
-        req.prompt.items(),
-        vec![PromptItem::Tokens(&[1212, 318, 257])]
-    );
+    assert_eq!(req.prompt.items(), vec![PromptItem::Tokens(&[1212, 318, 257])]);
 
     let req = parse(r#"{"model": "m", "prompt": [[1, 2], [3]]}"#);
     assert_eq!(req.prompt, Prompt::TokenBatches(vec![vec![1, 2], vec![3]]));
-    assert_eq!(
-        req.prompt.items(),
-        vec![PromptItem::Tokens(&[1, 2]), PromptItem::Tokens(&[3])]
-    );
+    assert_eq!(req.prompt.items(), vec![PromptItem::Tokens(&[1, 2]), PromptItem::Tokens(&[3])]);
 
     // An empty string is a valid prompt (generate from the start of text).
     let req = parse(r#"{"model": "m", "prompt": ""}"#);
@@ -114,8 +100,7 @@ fn empty_suffix_and_best_of_one_are_accepted() {
 
 #[test]
 fn zero_max_tokens_with_echo_scores_the_prompt() {
-    let req =
-        parse(r#"{"model": "m", "prompt": "x", "max_tokens": 0, "echo": true, "logprobs": 1}"#);
+    let req = parse(r#"{"model": "m", "prompt": "x", "max_tokens": 0, "echo": true, "logprobs": 1}"#);
     assert_eq!(req.max_tokens(), 0);
 }
 

@@ -4,10 +4,9 @@
 
 use lamina_api::chat::{ChatChunkChoice, ChatDelta};
 use lamina_api::{
-    ChatChoice, ChatCompletion, ChatCompletionChunk, ChatLogprobs, Completion, CompletionChoice,
-    CompletionChunk, CompletionChunkChoice, CompletionLogprobs, FinishReason, FunctionCall,
-    FunctionCallDelta, ModelList, ModelObject, ResponseMessage, Role, TokenLogprob, ToolCall,
-    ToolCallDelta, ToolType, TopLogprob, Usage,
+    ChatChoice, ChatCompletion, ChatCompletionChunk, ChatLogprobs, Completion, CompletionChoice, CompletionChunk, CompletionChunkChoice, CompletionLogprobs,
+    FinishReason, FunctionCall, FunctionCallDelta, ModelList, ModelObject, ResponseMessage, Role, TokenLogprob, ToolCall, ToolCallDelta, ToolType, TopLogprob,
+    Usage,
 };
 use serde_json::{json, Value};
 
@@ -100,10 +99,7 @@ fn chat_completion_with_tool_calls() {
                 tool_calls: Some(vec![ToolCall {
                     id: "call_abc123".into(),
                     kind: ToolType::Function,
-                    function: FunctionCall {
-                        name: "get_current_weather".into(),
-                        arguments: "{\n\"location\": \"Boston, MA\"\n}".into(),
-                    },
+                    function: FunctionCall { name: "get_current_weather".into(), arguments: "{\n\"location\": \"Boston, MA\"\n}".into() },
                 }]),
             },
             logprobs: None,
@@ -143,16 +139,8 @@ fn chat_completion_with_logprobs() {
                 logprob: -0.5,
                 bytes: Some(vec![72, 101, 108, 108, 111]),
                 top_logprobs: vec![
-                    TopLogprob {
-                        token: "Hello".into(),
-                        logprob: -0.5,
-                        bytes: Some(vec![72, 101, 108, 108, 111]),
-                    },
-                    TopLogprob {
-                        token: "Hi".into(),
-                        logprob: -1.25,
-                        bytes: Some(vec![72, 105]),
-                    },
+                    TopLogprob { token: "Hello".into(), logprob: -0.5, bytes: Some(vec![72, 101, 108, 108, 111]) },
+                    TopLogprob { token: "Hi".into(), logprob: -1.25, bytes: Some(vec![72, 105]) },
                 ],
             }]),
             refusal: None,
@@ -176,34 +164,13 @@ fn chat_completion_with_logprobs() {
 
 #[test]
 fn finish_reasons_are_snake_case() {
-    let names: Vec<Value> = [
-        FinishReason::Stop,
-        FinishReason::Length,
-        FinishReason::ToolCalls,
-        FinishReason::ContentFilter,
-    ]
-    .iter()
-    .map(value)
-    .collect();
-    assert_eq!(
-        names,
-        vec![
-            json!("stop"),
-            json!("length"),
-            json!("tool_calls"),
-            json!("content_filter")
-        ]
-    );
+    let names: Vec<Value> = [FinishReason::Stop, FinishReason::Length, FinishReason::ToolCalls, FinishReason::ContentFilter].iter().map(value).collect();
+    assert_eq!(names, vec![json!("stop"), json!("length"), json!("tool_calls"), json!("content_filter")]);
 }
 
 #[test]
 fn chat_stream_chunks() {
-    let first = ChatCompletionChunk::new(
-        "chatcmpl-123",
-        1694268190,
-        "gpt-4o-mini",
-        vec![ChatChunkChoice::new(0, ChatDelta::start())],
-    );
+    let first = ChatCompletionChunk::new("chatcmpl-123", 1694268190, "gpt-4o-mini", vec![ChatChunkChoice::new(0, ChatDelta::start())]);
     assert_eq!(
         value(&first),
         json!({
@@ -214,33 +181,16 @@ fn chat_stream_chunks() {
           "usage": null
         })
     );
-    let middle = ChatCompletionChunk::new(
-        "chatcmpl-123",
-        1694268190,
-        "gpt-4o-mini",
-        vec![ChatChunkChoice::new(0, ChatDelta::content("Hello"))],
-    );
-    assert_eq!(
-        value(&middle)["choices"],
-        json!([{"index": 0, "delta": {"content": "Hello"}, "logprobs": null, "finish_reason": null}])
-    );
-    let last = ChatCompletionChunk::new(
-        "chatcmpl-123",
-        1694268190,
-        "gpt-4o-mini",
-        vec![ChatChunkChoice::finished(0, FinishReason::Length)],
-    );
-    assert_eq!(
-        value(&last)["choices"],
-        json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": "length"}])
-    );
+    let middle = ChatCompletionChunk::new("chatcmpl-123", 1694268190, "gpt-4o-mini", vec![ChatChunkChoice::new(0, ChatDelta::content("Hello"))]);
+    assert_eq!(value(&middle)["choices"], json!([{"index": 0, "delta": {"content": "Hello"}, "logprobs": null, "finish_reason": null}]));
+    let last = ChatCompletionChunk::new("chatcmpl-123", 1694268190, "gpt-4o-mini", vec![ChatChunkChoice::finished(0, FinishReason::Length)]);
+    assert_eq!(value(&last)["choices"], json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": "length"}]));
     assert_eq!(value(&last)["usage"], Value::Null);
 }
 
 #[test]
 fn chat_usage_chunk_has_empty_choices() {
-    let chunk =
-        ChatCompletionChunk::usage("chatcmpl-123", 1694268190, "gpt-4o-mini", usage_9_12_21());
+    let chunk = ChatCompletionChunk::usage("chatcmpl-123", 1694268190, "gpt-4o-mini", usage_9_12_21());
     assert_eq!(
         value(&chunk),
         json!({
@@ -260,20 +210,9 @@ fn chat_tool_call_deltas() {
                 index: 0,
                 id: Some("call_1".into()),
                 kind: Some(ToolType::Function),
-                function: Some(FunctionCallDelta {
-                    name: Some("f".into()),
-                    arguments: Some(String::new()),
-                }),
+                function: Some(FunctionCallDelta { name: Some("f".into()), arguments: Some(String::new()) }),
             },
-            ToolCallDelta {
-                index: 0,
-                id: None,
-                kind: None,
-                function: Some(FunctionCallDelta {
-                    name: None,
-                    arguments: Some("{\"a\"".into()),
-                }),
-            },
+            ToolCallDelta { index: 0, id: None, kind: None, function: Some(FunctionCallDelta { name: None, arguments: Some("{\"a\"".into()) }) },
         ]),
         ..ChatDelta::default()
     };
@@ -311,10 +250,7 @@ fn openai_responses_parse_back() {
         }"#,
     )
     .unwrap();
-    assert_eq!(
-        c.choices[0].message.content.as_deref(),
-        Some("Hello! How can I assist you today?")
-    );
+    assert_eq!(c.choices[0].message.content.as_deref(), Some("Hello! How can I assist you today?"));
     assert_eq!(c.choices[0].finish_reason, FinishReason::Stop);
     assert_eq!(c.usage.total_tokens, 29);
     assert_eq!(c.system_fingerprint, None);
@@ -339,12 +275,7 @@ fn legacy_completion() {
         "cmpl-uqkvlQyYK7bGYrRHQ0eXlWi7",
         1589478378,
         "gpt-3.5-turbo-instruct",
-        vec![CompletionChoice {
-            text: "\n\nThis is indeed a test".into(),
-            index: 0,
-            logprobs: None,
-            finish_reason: FinishReason::Length,
-        }],
+        vec![CompletionChoice { text: "\n\nThis is indeed a test".into(), index: 0, logprobs: None, finish_reason: FinishReason::Length }],
         Usage::new(5, 7, 0),
     );
     assert_eq!(
@@ -369,10 +300,7 @@ fn legacy_logprobs_with_echo() {
     let lp = CompletionLogprobs {
         tokens: vec!["Hello".into(), " world".into()],
         token_logprobs: vec![None, Some(-2.5)],
-        top_logprobs: vec![
-            None,
-            Some([(" world".to_string(), -2.5), (" there".to_string(), -0.75)].into()),
-        ],
+        top_logprobs: vec![None, Some([(" world".to_string(), -2.5), (" there".to_string(), -0.75)].into())],
         text_offset: vec![0, 5],
     };
     assert_eq!(
@@ -388,17 +316,8 @@ fn legacy_logprobs_with_echo() {
 
 #[test]
 fn legacy_stream_chunks() {
-    let chunk = CompletionChunk::new(
-        "cmpl-1",
-        1700000000,
-        "m",
-        vec![CompletionChunkChoice {
-            text: " a".into(),
-            index: 0,
-            logprobs: None,
-            finish_reason: None,
-        }],
-    );
+    let chunk =
+        CompletionChunk::new("cmpl-1", 1700000000, "m", vec![CompletionChunkChoice { text: " a".into(), index: 0, logprobs: None, finish_reason: None }]);
     assert_eq!(
         value(&chunk),
         json!({
@@ -416,10 +335,7 @@ fn legacy_stream_chunks() {
 
 #[test]
 fn model_list() {
-    let list = ModelList::new(vec![
-        ModelObject::new("lamina-8b-q4", 1686935002, "lamina"),
-        ModelObject::new("tiny", 0, "user"),
-    ]);
+    let list = ModelList::new(vec![ModelObject::new("lamina-8b-q4", 1686935002, "lamina"), ModelObject::new("tiny", 0, "user")]);
     assert_eq!(
         value(&list),
         json!({

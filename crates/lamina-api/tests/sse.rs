@@ -6,25 +6,15 @@ use lamina_api::{ChatCompletionChunk, FinishReason};
 use serde_json::json;
 
 fn ev(event: Option<&str>, data: &str, id: Option<&str>) -> SseEvent {
-    SseEvent {
-        event: event.map(str::to_owned),
-        data: data.to_owned(),
-        id: id.map(str::to_owned),
-    }
+    SseEvent { event: event.map(str::to_owned), data: data.to_owned(), id: id.map(str::to_owned) }
 }
 
 #[test]
 fn encodes_data_events_and_done() {
-    assert_eq!(
-        sse::data(&json!({"a": 1, "b": "x\ny"})),
-        "data: {\"a\":1,\"b\":\"x\\ny\"}\n\n"
-    );
+    assert_eq!(sse::data(&json!({"a": 1, "b": "x\ny"})), "data: {\"a\":1,\"b\":\"x\\ny\"}\n\n");
     assert_eq!(DONE, "data: [DONE]\n\n");
     assert_eq!(KEEP_ALIVE, ": keep-alive\n\n");
-    assert_eq!(
-        sse::event(Some("error"), "a\nb"),
-        "event: error\ndata: a\ndata: b\n\n"
-    );
+    assert_eq!(sse::event(Some("error"), "a\nb"), "event: error\ndata: a\ndata: b\n\n");
     assert_eq!(sse::event(None, ""), "data: \n\n");
 }
 
@@ -117,21 +107,13 @@ fn cr_then_lf_in_the_next_chunk_is_one_line_end() {
 #[test]
 fn invalid_utf8_is_replaced() {
     let mut d = SseDecoder::new();
-    assert_eq!(
-        d.feed(b"data: a\xffb\n\n"),
-        vec![ev(None, "a\u{fffd}b", None)]
-    );
+    assert_eq!(d.feed(b"data: a\xffb\n\n"), vec![ev(None, "a\u{fffd}b", None)]);
 }
 
 #[test]
 fn round_trips_a_server_stream() {
     let mut wire = String::new();
-    let chunk = ChatCompletionChunk::new(
-        "chatcmpl-1",
-        1,
-        "m",
-        vec![lamina_api::ChatChunkChoice::finished(0, FinishReason::Stop)],
-    );
+    let chunk = ChatCompletionChunk::new("chatcmpl-1", 1, "m", vec![lamina_api::ChatChunkChoice::finished(0, FinishReason::Stop)]);
     wire.push_str(&sse::data(&chunk));
     wire.push_str(KEEP_ALIVE);
     wire.push_str(DONE);

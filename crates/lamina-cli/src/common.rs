@@ -65,9 +65,7 @@ impl ModelArgs {
         let trained = model.config.context_length;
         match self.ctx {
             Some(c) if c > trained => {
-                warn_once(&format!(
-                    "warning: --ctx {c} is more than the {trained} tokens the model was trained for; using {trained}"
-                ));
+                warn_once(&format!("warning: --ctx {c} is more than the {trained} tokens the model was trained for; using {trained}"));
                 trained
             }
             Some(c) => c,
@@ -151,9 +149,7 @@ pub fn engine(model: Arc<Model>, tok: Arc<Tokenizer>, args: &ModelArgs, sequence
 
 /// ` | LABEL 12.3 tok/s`, or nothing when no time was measured for it.
 pub fn rate(label: &str, tok_s: Option<f64>) -> String {
-    tok_s
-        .map(|r| format!(" | {label} {r:.1} tok/s"))
-        .unwrap_or_default()
+    tok_s.map(|r| format!(" | {label} {r:.1} tok/s")).unwrap_or_default()
 }
 
 /// Peak resident memory of this process, in bytes (Linux `VmHWM`).

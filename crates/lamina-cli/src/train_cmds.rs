@@ -118,10 +118,49 @@ macro_rules! config_overrides {
 }
 
 config_overrides!(
-    data, tokenizer, cache, token_dtype, out_dir, arch, n_layer, n_head, n_kv_head, n_embd, ffn_dim, block_size,
-    vocab_size, tied_embeddings, qkv_bias, rope_theta, norm_eps, dtype, engine, batch_size, grad_accum, max_iters, stop_at, lr,
-    min_lr, warmup_iters, lr_decay_iters, beta1, beta2, eps, weight_decay, grad_clip, seed, threads, log_interval,
-    eval_interval, eval_iters, checkpoint_interval, keep_last, sample_tokens, temperature, sample_prompt, progress,
+    data,
+    tokenizer,
+    cache,
+    token_dtype,
+    out_dir,
+    arch,
+    n_layer,
+    n_head,
+    n_kv_head,
+    n_embd,
+    ffn_dim,
+    block_size,
+    vocab_size,
+    tied_embeddings,
+    qkv_bias,
+    rope_theta,
+    norm_eps,
+    dtype,
+    engine,
+    batch_size,
+    grad_accum,
+    max_iters,
+    stop_at,
+    lr,
+    min_lr,
+    warmup_iters,
+    lr_decay_iters,
+    beta1,
+    beta2,
+    eps,
+    weight_decay,
+    grad_clip,
+    seed,
+    threads,
+    log_interval,
+    eval_interval,
+    eval_iters,
+    checkpoint_interval,
+    keep_last,
+    sample_tokens,
+    temperature,
+    sample_prompt,
+    progress,
 );
 
 /// `lamina pretrain`
@@ -226,9 +265,7 @@ pub struct ExportArgs {
 pub fn run_export(args: ExportArgs) -> Result<()> {
     let format: ExportFormat = args.format.parse()?;
     let quant: Quant = args.quant.parse()?;
-    let out = lamina_train::export(&args.ckpt, &args.out, format, quant, &mut |m| {
-        eprintln!("{m}")
-    })?;
+    let out = lamina_train::export(&args.ckpt, &args.out, format, quant, &mut |m| eprintln!("{m}"))?;
     eprintln!("exported {}", out.display());
     Ok(())
 }

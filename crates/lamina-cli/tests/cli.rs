@@ -119,7 +119,8 @@ fn info_describes_the_model() {
     let out = lamina().args(["info"]).output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    for want in ["architecture:     llama", "layers:           30", "Q4_1 ×210", "vocabulary size:  49152", "chat template:    yes", "context length:   8192"] {
+    for want in ["architecture:     llama", "layers:           30", "Q4_1 ×210", "vocabulary size:  49152", "chat template:    yes", "context length:   8192"]
+    {
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
 }
@@ -310,11 +311,7 @@ fn pretrain_generate_export_run(arch: &str) {
 // ---------------------------------------------------------------------------------------
 
 fn shakespeare_corpus(dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(format!(
-        "{}/../../../shared/datasets/tinyshakespeare.txt",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
+    let text = std::fs::read_to_string(format!("{}/../../../shared/datasets/tinyshakespeare.txt", env!("CARGO_MANIFEST_DIR"))).unwrap();
     write_copy(dir, "corpus.txt", &text.as_bytes()[..20_000])
 }
 
@@ -336,15 +333,7 @@ fn tiny_pretrain(data: &Path, out_dir: &str, extra: &[&str]) -> Command {
         ("--progress", "false"),
     ];
     let mut cmd = lamina();
-    cmd.args([
-        "pretrain",
-        "--data",
-        data.to_str().unwrap(),
-        "--out-dir",
-        out_dir,
-        "--tokenizer",
-        "char",
-    ]);
+    cmd.args(["pretrain", "--data", data.to_str().unwrap(), "--out-dir", out_dir, "--tokenizer", "char"]);
     for (flag, value) in base.iter().filter(|(f, _)| !extra.contains(f)) {
         cmd.args([flag, value]);
     }
@@ -353,11 +342,7 @@ fn tiny_pretrain(data: &Path, out_dir: &str, extra: &[&str]) -> Command {
 }
 
 fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     out
 }
 
@@ -371,10 +356,7 @@ fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
             if p.is_dir() {
                 stack.push(p);
             } else {
-                out.insert(
-                    p.strip_prefix(dir).unwrap().to_path_buf(),
-                    std::fs::read(&p).unwrap(),
-                );
+                out.insert(p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap());
             }
         }
     }
@@ -395,10 +377,7 @@ fn copy_tree(src: &Path, dst: &Path) {
 }
 
 fn latest(run: &Path) -> String {
-    std::fs::read_to_string(run.join("latest"))
-        .unwrap()
-        .trim()
-        .to_string()
+    std::fs::read_to_string(run.join("latest")).unwrap().trim().to_string()
 }
 
 /// Item 1: a copy of a run folder resumes into itself, never into the folder its stored
@@ -409,84 +388,32 @@ fn resume_writes_where_it_was_resumed_from() {
     let data = shakespeare_corpus(dir.path());
     let orig = dir.path().join("orig");
     let backup = dir.path().join("backup");
-    ok(
-        tiny_pretrain(&data, orig.to_str().unwrap(), &["--max-iters", "10"])
-            .output()
-            .unwrap(),
-    );
+    ok(tiny_pretrain(&data, orig.to_str().unwrap(), &["--max-iters", "10"]).output().unwrap());
     copy_tree(&orig, &backup);
-    ok(lamina()
-        .args([
-            "pretrain",
-            "--resume",
-            orig.to_str().unwrap(),
-            "--max-iters",
-            "20",
-        ])
-        .output()
-        .unwrap());
+    ok(lamina().args(["pretrain", "--resume", orig.to_str().unwrap(), "--max-iters", "20"]).output().unwrap());
     assert_eq!(latest(&orig), "step-000020");
     let before = snapshot(&orig);
-    ok(lamina()
-        .args([
-            "pretrain",
-            "--resume",
-            backup.to_str().unwrap(),
-            "--max-iters",
-            "15",
-        ])
-        .output()
-        .unwrap());
-    assert!(
-        snapshot(&orig) == before,
-        "resuming the copy changed the original run folder"
-    );
+    ok(lamina().args(["pretrain", "--resume", backup.to_str().unwrap(), "--max-iters", "15"]).output().unwrap());
+    assert!(snapshot(&orig) == before, "resuming the copy changed the original run folder");
     assert_eq!(latest(&backup), "step-000015");
     let log = std::fs::read_to_string(backup.join("metrics.jsonl")).unwrap();
-    assert!(
-        log.contains("\"step\":15") && !log.contains("\"step\":20"),
-        "{log}"
-    );
+    assert!(log.contains("\"step\":15") && !log.contains("\"step\":20"), "{log}");
 
     // A relative out_dir, the run moved, resumed from another working directory.
     let first = dir.path().join("first");
     let elsewhere = dir.path().join("elsewhere");
     std::fs::create_dir_all(&first).unwrap();
     std::fs::create_dir_all(&elsewhere).unwrap();
-    ok(tiny_pretrain(&data, "rel-run", &["--max-iters", "10"])
-        .current_dir(&first)
-        .output()
-        .unwrap());
+    ok(tiny_pretrain(&data, "rel-run", &["--max-iters", "10"]).current_dir(&first).output().unwrap());
     let moved = dir.path().join("moved");
     std::fs::rename(first.join("rel-run"), &moved).unwrap();
-    ok(lamina()
-        .args([
-            "pretrain",
-            "--resume",
-            moved.to_str().unwrap(),
-            "--max-iters",
-            "15",
-        ])
-        .current_dir(&elsewhere)
-        .output()
-        .unwrap());
+    ok(lamina().args(["pretrain", "--resume", moved.to_str().unwrap(), "--max-iters", "15"]).current_dir(&elsewhere).output().unwrap());
     assert_eq!(latest(&moved), "step-000015");
     assert!(!elsewhere.join("rel-run").exists() && !first.join("rel-run").exists());
     // --out-dir still sends a resumed run elsewhere on purpose, leaving the source alone.
     let before = snapshot(&moved);
     let fork = dir.path().join("fork");
-    ok(lamina()
-        .args([
-            "pretrain",
-            "--resume",
-            moved.to_str().unwrap(),
-            "--max-iters",
-            "20",
-            "--out-dir",
-            fork.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap());
+    ok(lamina().args(["pretrain", "--resume", moved.to_str().unwrap(), "--max-iters", "20", "--out-dir", fork.to_str().unwrap()]).output().unwrap());
     assert!(snapshot(&moved) == before);
     assert_eq!(latest(&fork), "step-000020");
 }
@@ -498,31 +425,13 @@ fn training_configs_that_cannot_fit_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let data = shakespeare_corpus(dir.path());
     let run = dir.path().join("run");
-    for flags in [
-        ["--batch-size", "100000000"],
-        ["--n-embd", "1048576"],
-        ["--n-layer", "1000000"],
-    ] {
+    for flags in [["--batch-size", "100000000"], ["--n-embd", "1048576"], ["--n-layer", "1000000"]] {
         let t0 = std::time::Instant::now();
-        let out = tiny_pretrain(&data, run.to_str().unwrap(), &flags)
-            .output()
-            .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "{flags:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = tiny_pretrain(&data, run.to_str().unwrap(), &flags).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{flags:?}: {}", String::from_utf8_lossy(&out.stderr));
         assert_clean_error(&out, "of memory is available");
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains("parameters"),
-            "{flags:?}"
-        );
-        assert!(
-            t0.elapsed().as_secs_f64() < 10.0,
-            "{flags:?} took {:?}",
-            t0.elapsed()
-        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("parameters"), "{flags:?}");
+        assert!(t0.elapsed().as_secs_f64() < 10.0, "{flags:?} took {:?}", t0.elapsed());
     }
 }
 
@@ -548,94 +457,39 @@ fn a_kv_cache_that_cannot_fit_is_refused() {
         ("model.layers.0.mlp.down_proj.weight", vec![32, 64]),
         ("model.norm.weight", vec![32]),
     ];
-    let datas: Vec<Vec<u8>> = shapes
-        .iter()
-        .map(|(_, s)| vec![0u8; s.iter().product::<usize>() * 4])
-        .collect();
+    let datas: Vec<Vec<u8>> = shapes.iter().map(|(_, s)| vec![0u8; s.iter().product::<usize>() * 4]).collect();
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = shapes
         .iter()
         .zip(&datas)
-        .map(|((n, s), d)| {
-            (
-                n.to_string(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d)
-                    .unwrap(),
-            )
-        })
+        .map(|((n, s), d)| (n.to_string(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap()))
         .collect();
     safetensors::serialize_to_file(views, None, &dir.path().join("model.safetensors")).unwrap();
     let text = write_copy(dir.path(), "chars.txt", b"abcdefghijklmnopqrstuvwxyz .\n");
     let tok = dir.path().join("tokenizer.json");
-    ok(lamina()
-        .args([
-            "tokenizer",
-            "train",
-            "--char",
-            "--out",
-            tok.to_str().unwrap(),
-            text.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap());
+    ok(lamina().args(["tokenizer", "train", "--char", "--out", tok.to_str().unwrap(), text.to_str().unwrap()]).output().unwrap());
     let model = dir.path().to_str().unwrap();
-    let out = lamina()
-        .args([
-            "run",
-            model,
-            "-p",
-            "abc",
-            "-n",
-            "1",
-            "--ctx",
-            "1099511627776",
-        ])
-        .output()
-        .unwrap();
-    assert_clean_error(
-        &out,
-        "the KV cache for 1 sequence(s) × 1099511627776 tokens (--ctx) needs 128.0 TiB",
-    );
+    let out = lamina().args(["run", model, "-p", "abc", "-n", "1", "--ctx", "1099511627776"]).output().unwrap();
+    assert_clean_error(&out, "the KV cache for 1 sequence(s) × 1099511627776 tokens (--ctx) needs 128.0 TiB");
     // The default window (capped at 4096) fits and runs.
-    ok(lamina()
-        .args(["run", model, "-p", "abc", "-n", "1"])
-        .output()
-        .unwrap());
+    ok(lamina().args(["run", model, "-p", "abc", "-n", "1"]).output().unwrap());
 }
 
 /// Item 4: --threads above the CPU count is capped with a warning (0 = all CPUs).
 #[test]
 fn thread_requests_are_capped_at_the_cpu_count() {
     let cpus = std::thread::available_parallelism().unwrap().get();
-    let out = ok(lamina()
-        .args(["run", "-p", "The", "-n", "1", "-v", "--threads", "1000"])
-        .output()
-        .unwrap());
+    let out = ok(lamina().args(["run", "-p", "The", "-n", "1", "-v", "--threads", "1000"]).output().unwrap());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(&format!("--threads 1000 is more than the {cpus} CPUs")),
-        "{err}"
-    );
+    assert!(err.contains(&format!("--threads 1000 is more than the {cpus} CPUs")), "{err}");
     assert!(err.contains(&format!("threads: {cpus} |")), "{err}");
-    let out = ok(lamina()
-        .args(["run", "-p", "The", "-n", "1", "-v", "--threads", "0"])
-        .output()
-        .unwrap());
+    let out = ok(lamina().args(["run", "-p", "The", "-n", "1", "-v", "--threads", "0"]).output().unwrap());
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("threads: {cpus} |")));
     let dir = tempfile::tempdir().unwrap();
     let data = shakespeare_corpus(dir.path());
     let run = dir.path().join("run");
-    let out = ok(tiny_pretrain(
-        &data,
-        run.to_str().unwrap(),
-        &["--max-iters", "2", "--threads", "1000"],
-    )
-    .output()
-    .unwrap());
+    let out = ok(tiny_pretrain(&data, run.to_str().unwrap(), &["--max-iters", "2", "--threads", "1000"]).output().unwrap());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("threads = 1000 is more than") && err.contains(&format!(", {cpus} threads)")),
-        "{err}"
-    );
+    assert!(err.contains("threads = 1000 is more than") && err.contains(&format!(", {cpus} threads)")), "{err}");
 }
 
 /// Item 5: a FIFO as the model path is refused at once instead of blocking forever.
@@ -643,20 +497,11 @@ fn thread_requests_are_capped_at_the_cpu_count() {
 fn a_fifo_model_path_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("model.gguf");
-    if !Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .is_ok_and(|s| s.success())
-    {
+    if !Command::new("mkfifo").arg(&fifo).status().is_ok_and(|s| s.success()) {
         eprintln!("SKIPPED: mkfifo is not available");
         return;
     }
-    let mut child = lamina()
-        .args(["run", fifo.to_str().unwrap(), "-p", "hi"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = lamina().args(["run", fifo.to_str().unwrap(), "-p", "hi"]).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
     let t0 = std::time::Instant::now();
     while child.try_wait().unwrap().is_none() {
         if t0.elapsed().as_secs() > 20 {
@@ -665,10 +510,7 @@ fn a_fifo_model_path_is_refused() {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert_clean_error(
-        &child.wait_with_output().unwrap(),
-        "is a FIFO (named pipe), not a regular file",
-    );
+    assert_clean_error(&child.wait_with_output().unwrap(), "is a FIFO (named pipe), not a regular file");
 }
 
 /// Item 6: a corrupt latest checkpoint is skipped with a message naming the step and
@@ -678,43 +520,21 @@ fn skipped_checkpoints_are_reported_on_stderr() {
     let dir = tempfile::tempdir().unwrap();
     let data = shakespeare_corpus(dir.path());
     let run = dir.path().join("run");
-    ok(
-        tiny_pretrain(&data, run.to_str().unwrap(), &["--max-iters", "10"])
-            .output()
-            .unwrap(),
-    );
+    ok(tiny_pretrain(&data, run.to_str().unwrap(), &["--max-iters", "10"]).output().unwrap());
     let ms = run.join("step-000010/model.safetensors");
     let mut bytes = std::fs::read(&ms).unwrap();
     let n = bytes.len();
     bytes[n - 1] ^= 0xFF;
     std::fs::write(&ms, bytes).unwrap();
     for _ in 0..2 {
-        let out = ok(lamina()
-            .args(["generate", run.to_str().unwrap(), "-p", "ROMEO:", "-n", "2"])
-            .output()
-            .unwrap());
+        let out = ok(lamina().args(["generate", run.to_str().unwrap(), "-p", "ROMEO:", "-n", "2"]).output().unwrap());
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains("skipping step-000010") && err.contains("model.safetensors is corrupt"),
-            "{err}"
-        );
+        assert!(err.contains("skipping step-000010") && err.contains("model.safetensors is corrupt"), "{err}");
         assert!(err.contains("(step 5) instead"), "{err}");
     }
-    let out = ok(lamina()
-        .args([
-            "pretrain",
-            "--resume",
-            run.to_str().unwrap(),
-            "--max-iters",
-            "7",
-        ])
-        .output()
-        .unwrap());
+    let out = ok(lamina().args(["pretrain", "--resume", run.to_str().unwrap(), "--max-iters", "7"]).output().unwrap());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("skipping step-000010") && err.contains("corrupt"),
-        "{err}"
-    );
+    assert!(err.contains("skipping step-000010") && err.contains("corrupt"), "{err}");
     assert_eq!(latest(&run), "step-000007");
 }
 
@@ -722,58 +542,29 @@ fn skipped_checkpoints_are_reported_on_stderr() {
 /// one-token prompt is read by a decode step, so it has no prefill time).
 #[test]
 fn zero_max_tokens_generates_nothing() {
-    let out = ok(lamina()
-        .args(["run", "-p", "The capital of France is", "-n", "0", "-v"])
-        .output()
-        .unwrap());
+    let out = ok(lamina().args(["run", "-p", "The capital of France is", "-n", "0", "-v"]).output().unwrap());
     assert_eq!(String::from_utf8_lossy(&out.stdout), "\n");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("generated tokens: 0") && !err.contains("tok/s"),
-        "{err}"
-    );
-    let out = ok(lamina()
-        .args(["run", "-p", "The", "-n", "1", "-v", "--temperature", "0"])
-        .output()
-        .unwrap());
+    assert!(err.contains("generated tokens: 0") && !err.contains("tok/s"), "{err}");
+    let out = ok(lamina().args(["run", "-p", "The", "-n", "1", "-v", "--temperature", "0"]).output().unwrap());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("prompt tokens: 1 ") && err.contains("generated tokens: 1"),
-        "{err}"
-    );
-    assert!(
-        !err.contains("prefill:") && !err.contains("1000000000"),
-        "{err}"
-    );
+    assert!(err.contains("prompt tokens: 1 ") && err.contains("generated tokens: 1"), "{err}");
+    assert!(!err.contains("prefill:") && !err.contains("1000000000"), "{err}");
     let mut cmd = lamina();
     cmd.args(["chat", "-n", "0"]);
     let out = ok(run_with_stdin(cmd, b"Hi!\n/exit\n"));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim_matches(|c| c == '>' || c == ' ' || c == '\n'),
-        ""
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_matches(|c| c == '>' || c == ' ' || c == '\n'), "");
 }
 
 /// Item 10: --ctx 0 is refused; a window past the model's trained context is warned
 /// about and lowered to it.
 #[test]
 fn context_window_edges() {
-    let out = lamina()
-        .args(["run", "-p", "hi", "--ctx", "0"])
-        .output()
-        .unwrap();
+    let out = lamina().args(["run", "-p", "hi", "--ctx", "0"]).output().unwrap();
     assert_clean_error(&out, "the context window must hold at least 1 token");
-    let out = ok(lamina()
-        .args(["run", "-p", "The", "-n", "1", "--ctx", "99999999"])
-        .output()
-        .unwrap());
+    let out = ok(lamina().args(["run", "-p", "The", "-n", "1", "--ctx", "99999999"]).output().unwrap());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(
-            "--ctx 99999999 is more than the 8192 tokens the model was trained for; using 8192"
-        ),
-        "{err}"
-    );
+    assert!(err.contains("--ctx 99999999 is more than the 8192 tokens the model was trained for; using 8192"), "{err}");
 }
 
 /// Item 11: a 10 MB prompt is refused by its length, without tokenizing it first.
@@ -791,17 +582,9 @@ fn a_10_mb_prompt_is_refused_quickly() {
 /// Item 12: an I/O error prints its cause once.
 #[test]
 fn io_errors_print_their_cause_once() {
-    let out = lamina()
-        .args(["pretrain", "--config", "/nonexistent/run.toml"])
-        .output()
-        .unwrap();
+    let out = lamina().args(["pretrain", "--config", "/nonexistent/run.toml"]).output().unwrap();
     assert_clean_error(&out, "/nonexistent/run.toml: No such file or directory");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stderr)
-            .matches("os error 2")
-            .count(),
-        1
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr).matches("os error 2").count(), 1);
 }
 
 /// Item 13: --keep-last prunes old checkpoints; 0 keeps them all.
@@ -810,57 +593,19 @@ fn keep_last_prunes_old_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     let data = shakespeare_corpus(dir.path());
     let steps = |run: &Path| {
-        let mut v: Vec<String> = std::fs::read_dir(run)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("step-"))
-            .collect();
+        let mut v: Vec<String> =
+            std::fs::read_dir(run).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("step-")).collect();
         v.sort();
         v
     };
     let two = dir.path().join("two");
-    ok(tiny_pretrain(
-        &data,
-        two.to_str().unwrap(),
-        &[
-            "--max-iters",
-            "10",
-            "--checkpoint-interval",
-            "2",
-            "--keep-last",
-            "2",
-        ],
-    )
-    .output()
-    .unwrap());
+    ok(tiny_pretrain(&data, two.to_str().unwrap(), &["--max-iters", "10", "--checkpoint-interval", "2", "--keep-last", "2"]).output().unwrap());
     assert_eq!(steps(&two), ["step-000008", "step-000010"]);
     let all = dir.path().join("all");
-    ok(tiny_pretrain(
-        &data,
-        all.to_str().unwrap(),
-        &[
-            "--max-iters",
-            "10",
-            "--checkpoint-interval",
-            "2",
-            "--keep-last",
-            "0",
-        ],
-    )
-    .output()
-    .unwrap());
+    ok(tiny_pretrain(&data, all.to_str().unwrap(), &["--max-iters", "10", "--checkpoint-interval", "2", "--keep-last", "0"]).output().unwrap());
     assert_eq!(steps(&all).len(), 5);
     // The default keeps 3.
     let default = dir.path().join("default");
-    ok(tiny_pretrain(
-        &data,
-        default.to_str().unwrap(),
-        &["--max-iters", "10", "--checkpoint-interval", "2"],
-    )
-    .output()
-    .unwrap());
-    assert_eq!(
-        steps(&default),
-        ["step-000006", "step-000008", "step-000010"]
-    );
+    ok(tiny_pretrain(&data, default.to_str().unwrap(), &["--max-iters", "10", "--checkpoint-interval", "2"]).output().unwrap());
+    assert_eq!(steps(&default), ["step-000006", "step-000008", "step-000010"]);
 }

@@ -125,7 +125,16 @@ fn greedy_output_is_the_same_alone_and_in_batches_even_when_preempted() {
         ("batched", vec!["--max-sequences".to_string(), "16".into(), "--ctx".into(), "512".into()]),
         (
             "pre-empted",
-            vec!["--max-sequences".into(), "16".into(), "--ctx".into(), "128".into(), "--block-size".into(), "16".into(), "--kv-memory".into(), format!("{}", 9 * block)],
+            vec![
+                "--max-sequences".into(),
+                "16".into(),
+                "--ctx".into(),
+                "128".into(),
+                "--block-size".into(),
+                "16".into(),
+                "--kv-memory".into(),
+                format!("{}", 9 * block),
+            ],
         ),
     ] {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -137,11 +146,16 @@ fn greedy_output_is_the_same_alone_and_in_batches_even_when_preempted() {
                     .map(|p| {
                         let s = &s;
                         sc.spawn(move || {
-                            let (status, events) = stream_events(s.port, "/v1/chat/completions", &{
-                                let mut b = chat(p, 32);
-                                b["stream"] = json!(true);
-                                b
-                            }, |_| false);
+                            let (status, events) = stream_events(
+                                s.port,
+                                "/v1/chat/completions",
+                                &{
+                                    let mut b = chat(p, 32);
+                                    b["stream"] = json!(true);
+                                    b
+                                },
+                                |_| false,
+                            );
                             assert_eq!(status, 200);
                             assert_eq!(events.last(), Some(&json!("[DONE]")));
                             stream_text(&events, 0)
@@ -167,8 +181,10 @@ fn concurrent_requests_share_a_system_prompt_and_a_chat_hits_the_cache_each_turn
     let s = Server::start(&["--ctx", "4096"]);
     let bs = 32usize;
     let system: String = (0..70).map(|i| format!("Rule {i}: answer in one short sentence. ")).collect();
-    let body = |q: &str, max: u64| json!({"model": "smollm2-135m-instruct", "max_tokens": max, "temperature": 0, "stream": true, "stream_options": {"include_usage": true},
-        "messages": [{"role": "system", "content": system}, {"role": "user", "content": q}]});
+    let body = |q: &str, max: u64| {
+        json!({"model": "smollm2-135m-instruct", "max_tokens": max, "temperature": 0, "stream": true, "stream_options": {"include_usage": true},
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": q}]})
+    };
     // 8 concurrent requests; /metrics sampled while they run.
     let peak = std::sync::atomic::AtomicU64::new(0);
     let done = std::sync::atomic::AtomicBool::new(false);
@@ -284,4 +300,44 @@ fn a_model_that_cannot_fit_the_memory_budget_is_refused_with_its_sizes() {
     // Still serving (health, and the same clear answer again).
     assert_eq!(s.request("GET", "/health", &[], b"").status, 200);
     assert_eq!(s.post_json("/v1/chat/completions", &chat("hi", 4)).status, 503);
+}
+
+#[test]
+fn the_prefix_cache_survives_a_restart_with_cache_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("kv");
+    let args = ["--cache-dir", cache.to_str().unwrap(), "--ctx", "2048"];
+    let system: String = (0..70).map(|i| format!("Rule {i}: answer in one short sentence. ")).collect();
+    let body = json!({"model": "smollm2-135m-instruct", "max_tokens": 4, "temperature": 0,
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": "Hello?"}]});
+    let cached = |s: &Server| {
+        let r = s.post_json("/v1/chat/completions", &body);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let v = r.json();
+        (v["usage"]["prompt_tokens"].as_u64().unwrap(), v["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap())
+    };
+    let stop = |mut s: Server| {
+        s.terminate();
+        assert!(s.child.wait().unwrap().success(), "{}", s.log());
+    };
+    let a = Server::start(&args);
+    let (prompt, first) = cached(&a);
+    assert_eq!(first, 0);
+    stop(a);
+    let files: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    // After a restart the whole prompt but its last partial block comes from the cache.
+    let b = Server::start(&args);
+    let (_, again) = cached(&b);
+    assert!(again >= prompt - 32 && again > 0, "{again} of {prompt} cached after the restart");
+    stop(b);
+    // A damaged file: refused with a warning; the server serves with an empty cache.
+    let mut bytes = std::fs::read(&files[0]).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&files[0], bytes).unwrap();
+    let c = Server::start(&args);
+    let (_, after_damage) = cached(&c);
+    assert_eq!(after_damage, 0);
+    assert!(c.log().contains("checksum"), "{}", c.log());
 }

@@ -84,16 +84,10 @@ impl ModelConfig {
             return bad("vocab_size, hidden_size, num_layers and num_heads must be positive".into());
         }
         if self.num_kv_heads == 0 || !self.num_heads.is_multiple_of(self.num_kv_heads) {
-            return bad(format!(
-                "num_heads ({}) must be a positive multiple of num_kv_heads ({})",
-                self.num_heads, self.num_kv_heads
-            ));
+            return bad(format!("num_heads ({}) must be a positive multiple of num_kv_heads ({})", self.num_heads, self.num_kv_heads));
         }
         if self.architecture == Architecture::Gpt2 && !self.hidden_size.is_multiple_of(self.num_heads) {
-            return bad(format!(
-                "hidden_size ({}) is not divisible by num_heads ({})",
-                self.hidden_size, self.num_heads
-            ));
+            return bad(format!("hidden_size ({}) is not divisible by num_heads ({})", self.hidden_size, self.num_heads));
         }
         if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
             return bad(format!("head_dim ({}) must be a positive even number", self.head_dim));
@@ -116,54 +110,32 @@ impl ModelConfig {
             ));
         }
         if self.rope_dim > 0 && !positive(self.rope_theta) {
-            return bad(format!(
-                "rope_theta (config.json `rope_theta`, GGUF `*.rope.freq_base`) must be a positive finite number, got {}",
-                self.rope_theta
-            ));
+            return bad(format!("rope_theta (config.json `rope_theta`, GGUF `*.rope.freq_base`) must be a positive finite number, got {}", self.rope_theta));
         }
         match &self.rope_scaling {
             None => {}
             Some(RopeScaling::Linear { factor }) if !positive(*factor) => {
-                return bad(format!(
-                    "rope_scaling.factor (GGUF `*.rope.scaling.factor`) must be a positive finite number, got {factor}"
-                ));
+                return bad(format!("rope_scaling.factor (GGUF `*.rope.scaling.factor`) must be a positive finite number, got {factor}"));
             }
             Some(RopeScaling::Linear { .. }) => {}
-            Some(RopeScaling::Llama3 {
-                factor,
-                low_freq_factor,
-                high_freq_factor,
-                original_max_position_embeddings,
-            }) => {
-                for (k, x) in [
-                    ("factor", factor),
-                    ("low_freq_factor", low_freq_factor),
-                    ("high_freq_factor", high_freq_factor),
-                ] {
+            Some(RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings }) => {
+                for (k, x) in [("factor", factor), ("low_freq_factor", low_freq_factor), ("high_freq_factor", high_freq_factor)] {
                     if !positive(*x) {
-                        return bad(format!(
-                            "rope_scaling.{k} must be a positive finite number, got {x}"
-                        ));
+                        return bad(format!("rope_scaling.{k} must be a positive finite number, got {x}"));
                     }
                 }
                 if high_freq_factor <= low_freq_factor {
-                    return bad(format!(
-                        "rope_scaling.high_freq_factor ({high_freq_factor}) must be larger than low_freq_factor ({low_freq_factor})"
-                    ));
+                    return bad(format!("rope_scaling.high_freq_factor ({high_freq_factor}) must be larger than low_freq_factor ({low_freq_factor})"));
                 }
                 if *original_max_position_embeddings == 0 {
-                    return bad(
-                        "rope_scaling.original_max_position_embeddings must be positive".into(),
-                    );
+                    return bad("rope_scaling.original_max_position_embeddings must be positive".into());
                 }
             }
         }
         if self.sliding_window == Some(0) {
-            return bad(
-                "sliding_window (GGUF `*.attention.sliding_window`) is 0, which would let attention see no token; \
+            return bad("sliding_window (GGUF `*.attention.sliding_window`) is 0, which would let attention see no token; \
                  leave it out (or null) for no window"
-                    .into(),
-            );
+                .into());
         }
         Ok(())
     }
@@ -171,33 +143,17 @@ impl ModelConfig {
     /// Number of weight values of a model of this shape (the tensors the loaders and the
     /// trainable model create), computed without allocating anything.
     pub fn num_parameters(&self) -> u64 {
-        let (v, c, f) = (
-            self.vocab_size as u64,
-            self.hidden_size as u64,
-            self.ffn_dim as u64,
-        );
-        let (qd, kvd) = (
-            (self.num_heads as u64).saturating_mul(self.head_dim as u64),
-            (self.num_kv_heads as u64).saturating_mul(self.head_dim as u64),
-        );
+        let (v, c, f) = (self.vocab_size as u64, self.hidden_size as u64, self.ffn_dim as u64);
+        let (qd, kvd) = ((self.num_heads as u64).saturating_mul(self.head_dim as u64), (self.num_kv_heads as u64).saturating_mul(self.head_dim as u64));
         let m = |a: u64, b: u64| a.saturating_mul(b);
         let per_layer = match self.architecture {
             Architecture::Llama => {
                 let bias = if self.qkv_bias { qd + 2 * kvd } else { 0 };
                 // norms, q/k/v/o, gate/up/down
-                (2 * c)
-                    .saturating_add(m(c, qd))
-                    .saturating_add(m(2 * c, kvd))
-                    .saturating_add(bias)
-                    .saturating_add(m(qd, c))
-                    .saturating_add(m(3 * c, f))
+                (2 * c).saturating_add(m(c, qd)).saturating_add(m(2 * c, kvd)).saturating_add(bias).saturating_add(m(qd, c)).saturating_add(m(3 * c, f))
             }
             // ln_1, ln_2 (weight + bias), c_attn, c_proj, c_fc, mlp c_proj (+ biases)
-            Architecture::Gpt2 => (4 * c)
-                .saturating_add(m(c, 3 * c) + 3 * c)
-                .saturating_add(m(c, c) + c)
-                .saturating_add(m(2 * c, f))
-                .saturating_add(f + c),
+            Architecture::Gpt2 => (4 * c).saturating_add(m(c, 3 * c) + 3 * c).saturating_add(m(c, c) + c).saturating_add(m(2 * c, f)).saturating_add(f + c),
         };
         let layers = m(self.num_layers as u64, per_layer);
         let embed = m(v, c);
@@ -206,28 +162,6 @@ impl ModelConfig {
             Architecture::Gpt2 => (2 * c).saturating_add(m(self.context_length as u64, c)),
         };
         layers.saturating_add(embed).saturating_add(rest)
-    }
-
-    /// Bytes of a KV cache holding `sequences` sequences of `positions` tokens each, with
-    /// `bytes_per_value` bytes per stored value (2 for f16, 4 for f32): keys and values
-    /// for every layer and KV head. Saturates instead of overflowing.
-    pub fn kv_cache_bytes(
-        &self,
-        positions: usize,
-        sequences: usize,
-        bytes_per_value: usize,
-    ) -> u64 {
-        [
-            2,
-            self.num_layers,
-            self.num_kv_heads,
-            self.head_dim,
-            positions,
-            sequences,
-            bytes_per_value,
-        ]
-        .iter()
-        .fold(1u64, |a, &x| a.saturating_mul(x as u64))
     }
 
     /// Width of the query projection output.
@@ -245,63 +179,42 @@ impl ModelConfig {
     /// count, `rope_scaling` that is not an object) is an error naming the key and what
     /// it holds, never silently replaced by a default.
     pub fn from_hf_json(text: &str) -> Result<Self> {
-        let v: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| Error::InvalidConfig(format!("config.json: {e}")))?;
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::InvalidConfig(format!("config.json: {e}")))?;
         if !v.is_object() {
-            return Err(Error::InvalidConfig(format!(
-                "config.json must be a JSON object, not {}",
-                json_kind(&v)
-            )));
+            return Err(Error::InvalidConfig(format!("config.json must be a JSON object, not {}", json_kind(&v))));
         }
         let j = JsonKeys { v: &v, prefix: "" };
         let model_type = j.string("model_type")?.unwrap_or("llama");
         let arch = Architecture::from_name(model_type)?;
-        let need = |k: &str| {
-            j.uint(k)?
-                .ok_or_else(|| Error::InvalidConfig(format!("config.json has no `{k}`")))
-        };
+        let need = |k: &str| j.uint(k)?.ok_or_else(|| Error::InvalidConfig(format!("config.json has no `{k}`")));
         let cfg = match arch {
             Architecture::Llama => {
                 let hidden = need("hidden_size")?;
                 let heads = need("num_attention_heads")?;
-                let head_dim =
-                    j.uint("head_dim")?
-                        .unwrap_or(hidden.checked_div(heads).unwrap_or(0));
+                let head_dim = j.uint("head_dim")?.unwrap_or(hidden.checked_div(heads).unwrap_or(0));
                 let rope_scaling = match v.get("rope_scaling") {
                     None | Some(serde_json::Value::Null) => None,
                     Some(s) if s.is_object() => {
-                        let r = JsonKeys {
-                            v: s,
-                            prefix: "rope_scaling.",
-                        };
+                        let r = JsonKeys { v: s, prefix: "rope_scaling." };
                         let kind = match r.string("rope_type")? {
                             Some(k) => Some(k),
                             None => r.string("type")?,
                         };
-                        let f = |k: &str, default: f32| -> Result<f32> {
-                            Ok(r.float(k)?.map_or(default, |x| x as f32))
-                        };
+                        let f = |k: &str, default: f32| -> Result<f32> { Ok(r.float(k)?.map_or(default, |x| x as f32)) };
                         match kind.unwrap_or("") {
-                            "linear" => Some(RopeScaling::Linear {
-                                factor: f("factor", 1.0)?,
-                            }),
+                            "linear" => Some(RopeScaling::Linear { factor: f("factor", 1.0)? }),
                             "llama3" => Some(RopeScaling::Llama3 {
                                 factor: f("factor", 1.0)?,
                                 low_freq_factor: f("low_freq_factor", 1.0)?,
                                 high_freq_factor: f("high_freq_factor", 4.0)?,
-                                original_max_position_embeddings: r
-                                    .uint("original_max_position_embeddings")?
-                                    .unwrap_or(8192),
+                                original_max_position_embeddings: r.uint("original_max_position_embeddings")?.unwrap_or(8192),
                             }),
                             "" | "default" => None,
                             other => return Err(Error::InvalidConfig(format!("unsupported rope_scaling type `{other}`"))),
                         }
                     }
                     Some(other) => {
-                        return Err(Error::InvalidConfig(format!(
-                            "config.json: `rope_scaling` must be an object or null, got {}",
-                            json_kind(other)
-                        )))
+                        return Err(Error::InvalidConfig(format!("config.json: `rope_scaling` must be an object or null, got {}", json_kind(other))))
                     }
                 };
                 ModelConfig {
@@ -319,13 +232,8 @@ impl ModelConfig {
                     rope_dim: head_dim,
                     rope_scaling,
                     tied_embeddings: j.boolean("tie_word_embeddings")?.unwrap_or(false),
-                    qkv_bias: model_type == "qwen2"
-                        || j.boolean("attention_bias")?.unwrap_or(false),
-                    sliding_window: if model_type == "mistral" {
-                        j.uint("sliding_window")?
-                    } else {
-                        None
-                    },
+                    qkv_bias: model_type == "qwen2" || j.boolean("attention_bias")?.unwrap_or(false),
+                    sliding_window: if model_type == "mistral" { j.uint("sliding_window")? } else { None },
                 }
             }
             Architecture::Gpt2 => {
@@ -429,8 +337,7 @@ impl ModelConfig {
                     } else if wavelen > low_wavelen {
                         base / *factor as f64
                     } else {
-                        let smooth = (old / wavelen - *low_freq_factor as f64)
-                            / (*high_freq_factor as f64 - *low_freq_factor as f64);
+                        let smooth = (old / wavelen - *low_freq_factor as f64) / (*high_freq_factor as f64 - *low_freq_factor as f64);
                         (1.0 - smooth) * base / *factor as f64 + smooth * base
                     }
                 }
@@ -467,50 +374,34 @@ impl<'a> JsonKeys<'a> {
     }
 
     fn wrong(&self, k: &str, want: &str, got: &serde_json::Value) -> Error {
-        Error::InvalidConfig(format!(
-            "config.json: `{}{k}` must be {want}, got {}",
-            self.prefix,
-            json_kind(got)
-        ))
+        Error::InvalidConfig(format!("config.json: `{}{k}` must be {want}, got {}", self.prefix, json_kind(got)))
     }
 
     fn uint(&self, k: &str) -> Result<Option<usize>> {
         match self.get(k) {
             None => Ok(None),
-            Some(x) => x
-                .as_u64()
-                .map(|n| Some(n as usize))
-                .ok_or_else(|| self.wrong(k, "a non-negative integer", x)),
+            Some(x) => x.as_u64().map(|n| Some(n as usize)).ok_or_else(|| self.wrong(k, "a non-negative integer", x)),
         }
     }
 
     fn float(&self, k: &str) -> Result<Option<f64>> {
         match self.get(k) {
             None => Ok(None),
-            Some(x) => x
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| self.wrong(k, "a number", x)),
+            Some(x) => x.as_f64().map(Some).ok_or_else(|| self.wrong(k, "a number", x)),
         }
     }
 
     fn boolean(&self, k: &str) -> Result<Option<bool>> {
         match self.get(k) {
             None => Ok(None),
-            Some(x) => x
-                .as_bool()
-                .map(Some)
-                .ok_or_else(|| self.wrong(k, "true or false", x)),
+            Some(x) => x.as_bool().map(Some).ok_or_else(|| self.wrong(k, "true or false", x)),
         }
     }
 
     fn string(&self, k: &str) -> Result<Option<&'a str>> {
         match self.get(k) {
             None => Ok(None),
-            Some(x) => x
-                .as_str()
-                .map(Some)
-                .ok_or_else(|| self.wrong(k, "a string", x)),
+            Some(x) => x.as_str().map(Some).ok_or_else(|| self.wrong(k, "a string", x)),
         }
     }
 }
@@ -556,8 +447,7 @@ mod tests {
     }
 
     fn err_of(r: Result<ModelConfig>) -> String {
-        r.expect_err("accepted a config that cannot be right")
-            .to_string()
+        r.expect_err("accepted a config that cannot be right").to_string()
     }
 
     #[test]
@@ -569,134 +459,37 @@ mod tests {
             ("rms_norm_eps", "0", "norm_eps"),
             ("rms_norm_eps", "-1e-5", "norm_eps"),
             ("sliding_window", "0", "sliding_window"),
-            (
-                "head_dim",
-                "-16",
-                "`head_dim` must be a non-negative integer, got number -16",
-            ),
-            (
-                "head_dim",
-                "\"16\"",
-                "`head_dim` must be a non-negative integer, got string \"16\"",
-            ),
-            (
-                "num_key_value_heads",
-                "\"2\"",
-                "`num_key_value_heads` must be a non-negative integer, got string",
-            ),
-            (
-                "num_key_value_heads",
-                "-2",
-                "`num_key_value_heads` must be a non-negative integer, got number -2",
-            ),
-            (
-                "num_attention_heads",
-                "4.5",
-                "`num_attention_heads` must be a non-negative integer, got number 4.5",
-            ),
-            (
-                "rope_scaling",
-                "\"linear\"",
-                "`rope_scaling` must be an object or null, got string \"linear\"",
-            ),
-            (
-                "rope_scaling",
-                "[2.0]",
-                "`rope_scaling` must be an object or null, got an array",
-            ),
-            (
-                "rope_scaling",
-                r#"{"rope_type":"linear","factor":"2"}"#,
-                "`rope_scaling.factor` must be a number, got string",
-            ),
-            (
-                "rope_scaling",
-                r#"{"rope_type":"linear","factor":0}"#,
-                "rope_scaling.factor",
-            ),
-            (
-                "rope_scaling",
-                r#"{"rope_type":7}"#,
-                "`rope_scaling.rope_type` must be a string",
-            ),
-            (
-                "rms_norm_eps",
-                "\"small\"",
-                "`rms_norm_eps` must be a number, got string",
-            ),
-            (
-                "tie_word_embeddings",
-                "1",
-                "`tie_word_embeddings` must be true or false, got number 1",
-            ),
-            (
-                "model_type",
-                "3",
-                "`model_type` must be a string, got number 3",
-            ),
+            ("head_dim", "-16", "`head_dim` must be a non-negative integer, got number -16"),
+            ("head_dim", "\"16\"", "`head_dim` must be a non-negative integer, got string \"16\""),
+            ("num_key_value_heads", "\"2\"", "`num_key_value_heads` must be a non-negative integer, got string"),
+            ("num_key_value_heads", "-2", "`num_key_value_heads` must be a non-negative integer, got number -2"),
+            ("num_attention_heads", "4.5", "`num_attention_heads` must be a non-negative integer, got number 4.5"),
+            ("rope_scaling", "\"linear\"", "`rope_scaling` must be an object or null, got string \"linear\""),
+            ("rope_scaling", "[2.0]", "`rope_scaling` must be an object or null, got an array"),
+            ("rope_scaling", r#"{"rope_type":"linear","factor":"2"}"#, "`rope_scaling.factor` must be a number, got string"),
+            ("rope_scaling", r#"{"rope_type":"linear","factor":0}"#, "rope_scaling.factor"),
+            ("rope_scaling", r#"{"rope_type":7}"#, "`rope_scaling.rope_type` must be a string"),
+            ("rms_norm_eps", "\"small\"", "`rms_norm_eps` must be a number, got string"),
+            ("tie_word_embeddings", "1", "`tie_word_embeddings` must be true or false, got number 1"),
+            ("model_type", "3", "`model_type` must be a string, got number 3"),
         ] {
             let e = err_of(llama_with(key, Some(value)));
             assert!(e.contains(want), "{key} = {value}: {e}");
         }
         // null means "not set", as in transformers.
-        assert_eq!(
-            llama_with("sliding_window", Some("null"))
-                .unwrap()
-                .sliding_window,
-            None
-        );
-        assert_eq!(
-            llama_with("sliding_window", Some("4096"))
-                .unwrap()
-                .sliding_window,
-            Some(4096)
-        );
-        assert_eq!(
-            llama_with("rope_scaling", Some("null"))
-                .unwrap()
-                .rope_scaling,
-            None
-        );
+        assert_eq!(llama_with("sliding_window", Some("null")).unwrap().sliding_window, None);
+        assert_eq!(llama_with("sliding_window", Some("4096")).unwrap().sliding_window, Some(4096));
+        assert_eq!(llama_with("rope_scaling", Some("null")).unwrap().rope_scaling, None);
     }
 
     #[test]
     fn non_finite_values_from_any_source_are_refused() {
-        let good = ModelConfig::from_hf_json(
-            &llama_with("head_dim", None)
-                .unwrap()
-                .to_hf_json()
-                .to_string(),
-        )
-        .unwrap();
+        let good = ModelConfig::from_hf_json(&llama_with("head_dim", None).unwrap().to_hf_json().to_string()).unwrap();
         let cases: Vec<(ModelConfig, &str)> = vec![
-            (
-                ModelConfig {
-                    rope_theta: f32::NAN,
-                    ..good.clone()
-                },
-                "rope_theta",
-            ),
-            (
-                ModelConfig {
-                    rope_theta: f32::INFINITY,
-                    ..good.clone()
-                },
-                "rope_theta",
-            ),
-            (
-                ModelConfig {
-                    norm_eps: f32::NAN,
-                    ..good.clone()
-                },
-                "norm_eps",
-            ),
-            (
-                ModelConfig {
-                    rope_scaling: Some(RopeScaling::Linear { factor: f32::NAN }),
-                    ..good.clone()
-                },
-                "rope_scaling.factor",
-            ),
+            (ModelConfig { rope_theta: f32::NAN, ..good.clone() }, "rope_theta"),
+            (ModelConfig { rope_theta: f32::INFINITY, ..good.clone() }, "rope_theta"),
+            (ModelConfig { norm_eps: f32::NAN, ..good.clone() }, "norm_eps"),
+            (ModelConfig { rope_scaling: Some(RopeScaling::Linear { factor: f32::NAN }), ..good.clone() }, "rope_scaling.factor"),
             (
                 ModelConfig {
                     rope_scaling: Some(RopeScaling::Llama3 {
@@ -715,18 +508,8 @@ mod tests {
             assert!(e.contains(want), "{e}");
         }
         // GPT-2 has no rotary embedding: its rope_theta of 0 is not checked.
-        let gpt2 = ModelConfig::from_hf_json(
-            r#"{"model_type":"gpt2","vocab_size":100,"n_embd":64,"n_layer":2,"n_head":4}"#,
-        )
-        .unwrap();
+        let gpt2 = ModelConfig::from_hf_json(r#"{"model_type":"gpt2","vocab_size":100,"n_embd":64,"n_layer":2,"n_head":4}"#).unwrap();
         assert_eq!(gpt2.rope_theta, 0.0);
-    }
-
-    #[test]
-    fn kv_cache_bytes_count_keys_and_values_of_every_layer() {
-        let cfg = llama_with("head_dim", None).unwrap(); // 2 layers, 2 KV heads of 16
-        assert_eq!(cfg.kv_cache_bytes(256, 1, 2), 2 * 2 * 2 * 16 * 256 * 2);
-        assert_eq!(cfg.kv_cache_bytes(usize::MAX, 8, 4), u64::MAX);
     }
 
     #[test]

@@ -9,10 +9,7 @@ pub enum Error {
     /// The cause is part of the message and deliberately not also exposed as
     /// `source()`: printers that walk the chain (anyhow's `{:#}`) would repeat it.
     #[error("{path}: {error}")]
-    Io {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    Io { path: PathBuf, error: std::io::Error },
     #[error("{path} is {kind}, not a regular file")]
     NotRegularFile { path: PathBuf, kind: &'static str },
     #[error("model path does not exist: {0}")]
@@ -44,17 +41,9 @@ pub enum Error {
     #[error("download failed: {0}")]
     Download(String),
     #[error("{what} needs {} but only {} of memory is available", crate::memory::human_bytes(*.needed), crate::memory::human_bytes(*.available))]
-    OutOfMemory {
-        what: String,
-        needed: u64,
-        available: u64,
-    },
+    OutOfMemory { what: String, needed: u64, available: u64 },
     #[error("prompt of {bytes} bytes has at least {min_tokens} tokens; at most {max_tokens} fit in the context window")]
-    PromptTooLongBytes {
-        bytes: usize,
-        min_tokens: usize,
-        max_tokens: usize,
-    },
+    PromptTooLongBytes { bytes: usize, min_tokens: usize, max_tokens: usize },
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
     #[error("{0}")]

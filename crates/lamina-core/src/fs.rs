@@ -12,10 +12,7 @@ pub fn check_regular_file(path: &Path) -> Result<()> {
     if meta.is_file() {
         return Ok(());
     }
-    Err(Error::NotRegularFile {
-        path: path.to_path_buf(),
-        kind: kind(&meta),
-    })
+    Err(Error::NotRegularFile { path: path.to_path_buf(), kind: kind(&meta) })
 }
 
 fn kind(meta: &std::fs::Metadata) -> &'static str {
@@ -63,10 +60,7 @@ pub fn read_regular_to_string(path: &Path) -> Result<String> {
 /// Writes `path` through `path.tmp-PID`: `fill` writes the temp file, which is fsynced and
 /// renamed over `path`, and the folder is fsynced. A crash at any moment leaves either the
 /// old file or the new one, never a truncated one. The parent folder is created if needed.
-pub fn write_atomic(
-    path: &Path,
-    fill: impl FnOnce(&mut std::fs::File) -> Result<()>,
-) -> Result<()> {
+pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut std::fs::File) -> Result<()>) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp-{}", std::process::id()));
     let tmp = std::path::PathBuf::from(tmp);
@@ -111,15 +105,10 @@ mod tests {
         assert!(check_regular_file(&f).is_ok());
         let e = check_regular_file(&dir).unwrap_err().to_string();
         assert!(e.contains("a directory, not a regular file"), "{e}");
-        assert!(matches!(
-            check_regular_file(&dir.join("missing")),
-            Err(Error::Io { .. })
-        ));
+        assert!(matches!(check_regular_file(&dir.join("missing")), Err(Error::Io { .. })));
         #[cfg(unix)]
         {
-            let e = read_regular(Path::new("/dev/zero"))
-                .unwrap_err()
-                .to_string();
+            let e = read_regular(Path::new("/dev/zero")).unwrap_err().to_string();
             assert!(e.contains("character device"), "{e}");
         }
         let _ = std::fs::remove_dir_all(&dir);

@@ -30,11 +30,7 @@ pub fn check_fits(what: &str, bytes: u64) -> Result<()> {
 /// [`check_fits`] against a given amount of available memory.
 pub fn check_fits_in(what: &str, bytes: u64, available: u64) -> Result<()> {
     if bytes > available {
-        return Err(Error::OutOfMemory {
-            what: what.to_string(),
-            needed: bytes,
-            available,
-        });
+        return Err(Error::OutOfMemory { what: what.to_string(), needed: bytes, available });
     }
     Ok(())
 }
@@ -62,8 +58,7 @@ mod tests {
 
     #[test]
     fn mem_available_is_read_in_kib() {
-        let text =
-            "MemTotal:       16303716 kB\nMemFree:         1234 kB\nMemAvailable:    8000000 kB\n";
+        let text = "MemTotal:       16303716 kB\nMemFree:         1234 kB\nMemAvailable:    8000000 kB\n";
         assert_eq!(parse_mem_available(text), Some(8_192_000_000));
         assert_eq!(parse_mem_available("MemTotal: 5 kB\n"), None);
     }
@@ -71,15 +66,8 @@ mod tests {
     #[test]
     fn too_large_is_a_typed_error_naming_the_sizes() {
         assert!(check_fits_in("a small buffer", 1 << 20, 1 << 30).is_ok());
-        let e = check_fits_in(
-            "the KV cache for 8 sequences × 4096 tokens",
-            3 << 30,
-            1 << 30,
-        )
-        .unwrap_err();
-        assert!(
-            matches!(e, Error::OutOfMemory { needed, available, .. } if needed == 3 << 30 && available == 1 << 30)
-        );
+        let e = check_fits_in("the KV cache for 8 sequences × 4096 tokens", 3 << 30, 1 << 30).unwrap_err();
+        assert!(matches!(e, Error::OutOfMemory { needed, available, .. } if needed == 3 << 30 && available == 1 << 30));
         assert_eq!(e.to_string(), "the KV cache for 8 sequences × 4096 tokens needs 3.0 GiB but only 1.0 GiB of memory is available");
         // u64::MAX bytes can never fit, whatever this machine has.
         assert!(check_fits("everything", u64::MAX).is_err() || available_bytes().is_none());

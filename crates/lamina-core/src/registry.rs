@@ -165,10 +165,7 @@ impl BuiltinModel {
                 let got = sha256_file(&tmp)?;
                 if got != self.sha256 {
                     let _ = std::fs::remove_dir_all(&staging);
-                    return Err(Error::Download(format!(
-                        "{}: sha256 {got} does not match the pinned {}",
-                        self.name, self.sha256
-                    )));
+                    return Err(Error::Download(format!("{}: sha256 {got} does not match the pinned {}", self.name, self.sha256)));
                 }
             }
             std::fs::rename(&tmp, &out).map_err(|e| Error::io(&out, e))?;

@@ -13,9 +13,7 @@ impl<T: Copy + Display + Into<f64>> Setting for T {}
 pub fn check_temperature(t: impl Setting) -> Result<(), String> {
     let v: f64 = t.into();
     if !(v.is_finite() && v >= 0.0) {
-        return Err(format!(
-            "temperature must be a finite number >= 0 (0 = greedy), got {t}"
-        ));
+        return Err(format!("temperature must be a finite number >= 0 (0 = greedy), got {t}"));
     }
     Ok(())
 }
@@ -42,9 +40,7 @@ pub fn check_min_p(p: impl Setting) -> Result<(), String> {
 pub fn check_repetition_penalty(p: impl Setting) -> Result<(), String> {
     let v: f64 = p.into();
     if !(v.is_finite() && v > 0.0) {
-        return Err(format!(
-            "repetition_penalty must be a finite number > 0 (1 = off), got {p}"
-        ));
+        return Err(format!("repetition_penalty must be a finite number > 0 (1 = off), got {p}"));
     }
     Ok(())
 }
@@ -66,14 +62,8 @@ mod tests {
         assert!(check_temperature(0.0f64).is_ok() && check_temperature(0.8f32).is_ok());
         for bad in [f64::NAN, -0.5, f64::INFINITY] {
             let e = check_temperature(bad).unwrap_err();
-            assert!(
-                e.starts_with("temperature must be") && e.ends_with(&bad.to_string()),
-                "{e}"
-            );
+            assert!(e.starts_with("temperature must be") && e.ends_with(&bad.to_string()), "{e}");
         }
-        assert_eq!(
-            check_top_p(1.01f32).unwrap_err(),
-            "top_p must be in (0, 1] (1 = off), got 1.01"
-        );
+        assert_eq!(check_top_p(1.01f32).unwrap_err(), "top_p must be in (0, 1] (1 = off), got 1.01");
     }
 }

@@ -23,9 +23,7 @@ impl Default for Settings {
 
 /// The logical CPUs this process may use (at least 1).
 pub fn cpus() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 /// A requested worker count resolved against the CPUs: `0` means all of them, and more
@@ -49,16 +47,8 @@ impl Threads {
     /// Resolves `requested` against `cpus` CPUs.
     pub fn resolve_with(requested: usize, cpus: usize) -> Self {
         let cpus = cpus.max(1);
-        let used = if requested == 0 {
-            cpus
-        } else {
-            requested.min(cpus)
-        };
-        Threads {
-            used,
-            requested,
-            cpus,
-        }
+        let used = if requested == 0 { cpus } else { requested.min(cpus) };
+        Threads { used, requested, cpus }
     }
 
     /// Whether the request was lowered to the CPU count.
@@ -69,12 +59,7 @@ impl Threads {
     /// The notice to show when the request was capped, naming the setting as the user
     /// wrote it (`--threads`, `threads =`).
     pub fn cap_notice(&self, setting: &str) -> Option<String> {
-        self.capped().then(|| {
-            format!(
-                "warning: {setting} {} is more than the {} CPUs this process may use; using {}",
-                self.requested, self.cpus, self.used
-            )
-        })
+        self.capped().then(|| format!("warning: {setting} {} is more than the {} CPUs this process may use; using {}", self.requested, self.cpus, self.used))
     }
 }
 
@@ -88,10 +73,7 @@ mod tests {
         assert_eq!(Threads::resolve_with(3, 8).used, 3);
         let t = Threads::resolve_with(1000, 2);
         assert_eq!((t.used, t.capped()), (2, true));
-        assert_eq!(
-            t.cap_notice("--threads").unwrap(),
-            "warning: --threads 1000 is more than the 2 CPUs this process may use; using 2"
-        );
+        assert_eq!(t.cap_notice("--threads").unwrap(), "warning: --threads 1000 is more than the 2 CPUs this process may use; using 2");
         assert_eq!(Threads::resolve_with(2, 2).cap_notice("--threads"), None);
     }
 }

@@ -35,11 +35,26 @@ pub struct EngineConfig {
     pub block_size: usize,
     /// KV blocks in the pool; 0 = enough for `max_sequences` full context windows.
     pub kv_blocks: usize,
+    /// Commit the pool's memory when the engine is made (a server's memory use is then
+    /// flat from the start); otherwise pages become resident as blocks are first used.
+    pub prefault_kv: bool,
+    /// The model's content fingerprint ([`model_fingerprint`]): cached blocks are keyed by
+    /// it, so a saved prefix cache is only ever reused with the same weights. `None`: the
+    /// model's path and shape stand in (nothing can be saved).
+    pub model_fingerprint: Option<String>,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { max_sequences: 8, context_length: 4096, max_batch_tokens: 512, block_size: lamina_model::DEFAULT_BLOCK_SIZE, kv_blocks: 0 }
+        EngineConfig {
+            max_sequences: 8,
+            context_length: 4096,
+            max_batch_tokens: 512,
+            block_size: lamina_model::DEFAULT_BLOCK_SIZE,
+            kv_blocks: 0,
+            prefault_kv: false,
+            model_fingerprint: None,
+        }
     }
 }
 
@@ -113,10 +128,18 @@ impl Engine {
         let bs = config.block_size.max(1);
         let shape = model.kv_shape(bs);
         let max_sequences = config.max_sequences.max(1);
-        let kv_blocks = if config.kv_blocks > 0 { config.kv_blocks } else { max_sequences * shape.blocks_for(ctx) };
-        lamina_core::memory::check_fits("the KV cache", (kv_blocks * shape.block_bytes()) as u64)?;
-        let kv = PagedKv::new(shape, kv_blocks);
-        let root = BlockHash::root(&model_identity(&model), bs);
+        let kv_blocks = if config.kv_blocks > 0 { config.kv_blocks } else { max_sequences.saturating_mul(shape.blocks_for(ctx)) };
+        let what = format!("the KV cache ({kv_blocks} blocks of {bs} positions: {max_sequences} sequence(s) × {ctx} tokens)");
+        lamina_core::memory::check_fits(&what, (kv_blocks as u64).saturating_mul(shape.block_bytes() as u64))?;
+        let mut kv = PagedKv::new(shape, kv_blocks);
+        if config.prefault_kv {
+            kv.prefault();
+        }
+        let identity = match &config.model_fingerprint {
+            Some(f) => format!("{f}|{:?}", model.precision).into_bytes(),
+            None => model_identity(&model),
+        };
+        let root = BlockHash::root(&identity, bs);
         let sched = Scheduler::new(SchedulerConfig { max_running: max_sequences, max_batch_tokens: config.max_batch_tokens.max(1), block_size: bs }, root);
         Ok(Engine {
             kv,
@@ -265,7 +288,13 @@ impl Engine {
                     rows.push(tokens.len() - 1);
                 }
             }
-            self.model.forward(BatchInput { tokens: &tokens, seqs: &chunks, logits_rows: &rows }, &mut self.kv, &mut self.scratch, &self.workers, &mut self.logits)?;
+            self.model.forward(
+                BatchInput { tokens: &tokens, seqs: &chunks, logits_rows: &rows },
+                &mut self.kv,
+                &mut self.scratch,
+                &self.workers,
+                &mut self.logits,
+            )?;
         }
         let elapsed = t0.elapsed();
         for p in &plan {
@@ -370,6 +399,20 @@ impl Engine {
         result
     }
 
+    /// Saves the prefix cache to `path` (atomically). Returns the blocks written.
+    pub fn save_prefix_cache(&self, path: &std::path::Path) -> Result<usize> {
+        let fp = self.config.model_fingerprint.as_deref().ok_or_else(|| Error::InvalidInput("saving a prefix cache needs the model's fingerprint".into()))?;
+        crate::kv::persist::save(path, fp, &self.kv, &self.blocks)
+    }
+
+    /// Loads a prefix cache saved by [`save_prefix_cache`](Self::save_prefix_cache) for
+    /// the same model and block shape into this (idle, fresh) engine. Returns the blocks
+    /// placed; a file for other weights or a damaged one is refused.
+    pub fn load_prefix_cache(&mut self, path: &std::path::Path) -> Result<usize> {
+        let fp = self.config.model_fingerprint.clone().ok_or_else(|| Error::InvalidInput("loading a prefix cache needs the model's fingerprint".into()))?;
+        crate::kv::persist::load(path, &fp, &mut self.kv, &mut self.blocks)
+    }
+
     /// Drops every cached prefix not in use (e.g. `/reset` in chat).
     pub fn clear_cache(&mut self) {
         self.blocks.clear_cache();
@@ -391,11 +434,33 @@ impl Engine {
     }
 }
 
+/// A content hash of a model's weights and configuration: SHA-256 of the GGUF file, or of
+/// a Hugging Face folder's `config.json` and safetensors files (name and hash of each).
+pub fn model_fingerprint(path: &std::path::Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    if !path.is_dir() {
+        return lamina_core::registry::sha256_file(path);
+    }
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| Error::io(path, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n == "config.json") || p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    files.sort();
+    let mut h = Sha256::new();
+    for f in files {
+        h.update(f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default().as_bytes());
+        h.update(lamina_core::registry::sha256_file(&f)?.as_bytes());
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// What distinguishes this model's KV contents from another's: the weights' file and
 /// size, the arithmetic and the shape.
 fn model_identity(model: &Model) -> Vec<u8> {
     let c = &model.config;
-    let mut id = format!("{}|{:?}|{}|{}|{}|{}|{}", model.source.display(), model.precision, c.num_layers, c.hidden_size, c.num_kv_heads, c.head_dim, c.vocab_size);
+    let mut id =
+        format!("{}|{:?}|{}|{}|{}|{}|{}", model.source.display(), model.precision, c.num_layers, c.hidden_size, c.num_kv_heads, c.head_dim, c.vocab_size);
     if let Ok(meta) = std::fs::metadata(&model.source) {
         id.push_str(&format!("|{}", meta.len()));
     }

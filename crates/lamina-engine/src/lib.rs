@@ -13,7 +13,7 @@ pub mod scheduler;
 pub mod sequence;
 pub mod stop;
 
-pub use engine::{Engine, EngineConfig, EngineStats, Request};
+pub use engine::{model_fingerprint, Engine, EngineConfig, EngineStats, Request};
 pub use pipeline::{FinishReason, GenerationParams, LogitsProcessor, TokenLogprob, TokenOutput};
 pub use sampler::{Sampler, SamplingParams};
 pub use sequence::{Finished, SeqId, SeqStats, TokenCallback, TokenEvent};

@@ -21,13 +21,7 @@ pub struct PerplexityReport {
 /// Scores `tokens` in windows of `ctx`. `bos`, when given, replaces each window's first
 /// token, as llama.cpp does for models that add a BOS token. The engine must be idle
 /// (each window takes `ctx` positions of its KV cache).
-pub fn perplexity(
-    engine: &mut Engine,
-    tokens: &[u32],
-    ctx: usize,
-    bos: Option<u32>,
-    mut on_window: impl FnMut(usize, usize, f64),
-) -> Result<PerplexityReport> {
+pub fn perplexity(engine: &mut Engine, tokens: &[u32], ctx: usize, bos: Option<u32>, mut on_window: impl FnMut(usize, usize, f64)) -> Result<PerplexityReport> {
     if ctx < 4 {
         return Err(Error::InvalidInput(format!("context {ctx} is too small for perplexity")));
     }

@@ -56,14 +56,7 @@ pub struct GenerationParams {
 
 impl Default for GenerationParams {
     fn default() -> Self {
-        GenerationParams {
-            sampling: SamplingParams::default(),
-            max_tokens: 256,
-            stop: Vec::new(),
-            ignore_eos: false,
-            logit_bias: Vec::new(),
-            logprobs: None,
-        }
+        GenerationParams { sampling: SamplingParams::default(), max_tokens: 256, stop: Vec::new(), ignore_eos: false, logit_bias: Vec::new(), logprobs: None }
     }
 }
 

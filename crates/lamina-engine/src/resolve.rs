@@ -48,10 +48,8 @@ pub fn download_from_hub(repo_id: &str, progress: &mut dyn FnMut(&str)) -> Resul
         Ok(index) => {
             let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
             let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Download(format!("bad index: {e}")))?;
-            let mut shards: Vec<String> = v["weight_map"]
-                .as_object()
-                .map(|m| m.values().filter_map(|x| x.as_str().map(String::from)).collect())
-                .unwrap_or_default();
+            let mut shards: Vec<String> =
+                v["weight_map"].as_object().map(|m| m.values().filter_map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default();
             shards.sort();
             shards.dedup();
             for s in shards {

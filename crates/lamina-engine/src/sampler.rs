@@ -118,26 +118,10 @@ impl Effective {
     /// - repetition_penalty NaN, infinite or <= 0 → off;
     /// - frequency/presence penalty not finite → off.
     fn from_params(p: &SamplingParams) -> Self {
-        let temperature = if p.temperature.is_nan() || p.temperature <= 0.0 {
-            0.0
-        } else {
-            p.temperature.min(f32::MAX)
-        };
-        let top_p = if p.top_p.is_nan() {
-            1.0
-        } else {
-            p.top_p.min(1.0)
-        };
-        let min_p = if p.min_p.is_nan() {
-            0.0
-        } else {
-            p.min_p.clamp(0.0, 1.0)
-        };
-        let repetition_penalty = if p.repetition_penalty.is_finite() && p.repetition_penalty > 0.0 {
-            p.repetition_penalty
-        } else {
-            1.0
-        };
+        let temperature = if p.temperature.is_nan() || p.temperature <= 0.0 { 0.0 } else { p.temperature.min(f32::MAX) };
+        let top_p = if p.top_p.is_nan() { 1.0 } else { p.top_p.min(1.0) };
+        let min_p = if p.min_p.is_nan() { 0.0 } else { p.min_p.clamp(0.0, 1.0) };
+        let repetition_penalty = if p.repetition_penalty.is_finite() && p.repetition_penalty > 0.0 { p.repetition_penalty } else { 1.0 };
         let finite_or_zero = |x: f32| if x.is_finite() { x } else { 0.0 };
         Self {
             temperature,
@@ -152,10 +136,7 @@ impl Effective {
     }
 
     fn penalties_active(&self) -> bool {
-        self.penalty_last_n > 0
-            && (self.repetition_penalty != 1.0
-                || self.frequency_penalty != 0.0
-                || self.presence_penalty != 0.0)
+        self.penalty_last_n > 0 && (self.repetition_penalty != 1.0 || self.frequency_penalty != 0.0 || self.presence_penalty != 0.0)
     }
 }
 
@@ -214,10 +195,7 @@ impl Xoshiro256StarStar {
 /// process id and a per-process counter are mixed in too.
 fn entropy_seed() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     let pid = u64::from(std::process::id());
     let count = COUNTER.fetch_add(1, AtomicOrdering::Relaxed);
     let mut state = nanos ^ pid.rotate_left(32);
@@ -396,9 +374,7 @@ pub struct Sampler {
 
 impl fmt::Debug for Sampler {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sampler")
-            .field("params", &self.params)
-            .finish_non_exhaustive()
+        f.debug_struct("Sampler").field("params", &self.params).finish_non_exhaustive()
     }
 }
 
@@ -467,11 +443,7 @@ impl Sampler {
         // top-p's cumulative probabilities are over the post-top-k set, so
         // its mass is measured before min-p shrinks the set.
         let top_p_on = e.top_p < 1.0;
-        let mass = if top_p_on {
-            Some(MassHistogram::measure(&self.candidates, max))
-        } else {
-            None
-        };
+        let mass = if top_p_on { Some(MassHistogram::measure(&self.candidates, max)) } else { None };
 
         // min-p before top-p: both keep a prefix of the sorted order and
         // min-p's threshold is relative to the top token, which top-p always
@@ -488,13 +460,7 @@ impl Sampler {
             // that short.
             let front = mass.partition_nucleus(&mut self.candidates, max, f64::from(e.top_p));
             self.candidates[..front].sort_unstable_by(by_logit_desc);
-            let keep = top_p_prefix(
-                &mut self.candidates,
-                front,
-                max,
-                mass.total,
-                f64::from(e.top_p),
-            );
+            let keep = top_p_prefix(&mut self.candidates, front, max, mass.total, f64::from(e.top_p));
             self.candidates.truncate(keep);
             // top_p_prefix leaves the kept prefix sorted.
             needs_sort = false;
@@ -522,13 +488,7 @@ impl Sampler {
         }
         // Rounding left `target` at the very end: take the last token that
         // had any probability.
-        self.candidates
-            .iter()
-            .zip(&self.weights)
-            .rev()
-            .find(|(_, &w)| w > 0.0)
-            .map(|(&(id, _), _)| id)
-            .unwrap_or(self.candidates[0].0)
+        self.candidates.iter().zip(&self.weights).rev().find(|(_, &w)| w > 0.0).map(|(&(id, _), _)| id).unwrap_or(self.candidates[0].0)
     }
 
     /// Fills `candidates` with the tokens that can still be drawn (logit
@@ -580,8 +540,7 @@ impl Sampler {
             }
         }
         if top_k > 0 && top_k < self.candidates.len() {
-            self.candidates
-                .select_nth_unstable_by(top_k - 1, by_logit_desc);
+            self.candidates.select_nth_unstable_by(top_k - 1, by_logit_desc);
             self.candidates.truncate(top_k);
         }
         max
@@ -624,13 +583,7 @@ impl Sampler {
 /// usually a tiny fraction of the vocabulary; on return `candidates[..keep]`
 /// is sorted. Probabilities are `exp(l - max) / norm`. If the candidates run
 /// out before reaching `top_p` (min-p removed the tail), all are kept.
-fn top_p_prefix(
-    candidates: &mut [(u32, f32)],
-    mut sorted_len: usize,
-    max: f32,
-    norm: f64,
-    top_p: f64,
-) -> usize {
+fn top_p_prefix(candidates: &mut [(u32, f32)], mut sorted_len: usize, max: f32, norm: f64, top_p: f64) -> usize {
     const FIRST_BLOCK: usize = 64;
     let mut cumulative = 0.0f64;
     let mut checked = 0;
@@ -692,22 +645,13 @@ mod tests {
     }
 
     fn params(temperature: f32, top_k: usize, top_p: f32, min_p: f32) -> SamplingParams {
-        SamplingParams {
-            temperature,
-            top_k,
-            top_p,
-            min_p,
-            seed: Some(1234),
-            ..SamplingParams::greedy()
-        }
+        SamplingParams { temperature, top_k, top_p, min_p, seed: Some(1234), ..SamplingParams::greedy() }
     }
 
     /// Deterministic pseudo-random logits for tests.
     fn random_logits(seed: u64, n: usize) -> Vec<f32> {
         let mut rng = Xoshiro256StarStar::from_seed(seed);
-        (0..n)
-            .map(|_| (rng.next_f64() * 20.0 - 10.0) as f32)
-            .collect()
+        (0..n).map(|_| (rng.next_f64() * 20.0 - 10.0) as f32).collect()
     }
 
     #[test]
@@ -717,32 +661,18 @@ mod tests {
         // ties go to the lowest id
         assert_eq!(s.sample(&mut [1.0, 5.0, 5.0, 2.0], &[]), 1);
         let logits = random_logits(7, 50_000);
-        let expected = logits
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .unwrap()
-            .0 as u32;
+        let expected = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0 as u32;
         assert_eq!(s.sample(&mut logits.clone(), &[]), expected);
     }
 
     #[test]
     fn same_seed_same_sequence() {
-        let p = SamplingParams {
-            seed: Some(42),
-            ..SamplingParams::default()
-        };
+        let p = SamplingParams { seed: Some(42), ..SamplingParams::default() };
         let mut a = Sampler::new(p.clone());
         let mut b = Sampler::new(p);
-        let logits = random_logits(3, 1000)
-            .iter()
-            .map(|l| l * 0.2)
-            .collect::<Vec<_>>();
+        let logits = random_logits(3, 1000).iter().map(|l| l * 0.2).collect::<Vec<_>>();
         for _ in 0..200 {
-            assert_eq!(
-                a.sample(&mut logits.clone(), &[]),
-                b.sample(&mut logits.clone(), &[])
-            );
+            assert_eq!(a.sample(&mut logits.clone(), &[]), b.sample(&mut logits.clone(), &[]));
         }
     }
 
@@ -752,14 +682,7 @@ mod tests {
         // would silently change every seeded generation.
         let mut r = Xoshiro256StarStar::from_seed(0);
         let first: Vec<u64> = (0..3).map(|_| r.next_u64()).collect();
-        assert_eq!(
-            first,
-            [
-                0x99EC_5F36_CB75_F2B4,
-                0xBF6E_1F78_4956_452A,
-                0x1A5F_849D_4933_E6E0
-            ]
-        );
+        assert_eq!(first, [0x99EC_5F36_CB75_F2B4, 0xBF6E_1F78_4956_452A, 0x1A5F_849D_4933_E6E0]);
         let mut sm = 0u64;
         assert_eq!(splitmix64(&mut sm), 0xE220_A839_7B1D_CDAF);
     }
@@ -769,9 +692,7 @@ mod tests {
         let flat = vec![0.0f32; 100];
         let draws = |seed| {
             let mut s = Sampler::new(params(1.0, 0, 1.0, 0.0).with_seed(seed));
-            (0..100)
-                .map(|_| s.sample(&mut flat.clone(), &[]))
-                .collect::<Vec<_>>()
+            (0..100).map(|_| s.sample(&mut flat.clone(), &[])).collect::<Vec<_>>()
         };
         assert_ne!(draws(1), draws(2));
         // unseeded samplers differ from each other as well
@@ -800,11 +721,7 @@ mod tests {
             let mut logits = random_logits(seed, 5000);
             if with_ties {
                 // duplicate the maximum at a higher id
-                let (i, &m) = logits
-                    .iter()
-                    .enumerate()
-                    .max_by(|a, b| a.1.total_cmp(b.1))
-                    .unwrap();
+                let (i, &m) = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap();
                 let j = (i + 17) % logits.len();
                 logits[j] = m;
             }
@@ -881,12 +798,7 @@ mod tests {
     /// The stages applied literally as llama.cpp describes them: sort
     /// everything, top-k, top-p, min-p. Returns the kept ids, sorted.
     fn reference_kept(logits: &[f32], top_k: usize, top_p: f32, min_p: f32) -> Vec<u32> {
-        let mut c: Vec<(u32, f32)> = logits
-            .iter()
-            .enumerate()
-            .map(|(i, &l)| (i as u32, clean_logit(l)))
-            .filter(|&(_, l)| l > f32::NEG_INFINITY)
-            .collect();
+        let mut c: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, clean_logit(l))).filter(|&(_, l)| l > f32::NEG_INFINITY).collect();
         c.sort_by(by_logit_desc);
         if top_k > 0 && top_k < c.len() {
             c.truncate(top_k);
@@ -935,10 +847,7 @@ mod tests {
             let mut kept: Vec<u32> = s.candidates.iter().map(|&(id, _)| id).collect();
             kept.sort_unstable();
             let expected = reference_kept(&logits, top_k, top_p, min_p);
-            assert_eq!(
-                kept, expected,
-                "case {case}: n {n} k {top_k} p {top_p} min_p {min_p}"
-            );
+            assert_eq!(kept, expected, "case {case}: n {n} k {top_k} p {top_p} min_p {min_p}");
             assert!(expected.contains(&token));
         }
     }
@@ -955,10 +864,7 @@ mod tests {
 
     #[test]
     fn repetition_penalty_changes_argmax() {
-        let p = SamplingParams {
-            repetition_penalty: 1.5,
-            ..SamplingParams::greedy()
-        };
+        let p = SamplingParams { repetition_penalty: 1.5, ..SamplingParams::greedy() };
         let mut s = Sampler::new(p);
         // 2.0 / 1.5 = 1.33 < 1.5, so token 1 wins once token 0 was seen.
         assert_eq!(s.sample(&mut [2.0, 1.5], &[]), 0);
@@ -969,22 +875,12 @@ mod tests {
 
     #[test]
     fn penalty_math() {
-        let p = SamplingParams {
-            repetition_penalty: 2.0,
-            frequency_penalty: 0.5,
-            presence_penalty: 0.25,
-            ..SamplingParams::greedy()
-        };
+        let p = SamplingParams { repetition_penalty: 2.0, frequency_penalty: 0.5, presence_penalty: 0.25, ..SamplingParams::greedy() };
         let mut s = Sampler::new(p);
         let mut logits = [1.0f32, -1.0, 2.0, 0.5];
         // out-of-range id 99 is ignored
         s.apply_penalties(&mut logits, &[0, 0, 1, 2, 2, 2, 99]);
-        let expected = [
-            1.0 / 2.0 - 2.0 * 0.5 - 0.25,
-            -2.0 - 0.5 - 0.25,
-            2.0 / 2.0 - 3.0 * 0.5 - 0.25,
-            0.5,
-        ];
+        let expected = [1.0 / 2.0 - 2.0 * 0.5 - 0.25, -2.0 - 0.5 - 0.25, 2.0 / 2.0 - 3.0 * 0.5 - 0.25, 0.5];
         for (a, b) in logits.iter().zip(expected) {
             assert!((a - b).abs() < 1e-6, "{logits:?} vs {expected:?}");
         }
@@ -992,21 +888,13 @@ mod tests {
 
     #[test]
     fn penalty_window_is_last_n() {
-        let p = SamplingParams {
-            frequency_penalty: 1.0,
-            penalty_last_n: 2,
-            ..SamplingParams::greedy()
-        };
+        let p = SamplingParams { frequency_penalty: 1.0, penalty_last_n: 2, ..SamplingParams::greedy() };
         let mut s = Sampler::new(p);
         let mut logits = [0.0f32; 3];
         s.apply_penalties(&mut logits, &[0, 0, 0, 1, 2]);
         assert_eq!(logits, [0.0, -1.0, -1.0]);
 
-        let mut none = Sampler::new(SamplingParams {
-            frequency_penalty: 1.0,
-            penalty_last_n: 0,
-            ..SamplingParams::greedy()
-        });
+        let mut none = Sampler::new(SamplingParams { frequency_penalty: 1.0, penalty_last_n: 0, ..SamplingParams::greedy() });
         let mut logits = [0.0f32; 3];
         none.apply_penalties(&mut logits, &[0, 1, 2]);
         assert_eq!(logits, [0.0; 3]);
@@ -1014,11 +902,7 @@ mod tests {
 
     #[test]
     fn nan_and_inf_logits_do_not_panic() {
-        for p in [
-            SamplingParams::greedy(),
-            params(1.0, 0, 1.0, 0.0),
-            params(1.0, 2, 0.9, 0.1),
-        ] {
+        for p in [SamplingParams::greedy(), params(1.0, 0, 1.0, 0.0), params(1.0, 2, 0.9, 0.1)] {
             let mut s = Sampler::new(p);
             for _ in 0..200 {
                 let t = s.sample(&mut [f32::NAN, 1.0, f32::NAN, 0.5], &[]);
@@ -1040,18 +924,12 @@ mod tests {
         for _ in 0..8000 {
             counts[s.sample(&mut [3.0; 8], &[]) as usize] += 1;
         }
-        assert!(
-            counts.iter().all(|&c| (800..1200).contains(&c)),
-            "{counts:?}"
-        );
+        assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
     }
 
     #[test]
     fn defaults_work_on_large_vocab() {
-        let mut s = Sampler::new(SamplingParams {
-            seed: Some(9),
-            ..SamplingParams::default()
-        });
+        let mut s = Sampler::new(SamplingParams { seed: Some(9), ..SamplingParams::default() });
         let logits = random_logits(11, 150_000);
         for _ in 0..20 {
             let t = s.sample(&mut logits.clone(), &[1, 2, 3]) as usize;
@@ -1064,90 +942,18 @@ mod tests {
         assert!(SamplingParams::default().validate().is_ok());
         assert!(SamplingParams::greedy().validate().is_ok());
         let bad = [
-            (
-                SamplingParams {
-                    temperature: -0.1,
-                    ..Default::default()
-                },
-                "temperature",
-            ),
-            (
-                SamplingParams {
-                    temperature: f32::NAN,
-                    ..Default::default()
-                },
-                "temperature",
-            ),
-            (
-                SamplingParams {
-                    top_p: 0.0,
-                    ..Default::default()
-                },
-                "top_p",
-            ),
-            (
-                SamplingParams {
-                    top_p: 1.01,
-                    ..Default::default()
-                },
-                "top_p",
-            ),
-            (
-                SamplingParams {
-                    top_p: f32::NAN,
-                    ..Default::default()
-                },
-                "top_p",
-            ),
-            (
-                SamplingParams {
-                    min_p: -0.01,
-                    ..Default::default()
-                },
-                "min_p",
-            ),
-            (
-                SamplingParams {
-                    min_p: 1.5,
-                    ..Default::default()
-                },
-                "min_p",
-            ),
-            (
-                SamplingParams {
-                    min_p: f32::NAN,
-                    ..Default::default()
-                },
-                "min_p",
-            ),
-            (
-                SamplingParams {
-                    repetition_penalty: 0.0,
-                    ..Default::default()
-                },
-                "repetition_penalty",
-            ),
-            (
-                SamplingParams {
-                    repetition_penalty: f32::NAN,
-                    ..Default::default()
-                },
-                "repetition_penalty",
-            ),
-            (
-                SamplingParams {
-                    frequency_penalty: f32::NAN,
-                    ..Default::default()
-                },
-                "frequency_penalty",
-            ),
-            (
-                SamplingParams {
-                    presence_penalty: f32::INFINITY,
-                    ..Default::default()
-                },
-                "presence_penalty",
-            ),
+            (SamplingParams { temperature: -0.1, ..Default::default() }, "temperature"),
+            (SamplingParams { temperature: f32::NAN, ..Default::default() }, "temperature"),
+            (SamplingParams { top_p: 0.0, ..Default::default() }, "top_p"),
+            (SamplingParams { top_p: 1.01, ..Default::default() }, "top_p"),
+            (SamplingParams { top_p: f32::NAN, ..Default::default() }, "top_p"),
+            (SamplingParams { min_p: -0.01, ..Default::default() }, "min_p"),
+            (SamplingParams { min_p: 1.5, ..Default::default() }, "min_p"),
+            (SamplingParams { min_p: f32::NAN, ..Default::default() }, "min_p"),
+            (SamplingParams { repetition_penalty: 0.0, ..Default::default() }, "repetition_penalty"),
+            (SamplingParams { repetition_penalty: f32::NAN, ..Default::default() }, "repetition_penalty"),
+            (SamplingParams { frequency_penalty: f32::NAN, ..Default::default() }, "frequency_penalty"),
+            (SamplingParams { presence_penalty: f32::INFINITY, ..Default::default() }, "presence_penalty"),
         ];
         for (p, field) in bad {
             let err = p.validate().unwrap_err();
@@ -1160,23 +966,9 @@ mod tests {
     fn invalid_params_are_clamped_without_panic() {
         let logits = random_logits(5, 100);
         for p in [
-            SamplingParams {
-                temperature: f32::NAN,
-                top_p: f32::NAN,
-                min_p: f32::NAN,
-                ..Default::default()
-            },
-            SamplingParams {
-                temperature: f32::INFINITY,
-                top_p: -1.0,
-                min_p: 7.0,
-                ..Default::default()
-            },
-            SamplingParams {
-                temperature: -3.0,
-                repetition_penalty: -1.0,
-                ..Default::default()
-            },
+            SamplingParams { temperature: f32::NAN, top_p: f32::NAN, min_p: f32::NAN, ..Default::default() },
+            SamplingParams { temperature: f32::INFINITY, top_p: -1.0, min_p: 7.0, ..Default::default() },
+            SamplingParams { temperature: -3.0, repetition_penalty: -1.0, ..Default::default() },
             SamplingParams {
                 repetition_penalty: f32::MIN_POSITIVE,
                 frequency_penalty: f32::MAX,
@@ -1185,10 +977,7 @@ mod tests {
                 top_k: usize::MAX,
                 ..Default::default()
             },
-            SamplingParams {
-                temperature: 1e-30,
-                ..Default::default()
-            },
+            SamplingParams { temperature: 1e-30, ..Default::default() },
         ] {
             let mut s = Sampler::new(p);
             for _ in 0..10 {

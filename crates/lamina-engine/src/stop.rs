@@ -30,12 +30,7 @@ impl StopMatcher {
     pub fn new(stops: Vec<String>) -> Self {
         let stops: Vec<String> = stops.into_iter().filter(|s| !s.is_empty()).collect();
         let longest = stops.iter().map(String::len).max().unwrap_or(0);
-        Self {
-            stops,
-            longest,
-            pending: String::new(),
-            stopped: false,
-        }
+        Self { stops, longest, pending: String::new(), stopped: false }
     }
 
     /// Feeds newly decoded text; returns the text that is safe to emit now
@@ -92,10 +87,7 @@ impl StopMatcher {
 
     /// Byte offset in `pending` of the earliest complete stop string.
     fn first_match(&self) -> Option<usize> {
-        self.stops
-            .iter()
-            .filter_map(|s| self.pending.find(s.as_str()))
-            .min()
+        self.stops.iter().filter_map(|s| self.pending.find(s.as_str())).min()
     }
 
     /// Earliest offset from which the rest of `pending` is a proper prefix of
@@ -105,14 +97,10 @@ impl StopMatcher {
     fn first_partial(&self) -> Option<usize> {
         let bytes = self.pending.as_bytes();
         let earliest = bytes.len().saturating_sub(self.longest.saturating_sub(1));
-        (earliest..bytes.len())
-            .filter(|&i| self.pending.is_char_boundary(i))
-            .find(|&i| {
-                let tail = &bytes[i..];
-                self.stops
-                    .iter()
-                    .any(|s| s.len() > tail.len() && s.as_bytes().starts_with(tail))
-            })
+        (earliest..bytes.len()).filter(|&i| self.pending.is_char_boundary(i)).find(|&i| {
+            let tail = &bytes[i..];
+            self.stops.iter().any(|s| s.len() > tail.len() && s.as_bytes().starts_with(tail))
+        })
     }
 
     /// Removes and returns `pending[..at]`; `at` is always a char boundary
@@ -195,10 +183,7 @@ mod tests {
     #[test]
     fn no_stops_pass_everything_through() {
         let mut m = matcher(&[]);
-        assert_eq!(
-            m.push("anything\nUser:"),
-            ("anything\nUser:".to_string(), false)
-        );
+        assert_eq!(m.push("anything\nUser:"), ("anything\nUser:".to_string(), false));
         assert_eq!(m.flush(), "");
         let mut m = matcher(&[""]);
         assert_eq!(m.push("x"), ("x".to_string(), false));
@@ -213,10 +198,7 @@ mod tests {
         assert_eq!(m.push("aé日"), ("aé".to_string(), false));
         assert_eq!(m.push("月"), ("日月".to_string(), false));
         let mut m = matcher(&["🎉!"]);
-        assert_eq!(
-            run(&mut m, &["ok🎉", "?", "🎉", "!x"]),
-            ("ok🎉?".to_string(), true)
-        );
+        assert_eq!(run(&mut m, &["ok🎉", "?", "🎉", "!x"]), ("ok🎉?".to_string(), true));
     }
 
     /// Tiny deterministic RNG so the property test needs no dependency.
@@ -242,34 +224,24 @@ mod tests {
         for case in 0..3000 {
             let random_string = |rng: &mut TestRng, max_chars: usize| -> String {
                 let n = 1 + rng.below(max_chars);
-                (0..n)
-                    .map(|_| ALPHABET[rng.below(ALPHABET.len())])
-                    .collect()
+                (0..n).map(|_| ALPHABET[rng.below(ALPHABET.len())]).collect()
             };
             let text = random_string(&mut rng, 40);
-            let stops: Vec<String> = (0..rng.below(4))
-                .map(|_| random_string(&mut rng, 4))
-                .collect();
+            let stops: Vec<String> = (0..rng.below(4)).map(|_| random_string(&mut rng, 4)).collect();
 
             let cut = stops.iter().filter_map(|s| text.find(s.as_str())).min();
             let expected = &text[..cut.unwrap_or(text.len())];
 
             // split at random char boundaries
             let boundaries: Vec<usize> = text.char_indices().map(|(i, _)| i).skip(1).collect();
-            let mut cuts: Vec<usize> = boundaries
-                .into_iter()
-                .filter(|_| rng.below(3) == 0)
-                .collect();
+            let mut cuts: Vec<usize> = boundaries.into_iter().filter(|_| rng.below(3) == 0).collect();
             cuts.insert(0, 0);
             cuts.push(text.len());
             let pieces: Vec<&str> = cuts.windows(2).map(|w| &text[w[0]..w[1]]).collect();
 
             let mut m = StopMatcher::new(stops.clone());
             let (out, _) = run(&mut m, &pieces);
-            assert_eq!(
-                out, expected,
-                "case {case}: text {text:?} stops {stops:?} pieces {pieces:?}"
-            );
+            assert_eq!(out, expected, "case {case}: text {text:?} stops {stops:?} pieces {pieces:?}");
             assert_eq!(m.is_stopped(), cut.is_some(), "case {case}");
         }
     }

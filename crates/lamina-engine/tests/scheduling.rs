@@ -30,7 +30,24 @@ fn greedy(max_tokens: usize) -> GenerationParams {
 
 fn prompts(n: usize) -> Vec<Vec<u32>> {
     let tok = &parts().1;
-    let topics = ["the sea", "bread", "a red bicycle", "winter", "the moon", "tea", "an old map", "rivers", "glass", "owls", "the desert", "a clock", "music", "stones", "bees", "a lighthouse"];
+    let topics = [
+        "the sea",
+        "bread",
+        "a red bicycle",
+        "winter",
+        "the moon",
+        "tea",
+        "an old map",
+        "rivers",
+        "glass",
+        "owls",
+        "the desert",
+        "a clock",
+        "music",
+        "stones",
+        "bees",
+        "a lighthouse",
+    ];
     (0..n)
         .map(|i| {
             let msg = lamina_tokenizer::ChatMessage::user(format!("Write one sentence about {}.", topics[i % topics.len()]));

@@ -90,7 +90,9 @@ fn greedy_matches_transformers_f32() {
 fn greedy_close_to_llama_cpp_native() {
     let (model, tok) = model_and_tokenizer(Precision::Native);
     let tok = Arc::new(tok);
-    let mut engine = Engine::new(Arc::new(model), tok.clone(), Arc::new(ThreadPool::new(2)), EngineConfig { max_sequences: 1, context_length: 1024, ..Default::default() }).unwrap();
+    let mut engine =
+        Engine::new(Arc::new(model), tok.clone(), Arc::new(ThreadPool::new(2)), EngineConfig { max_sequences: 1, context_length: 1024, ..Default::default() })
+            .unwrap();
     let mut exact = 0;
     let mut failures = Vec::new();
     let refs = jsonl("reference/smollm2_greedy_llamacpp.jsonl");

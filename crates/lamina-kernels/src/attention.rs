@@ -138,21 +138,13 @@ pub fn attend_f16(q: &[f32], rows: &KvRows<'_, half::f16>, scale: f32, f16_accum
 /// result is exactly [`attend_f16`]'s; the SIMD path converts each f16 key and value row
 /// once for up to four heads instead of once per head (the conversions, not the
 /// multiply-adds, bound this loop). `scratch` needs [`attend_f16_heads_scratch`] floats.
-pub fn attend_f16_heads(
-    q: &[f32],
-    head_dim: usize,
-    rows: &KvRows<'_, half::f16>,
-    scale: f32,
-    f16_accumulate: bool,
-    scratch: &mut [f32],
-    out: &mut [f32],
-) {
+pub fn attend_f16_heads(q: &[f32], head_dim: usize, rows: &KvRows<'_, half::f16>, scale: f32, f16_accumulate: bool, scratch: &mut [f32], out: &mut [f32]) {
     let hd = head_dim;
-    assert!(hd > 0 && q.len() % hd == 0 && out.len() == q.len(), "attention heads: {} values, head size {hd}, output {}", q.len(), out.len());
+    assert!(hd > 0 && q.len().is_multiple_of(hd) && out.len() == q.len(), "attention heads: {} values, head size {hd}, output {}", q.len(), out.len());
     rows.check(hd);
     let heads = q.len() / hd;
     #[cfg(target_arch = "x86_64")]
-    if f16_simd() && hd % 8 == 0 && rows.len > 0 && scratch.len() >= attend_f16_heads_scratch(heads, hd, rows.len) {
+    if f16_simd() && hd.is_multiple_of(8) && rows.len > 0 && scratch.len() >= attend_f16_heads_scratch(heads, hd, rows.len) {
         // SAFETY: F16C/FMA/AVX2 were detected (`f16_simd`); rows checked above.
         unsafe { x86::attend(q, hd, rows, scale, f16_accumulate, scratch, out) };
         return;
@@ -267,7 +259,7 @@ pub fn attend_f16_stepwise(q: &[f32], rows: &KvRows<'_, half::f16>, scale: f32, 
 /// `Σ a[i] * b[i]` with f16 `b`, summed in f32.
 pub fn dot_f32_f16(simd: bool, a: &[f32], b: &[half::f16]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if simd && a.len() % 8 == 0 {
+    if simd && a.len().is_multiple_of(8) {
         // SAFETY: `simd` is only true when AVX2, FMA and F16C were detected.
         return unsafe { x86::dot(a, b) };
     }
@@ -278,7 +270,7 @@ pub fn dot_f32_f16(simd: bool, a: &[f32], b: &[half::f16]) -> f32 {
 /// `acc = f16(acc * s)` element-wise.
 pub fn scale_f16(simd: bool, acc: &mut [half::f16], s: f32) {
     #[cfg(target_arch = "x86_64")]
-    if simd && acc.len() % 8 == 0 {
+    if simd && acc.len().is_multiple_of(8) {
         // SAFETY: see `dot_f32_f16`.
         return unsafe { x86::scale(acc, s) };
     }
@@ -291,7 +283,7 @@ pub fn scale_f16(simd: bool, acc: &mut [half::f16], s: f32) {
 /// `acc = f16(acc + v * s)` element-wise (llama.cpp's `ggml_vec_mad_f16`).
 pub fn mad_f16(simd: bool, acc: &mut [half::f16], v: &[half::f16], s: f32) {
     #[cfg(target_arch = "x86_64")]
-    if simd && acc.len() % 8 == 0 {
+    if simd && acc.len().is_multiple_of(8) {
         // SAFETY: see `dot_f32_f16`.
         return unsafe { x86::mad(acc, v, s) };
     }
@@ -304,7 +296,7 @@ pub fn mad_f16(simd: bool, acc: &mut [half::f16], v: &[half::f16], s: f32) {
 /// `acc += v * s` with an f32 accumulator.
 pub fn mad_f32_f16(simd: bool, acc: &mut [f32], v: &[half::f16], s: f32) {
     #[cfg(target_arch = "x86_64")]
-    if simd && acc.len() % 8 == 0 {
+    if simd && acc.len().is_multiple_of(8) {
         // SAFETY: see `dot_f32_f16`.
         return unsafe { x86::mad_f32(acc, v, s) };
     }
@@ -373,7 +365,6 @@ mod x86 {
             _mm256_storeu_ps(p, _mm256_fmadd_ps(load8(v.as_ptr().add(i)), sv, _mm256_loadu_ps(p)));
         }
     }
-
 
     /// Positions ahead that the attention passes prefetch.
     const AHEAD: usize = 24;
@@ -568,11 +559,7 @@ mod x86 {
                     }
                     for (h, sum) in sums[..$h].iter_mut().enumerate() {
                         let w = std::slice::from_raw_parts_mut(wh.add(h * len), len);
-                        *sum = if f16_accumulate {
-                            softmax_factors(w, std::slice::from_raw_parts_mut(mh.add(h * len), len))
-                        } else {
-                            softmax_weights(w)
-                        };
+                        *sum = if f16_accumulate { softmax_factors(w, std::slice::from_raw_parts_mut(mh.add(h * len), len)) } else { softmax_weights(w) };
                     }
                     let nv = hd / 8;
                     let mut j = 0;
@@ -708,8 +695,7 @@ mod tests {
                 for &amp in &[0.5f32, 4.0, 30.0] {
                     let q: Vec<f32> = (0..hd).map(|_| rnd() * amp).collect();
                     // Later keys larger on average, so the maximum keeps growing.
-                    let k16: Vec<half::f16> =
-                        (0..len * stride).map(|i| half::f16::from_f32(rnd() * (1.0 + (i / stride) as f32 * 0.05))).collect();
+                    let k16: Vec<half::f16> = (0..len * stride).map(|i| half::f16::from_f32(rnd() * (1.0 + (i / stride) as f32 * 0.05))).collect();
                     let v16: Vec<half::f16> = (0..len * stride).map(|_| half::f16::from_f32(rnd() * 3.0)).collect();
                     let kv = (len - 1) * stride + hd;
                     {
@@ -882,8 +868,10 @@ mod tests {
                 let paged = KvRows { k: &k[..], v: &v[..], stride: hd, block_size: bs, block_stride, blocks: &ids, start, len };
                 assert_eq!(paged.runs().map(|r| r.1).sum::<usize>(), len);
                 let flat = KvRows::contiguous(&kc[..], &vc[..], hd, len);
-                let (k16, v16): (Vec<half::f16>, Vec<half::f16>) = (k.iter().map(|&x| half::f16::from_f32(x)).collect(), v.iter().map(|&x| half::f16::from_f32(x)).collect());
-                let (kc16, vc16): (Vec<half::f16>, Vec<half::f16>) = (kc.iter().map(|&x| half::f16::from_f32(x)).collect(), vc.iter().map(|&x| half::f16::from_f32(x)).collect());
+                let (k16, v16): (Vec<half::f16>, Vec<half::f16>) =
+                    (k.iter().map(|&x| half::f16::from_f32(x)).collect(), v.iter().map(|&x| half::f16::from_f32(x)).collect());
+                let (kc16, vc16): (Vec<half::f16>, Vec<half::f16>) =
+                    (kc.iter().map(|&x| half::f16::from_f32(x)).collect(), vc.iter().map(|&x| half::f16::from_f32(x)).collect());
                 let paged16 = KvRows { k: &k16[..], v: &v16[..], stride: hd, block_size: bs, block_stride, blocks: &ids, start, len };
                 let flat16 = KvRows::contiguous(&kc16[..], &vc16[..], hd, len);
                 let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
@@ -917,7 +905,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "needs block")]
     fn rows_past_the_block_table_are_refused() {
-        let k = vec![half::f16::ZERO; 64];
+        let k = [half::f16::ZERO; 64];
         let rows = KvRows { k: &k[..], v: &k[..], stride: 8, block_size: 4, block_stride: 32, blocks: &[0], start: 0, len: 5 };
         let mut sc = vec![0.0; attend_f16_scratch(8, 5)];
         let mut out = vec![0.0; 8];

@@ -28,15 +28,9 @@ impl Isa {
         match self {
             Isa::Scalar => true,
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => {
-                is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
-            }
+            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c"),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Vnni => {
-                Isa::Avx2.supported()
-                    && is_x86_feature_detected!("avx512vnni")
-                    && is_x86_feature_detected!("avx512vl")
-            }
+            Isa::Avx2Vnni => Isa::Avx2.supported() && is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl"),
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
         }

@@ -230,9 +230,7 @@ pub mod x86 {
     unsafe fn expand_bits(qh: [u8; 4]) -> __m256i {
         let bits = u32::from_le_bytes(qh) as i32;
         let v = _mm256_set1_epi32(bits);
-        let shuf = _mm256_setr_epi8(
-            0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
-        );
+        let shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
         let bytes = _mm256_shuffle_epi8(v, shuf);
         let sel = _mm256_set1_epi64x(0x8040201008040201u64 as i64);
         let hit = _mm256_cmpeq_epi8(_mm256_and_si256(bytes, sel), sel);
@@ -417,10 +415,7 @@ pub mod x86 {
             return (lo, hi);
         }
         let bit4 = _mm256_set1_epi8(0x10);
-        (
-            _mm256_or_si256(lo, _mm256_and_si256(bit_to_4(h, 2 * j), bit4)),
-            _mm256_or_si256(hi, _mm256_and_si256(bit_to_4(h, 2 * j + 1), bit4)),
-        )
+        (_mm256_or_si256(lo, _mm256_and_si256(bit_to_4(h, 2 * j), bit4)), _mm256_or_si256(hi, _mm256_and_si256(bit_to_4(h, 2 * j + 1), bit4)))
     }
 
     pub mod kquant {
@@ -514,9 +509,7 @@ pub mod x86 {
             let mask = _mm256_set1_epi8(0x0F);
             let m30 = _mm256_set1_epi8(0x30);
             // Per 32-bit lane: low 128 bits take its first i16, high 128 bits its second.
-            let pick = _mm256_setr_epi8(
-                0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3,
-            );
+            let pick = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
             for (i, b) in w.iter().enumerate() {
                 // 16 × i16 sub-block scales; scales 2m and 2m+1 share 32-bit lane m.
                 let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.scales.as_ptr() as *const __m128i));

@@ -303,7 +303,7 @@ mod tests {
             use std::arch::x86_64::*;
             let mut xs: Vec<f32> = (0..4000).map(|i| -95.0 + i as f32 * 0.0471).collect();
             xs.extend([f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, EXP_MIN, EXP_MAX, 1e-30]);
-            while xs.len() % 8 != 0 {
+            while !xs.len().is_multiple_of(8) {
                 xs.push(0.5);
             }
             for c in xs.chunks_exact(8) {
@@ -363,5 +363,4 @@ mod tests {
         let n: f32 = v.iter().map(|x| x * x).sum();
         assert!((n - 91.0).abs() < 1e-3);
     }
-
 }

@@ -664,11 +664,21 @@ pub mod x86 {
             ($s:literal, $sum:literal, $acc:literal) => {
                 concat!(
                     widen!($sum),
-                    "vbroadcastss ymm10, dword ptr [", $s, " + 4]\n",
-                    "vfmadd231ps ", $acc, ", ymm13, ymm10\n",
-                    "vbroadcastss ymm11, dword ptr [", $s, "]\n",
+                    "vbroadcastss ymm10, dword ptr [",
+                    $s,
+                    " + 4]\n",
+                    "vfmadd231ps ",
+                    $acc,
+                    ", ymm13, ymm10\n",
+                    "vbroadcastss ymm11, dword ptr [",
+                    $s,
+                    "]\n",
                     "vmulps ymm11, ymm11, ymm12\n",
-                    "vfmadd231ps ", $acc, ", ", $sum, ", ymm11\n",
+                    "vfmadd231ps ",
+                    $acc,
+                    ", ",
+                    $sum,
+                    ", ymm11\n",
                 )
             };
         }
@@ -678,10 +688,20 @@ pub mod x86 {
             ($s:literal, $sum:literal, $acc:literal) => {
                 concat!(
                     widen!($sum),
-                    "vbroadcastss ymm10, dword ptr [", $s, "]\n",
-                    "vbroadcastss ymm11, dword ptr [", $s, " + 12]\n",
-                    "vfmadd213ps ", $sum, ", ymm10, ymm11\n",
-                    "vfmadd231ps ", $acc, ", ", $sum, ", ymm12\n",
+                    "vbroadcastss ymm10, dword ptr [",
+                    $s,
+                    "]\n",
+                    "vbroadcastss ymm11, dword ptr [",
+                    $s,
+                    " + 12]\n",
+                    "vfmadd213ps ",
+                    $sum,
+                    ", ymm10, ymm11\n",
+                    "vfmadd231ps ",
+                    $acc,
+                    ", ",
+                    $sum,
+                    ", ymm12\n",
                 )
             };
         }
@@ -727,15 +747,7 @@ pub mod x86 {
         /// offsets of affine formats) and loops while blocks remain.
         macro_rules! next_block {
             ($bytes:literal, $next_m:literal) => {
-                concat!(
-                    "add {q}, ", $bytes, "\n",
-                    "add {d}, 16\n",
-                    $next_m, "\n",
-                    "add {x}, 36\n",
-                    "add {s}, 16\n",
-                    "dec {n}\n",
-                    "jnz 2b\n",
-                )
+                concat!("add {q}, ", $bytes, "\n", "add {d}, 16\n", $next_m, "\n", "add {x}, 36\n", "add {s}, 16\n", "dec {n}\n", "jnz 2b\n",)
             };
         }
 
@@ -790,11 +802,21 @@ pub mod x86 {
         macro_rules! q5_0_finish {
             ($s:literal, $t:literal, $acc:literal) => {
                 concat!(
-                    "vbroadcastss ymm10, dword ptr [", $s, "]\n",
-                    "vbroadcastss ymm11, dword ptr [", $s, " + 12]\n",
+                    "vbroadcastss ymm10, dword ptr [",
+                    $s,
+                    "]\n",
+                    "vbroadcastss ymm11, dword ptr [",
+                    $s,
+                    " + 12]\n",
                     "vaddps ymm11, ymm11, ymm11\n",
-                    "vfmadd213ps ", $t, ", ymm10, ymm11\n",
-                    "vfmadd231ps ", $acc, ", ", $t, ", ymm8\n",
+                    "vfmadd213ps ",
+                    $t,
+                    ", ymm10, ymm11\n",
+                    "vfmadd231ps ",
+                    $acc,
+                    ", ",
+                    $t,
+                    ", ymm8\n",
                 )
             };
         }
@@ -804,11 +826,21 @@ pub mod x86 {
         macro_rules! q5_1_finish {
             ($s:literal, $t:literal, $acc:literal) => {
                 concat!(
-                    "vbroadcastss ymm10, dword ptr [", $s, " + 4]\n",
-                    "vfmadd231ps ", $acc, ", ymm9, ymm10\n",
-                    "vbroadcastss ymm11, dword ptr [", $s, "]\n",
+                    "vbroadcastss ymm10, dword ptr [",
+                    $s,
+                    " + 4]\n",
+                    "vfmadd231ps ",
+                    $acc,
+                    ", ymm9, ymm10\n",
+                    "vbroadcastss ymm11, dword ptr [",
+                    $s,
+                    "]\n",
                     "vmulps ymm11, ymm11, ymm8\n",
-                    "vfmadd231ps ", $acc, ", ", $t, ", ymm11\n",
+                    "vfmadd231ps ",
+                    $acc,
+                    ", ",
+                    $t,
+                    ", ymm11\n",
                 )
             };
         }
@@ -918,18 +950,41 @@ pub mod x86 {
             }
         }
 
-
         /// One 4-byte slice `$k` of a Q8_0 weight vector (ymm8, its absolute values in
         /// ymm9) times one column's activations (sign trick: `|w| · sign(x, w)`), added
         /// to the column's i32 sums `$s`. Columns alternate between ymm10 and ymm11.
         macro_rules! q8_column {
             ($x:literal, $s:literal, $t:literal, $off:literal) => {
                 concat!(
-                    "vpbroadcastd ", $t, ", dword ptr [", $x, " + ", $off, "]\n",
-                    "vpsignb ", $t, ", ", $t, ", ymm8\n",
-                    "vpmaddubsw ", $t, ", ymm9, ", $t, "\n",
-                    "vpmaddwd ", $t, ", ", $t, ", ymm14\n",
-                    "vpaddd ", $s, ", ", $s, ", ", $t, "\n",
+                    "vpbroadcastd ",
+                    $t,
+                    ", dword ptr [",
+                    $x,
+                    " + ",
+                    $off,
+                    "]\n",
+                    "vpsignb ",
+                    $t,
+                    ", ",
+                    $t,
+                    ", ymm8\n",
+                    "vpmaddubsw ",
+                    $t,
+                    ", ymm9, ",
+                    $t,
+                    "\n",
+                    "vpmaddwd ",
+                    $t,
+                    ", ",
+                    $t,
+                    ", ymm14\n",
+                    "vpaddd ",
+                    $s,
+                    ", ",
+                    $s,
+                    ", ",
+                    $t,
+                    "\n",
                 )
             };
         }
@@ -939,7 +994,9 @@ pub mod x86 {
         macro_rules! q8_vector {
             ($w:literal, $off:literal) => {
                 concat!(
-                    "vmovdqa ymm8, ymmword ptr [{q} + ", $w, "]\n",
+                    "vmovdqa ymm8, ymmword ptr [{q} + ",
+                    $w,
+                    "]\n",
                     "vpsignb ymm9, ymm8, ymm8\n",
                     q8_column!("{x}", "ymm0", "ymm10", $off),
                     q8_column!("{x} + {xs}", "ymm1", "ymm11", $off),
@@ -953,10 +1010,20 @@ pub mod x86 {
         macro_rules! q8_finish {
             ($s:literal, $sum:literal, $acc:literal) => {
                 concat!(
-                    "vcvtdq2ps ", $sum, ", ", $sum, "\n",
-                    "vbroadcastss ymm10, dword ptr [", $s, "]\n",
+                    "vcvtdq2ps ",
+                    $sum,
+                    ", ",
+                    $sum,
+                    "\n",
+                    "vbroadcastss ymm10, dword ptr [",
+                    $s,
+                    "]\n",
                     "vmulps ymm10, ymm10, ymm12\n",
-                    "vfmadd231ps ", $acc, ", ", $sum, ", ymm10\n",
+                    "vfmadd231ps ",
+                    $acc,
+                    ", ",
+                    $sum,
+                    ", ymm10\n",
                 )
             };
         }
@@ -967,8 +1034,7 @@ pub mod x86 {
             debug_assert!(nb > 0);
             let xs = stride * std::mem::size_of::<BlockQ8_1>();
             let ss = stride * std::mem::size_of::<ActScale>();
-            four_column_asm!(
-                [
+            four_column_asm!([
                 prologue!(),
                 "2:",
                 "prefetcht0 [{q} + 1024]",
@@ -988,9 +1054,7 @@ pub mod x86 {
                 finish_columns!(q8_finish, "ymm0", "ymm1", "ymm2", "ymm3"),
                 next_block!("256", ""),
                 epilogue!(),
-                ]
-                (qs, d, x, xs, sc, ss, nb, out)
-            )
+            ](qs, d, x, xs, sc, ss, nb, out))
         }
     }
 

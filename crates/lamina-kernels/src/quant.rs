@@ -437,20 +437,10 @@ mod x86 {
     #[inline(always)]
     unsafe fn block(xs: *const f32) -> (f32, [__m256i; 4]) {
         let sign = _mm256_set1_ps(-0.0);
-        let v = [
-            _mm256_loadu_ps(xs),
-            _mm256_loadu_ps(xs.add(8)),
-            _mm256_loadu_ps(xs.add(16)),
-            _mm256_loadu_ps(xs.add(24)),
-        ];
+        let v = [_mm256_loadu_ps(xs), _mm256_loadu_ps(xs.add(8)), _mm256_loadu_ps(xs.add(16)), _mm256_loadu_ps(xs.add(24))];
         // Explicit element-wise code, no `array::map`: closures do not inherit the caller's
         // target features, so the intrinsics inside would become out-of-line calls.
-        let a = [
-            _mm256_andnot_ps(sign, v[0]),
-            _mm256_andnot_ps(sign, v[1]),
-            _mm256_andnot_ps(sign, v[2]),
-            _mm256_andnot_ps(sign, v[3]),
-        ];
+        let a = [_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1]), _mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])];
         let m = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
         let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
         let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));

@@ -37,12 +37,7 @@ fn q5_0(r: &mut Rng) -> BlockQ5_0 {
     BlockQ5_0 { d: f16::from_f32(r.f() * 0.1), qh: std::array::from_fn(|_| r.byte()), qs: std::array::from_fn(|_| r.byte()) }
 }
 fn q5_1(r: &mut Rng) -> BlockQ5_1 {
-    BlockQ5_1 {
-        d: f16::from_f32(r.f() * 0.1),
-        m: f16::from_f32(r.f() * 0.5),
-        qh: std::array::from_fn(|_| r.byte()),
-        qs: std::array::from_fn(|_| r.byte()),
-    }
+    BlockQ5_1 { d: f16::from_f32(r.f() * 0.1), m: f16::from_f32(r.f() * 0.5), qh: std::array::from_fn(|_| r.byte()), qs: std::array::from_fn(|_| r.byte()) }
 }
 fn q8_0(r: &mut Rng) -> BlockQ8_0 {
     BlockQ8_0 { d: f16::from_f32(r.f() * 0.1), qs: std::array::from_fn(|_| (r.byte() as i8).max(-127)) }
@@ -90,8 +85,7 @@ macro_rules! check_dot {
                         (k.$field)(&w, &x, stride, &mut got);
                         let scale: f32 = want.iter().map(|v| v.abs()).sum::<f32>() + nb as f32;
                         for c in 0..cols {
-                            assert!(close(want[c], got[c], scale), "{} {} nb={nb} cols={cols}: {} vs {}",
-                                k.isa.name(), stringify!($field), want[c], got[c]);
+                            assert!(close(want[c], got[c], scale), "{} {} nb={nb} cols={cols}: {} vs {}", k.isa.name(), stringify!($field), want[c], got[c]);
                         }
                     }
                 }
@@ -399,10 +393,13 @@ fn packed_matmul_many_with_row_tails() {
     for threads in [1, 2, 3, 4] {
         let pool = ThreadPool::new(threads);
         let (mut oa, mut ob) = (vec![f32::NAN; n * 13], vec![f32::NAN; n * 21]);
-        matmul_many(&pool, &k, &x, &acts, &mut [
-            MatmulJob { weights: Weights::Packed(&a), rows: 13, out: &mut oa },
-            MatmulJob { weights: Weights::Packed(&b), rows: 21, out: &mut ob },
-        ]);
+        matmul_many(
+            &pool,
+            &k,
+            &x,
+            &acts,
+            &mut [MatmulJob { weights: Weights::Packed(&a), rows: 13, out: &mut oa }, MatmulJob { weights: Weights::Packed(&b), rows: 21, out: &mut ob }],
+        );
         let (mut ea, mut eb) = (vec![0.0; n * 13], vec![0.0; n * 21]);
         matmul(&ThreadPool::new(1), &scalar, &x, &acts, wa, 13, &mut ea);
         matmul(&ThreadPool::new(1), &scalar, &x, &acts, wb, 21, &mut eb);

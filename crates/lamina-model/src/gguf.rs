@@ -315,10 +315,7 @@ impl GgufFile {
             let ty = c.u32()?;
             let v = c.value(ty, 0)?;
             if metadata.contains_key(&key) {
-                return Err(Error::invalid_file(
-                    path,
-                    format!("duplicate metadata key `{key}`"),
-                ));
+                return Err(Error::invalid_file(path, format!("duplicate metadata key `{key}`")));
             }
             metadata.insert(key, v);
         }
@@ -338,10 +335,7 @@ impl GgufFile {
                 dims.push(d as usize);
             }
             let code = c.u32()?;
-            let dtype = GgmlType::from_code(code).ok_or_else(|| Error::UnsupportedTensorType {
-                tensor: name.clone(),
-                dtype: format!("ggml type {code}"),
-            })?;
+            let dtype = GgmlType::from_code(code).ok_or_else(|| Error::UnsupportedTensorType { tensor: name.clone(), dtype: format!("ggml type {code}") })?;
             let rel = c.u64()?;
             infos.push((name, dims, dtype, rel));
         }
@@ -349,12 +343,7 @@ impl GgufFile {
             None => 32,
             Some(v) => match v {
                 Value::U32(a) => *a as usize,
-                other => {
-                    return Err(Error::invalid_file(
-                        path,
-                        format!("general.alignment must be a u32, got {}", other.describe()),
-                    ))
-                }
+                other => return Err(Error::invalid_file(path, format!("general.alignment must be a u32, got {}", other.describe()))),
             },
         };
         if align == 0 || !align.is_power_of_two() {
@@ -365,42 +354,26 @@ impl GgufFile {
         let mut order = Vec::with_capacity(infos.len());
         for (name, dims, dtype, rel) in infos {
             if tensors.contains_key(&name) {
-                return Err(Error::invalid_file(
-                    path,
-                    format!("duplicate tensor name `{name}`"),
-                ));
+                return Err(Error::invalid_file(path, format!("duplicate tensor name `{name}`")));
             }
             // The spec requires every tensor's offset to be a multiple of the alignment.
             if rel % align as u64 != 0 {
-                return Err(Error::invalid_file(
-                    path,
-                    format!("tensor `{name}` data offset {rel} is not a multiple of general.alignment ({align})"),
-                ));
+                return Err(Error::invalid_file(path, format!("tensor `{name}` data offset {rel} is not a multiple of general.alignment ({align})")));
             }
-            let elements: u64 = dims
-                .iter()
-                .map(|&d| d as u64)
-                .try_fold(1u64, |a, d| a.checked_mul(d))
-                .unwrap_or(u64::MAX);
-            let size = dtype.bytes_for(elements).ok_or_else(|| {
-                Error::invalid_file(path, format!("tensor `{name}`: {elements} values are not whole {} blocks", dtype.name()))
-            })?;
+            let elements: u64 = dims.iter().map(|&d| d as u64).try_fold(1u64, |a, d| a.checked_mul(d)).unwrap_or(u64::MAX);
+            let size = dtype
+                .bytes_for(elements)
+                .ok_or_else(|| Error::invalid_file(path, format!("tensor `{name}`: {elements} values are not whole {} blocks", dtype.name())))?;
             let offset = (data_start as u64).saturating_add(rel);
             let end = offset.saturating_add(size);
             if end > mmap.len() as u64 {
                 return Err(Error::invalid_file(
                     path,
-                    format!(
-                        "tensor `{name}` data ends at byte {end} but the file has only {} bytes (truncated?)",
-                        mmap.len()
-                    ),
+                    format!("tensor `{name}` data ends at byte {end} but the file has only {} bytes (truncated?)", mmap.len()),
                 ));
             }
             order.push(name.clone());
-            tensors.insert(
-                name.clone(),
-                TensorInfo { name, dims, dtype, offset: offset as usize, size: size as usize },
-            );
+            tensors.insert(name.clone(), TensorInfo { name, dims, dtype, offset: offset as usize, size: size as usize });
         }
         // No two tensors may share bytes: a writer bug or a crafted file would otherwise
         // make one tensor's data silently another's.
@@ -422,14 +395,7 @@ impl GgufFile {
                 ));
             }
         }
-        Ok(GgufFile {
-            path: path.to_path_buf(),
-            version,
-            metadata,
-            tensors,
-            order,
-            mmap,
-        })
+        Ok(GgufFile { path: path.to_path_buf(), version, metadata, tensors, order, mmap })
     }
 
     /// The raw bytes of a tensor (inside the memory map).
@@ -451,10 +417,7 @@ impl GgufFile {
     }
 
     fn wrong_type(&self, key: &str, want: &str, got: &Value) -> Error {
-        Error::invalid_file(
-            &self.path,
-            format!("metadata `{key}` must be {want}, got {}", got.describe()),
-        )
+        Error::invalid_file(&self.path, format!("metadata `{key}` must be {want}, got {}", got.describe()))
     }
 
     /// An optional unsigned integer key: absent is `None`, any other type (or a negative
@@ -462,10 +425,7 @@ impl GgufFile {
     pub fn opt_u64(&self, key: &str) -> Result<Option<u64>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(Some)
-                .ok_or_else(|| self.wrong_type(key, "a non-negative integer", v)),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| self.wrong_type(key, "a non-negative integer", v)),
         }
     }
 
@@ -473,10 +433,7 @@ impl GgufFile {
     pub fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| self.wrong_type(key, "a number", v)),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| self.wrong_type(key, "a number", v)),
         }
     }
 
@@ -484,10 +441,7 @@ impl GgufFile {
     pub fn opt_str(&self, key: &str) -> Result<Option<&str>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_str()
-                .map(Some)
-                .ok_or_else(|| self.wrong_type(key, "a string", v)),
+            Some(v) => v.as_str().map(Some).ok_or_else(|| self.wrong_type(key, "a string", v)),
         }
     }
 
@@ -508,45 +462,28 @@ impl GgufFile {
     /// once, by [`lamina_core::ModelConfig::validate`].
     pub fn model_config(&self) -> Result<lamina_core::ModelConfig> {
         use lamina_core::{Architecture, ModelConfig, RopeScaling};
-        let arch_name = self
-            .opt_str("general.architecture")?
-            .ok_or_else(|| Error::invalid_file(&self.path, "no general.architecture in metadata"))?
-            .to_string();
+        let arch_name =
+            self.opt_str("general.architecture")?.ok_or_else(|| Error::invalid_file(&self.path, "no general.architecture in metadata"))?.to_string();
         let architecture = Architecture::from_name(&arch_name)?;
         let key = |k: &str| format!("{arch_name}.{k}");
-        let uint =
-            |k: &str| -> Result<Option<usize>> { Ok(self.opt_u64(&key(k))?.map(|v| v as usize)) };
+        let uint = |k: &str| -> Result<Option<usize>> { Ok(self.opt_u64(&key(k))?.map(|v| v as usize)) };
         let float = |k: &str| -> Result<Option<f64>> { self.opt_f64(&key(k)) };
-        let need = |k: &str| {
-            uint(k)?.ok_or_else(|| {
-                Error::invalid_file(&self.path, format!("metadata has no {}", key(k)))
-            })
-        };
+        let need = |k: &str| uint(k)?.ok_or_else(|| Error::invalid_file(&self.path, format!("metadata has no {}", key(k))));
         let hidden = need("embedding_length")?;
         let heads = need("attention.head_count")?;
         let kv_heads = uint("attention.head_count_kv")?.unwrap_or(heads);
         let head_dim = uint("attention.key_length")?.unwrap_or(hidden.checked_div(heads).unwrap_or(0));
         let embd = self.tensor("token_embd.weight")?;
-        let vocab = uint("vocab_size")?
-            .or_else(|| embd.dims.get(1).copied())
-            .unwrap_or(0);
+        let vocab = uint("vocab_size")?.or_else(|| embd.dims.get(1).copied()).unwrap_or(0);
         let eps_key = match architecture {
             Architecture::Llama => "attention.layer_norm_rms_epsilon",
             Architecture::Gpt2 => "attention.layer_norm_epsilon",
         };
         let rope_scaling = match self.opt_str(&key("rope.scaling.type"))? {
-            Some("linear") => Some(RopeScaling::Linear {
-                factor: float("rope.scaling.factor")?.unwrap_or(1.0) as f32,
-            }),
+            Some("linear") => Some(RopeScaling::Linear { factor: float("rope.scaling.factor")?.unwrap_or(1.0) as f32 }),
             Some("none") | None => None,
             Some(other) => {
-                return Err(Error::invalid_file(
-                    &self.path,
-                    format!(
-                        "unsupported {} `{other}` (supported: linear, none)",
-                        key("rope.scaling.type")
-                    ),
-                ))
+                return Err(Error::invalid_file(&self.path, format!("unsupported {} `{other}` (supported: linear, none)", key("rope.scaling.type"))))
             }
         };
         let cfg = ModelConfig {
@@ -570,8 +507,7 @@ impl GgufFile {
             },
             rope_scaling,
             tied_embeddings: !self.tensors.contains_key("output.weight"),
-            qkv_bias: self.tensors.contains_key("blk.0.attn_q.bias")
-                || self.tensors.contains_key("blk.0.attn_qkv.bias"),
+            qkv_bias: self.tensors.contains_key("blk.0.attn_q.bias") || self.tensors.contains_key("blk.0.attn_qkv.bias"),
             sliding_window: uint("attention.sliding_window")?,
         };
         cfg.validate().map_err(|e| match e {

@@ -46,17 +46,7 @@ impl std::fmt::Debug for Linear {
 
 /// Whether the inner kernels can use a GGUF type in place.
 pub fn has_int_kernel(dtype: GgmlType) -> bool {
-    matches!(
-        dtype,
-        GgmlType::Q4_0
-            | GgmlType::Q4_1
-            | GgmlType::Q5_0
-            | GgmlType::Q5_1
-            | GgmlType::Q8_0
-            | GgmlType::Q4K
-            | GgmlType::Q5K
-            | GgmlType::Q6K
-    )
+    matches!(dtype, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K)
 }
 
 impl Linear {
@@ -161,8 +151,7 @@ impl Linear {
             return Ok(if packs(info.dtype) { mapped.packed() } else { mapped.copied() });
         }
         let bytes = file.data_at(offset, rows * row_bytes);
-        let values = dequantize_any(info.dtype, bytes, rows * cols)
-            .map_err(|e| Error::invalid_file(&file.path, format!("tensor `{name}`: {e}")))?;
+        let values = dequantize_any(info.dtype, bytes, rows * cols).map_err(|e| Error::invalid_file(&file.path, format!("tensor `{name}`: {e}")))?;
         Ok(Linear { rows, cols, data: LinearData::F32(Arc::new(values)), bias: None })
     }
 

@@ -47,10 +47,7 @@ fn f32_vec(file: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>> {
 }
 
 fn gguf_norm(file: &GgufFile, prefix: &str, d: usize, with_bias: bool) -> Result<Norm> {
-    Ok(Norm {
-        weight: f32_vec(file, &format!("{prefix}.weight"), d)?,
-        bias: if with_bias { Some(f32_vec(file, &format!("{prefix}.bias"), d)?) } else { None },
-    })
+    Ok(Norm { weight: f32_vec(file, &format!("{prefix}.weight"), d)?, bias: if with_bias { Some(f32_vec(file, &format!("{prefix}.bias"), d)?) } else { None } })
 }
 
 fn check_shape(l: &Linear, name: &str, rows: usize, cols: usize) -> Result<()> {

@@ -12,8 +12,8 @@
 //! `hq`/`hkv` query/key-value heads of `hd` dims, `v` vocabulary.
 
 use crate::gguf::GgufFile;
-use crate::paged_kv::{HeadRows, KvDtype, KvShape, PagedKv};
 use crate::linear::Linear;
+use crate::paged_kv::{HeadRows, KvDtype, KvShape, PagedKv};
 use lamina_core::{Architecture, Error, ModelConfig, Result};
 use lamina_kernels::matmul::{matmul, matmul_many, ActFormat, Activations, Kernels, MatmulJob};
 use lamina_kernels::{attention, ops, ThreadPool};
@@ -223,14 +223,7 @@ impl Model {
 
     /// Runs the batch through the model, appending its keys and values to `kv`, and writes
     /// `logits_rows.len() × vocab` logits into `logits`.
-    pub fn forward(
-        &self,
-        input: BatchInput<'_>,
-        kv: &mut PagedKv,
-        scratch: &mut Scratch,
-        pool: &ThreadPool,
-        logits: &mut Vec<f32>,
-    ) -> Result<()> {
+    pub fn forward(&self, input: BatchInput<'_>, kv: &mut PagedKv, scratch: &mut Scratch, pool: &ThreadPool, logits: &mut Vec<f32>) -> Result<()> {
         self.check_input(&input, kv)?;
         let cfg = &self.config;
         let n = input.tokens.len();
@@ -383,7 +376,7 @@ impl Model {
                         xn,
                         acts,
                         &mut [
-                            MatmulJob { weights: g.weights(), rows: f, out: gate },         // (n, f)
+                            MatmulJob { weights: g.weights(), rows: f, out: gate },      // (n, f)
                             MatmulJob { weights: layer.up.weights(), rows: f, out: up }, // (n, f)
                         ],
                     );

@@ -108,6 +108,32 @@ impl PagedKv {
         PagedKv { shape, num_blocks, store }
     }
 
+    /// Makes every block resident now (one write per page), so the memory the pool was
+    /// sized for is committed up front, as a server wants: its memory use is then what was
+    /// planned from the start instead of creeping up as the prefix cache reaches new
+    /// blocks.
+    pub fn prefault(&mut self) {
+        fn touch<T: lamina_kernels::hugepage::Zeroable>(v: &mut [T]) {
+            let step = (4096 / std::mem::size_of::<T>()).max(1);
+            let p = v.as_mut_ptr();
+            for i in (0..v.len()).step_by(step) {
+                // SAFETY: in bounds; rewriting the value already there (zero) through a
+                // volatile access, which the compiler cannot drop.
+                unsafe { std::ptr::write_volatile(p.add(i), std::ptr::read(p.add(i))) };
+            }
+        }
+        match &mut self.store {
+            Store::F32 { k, v } => {
+                touch(k);
+                touch(v);
+            }
+            Store::F16 { k, v } => {
+                touch(k);
+                touch(v);
+            }
+        }
+    }
+
     /// Bytes reserved for all blocks.
     pub fn bytes(&self) -> usize {
         self.num_blocks * self.shape.block_bytes()

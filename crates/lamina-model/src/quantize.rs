@@ -96,8 +96,7 @@ pub fn quantize_gguf(input: &Path, output: &Path, type_name: &str) -> Result<Qua
     let mut tensors: Vec<(String, QTensor)> = Vec::with_capacity(file.order.len());
     for name in &file.order {
         let info = file.tensor(name)?;
-        let values = dequantize_any(info.dtype, file.data(info), info.elements())
-            .map_err(|e| Error::invalid_file(input, format!("{name}: {e}")))?;
+        let values = dequantize_any(info.dtype, file.data(info), info.elements()).map_err(|e| Error::invalid_file(input, format!("{name}: {e}")))?;
         // GGML dims are innermost-first; candle shapes are outermost-first.
         let shape: Vec<usize> = info.dims.iter().rev().copied().collect();
         let t = Tensor::from_vec(values, shape, &Device::Cpu).map_err(candle_err)?;

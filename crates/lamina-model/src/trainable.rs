@@ -106,7 +106,7 @@ impl Linear {
         let n: usize = dims[..dims.len().saturating_sub(1)].iter().product();
         let x2 = x.reshape((n, in_dim))?; // (n, in)
         let y = match self.layout {
-            WeightLayout::OutIn => x2.matmul(&self.weight.t()?)?, // (n, in) @ (in, out) → (n, out)
+            WeightLayout::OutIn => x2.matmul(&self.weight.t()?)?,       // (n, in) @ (in, out) → (n, out)
             WeightLayout::InOut => x2.matmul(self.weight.as_tensor())?, // (n, in) @ (in, out)
         };
         let y = match &self.bias {
@@ -144,9 +144,8 @@ impl Norm {
                 let xc = x.broadcast_sub(&mu)?; // (b, t, c)
                 let var = xc.sqr()?.mean_keepdim(D::Minus1)?; // (b, t, 1)
                 let inv = (var + self.eps)?.sqrt()?.recip()?; // (b, t, 1)
-                xc.broadcast_mul(&inv)?
-                    .broadcast_mul(self.weight.as_tensor())?
-                    .broadcast_add(bias.as_tensor()) // (b, t, c)
+                xc.broadcast_mul(&inv)?.broadcast_mul(self.weight.as_tensor())?.broadcast_add(bias.as_tensor())
+                // (b, t, c)
             }
         }
     }
@@ -192,10 +191,7 @@ pub struct TrainableModel {
 
 /// Which names are residual output projections (scaled init).
 fn is_residual_proj(name: &str) -> bool {
-    name.ends_with("o_proj.weight")
-        || name.ends_with("down_proj.weight")
-        || name.ends_with("attn.c_proj.weight")
-        || name.ends_with("mlp.c_proj.weight")
+    name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight") || name.ends_with("attn.c_proj.weight") || name.ends_with("mlp.c_proj.weight")
 }
 
 struct Builder<'a> {
@@ -315,11 +311,7 @@ impl TrainableModel {
                 }
                 blocks = bl;
                 final_norm = b.norm("model.norm", c, false)?;
-                lm_head = if cfg.tied_embeddings {
-                    None
-                } else {
-                    Some(b.linear("lm_head", c, cfg.vocab_size, false, WeightLayout::OutIn)?)
-                };
+                lm_head = if cfg.tied_embeddings { None } else { Some(b.linear("lm_head", c, cfg.vocab_size, false, WeightLayout::OutIn)?) };
                 rope = Some(rope_tables(cfg, dtype, device)?);
             }
             Architecture::Gpt2 => {
@@ -335,12 +327,7 @@ impl TrainableModel {
                     let norm2 = b.norm(&format!("{p}.ln_2"), c, true)?;
                     let c_fc = b.linear(&format!("{p}.mlp.c_fc"), c, cfg.ffn_dim, true, l)?;
                     let mlp_proj = b.linear(&format!("{p}.mlp.c_proj"), cfg.ffn_dim, c, true, l)?;
-                    bl.push(Block {
-                        norm1,
-                        attn: Attention::Gpt2 { c_attn, c_proj },
-                        norm2,
-                        mlp: Mlp::Gpt2 { c_fc, c_proj: mlp_proj },
-                    });
+                    bl.push(Block { norm1, attn: Attention::Gpt2 { c_attn, c_proj }, norm2, mlp: Mlp::Gpt2 { c_fc, c_proj: mlp_proj } });
                 }
                 blocks = bl;
                 final_norm = b.norm("ln_f", c, true)?;
@@ -355,26 +342,14 @@ impl TrainableModel {
                 data.insert(k.clone(), v.clone());
             }
         }
-        Ok(TrainableModel {
-            cfg: cfg.clone(),
-            dtype,
-            device: device.clone(),
-            varmap,
-            params: b.params,
-            embed,
-            pos_embed,
-            blocks,
-            final_norm,
-            lm_head,
-            rope,
-        })
+        Ok(TrainableModel { cfg: cfg.clone(), dtype, device: device.clone(), varmap, params: b.params, embed, pos_embed, blocks, final_norm, lm_head, rope })
     }
 
     /// Builds the model and fills it from a `model.safetensors` with HF names.
     pub fn load(cfg: &ModelConfig, path: &Path, dtype: DType, device: &Device) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let tensors = candle_core::safetensors::load_buffer(&bytes, device)
-            .map_err(|e| Error::invalid_file(path, format!("not a readable safetensors file: {e}")))?;
+        let tensors =
+            candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| Error::invalid_file(path, format!("not a readable safetensors file: {e}")))?;
         let model = Self::new(cfg, 0, dtype, device)?;
         model.set_weights(&tensors)?;
         Ok(model)
@@ -384,10 +359,7 @@ impl TrainableModel {
     /// attention-mask buffers are tolerated). Missing tensors and wrong shapes are errors.
     pub fn set_weights(&self, tensors: &HashMap<String, Tensor>) -> Result<()> {
         for (name, var) in &self.params {
-            let t = tensors
-                .get(name)
-                .or_else(|| tensors.get(&format!("transformer.{name}")))
-                .ok_or_else(|| Error::MissingTensor(name.clone()))?;
+            let t = tensors.get(name).or_else(|| tensors.get(&format!("transformer.{name}"))).ok_or_else(|| Error::MissingTensor(name.clone()))?;
             if t.dims() != var.dims() {
                 return Err(Error::ShapeMismatch { name: name.clone(), expected: var.dims().to_vec(), actual: t.dims().to_vec() });
             }
@@ -497,7 +469,8 @@ impl TrainableModel {
             Some(head) => head.forward(&x), // (b, t, v)
             None => {
                 let x2 = x.reshape((b * t, c))?; // (b*t, c)
-                x2.matmul(&self.embed.t()?)?.reshape((b, t, self.cfg.vocab_size)) // (b*t, c) @ (c, v)
+                x2.matmul(&self.embed.t()?)?.reshape((b, t, self.cfg.vocab_size))
+                // (b*t, c) @ (c, v)
             }
         }
     }
@@ -521,7 +494,8 @@ impl TrainableModel {
                 let c = self.cfg.hidden_size;
                 let qkv = c_attn.forward(h)?; // (b, t, 3c)
                 let split = |i: usize| -> CResult<Tensor> {
-                    qkv.narrow(2, i * c, c)?.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous() // (b, nh, t, hd)
+                    qkv.narrow(2, i * c, c)?.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()
+                    // (b, nh, t, hd)
                 };
                 (split(0)?, split(1)?, split(2)?, c_proj)
             }

@@ -400,8 +400,9 @@ fn check_batching(model: &Model, label: &str, tol: f32) {
     let mut kv = model.new_kv(2, 6);
     let (ta, tb) = ([5u32, 1, 3], [0u32, 4]);
     let mut scratch = Scratch::default();
-    // Per batch: (tokens, chunks, reference rows).
-    let steps: [(Vec<u32>, [SeqChunk; 2], Vec<&[f32]>); 2] = [
+    // Per batch: tokens, the two chunks, and each row's logits when run alone.
+    type Step<'a> = (Vec<u32>, [SeqChunk<'a>; 2], Vec<&'a [f32]>);
+    let steps: [Step; 2] = [
         (
             vec![a[0], a[1], a[2], b[0], b[1]],
             [SeqChunk { len: 3, start: 0, blocks: &ta }, SeqChunk { len: 2, start: 0, blocks: &tb }],
@@ -610,7 +611,9 @@ fn quantized_gguf_is_close_to_f32() {
                 eprintln!("{q:?}: top-1 flips at position {i} ({want} → {got}), reference margin {margin:.4}");
             }
         }
-        eprintln!("{q:?}: F32-load vs candle dequant {d_blocks:e}; Native vs dequant-F32 {d_act:.4}; Native vs original F32 {d_orig:.4}; top-1 same {same}/{n}");
+        eprintln!(
+            "{q:?}: F32-load vs candle dequant {d_blocks:e}; Native vs dequant-F32 {d_act:.4}; Native vs original F32 {d_orig:.4}; top-1 same {same}/{n}"
+        );
         assert!(d_act <= tol_act, "{q:?}: Native vs dequantized F32: {d_act} > {tol_act}");
         assert!(d_orig <= tol_orig, "{q:?}: Native vs original F32: {d_orig} > {tol_orig}");
         assert!(same >= n - 2, "{q:?}: top-1 agrees on only {same}/{n} positions");
@@ -689,10 +692,7 @@ fn truncated_gguf_is_refused() {
         let p = write_bytes(dir.path(), &format!("cut{cut}.gguf"), &good[..cut]);
         for precision in [Precision::F32, Precision::Native] {
             let msg = load_err(&p, precision);
-            assert!(
-                msg.contains("truncated") || msg.contains("bad magic"),
-                "cut at {cut} of {len}: message {msg:?} says neither truncated nor bad magic"
-            );
+            assert!(msg.contains("truncated") || msg.contains("bad magic"), "cut at {cut} of {len}: message {msg:?} says neither truncated nor bad magic");
             assert_contains(&msg, &format!("cut{cut}.gguf"));
         }
     }
@@ -801,20 +801,16 @@ fn gguf_wrong_tensor_shape_is_refused() {
     let (d, f, qd) = (cfg.hidden_size, cfg.ffn_dim, cfg.q_dim());
     let dir = tempfile::tempdir().unwrap();
     let cases: Vec<(&str, Vec<usize>)> = vec![
-        ("blk.0.attn_k.weight", vec![qd, d]),     // more rows than kv_dim
-        ("blk.1.attn_v.weight", vec![16, d]),     // fewer rows than kv_dim
-        ("blk.0.ffn_down.weight", vec![f, d]),    // rows and columns swapped
-        ("blk.1.ffn_norm.weight", vec![d / 2]),   // norm too short
+        ("blk.0.attn_k.weight", vec![qd, d]),   // more rows than kv_dim
+        ("blk.1.attn_v.weight", vec![16, d]),   // fewer rows than kv_dim
+        ("blk.0.ffn_down.weight", vec![f, d]),  // rows and columns swapped
+        ("blk.1.ffn_norm.weight", vec![d / 2]), // norm too short
         ("output.weight", vec![cfg.vocab_size, d / 2]),
         ("blk.0.attn_q.weight", vec![2, qd / 2, d]), // 3-D
     ];
     for (name, shape) in cases {
         let mut r = Rng(99);
-        let tensors: Vec<T> = m
-            .gguf
-            .iter()
-            .map(|x| if x.name == name { t(name, &shape, r.vec(shape.iter().product(), 0.1)) } else { x.clone() })
-            .collect();
+        let tensors: Vec<T> = m.gguf.iter().map(|x| if x.name == name { t(name, &shape, r.vec(shape.iter().product(), 0.1)) } else { x.clone() }).collect();
         let p = write_bytes(dir.path(), "shape.gguf", &f32_gguf(&llama_metadata(cfg), &tensors));
         let msg = load_err(&p, Precision::F32);
         assert_contains(&msg, &format!("tensor `{name}` has shape"));

@@ -8,7 +8,7 @@
 //! at any key and any offset in the tensor table.
 
 use lamina_kernels::ThreadPool;
-use lamina_model::{load_model, BatchInput, Precision, Scratch};
+use lamina_model::{load_model, BatchInput, Precision, Scratch, SeqChunk};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -123,11 +123,7 @@ fn llama_tensors() -> (Vec<Tensor>, usize) {
     let mut offset = 0u64;
     let mut tensors = Vec::new();
     for (name, dims) in shapes {
-        tensors.push(Tensor {
-            name: name.into(),
-            dims: dims.to_vec(),
-            offset,
-        });
+        tensors.push(Tensor { name: name.into(), dims: dims.to_vec(), offset });
         offset += (dims.iter().product::<u64>() * 4).div_ceil(32) * 32;
     }
     (tensors, offset as usize)
@@ -187,14 +183,7 @@ fn the_tiny_gguf_loads() {
     let p = write(dir.path(), "ok.gguf", &tiny_llama());
     for precision in [Precision::F32, Precision::Native] {
         let m = load_model(&p, precision).unwrap();
-        assert_eq!(
-            (
-                m.config.num_layers,
-                m.config.num_kv_heads,
-                m.config.head_dim
-            ),
-            (1, 1, 8)
-        );
+        assert_eq!((m.config.num_layers, m.config.num_kv_heads, m.config.head_dim), (1, 1, 8));
     }
 }
 
@@ -202,109 +191,24 @@ fn the_tiny_gguf_loads() {
 fn impossible_metadata_values_are_refused_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     // (key, its value or none, one more key to set, what the error must name)
-    type Case = (
-        &'static str,
-        Option<M>,
-        Option<(&'static str, M)>,
-        &'static str,
-    );
+    type Case = (&'static str, Option<M>, Option<(&'static str, M)>, &'static str);
     let cases: Vec<Case> = vec![
-        (
-            "llama.rope.freq_base",
-            Some(M::F32(f32::NAN)),
-            None,
-            "rope.freq_base",
-        ),
-        (
-            "llama.rope.freq_base",
-            Some(M::F32(0.0)),
-            None,
-            "rope_theta",
-        ),
-        (
-            "llama.rope.freq_base",
-            Some(M::F32(-10000.0)),
-            None,
-            "rope_theta",
-        ),
-        (
-            "llama.attention.layer_norm_rms_epsilon",
-            Some(M::F32(0.0)),
-            None,
-            "layer_norm_rms_epsilon",
-        ),
-        (
-            "llama.attention.layer_norm_rms_epsilon",
-            Some(M::F32(f32::NAN)),
-            None,
-            "norm_eps",
-        ),
-        (
-            "llama.attention.layer_norm_rms_epsilon",
-            Some(M::F32(-1e-5)),
-            None,
-            "norm_eps",
-        ),
-        (
-            "llama.rope.scaling.type",
-            Some(M::Str("linear")),
-            Some(("llama.rope.scaling.factor", M::F32(f32::NAN))),
-            "rope.scaling.factor",
-        ),
-        (
-            "llama.rope.scaling.type",
-            Some(M::Str("linear")),
-            Some(("llama.rope.scaling.factor", M::F32(0.0))),
-            "rope_scaling.factor",
-        ),
-        (
-            "llama.rope.scaling.type",
-            Some(M::U32(1)),
-            None,
-            "`llama.rope.scaling.type` must be a string, got u32 1",
-        ),
-        (
-            "llama.attention.sliding_window",
-            Some(M::U32(0)),
-            None,
-            "sliding_window",
-        ),
-        (
-            "llama.attention.head_count_kv",
-            Some(M::Str("1")),
-            None,
-            "`llama.attention.head_count_kv` must be a non-negative integer, got string \"1\"",
-        ),
-        (
-            "llama.attention.head_count_kv",
-            Some(M::I32(-1)),
-            None,
-            "`llama.attention.head_count_kv` must be a non-negative integer, got i32 -1",
-        ),
-        (
-            "llama.attention.key_length",
-            Some(M::I32(-8)),
-            None,
-            "`llama.attention.key_length` must be a non-negative integer, got i32 -8",
-        ),
-        (
-            "llama.attention.head_count",
-            Some(M::F32(2.0)),
-            None,
-            "`llama.attention.head_count` must be a non-negative integer, got f32 2",
-        ),
-        (
-            "llama.rope.freq_base",
-            Some(M::Str("1e4")),
-            None,
-            "`llama.rope.freq_base` must be a number, got string",
-        ),
-        (
-            "general.alignment",
-            Some(M::Str("32")),
-            None,
-            "general.alignment must be a u32",
-        ),
+        ("llama.rope.freq_base", Some(M::F32(f32::NAN)), None, "rope.freq_base"),
+        ("llama.rope.freq_base", Some(M::F32(0.0)), None, "rope_theta"),
+        ("llama.rope.freq_base", Some(M::F32(-10000.0)), None, "rope_theta"),
+        ("llama.attention.layer_norm_rms_epsilon", Some(M::F32(0.0)), None, "layer_norm_rms_epsilon"),
+        ("llama.attention.layer_norm_rms_epsilon", Some(M::F32(f32::NAN)), None, "norm_eps"),
+        ("llama.attention.layer_norm_rms_epsilon", Some(M::F32(-1e-5)), None, "norm_eps"),
+        ("llama.rope.scaling.type", Some(M::Str("linear")), Some(("llama.rope.scaling.factor", M::F32(f32::NAN))), "rope.scaling.factor"),
+        ("llama.rope.scaling.type", Some(M::Str("linear")), Some(("llama.rope.scaling.factor", M::F32(0.0))), "rope_scaling.factor"),
+        ("llama.rope.scaling.type", Some(M::U32(1)), None, "`llama.rope.scaling.type` must be a string, got u32 1"),
+        ("llama.attention.sliding_window", Some(M::U32(0)), None, "sliding_window"),
+        ("llama.attention.head_count_kv", Some(M::Str("1")), None, "`llama.attention.head_count_kv` must be a non-negative integer, got string \"1\""),
+        ("llama.attention.head_count_kv", Some(M::I32(-1)), None, "`llama.attention.head_count_kv` must be a non-negative integer, got i32 -1"),
+        ("llama.attention.key_length", Some(M::I32(-8)), None, "`llama.attention.key_length` must be a non-negative integer, got i32 -8"),
+        ("llama.attention.head_count", Some(M::F32(2.0)), None, "`llama.attention.head_count` must be a non-negative integer, got f32 2"),
+        ("llama.rope.freq_base", Some(M::Str("1e4")), None, "`llama.rope.freq_base` must be a number, got string"),
+        ("general.alignment", Some(M::Str("32")), None, "general.alignment must be a u32"),
     ];
     for (i, (key, value, extra, want)) in cases.into_iter().enumerate() {
         let mut meta = llama_meta();
@@ -314,19 +218,11 @@ fn impossible_metadata_values_are_refused_naming_the_key() {
         let (t, len) = llama_tensors();
         let p = write(dir.path(), &format!("m{i}.gguf"), &gguf(&meta, &t, len));
         let msg = load_err(&p);
-        assert!(
-            msg.contains(want),
-            "{key}: error {msg:?} does not name {want:?}"
-        );
+        assert!(msg.contains(want), "{key}: error {msg:?} does not name {want:?}");
         assert!(msg.contains(&format!("m{i}.gguf")), "{msg}");
     }
     // A sliding window of 0 is refused rather than silently treated as "none".
-    assert!(load_err(&write(
-        dir.path(),
-        "sw.gguf",
-        &with_meta("llama.attention.sliding_window", Some(M::U32(0)))
-    ))
-    .contains("is 0"));
+    assert!(load_err(&write(dir.path(), "sw.gguf", &with_meta("llama.attention.sliding_window", Some(M::U32(0))))).contains("is 0"));
 }
 
 #[test]
@@ -340,26 +236,14 @@ fn tensor_table_errors_are_refused_naming_the_tensor() {
     };
     // Two tensors of the same name (the second would silently replace the first).
     let msg = case("dup.gguf", &|t| t[4].name = "blk.0.attn_k.weight".into());
-    assert!(
-        msg.contains("duplicate tensor name `blk.0.attn_k.weight`"),
-        "{msg}"
-    );
+    assert!(msg.contains("duplicate tensor name `blk.0.attn_k.weight`"), "{msg}");
     // attn_v's data placed over attn_k's (same size: the same bytes would serve both).
     let msg = case("overlap.gguf", &|t| t[4].offset = t[3].offset);
-    assert!(
-        msg.contains("overlap")
-            && msg.contains("blk.0.attn_k.weight")
-            && msg.contains("blk.0.attn_v.weight"),
-        "{msg}"
-    );
+    assert!(msg.contains("overlap") && msg.contains("blk.0.attn_k.weight") && msg.contains("blk.0.attn_v.weight"), "{msg}");
     // Partial overlap: the norm moved 4 bytes into the tensor before it… which also
     // breaks the alignment rule, checked first.
     let msg = case("misaligned.gguf", &|t| t[1].offset -= 4);
-    assert!(
-        msg.contains("tensor `blk.0.attn_norm.weight` data offset")
-            && msg.contains("not a multiple of general.alignment (32)"),
-        "{msg}"
-    );
+    assert!(msg.contains("tensor `blk.0.attn_norm.weight` data offset") && msg.contains("not a multiple of general.alignment (32)"), "{msg}");
     // With alignment 4 the same layout is legal for alignment but still overlaps.
     let mut meta = llama_meta();
     meta.push(("general.alignment".into(), M::U32(4)));
@@ -371,10 +255,7 @@ fn tensor_table_errors_are_refused_naming_the_tensor() {
     let mut meta = llama_meta();
     meta.push(("llama.block_count".into(), M::U32(1)));
     let msg = load_err(&write(dir.path(), "dupkey.gguf", &gguf(&meta, &good, len)));
-    assert!(
-        msg.contains("duplicate metadata key `llama.block_count`"),
-        "{msg}"
-    );
+    assert!(msg.contains("duplicate metadata key `llama.block_count`"), "{msg}");
 }
 
 /// A FIFO (or any non-regular file) as the model path, or as a file of a model folder,
@@ -383,51 +264,23 @@ fn tensor_table_errors_are_refused_naming_the_tensor() {
 fn non_regular_model_paths_are_refused_without_blocking() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("model.gguf");
-    if !std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .is_ok_and(|s| s.success())
-    {
+    if !std::process::Command::new("mkfifo").arg(&fifo).status().is_ok_and(|s| s.success()) {
         eprintln!("SKIPPED: mkfifo is not available");
         return;
     }
     let p = fifo.clone();
-    let msg = guarded("loading a FIFO", 10, move || {
-        load_model(&p, Precision::F32).err().map(|e| e.to_string())
-    });
-    assert!(
-        msg.as_deref()
-            .is_some_and(|m| m.contains("is a FIFO (named pipe), not a regular file")),
-        "{msg:?}"
-    );
+    let msg = guarded("loading a FIFO", 10, move || load_model(&p, Precision::F32).err().map(|e| e.to_string()));
+    assert!(msg.as_deref().is_some_and(|m| m.contains("is a FIFO (named pipe), not a regular file")), "{msg:?}");
     // A Hugging Face folder whose config.json is a FIFO.
     let hf = dir.path().join("hf");
     std::fs::create_dir(&hf).unwrap();
-    assert!(std::process::Command::new("mkfifo")
-        .arg(hf.join("config.json"))
-        .status()
-        .unwrap()
-        .success());
-    let msg = guarded("loading a folder with a FIFO config.json", 10, move || {
-        load_model(&hf, Precision::F32).err().map(|e| e.to_string())
-    });
-    assert!(
-        msg.as_deref()
-            .is_some_and(|m| m.contains("config.json is a FIFO")),
-        "{msg:?}"
-    );
+    assert!(std::process::Command::new("mkfifo").arg(hf.join("config.json")).status().unwrap().success());
+    let msg = guarded("loading a folder with a FIFO config.json", 10, move || load_model(&hf, Precision::F32).err().map(|e| e.to_string()));
+    assert!(msg.as_deref().is_some_and(|m| m.contains("config.json is a FIFO")), "{msg:?}");
     #[cfg(unix)]
     {
-        let msg = guarded("loading /dev/zero", 10, || {
-            load_model(Path::new("/dev/zero"), Precision::F32)
-                .err()
-                .map(|e| e.to_string())
-        });
-        assert!(
-            msg.as_deref()
-                .is_some_and(|m| m.contains("character device")),
-            "{msg:?}"
-        );
+        let msg = guarded("loading /dev/zero", 10, || load_model(Path::new("/dev/zero"), Precision::F32).err().map(|e| e.to_string()));
+        assert!(msg.as_deref().is_some_and(|m| m.contains("character device")), "{msg:?}");
     }
 }
 
@@ -453,11 +306,7 @@ impl Rng {
 fn mutate(base: &[u8], header_len: usize, r: &mut Rng) -> Vec<u8> {
     let mut b = base.to_vec();
     for _ in 0..1 + r.below(4) {
-        let span = if r.below(8) == 0 {
-            b.len()
-        } else {
-            header_len.min(b.len())
-        };
+        let span = if r.below(8) == 0 { b.len() } else { header_len.min(b.len()) };
         let at = r.below(span);
         match r.below(6) {
             0 | 1 => {
@@ -466,16 +315,7 @@ fn mutate(base: &[u8], header_len: usize, r: &mut Rng) -> Vec<u8> {
                 }
             }
             2 => {
-                let words: [u64; 8] = [
-                    0,
-                    1,
-                    0xFF,
-                    0x7FFF_FFFF,
-                    0xFFFF_FFFF,
-                    1 << 40,
-                    u64::MAX,
-                    0x7FC0_0000,
-                ];
+                let words: [u64; 8] = [0, 1, 0xFF, 0x7FFF_FFFF, 0xFFFF_FFFF, 1 << 40, u64::MAX, 0x7FC0_0000];
                 let w = words[r.below(words.len())].to_le_bytes();
                 let n = [1, 2, 4, 8][r.below(4)];
                 for (i, byte) in w.iter().take(n).enumerate() {
@@ -514,11 +354,7 @@ fn mutated_gguf_files_never_panic_or_hang() {
     for i in 0..400 {
         let bytes = mutate(&base, header_len, &mut r);
         let path = write(dir.path(), &format!("mut{}.gguf", i % 8), &bytes);
-        let precision = if i % 2 == 0 {
-            Precision::F32
-        } else {
-            Precision::Native
-        };
+        let precision = if i % 2 == 0 { Precision::F32 } else { Precision::Native };
         let ok = guarded(&format!("mutation {i}"), 20, move || {
             match load_model(&path, precision) {
                 Err(e) => {
@@ -527,15 +363,11 @@ fn mutated_gguf_files_never_panic_or_hang() {
                 }
                 Ok(m) => {
                     let pool = ThreadPool::new(1);
-                    let mut kv = m.new_kv_cache(1, 8);
+                    let (mut kv, table) = m.single_sequence_kv(8);
                     let mut logits = Vec::new();
                     let tokens = [1u32, 2];
-                    let input = BatchInput {
-                        tokens: &tokens,
-                        positions: &[0, 1],
-                        slots: &[0, 0],
-                        logits_rows: &[1],
-                    };
+                    let seq = [SeqChunk { len: 2, start: 0, blocks: &table }];
+                    let input = BatchInput { tokens: &tokens, seqs: &seq, logits_rows: &[1] };
                     // Errors are fine (a token id past a mutated vocabulary); panics are not.
                     let _ = m.forward(input, &mut kv, &mut Scratch::default(), &pool, &mut logits);
                     true
@@ -549,8 +381,5 @@ fn mutated_gguf_files_never_panic_or_hang() {
         }
     }
     // Both outcomes occur, so the run exercises the loader and the forward pass.
-    assert!(
-        loaded > 10 && refused > 100,
-        "loaded {loaded}, refused {refused}"
-    );
+    assert!(loaded > 10 && refused > 100, "loaded {loaded}, refused {refused}");
 }

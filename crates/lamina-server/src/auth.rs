@@ -17,10 +17,7 @@ pub async fn require_key(State(state): State<Arc<AppState>>, request: Request, n
     match given {
         Some(key) if state.api_keys.iter().any(|k| constant_time_eq(k.as_bytes(), key.as_bytes())) => next.run(request).await,
         Some(_) => HttpError(ApiError::authentication("Incorrect API key provided.")).into_response(),
-        None => HttpError(ApiError::authentication(
-            "You didn't provide an API key. Pass it in the Authorization header as `Bearer KEY`.",
-        ))
-        .into_response(),
+        None => HttpError(ApiError::authentication("You didn't provide an API key. Pass it in the Authorization header as `Bearer KEY`.")).into_response(),
     }
 }
 

@@ -10,6 +10,7 @@ use crate::metrics as m;
 use lamina_api::ApiError;
 use lamina_engine::{Engine, FinishReason, Request, SeqId, TokenLogprob};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc as tmpsc, oneshot};
@@ -23,11 +24,23 @@ pub enum Event {
 
 pub enum Command {
     /// A model's engine, ready to take requests.
-    Install { model: String, engine: Box<Engine> },
+    Install {
+        model: String,
+        engine: Box<Engine>,
+        cache_file: Option<PathBuf>,
+    },
     /// Drops an idle model's engine (and so its memory); replies once it is gone.
-    Unload { model: String, done: oneshot::Sender<()> },
+    Unload {
+        model: String,
+        done: oneshot::Sender<()>,
+    },
     /// Queues the choices of one job (one [`Request`] each, in choice order).
-    Submit { model: String, requests: Vec<Request>, events: tmpsc::UnboundedSender<Event>, reply: oneshot::Sender<Result<(), SubmitError>> },
+    Submit {
+        model: String,
+        requests: Vec<Request>,
+        events: tmpsc::UnboundedSender<Event>,
+        reply: oneshot::Sender<Result<(), SubmitError>>,
+    },
     Shutdown,
 }
 
@@ -46,6 +59,8 @@ struct Route {
 
 struct Slot {
     engine: Box<Engine>,
+    /// Where its prefix cache is saved when it is unloaded or the server stops.
+    cache_file: Option<PathBuf>,
     routes: HashMap<SeqId, Route>,
     idle_since: Instant,
 }
@@ -101,14 +116,20 @@ impl Executor {
     /// Returns `false` on shutdown.
     fn handle(&mut self, cmd: Command) -> bool {
         match cmd {
-            Command::Shutdown => return false,
-            Command::Install { model, engine } => {
-                self.slots.insert(model.clone(), Slot { engine, routes: HashMap::new(), idle_since: Instant::now() });
+            Command::Shutdown => {
+                for (name, slot) in self.slots.drain() {
+                    save_cache(&name, &slot);
+                }
+                return false;
+            }
+            Command::Install { model, engine, cache_file } => {
+                self.slots.insert(model.clone(), Slot { engine, cache_file, routes: HashMap::new(), idle_since: Instant::now() });
                 publish(&model, &self.slots[&model]);
             }
             Command::Unload { model, done } => {
                 if let Some(mut slot) = self.slots.remove(&model) {
                     cancel_all(&mut slot);
+                    save_cache(&model, &slot);
                     m::clear_model(&model);
                 }
                 let _ = done.send(());
@@ -130,10 +151,11 @@ impl Executor {
 
     fn unload_idle(&mut self) {
         let Some(after) = self.idle_unload else { return };
-        let idle: Vec<String> =
-            self.slots.iter().filter(|(_, s)| s.engine.active() == 0 && s.idle_since.elapsed() >= after).map(|(n, _)| n.clone()).collect();
+        let idle: Vec<String> = self.slots.iter().filter(|(_, s)| s.engine.active() == 0 && s.idle_since.elapsed() >= after).map(|(n, _)| n.clone()).collect();
         for name in idle {
-            self.slots.remove(&name);
+            if let Some(slot) = self.slots.remove(&name) {
+                save_cache(&name, &slot);
+            }
             m::clear_model(&name);
             tracing::info!(model = %name, "unloaded after {after:?} idle");
             (self.on_unload)(&name);
@@ -216,6 +238,17 @@ fn cancel_all(slot: &mut Slot) {
         slot.engine.cancel(id);
     }
     deliver_finished(slot);
+}
+
+/// Saves a model's prefix cache where it was loaded from (failures are reported, not
+/// fatal: the cache is an optimisation).
+fn save_cache(name: &str, slot: &Slot) {
+    if let Some(file) = &slot.cache_file {
+        match slot.engine.save_prefix_cache(file) {
+            Ok(n) => tracing::info!(model = %name, "saved {n} cached KV blocks to {}", file.display()),
+            Err(e) => eprintln!("warning: could not save the prefix cache of `{name}`: {e}"),
+        }
+    }
 }
 
 fn publish(name: &str, slot: &Slot) {

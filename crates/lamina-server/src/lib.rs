@@ -101,7 +101,11 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// Runs a server until `shutdown` resolves, then stops accepting connections, lets the
 /// running requests and streams finish, and stops the engine thread.
-pub async fn serve(config: ServerConfig, listener: tokio::net::TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    config: ServerConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let workers = Arc::new(ThreadPool::new(config.threads));
     let (tx, rx) = std::sync::mpsc::channel();
     let state = Arc::new(AppState {

@@ -2,8 +2,8 @@
 //! one memory budget.
 //!
 //! A model's share of the budget is its weights (as loaded) plus its KV block pool. The
-//! pool gets what the budget has left, up to `max_sequences` full context windows, and
-//! must hold at least one full context window; when it cannot, idle models are unloaded
+//! pool gets what the budget has left, up to [`DEFAULT_KV_CONTEXTS`] full context windows
+//! (or exactly `--kv-memory`), and must hold at least one full context window; when it cannot, idle models are unloaded
 //! (least recently used first) and, failing that, the request is refused with the sizes
 //! — never an out-of-memory kill. Request names only ever select among the configured
 //! models: a name is never turned into a path.
@@ -30,13 +30,19 @@ pub struct ModelSpec {
     pub precision: Precision,
 }
 
+/// Full context windows a model's KV cache holds unless `--kv-memory` says otherwise:
+/// sequences rarely fill their window, and when they do the scheduler pre-empts and
+/// recomputes rather than fail, so four windows serve `max_sequences` well without
+/// committing memory for sixteen.
+pub const DEFAULT_KV_CONTEXTS: usize = 4;
+
 /// How models are sized.
 #[derive(Debug, Clone)]
 pub struct ModelLimits {
     /// Bytes for all loaded models' weights and KV caches together.
     pub memory_budget: u64,
     /// Bytes for each model's KV pool (`None`: what the budget leaves, up to
-    /// `max_sequences` full context windows).
+    /// [`DEFAULT_KV_CONTEXTS`] full context windows).
     pub kv_memory: Option<u64>,
     /// Sequences each model runs at once.
     pub max_sequences: usize,
@@ -44,6 +50,8 @@ pub struct ModelLimits {
     pub context_length: Option<usize>,
     pub block_size: usize,
     pub max_batch_tokens: usize,
+    /// Where prefix caches are saved at shutdown and loaded at model load.
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// A loaded model, as request handlers see it.
@@ -141,12 +149,12 @@ impl Registry {
         let budget_left = self.budget_left();
         let limits = self.limits.clone();
         let workers = self.workers.clone();
-        let (engine, loaded) = tokio::task::spawn_blocking(move || load(&spec, &limits, budget_left, workers))
+        let (engine, loaded, cache_file) = tokio::task::spawn_blocking(move || load(&spec, &limits, budget_left, workers))
             .await
             .map_err(|e| ApiError::server_error(format!("loading the model failed: {e}")))??;
         tracing::info!(model = %loaded.name, bytes = loaded.bytes, "loaded");
         let loaded = Arc::new(loaded);
-        self.send(Command::Install { model: name.to_string(), engine: Box::new(engine) });
+        self.send(Command::Install { model: name.to_string(), engine: Box::new(engine), cache_file });
         let mut entries = self.entries.lock().expect("registry");
         let e = entries.get_mut(name).expect("known model");
         e.loaded = Some(loaded.clone());
@@ -197,8 +205,9 @@ impl Registry {
     }
 }
 
-/// Loads a model and sizes its engine within `budget_left` bytes.
-fn load(spec: &ModelSpec, limits: &ModelLimits, budget_left: u64, workers: Arc<ThreadPool>) -> Result<(Engine, Loaded), ApiError> {
+/// Loads a model and sizes its engine within `budget_left` bytes; with a cache folder,
+/// restores the model's saved prefix cache and says where to save it.
+fn load(spec: &ModelSpec, limits: &ModelLimits, budget_left: u64, workers: Arc<ThreadPool>) -> Result<(Engine, Loaded, Option<PathBuf>), ApiError> {
     let unavailable = |e: lamina_core::Error| ApiError::unavailable(format!("model `{}` could not be loaded: {e}", spec.name));
     let file = std::fs::metadata(&spec.path).map(|m| m.len()).unwrap_or(0);
     if file > budget_left {
@@ -222,7 +231,7 @@ fn load(spec: &ModelSpec, limits: &ModelLimits, budget_left: u64, workers: Arc<T
         // An explicit size: exactly that (a sequence longer than it can hold is refused
         // per request, and requests wait for blocks), if the budget has it.
         Some(kv) => ((kv / block).max(1), if kv > for_kv { u64::MAX } else { 1 }),
-        None => ((min_blocks * limits.max_sequences.max(1) as u64).min(for_kv / block), min_blocks),
+        None => ((min_blocks * limits.max_sequences.clamp(1, DEFAULT_KV_CONTEXTS) as u64).min(for_kv / block), min_blocks),
     };
     if blocks < min_blocks {
         return Err(ApiError::unavailable(format!(
@@ -234,16 +243,33 @@ fn load(spec: &ModelSpec, limits: &ModelLimits, budget_left: u64, workers: Arc<T
             human(limits.memory_budget)
         )));
     }
+    let fingerprint = match &limits.cache_dir {
+        Some(_) => Some(lamina_engine::model_fingerprint(&spec.path).map_err(unavailable)?),
+        None => None,
+    };
+    let cache_file = limits.cache_dir.as_ref().zip(fingerprint.as_ref()).map(|(d, f)| {
+        let precision = format!("{:?}", spec.precision).to_lowercase();
+        d.join(format!("{}-{precision}-bs{}.lkv", &f[..32.min(f.len())], limits.block_size))
+    });
     let config = EngineConfig {
         max_sequences: limits.max_sequences.max(1),
         context_length: ctx,
         max_batch_tokens: limits.max_batch_tokens,
         block_size: limits.block_size,
         kv_blocks: blocks as usize,
+        prefault_kv: true,
+        model_fingerprint: fingerprint,
     };
     let vocab_size = model.config.vocab_size;
     let tokenizer = Arc::new(tokenizer);
-    let engine = Engine::new(Arc::new(model), tokenizer.clone(), workers, config).map_err(unavailable)?;
+    let mut engine = Engine::new(Arc::new(model), tokenizer.clone(), workers, config).map_err(unavailable)?;
+    if let Some(file) = cache_file.as_ref().filter(|f| f.exists()) {
+        match engine.load_prefix_cache(file) {
+            Ok(n) => tracing::info!(model = %spec.name, "restored {n} cached KV blocks from {}", file.display()),
+            // A damaged or foreign file costs the cache, never the model.
+            Err(e) => eprintln!("warning: {e}; starting with an empty prefix cache"),
+        }
+    }
     let loaded = Loaded { name: spec.name.clone(), tokenizer, context_length: ctx, vocab_size, bytes: weights + blocks * block };
-    Ok((engine, loaded))
+    Ok((engine, loaded, cache_file))
 }

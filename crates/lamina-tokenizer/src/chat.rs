@@ -22,10 +22,7 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        ChatMessage {
-            role: role.into(),
-            content: content.into(),
-        }
+        ChatMessage { role: role.into(), content: content.into() }
     }
 
     pub fn system(content: impl Into<String>) -> Self {
@@ -69,23 +66,14 @@ fn render_error(e: minijinja::Error) -> Error {
 
 impl ChatTemplate {
     /// Compiles `source`. Errors are syntax errors in the template.
-    pub fn new(
-        source: &str,
-        bos_token: impl Into<String>,
-        eos_token: impl Into<String>,
-    ) -> Result<Self> {
+    pub fn new(source: &str, bos_token: impl Into<String>, eos_token: impl Into<String>) -> Result<Self> {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
-        env.add_template_owned(TEMPLATE_NAME, source.to_string())
-            .map_err(render_error)?;
-        Ok(ChatTemplate {
-            env,
-            bos_token: bos_token.into(),
-            eos_token: eos_token.into(),
-        })
+        env.add_template_owned(TEMPLATE_NAME, source.to_string()).map_err(render_error)?;
+        Ok(ChatTemplate { env, bos_token: bos_token.into(), eos_token: eos_token.into() })
     }
 
     /// Renders the conversation. `add_generation_prompt` asks the template to open an

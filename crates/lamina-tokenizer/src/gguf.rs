@@ -24,9 +24,7 @@ use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::processors::template::{SpecialToken, TemplateProcessing};
-use tokenizers::{
-    AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior,
-};
+use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior};
 
 /// llama.cpp's token attributes (`tokenizer.ggml.token_type`).
 const TYPE_UNKNOWN: i32 = 2;
@@ -154,10 +152,7 @@ pub(crate) fn from_gguf(path: &Path) -> Result<Tokenizer> {
 /// Builds the tokenizer from already-read GGUF metadata (the model loader has it anyway).
 pub(crate) fn from_metadata(path: &Path, md: &HashMap<String, Value>) -> Result<Tokenizer> {
     let meta = Meta { path, md };
-    let (Some(model), Some(tokens)) = (
-        meta.string("tokenizer.ggml.model")?,
-        meta.strings("tokenizer.ggml.tokens")?,
-    ) else {
+    let (Some(model), Some(tokens)) = (meta.string("tokenizer.ggml.model")?, meta.strings("tokenizer.ggml.tokens")?) else {
         return Err(Error::MissingTokenizer(path.to_path_buf()));
     };
     if tokens.is_empty() {
@@ -165,32 +160,18 @@ pub(crate) fn from_metadata(path: &Path, md: &HashMap<String, Value>) -> Result<
     }
     let types = match meta.ints("tokenizer.ggml.token_type")? {
         Some(t) if t.len() == tokens.len() => t,
-        Some(t) => {
-            return Err(Error::invalid_file(
-                path,
-                format!("{} token types for {} tokens", t.len(), tokens.len()),
-            ))
-        }
+        Some(t) => return Err(Error::invalid_file(path, format!("{} token types for {} tokens", t.len(), tokens.len()))),
         None => vec![1; tokens.len()],
     };
     let check_id = |key: &str| -> Result<Option<u32>> {
         match meta.u32(key)? {
-            Some(id) if id as usize >= tokens.len() => Err(Error::invalid_file(
-                path,
-                format!(
-                    "`{key}` = {id} is outside the vocabulary of {} tokens",
-                    tokens.len()
-                ),
-            )),
+            Some(id) if id as usize >= tokens.len() => {
+                Err(Error::invalid_file(path, format!("`{key}` = {id} is outside the vocabulary of {} tokens", tokens.len())))
+            }
             other => Ok(other),
         }
     };
-    let unk_id = check_id("tokenizer.ggml.unknown_token_id")?.or_else(|| {
-        types
-            .iter()
-            .position(|&t| t == TYPE_UNKNOWN)
-            .map(|i| i as u32)
-    });
+    let unk_id = check_id("tokenizer.ggml.unknown_token_id")?.or_else(|| types.iter().position(|&t| t == TYPE_UNKNOWN).map(|i| i as u32));
     let mut info = SpecialInfo {
         bos_id: check_id("tokenizer.ggml.bos_token_id")?,
         eos_id: check_id("tokenizer.ggml.eos_token_id")?,
@@ -204,49 +185,27 @@ pub(crate) fn from_metadata(path: &Path, md: &HashMap<String, Value>) -> Result<
         info.extra_eos_ids.extend(check_id(key)?);
     }
     // llama.cpp's defaults: SentencePiece models start with BOS, BPE models do not.
-    info.add_bos = meta
-        .bool("tokenizer.ggml.add_bos_token")?
-        .unwrap_or(model == "llama");
+    info.add_bos = meta.bool("tokenizer.ggml.add_bos_token")?.unwrap_or(model == "llama");
     info.add_eos = meta.bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false);
 
     let mut inner = match model.as_str() {
         "gpt2" => {
-            let merges = meta.strings("tokenizer.ggml.merges")?.ok_or_else(|| {
-                Error::invalid_file(
-                    path,
-                    "byte-level BPE vocabulary without tokenizer.ggml.merges",
-                )
-            })?;
-            let pre = meta
-                .string("tokenizer.ggml.pre")?
-                .unwrap_or_else(|| "default".to_string());
+            let merges =
+                meta.strings("tokenizer.ggml.merges")?.ok_or_else(|| Error::invalid_file(path, "byte-level BPE vocabulary without tokenizer.ggml.merges"))?;
+            let pre = meta.string("tokenizer.ggml.pre")?.unwrap_or_else(|| "default".to_string());
             build_byte_level_bpe(path, &tokens, &merges, &pre)?
         }
         "llama" => {
-            let scores = meta.floats("tokenizer.ggml.scores")?.ok_or_else(|| {
-                Error::invalid_file(
-                    path,
-                    "SentencePiece vocabulary without tokenizer.ggml.scores",
-                )
-            })?;
+            let scores =
+                meta.floats("tokenizer.ggml.scores")?.ok_or_else(|| Error::invalid_file(path, "SentencePiece vocabulary without tokenizer.ggml.scores"))?;
             if scores.len() != tokens.len() {
-                return Err(Error::invalid_file(
-                    path,
-                    format!("{} scores for {} tokens", scores.len(), tokens.len()),
-                ));
+                return Err(Error::invalid_file(path, format!("{} scores for {} tokens", scores.len(), tokens.len())));
             }
-            let add_space_prefix = meta
-                .bool("tokenizer.ggml.add_space_prefix")?
-                .unwrap_or(true);
+            let add_space_prefix = meta.bool("tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
             let unk = info.unk_id.map(|i| tokens[i as usize].clone());
             build_sentencepiece_bpe(path, &tokens, &types, &scores, unk, add_space_prefix)?
         }
-        other => {
-            return Err(Error::Tokenizer(format!(
-                "{}: tokenizer model `{other}` is not supported (supported: gpt2, llama)",
-                path.display()
-            )))
-        }
+        other => return Err(Error::Tokenizer(format!("{}: tokenizer model `{other}` is not supported (supported: gpt2, llama)", path.display()))),
     };
 
     add_special_tokens(&mut inner, &tokens, &types);
@@ -264,22 +223,13 @@ fn vocab_map(tokens: &[String]) -> Vocab {
     vocab
 }
 
-fn build_byte_level_bpe(
-    path: &Path,
-    tokens: &[String],
-    merges: &[String],
-    pre: &str,
-) -> Result<tokenizers::Tokenizer> {
+fn build_byte_level_bpe(path: &Path, tokens: &[String], merges: &[String], pre: &str) -> Result<tokenizers::Tokenizer> {
     let merges = merges
         .iter()
         .map(|m| {
             // The separator is the first space after the first character: neither half
             // contains a literal space in a byte-level vocabulary (spaces are `Ġ`).
-            let cut = m
-                .char_indices()
-                .skip(1)
-                .find(|&(_, c)| c == ' ')
-                .map(|(i, _)| i);
+            let cut = m.char_indices().skip(1).find(|&(_, c)| c == ' ').map(|(i, _)| i);
             match cut {
                 Some(i) => Ok((m[..i].to_string(), m[i + 1..].to_string())),
                 None => Err(Error::invalid_file(path, format!("malformed merge `{m}`"))),
@@ -289,14 +239,9 @@ fn build_byte_level_bpe(
     // A merge whose halves or result are not in the vocabulary can never apply; llama.cpp
     // keeps it as an unused rank, the tokenizers crate refuses it, so we drop it.
     let vocab = vocab_map(tokens);
-    let merges: Vec<(String, String)> = merges
-        .into_iter()
-        .filter(|(a, b)| vocab.contains_key(a) && vocab.contains_key(b) && vocab.contains_key(&format!("{a}{b}")))
-        .collect();
-    let bpe = BPE::builder()
-        .vocab_and_merges(vocab, merges)
-        .build()
-        .map_err(|e| Error::invalid_file(path, format!("BPE vocabulary: {e}")))?;
+    let merges: Vec<(String, String)> =
+        merges.into_iter().filter(|(a, b)| vocab.contains_key(a) && vocab.contains_key(b) && vocab.contains_key(&format!("{a}{b}"))).collect();
+    let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| Error::invalid_file(path, format!("BPE vocabulary: {e}")))?;
     let mut tok = tokenizers::Tokenizer::new(bpe);
     tok.with_pre_tokenizer(Some(byte_level_pre_tokenizer(pre)?));
     tok.with_decoder(Some(ByteLevelDecoder::default()));
@@ -310,16 +255,8 @@ fn byte_level_pre_tokenizer(pre: &str) -> Result<PreTokenizerWrapper> {
     // ByteLevel with `use_regex` applies the GPT-2 split itself.
     let gpt2 = || PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true));
     let regex_then_bytes = |regex: &str| -> Result<PreTokenizerWrapper> {
-        let split = Split::new(
-            SplitPattern::Regex(regex.to_string()),
-            SplitDelimiterBehavior::Isolated,
-            false,
-        )
-        .map_err(tok_err)?;
-        Ok(PreTokenizerWrapper::Sequence(PreSequence::new(vec![
-            split.into(),
-            ByteLevel::new(false, true, false).into(),
-        ])))
+        let split = Split::new(SplitPattern::Regex(regex.to_string()), SplitDelimiterBehavior::Isolated, false).map_err(tok_err)?;
+        Ok(PreTokenizerWrapper::Sequence(PreSequence::new(vec![split.into(), ByteLevel::new(false, true, false).into()])))
     };
     Ok(match pre {
         "gpt-2" | "gpt2" | "default" | "mpt" | "olmo" | "jais" => gpt2(),
@@ -327,12 +264,8 @@ fn byte_level_pre_tokenizer(pre: &str) -> Result<PreTokenizerWrapper> {
         "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva" => {
             PreTokenizerWrapper::Sequence(PreSequence::new(vec![Digits::new(true).into(), gpt2()]))
         }
-        "llama-bpe" | "llama3" | "llama-v3" | "smaug-bpe" | "dbrx" | "falcon3" => {
-            regex_then_bytes(LLAMA3_REGEX)?
-        }
-        "qwen2" | "deepseek-r1-qwen" | "stablelm2" | "megrez" | "hunyuan" => {
-            regex_then_bytes(QWEN2_REGEX)?
-        }
+        "llama-bpe" | "llama3" | "llama-v3" | "smaug-bpe" | "dbrx" | "falcon3" => regex_then_bytes(LLAMA3_REGEX)?,
+        "qwen2" | "deepseek-r1-qwen" | "stablelm2" | "megrez" | "hunyuan" => regex_then_bytes(QWEN2_REGEX)?,
         other => {
             tracing::warn!("unknown tokenizer.ggml.pre `{other}`; using the GPT-2 pre-tokenizer");
             gpt2()
@@ -369,40 +302,21 @@ fn build_sentencepiece_bpe(
     }
     // Highest score first; equal scores by the ids of the halves, for a stable order.
     merges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-    let merges = merges
-        .into_iter()
-        .map(|(_, l, r, _)| (tokens[l as usize].clone(), tokens[r as usize].clone()))
-        .collect();
+    let merges = merges.into_iter().map(|(_, l, r, _)| (tokens[l as usize].clone(), tokens[r as usize].clone())).collect();
 
-    let mut builder = BPE::builder()
-        .vocab_and_merges(vocab, merges)
-        .byte_fallback(true)
-        .fuse_unk(true);
+    let mut builder = BPE::builder().vocab_and_merges(vocab, merges).byte_fallback(true).fuse_unk(true);
     if let Some(unk) = unk {
         builder = builder.unk_token(unk);
     }
-    let bpe = builder
-        .build()
-        .map_err(|e| Error::invalid_file(path, format!("BPE vocabulary: {e}")))?;
+    let bpe = builder.build().map_err(|e| Error::invalid_file(path, format!("BPE vocabulary: {e}")))?;
     let mut tok = tokenizers::Tokenizer::new(bpe);
 
     let replace = Replace::new(" ", SPM_SPACE).map_err(tok_err)?;
-    let normalizer: NormalizerWrapper = if add_space_prefix {
-        NormalizerSequence::new(vec![
-            Prepend::new(SPM_SPACE.to_string()).into(),
-            replace.into(),
-        ])
-        .into()
-    } else {
-        replace.into()
-    };
+    let normalizer: NormalizerWrapper =
+        if add_space_prefix { NormalizerSequence::new(vec![Prepend::new(SPM_SPACE.to_string()).into(), replace.into()]).into() } else { replace.into() };
     tok.with_normalizer(Some(normalizer));
 
-    let mut decoders: Vec<DecoderWrapper> = vec![
-        Replace::new(SPM_SPACE, " ").map_err(tok_err)?.into(),
-        ByteFallback::new().into(),
-        Fuse::new().into(),
-    ];
+    let mut decoders: Vec<DecoderWrapper> = vec![Replace::new(SPM_SPACE, " ").map_err(tok_err)?.into(), ByteFallback::new().into(), Fuse::new().into()];
     if add_space_prefix {
         // Undo the space the normalizer put in front of the text.
         decoders.push(Strip::new(' ', 1, 0).into());
@@ -420,29 +334,17 @@ fn add_special_tokens(tok: &mut tokenizers::Tokenizer, tokens: &[String], types:
         .zip(types)
         .filter_map(|(t, &ty)| match ty {
             TYPE_CONTROL | TYPE_UNKNOWN if !t.is_empty() => Some(AddedToken::from(t.clone(), true)),
-            TYPE_USER_DEFINED if !t.is_empty() && parse_byte_token(t).is_none() => {
-                Some(AddedToken::from(t.clone(), false).normalized(false))
-            }
+            TYPE_USER_DEFINED if !t.is_empty() && parse_byte_token(t).is_none() => Some(AddedToken::from(t.clone(), false).normalized(false)),
             _ => None,
         })
         .collect();
-    tok.add_special_tokens(
-        &added
-            .iter()
-            .filter(|t| t.special)
-            .cloned()
-            .collect::<Vec<_>>(),
-    );
+    tok.add_special_tokens(&added.iter().filter(|t| t.special).cloned().collect::<Vec<_>>());
     tok.add_tokens(&added.into_iter().filter(|t| !t.special).collect::<Vec<_>>());
 }
 
 /// BOS/EOS insertion as a post-processor, so the in-memory tokenizer is self-contained:
 /// saved as tokenizer.json it still adds them.
-fn set_post_processor(
-    tok: &mut tokenizers::Tokenizer,
-    tokens: &[String],
-    info: &SpecialInfo,
-) -> Result<()> {
+fn set_post_processor(tok: &mut tokenizers::Tokenizer, tokens: &[String], info: &SpecialInfo) -> Result<()> {
     let bos = info.bos_id.filter(|_| info.add_bos);
     let eos = info.eos_id.filter(|_| info.add_eos);
     if bos.is_none() && eos.is_none() {
@@ -453,18 +355,12 @@ fn set_post_processor(
     let mut specials = Vec::new();
     let mut single = Vec::new();
     if let Some(id) = bos {
-        specials.push(
-            SpecialToken::new("BOS".into(), vec![id], vec![tokens[id as usize].clone()])
-                .map_err(tok_err)?,
-        );
+        specials.push(SpecialToken::new("BOS".into(), vec![id], vec![tokens[id as usize].clone()]).map_err(tok_err)?);
         single.push("BOS");
     }
     single.push("$A");
     if let Some(id) = eos {
-        specials.push(
-            SpecialToken::new("EOS".into(), vec![id], vec![tokens[id as usize].clone()])
-                .map_err(tok_err)?,
-        );
+        specials.push(SpecialToken::new("EOS".into(), vec![id], vec![tokens[id as usize].clone()]).map_err(tok_err)?);
         single.push("EOS");
     }
     let single = single.join(" ");
@@ -525,18 +421,9 @@ mod tests {
 
     #[test]
     fn pre_tokenizers_split_like_llama_cpp() {
-        assert_eq!(
-            split("gpt-2", "it's 12345 ok"),
-            ["it", "'s", " 12345", " ok"]
-        );
-        assert_eq!(
-            split("smollm", "it's 12345"),
-            ["it", "'s", " ", "1", "2", "3", "4", "5"]
-        );
-        assert_eq!(
-            split("llama-bpe", "IT'S 12345\n\nok"),
-            ["IT", "'S", " ", "123", "45", "\n\n", "ok"]
-        );
+        assert_eq!(split("gpt-2", "it's 12345 ok"), ["it", "'s", " 12345", " ok"]);
+        assert_eq!(split("smollm", "it's 12345"), ["it", "'s", " ", "1", "2", "3", "4", "5"]);
+        assert_eq!(split("llama-bpe", "IT'S 12345\n\nok"), ["IT", "'S", " ", "123", "45", "\n\n", "ok"]);
         assert_eq!(split("qwen2", "a 123"), ["a", " ", "1", "2", "3"]);
         assert_eq!(split("some-future-pre", "hello world"), ["hello", " world"]);
     }

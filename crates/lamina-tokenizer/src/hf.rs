@@ -9,17 +9,14 @@ use std::path::Path;
 
 pub(crate) fn read_tokenizer_json(path: &Path) -> Result<tokenizers::Tokenizer> {
     let bytes = lamina_core::fs::read_regular(path)?;
-    tokenizers::Tokenizer::from_bytes(&bytes)
-        .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))
+    tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))
 }
 
 /// Reads an optional JSON side file: a missing file is `None`, a broken one is an error
 /// (silently ignoring it would, say, drop the chat template without telling anyone).
 fn read_json(path: &Path) -> Result<Option<Value>> {
     match lamina_core::fs::read_regular(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display()))),
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display()))),
         Err(Error::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
@@ -40,16 +37,8 @@ fn chat_template(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
         Value::Array(items) => {
-            let named = |n: &str| {
-                items
-                    .iter()
-                    .find(|t| t.get("name").and_then(Value::as_str) == Some(n))
-            };
-            named("default")
-                .or_else(|| items.first())
-                .and_then(|t| t.get("template"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
+            let named = |n: &str| items.iter().find(|t| t.get("name").and_then(Value::as_str) == Some(n));
+            named("default").or_else(|| items.first()).and_then(|t| t.get("template")).and_then(Value::as_str).map(str::to_string)
         }
         _ => None,
     }
@@ -57,11 +46,7 @@ fn chat_template(v: &Value) -> Option<String> {
 
 fn ids_of(v: &Value) -> Vec<u32> {
     match v {
-        Value::Number(n) => n
-            .as_u64()
-            .and_then(|n| u32::try_from(n).ok())
-            .into_iter()
-            .collect(),
+        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()).into_iter().collect(),
         Value::Array(a) => a.iter().flat_map(ids_of).collect(),
         _ => Vec::new(),
     }
@@ -78,11 +63,7 @@ pub(crate) fn from_dir(dir: &Path) -> Result<Tokenizer> {
     let generation = read_json(&dir.join("generation_config.json"))?;
 
     let id_of = |key: &str| -> Option<u32> {
-        [config.as_ref(), special_map.as_ref()]
-            .into_iter()
-            .flatten()
-            .find_map(|c| c.get(key).and_then(token_text))
-            .and_then(|t| inner.token_to_id(t))
+        [config.as_ref(), special_map.as_ref()].into_iter().flatten().find_map(|c| c.get(key).and_then(token_text)).and_then(|t| inner.token_to_id(t))
     };
 
     let mut info = SpecialInfo {
@@ -93,14 +74,8 @@ pub(crate) fn from_dir(dir: &Path) -> Result<Tokenizer> {
         ..SpecialInfo::default()
     };
     if let Some(c) = &config {
-        info.add_bos = c
-            .get("add_bos_token")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        info.add_eos = c
-            .get("add_eos_token")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        info.add_bos = c.get("add_bos_token").and_then(Value::as_bool).unwrap_or(false);
+        info.add_eos = c.get("add_eos_token").and_then(Value::as_bool).unwrap_or(false);
         info.chat_template = c.get("chat_template").and_then(chat_template);
     }
     if info.chat_template.is_none() {
@@ -117,17 +92,11 @@ pub(crate) fn from_dir(dir: &Path) -> Result<Tokenizer> {
         }
         info.extra_eos_ids = eos;
         if info.bos_id.is_none() {
-            info.bos_id = g
-                .get("bos_token_id")
-                .map(ids_of)
-                .and_then(|v| v.first().copied());
+            info.bos_id = g.get("bos_token_id").map(ids_of).and_then(|v| v.first().copied());
         }
     }
     if info.add_bos && info.bos_id.is_none() {
-        return Err(tok_err(format!(
-            "{}: add_bos_token is set but no BOS token is defined",
-            dir.display()
-        )));
+        return Err(tok_err(format!("{}: add_bos_token is set but no BOS token is defined", dir.display())));
     }
     Tokenizer::assemble(inner, info)
 }

@@ -93,11 +93,6 @@ fn new_suffix<'s>(before: &str, after: &'s str) -> &'s str {
     if let Some(rest) = after.strip_prefix(before) {
         return rest;
     }
-    let common: usize = before
-        .char_indices()
-        .zip(after.chars())
-        .take_while(|((_, a), b)| a == b)
-        .map(|((_, a), _)| a.len_utf8())
-        .sum();
+    let common: usize = before.char_indices().zip(after.chars()).take_while(|((_, a), b)| a == b).map(|((_, a), _)| a.len_utf8()).sum();
     &after[common..]
 }

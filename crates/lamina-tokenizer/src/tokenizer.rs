@@ -12,16 +12,8 @@ use tokenizers::DecoderWrapper;
 /// Token texts that end an assistant turn in common chat formats. A model stops generating
 /// at any of these (not only at its declared EOS), because chat fine-tunes often declare
 /// `<|endoftext|>` as EOS yet end every reply with their own end-of-turn marker.
-pub(crate) const END_OF_TURN_TOKENS: &[&str] = &[
-    "<|im_end|>",
-    "<|eot_id|>",
-    "<|eom_id|>",
-    "<|end|>",
-    "<end_of_turn>",
-    "<|endoftext|>",
-    "<|end_of_text|>",
-    "<EOT>",
-];
+pub(crate) const END_OF_TURN_TOKENS: &[&str] =
+    &["<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>"];
 
 /// A tokenizer for one model.
 #[derive(Debug, Clone)]
@@ -86,43 +78,20 @@ impl Tokenizer {
         inner.with_truncation(None).map_err(tok_err)?;
 
         let vocab = inner.get_vocab(true);
-        let max_id = vocab
-            .values()
-            .copied()
-            .max()
-            .map(|m| m as usize + 1)
-            .unwrap_or(0);
+        let max_id = vocab.values().copied().max().map(|m| m as usize + 1).unwrap_or(0);
         let vocab_size = info.vocab_size.unwrap_or(0).max(max_id);
 
         let find = |names: &[&str]| names.iter().find_map(|n| vocab.get(*n).copied());
-        let bos_id = info
-            .bos_id
-            .or_else(|| find(&["<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>"]));
-        let eos_id = info.eos_id.or_else(|| {
-            find(&[
-                "</s>",
-                "<|endoftext|>",
-                "<|end_of_text|>",
-                "<eos>",
-                "<|im_end|>",
-            ])
-        });
+        let bos_id = info.bos_id.or_else(|| find(&["<s>", "<|begin_of_text|>", "<bos>", "<|startoftext|>"]));
+        let eos_id = info.eos_id.or_else(|| find(&["</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>", "<|im_end|>"]));
         let unk_id = info.unk_id.or_else(|| find(&["<unk>", "[UNK]", "<|unk|>"]));
         let pad_id = info.pad_id.or_else(|| find(&["<pad>", "[PAD]", "<|pad|>"]));
 
         let mut eog_ids: BTreeSet<u32> = info.extra_eos_ids.iter().copied().collect();
         eog_ids.extend(eos_id);
-        eog_ids.extend(
-            END_OF_TURN_TOKENS
-                .iter()
-                .filter_map(|t| vocab.get(*t).copied()),
-        );
+        eog_ids.extend(END_OF_TURN_TOKENS.iter().filter_map(|t| vocab.get(*t).copied()));
 
-        let probe = inner
-            .encode_fast("", true)
-            .ok()
-            .map(|e| e.get_ids().to_vec())
-            .unwrap_or_default();
+        let probe = inner.encode_fast("", true).ok().map(|e| e.get_ids().to_vec()).unwrap_or_default();
         let post_adds_bos = bos_id.is_some_and(|b| probe.first() == Some(&b));
         let post_adds_eos = eos_id.is_some_and(|e| probe.last() == Some(&e));
         let byte_level = inner.get_decoder().is_some_and(decoder_is_byte_level);
@@ -172,10 +141,7 @@ impl Tokenizer {
 
     /// Builds the tokenizer from GGUF metadata that a model loader has already read;
     /// `path` is only used in error messages.
-    pub fn from_gguf_metadata(
-        path: impl AsRef<Path>,
-        metadata: &std::collections::HashMap<String, candle_core::quantized::gguf_file::Value>,
-    ) -> Result<Self> {
+    pub fn from_gguf_metadata(path: impl AsRef<Path>, metadata: &std::collections::HashMap<String, candle_core::quantized::gguf_file::Value>) -> Result<Self> {
         crate::gguf::from_metadata(path.as_ref(), metadata)
     }
 
@@ -223,11 +189,7 @@ impl Tokenizer {
     pub fn check_fits(&self, text: &str, max_tokens: usize) -> Result<()> {
         let min_tokens = self.min_tokens(text);
         if min_tokens > max_tokens {
-            return Err(Error::PromptTooLongBytes {
-                bytes: text.len(),
-                min_tokens,
-                max_tokens,
-            });
+            return Err(Error::PromptTooLongBytes { bytes: text.len(), min_tokens, max_tokens });
         }
         Ok(())
     }
@@ -237,10 +199,7 @@ impl Tokenizer {
     /// mean the caller and the model disagree about the vocabulary.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
         if let Some(bad) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
-            return Err(Error::Tokenizer(format!(
-                "token id {bad} is outside the vocabulary (size {})",
-                self.vocab_size
-            )));
+            return Err(Error::Tokenizer(format!("token id {bad} is outside the vocabulary (size {})", self.vocab_size)));
         }
         self.inner.decode(ids, skip_special).map_err(tok_err)
     }
@@ -360,11 +319,7 @@ impl Tokenizer {
 
     /// Renders `messages` with the model's chat template into the prompt text (which still
     /// has to be encoded). `add_generation_prompt` appends the opening of an assistant turn.
-    pub fn apply_chat_template(
-        &self,
-        messages: &[ChatMessage],
-        add_generation_prompt: bool,
-    ) -> Result<String> {
+    pub fn apply_chat_template(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
         let source = self.chat_template.as_deref().ok_or_else(|| {
             Error::ChatTemplate(
                 "this model has no chat template (tokenizer.chat_template / tokenizer_config.json); \
@@ -372,10 +327,7 @@ impl Tokenizer {
                     .to_string(),
             )
         })?;
-        let name = |id: Option<u32>| {
-            id.and_then(|i| self.inner.id_to_token(i))
-                .unwrap_or_default()
-        };
+        let name = |id: Option<u32>| id.and_then(|i| self.inner.id_to_token(i)).unwrap_or_default();
         let template = ChatTemplate::new(source, name(self.bos_id), name(self.eos_id))?;
         template.render(messages, add_generation_prompt)
     }
@@ -418,9 +370,7 @@ fn length_bound(inner: &tokenizers::Tokenizer) -> Option<LengthBound> {
         None => true,
         Some(v) => v.as_ref().is_some_and(normalizer_never_shrinks),
     };
-    let pre = inner
-        .get_pre_tokenizer()
-        .map(|p| serde_json::to_value(p).ok());
+    let pre = inner.get_pre_tokenizer().map(|p| serde_json::to_value(p).ok());
     let pre_ok = match &pre {
         None => true,
         Some(v) => v.as_ref().is_some_and(pre_tokenizer_keeps_text),
@@ -430,12 +380,8 @@ fn length_bound(inner: &tokenizers::Tokenizer) -> Option<LengthBound> {
         return None;
     }
     let vocab = bpe.get_vocab();
-    let byte_fallback_complete =
-        bpe.byte_fallback && (0..=255u8).all(|b| vocab.contains_key(&format!("<0x{b:02X}>")));
-    let byte_level = pre
-        .as_ref()
-        .and_then(|v| v.as_ref())
-        .is_some_and(has_byte_level);
+    let byte_fallback_complete = bpe.byte_fallback && (0..=255u8).all(|b| vocab.contains_key(&format!("<0x{b:02X}>")));
+    let byte_level = pre.as_ref().and_then(|v| v.as_ref()).is_some_and(has_byte_level);
     let alphabet = crate::gguf::byte_level_decoder_table();
     let vanishing = if byte_fallback_complete || !byte_level {
         None
@@ -467,26 +413,17 @@ fn length_bound(inner: &tokenizers::Tokenizer) -> Option<LengthBound> {
     };
     let longest_piece = vocab.keys().map(|p| represented(p)).max().unwrap_or(0);
     let longest_added = added.values().map(|t| t.content.len()).max().unwrap_or(0);
-    Some(LengthBound {
-        longest: longest_piece.max(longest_added).max(4),
-        vanishing,
-    })
+    Some(LengthBound { longest: longest_piece.max(longest_added).max(4), vanishing })
 }
 
 /// Normalizers that only ever lengthen text: prepending, replacing a literal with one at
 /// least as long, the byte-level mapping, and sequences of those.
 fn normalizer_never_shrinks(v: &serde_json::Value) -> bool {
     match v.get("type").and_then(|t| t.as_str()) {
-        Some("Sequence") => v
-            .get("normalizers")
-            .and_then(|n| n.as_array())
-            .is_some_and(|a| a.iter().all(normalizer_never_shrinks)),
+        Some("Sequence") => v.get("normalizers").and_then(|n| n.as_array()).is_some_and(|a| a.iter().all(normalizer_never_shrinks)),
         Some("Prepend") | Some("ByteLevel") => true,
         Some("Replace") => {
-            let pattern = v
-                .get("pattern")
-                .and_then(|p| p.get("String"))
-                .and_then(|p| p.as_str());
+            let pattern = v.get("pattern").and_then(|p| p.get("String")).and_then(|p| p.as_str());
             let content = v.get("content").and_then(|c| c.as_str());
             matches!((pattern, content), (Some(p), Some(c)) if !p.is_empty() && c.len() >= p.len())
         }
@@ -496,16 +433,9 @@ fn normalizer_never_shrinks(v: &serde_json::Value) -> bool {
 
 /// Pre-tokenizers that split text without dropping any of it.
 fn pre_tokenizer_keeps_text(v: &serde_json::Value) -> bool {
-    let kept = |v: &serde_json::Value| {
-        v.get("behavior")
-            .and_then(|b| b.as_str())
-            .is_some_and(|b| b != "Removed")
-    };
+    let kept = |v: &serde_json::Value| v.get("behavior").and_then(|b| b.as_str()).is_some_and(|b| b != "Removed");
     match v.get("type").and_then(|t| t.as_str()) {
-        Some("Sequence") => v
-            .get("pretokenizers")
-            .and_then(|n| n.as_array())
-            .is_some_and(|a| a.iter().all(pre_tokenizer_keeps_text)),
+        Some("Sequence") => v.get("pretokenizers").and_then(|n| n.as_array()).is_some_and(|a| a.iter().all(pre_tokenizer_keeps_text)),
         Some("ByteLevel") | Some("Digits") | Some("Metaspace") | Some("UnicodeScripts") => true,
         Some("Split") | Some("Punctuation") => kept(v),
         _ => false,
@@ -515,10 +445,7 @@ fn pre_tokenizer_keeps_text(v: &serde_json::Value) -> bool {
 fn has_byte_level(v: &serde_json::Value) -> bool {
     match v.get("type").and_then(|t| t.as_str()) {
         Some("ByteLevel") => true,
-        Some("Sequence") => v
-            .get("pretokenizers")
-            .and_then(|n| n.as_array())
-            .is_some_and(|a| a.iter().any(has_byte_level)),
+        Some("Sequence") => v.get("pretokenizers").and_then(|n| n.as_array()).is_some_and(|a| a.iter().any(has_byte_level)),
         _ => false,
     }
 }

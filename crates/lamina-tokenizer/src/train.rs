@@ -21,16 +21,9 @@ use tokenizers::{AddedToken, SplitDelimiterBehavior};
 /// All 256 byte symbols are in the initial alphabet, so any text, including characters
 /// absent from the corpus, can be encoded. `special_tokens` get the first ids, in order.
 /// Pairs seen fewer than `min_frequency` times are not merged.
-pub fn train_bpe(
-    files: &[PathBuf],
-    vocab_size: usize,
-    special_tokens: &[&str],
-    min_frequency: u64,
-) -> Result<Tokenizer> {
+pub fn train_bpe(files: &[PathBuf], vocab_size: usize, special_tokens: &[&str], min_frequency: u64) -> Result<Tokenizer> {
     if files.is_empty() {
-        return Err(Error::InvalidInput(
-            "train_bpe needs at least one training file".into(),
-        ));
+        return Err(Error::InvalidInput("train_bpe needs at least one training file".into()));
     }
     let minimum = 256 + special_tokens.len();
     if vocab_size < minimum {
@@ -42,9 +35,7 @@ pub fn train_bpe(
     let mut names = Vec::with_capacity(files.len());
     for f in files {
         std::fs::metadata(f).map_err(|e| Error::io(f, e))?;
-        let name = f.to_str().ok_or_else(|| {
-            Error::InvalidInput(format!("training file path is not UTF-8: {}", f.display()))
-        })?;
+        let name = f.to_str().ok_or_else(|| Error::InvalidInput(format!("training file path is not UTF-8: {}", f.display())))?;
         names.push(name.to_string());
     }
 
@@ -52,21 +43,14 @@ pub fn train_bpe(
     let trainer = BpeTrainer::builder()
         .vocab_size(vocab_size)
         .min_frequency(min_frequency)
-        .special_tokens(
-            special_tokens
-                .iter()
-                .map(|s| AddedToken::from(*s, true))
-                .collect(),
-        )
+        .special_tokens(special_tokens.iter().map(|s| AddedToken::from(*s, true)).collect())
         .initial_alphabet(alphabet)
         .show_progress(false)
         .build();
     let mut inner = tokenizers::Tokenizer::new(BPE::default());
     inner.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
     inner.with_decoder(Some(ByteLevelDecoder::default()));
-    inner
-        .train_from_files(&mut TrainerWrapper::BpeTrainer(trainer), names)
-        .map_err(|e| Error::Tokenizer(format!("BPE training failed: {e}")))?;
+    inner.train_from_files(&mut TrainerWrapper::BpeTrainer(trainer), names).map_err(|e| Error::Tokenizer(format!("BPE training failed: {e}")))?;
     Tokenizer::from_inner(inner)
 }
 
@@ -75,20 +59,11 @@ pub fn train_bpe(
 /// character model has no way to represent it.
 pub fn char_tokenizer(text: &str) -> Result<Tokenizer> {
     let chars: BTreeSet<char> = text.chars().collect();
-    let vocab: Vocab = chars
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.to_string(), i as u32))
-        .collect();
+    let vocab: Vocab = chars.iter().enumerate().map(|(i, c)| (c.to_string(), i as u32)).collect();
     let model = WordLevel::builder().vocab(vocab).build().map_err(tok_err)?;
     let mut inner = tokenizers::Tokenizer::new(model);
     // Every character is its own word; `[\s\S]` matches any character, newlines included.
-    let split = Split::new(
-        SplitPattern::Regex(r"[\s\S]".into()),
-        SplitDelimiterBehavior::Isolated,
-        false,
-    )
-    .map_err(tok_err)?;
+    let split = Split::new(SplitPattern::Regex(r"[\s\S]".into()), SplitDelimiterBehavior::Isolated, false).map_err(tok_err)?;
     inner.with_pre_tokenizer(Some(split));
     // Without a decoder tokens would be joined with spaces.
     inner.with_decoder(Some(Fuse::new()));

@@ -16,10 +16,7 @@ fn smollm2() -> Tokenizer {
 }
 
 fn shakespeare() -> String {
-    let p = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/datasets/tinyshakespeare.txt"
-    );
+    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/datasets/tinyshakespeare.txt");
     std::fs::read_to_string(p).expect("tinyshakespeare.txt")
 }
 
@@ -40,19 +37,7 @@ fn sentencepiece(byte_tokens: bool) -> Tokenizer {
             types.push(6);
         }
     }
-    for piece in [
-        "▁",
-        "h",
-        "e",
-        "l",
-        "o",
-        "he",
-        "ll",
-        "hell",
-        "hello",
-        "▁hello",
-        "▁hellohellohello",
-    ] {
+    for piece in ["▁", "h", "e", "l", "o", "he", "ll", "hell", "hello", "▁hello", "▁hellohellohello"] {
         tokens.push(piece.to_string());
         types.push(1);
     }
@@ -61,18 +46,9 @@ fn sentencepiece(byte_tokens: bool) -> Tokenizer {
     let path = dir.path().join("spm.gguf");
     let md: Vec<(&str, V)> = vec![
         ("tokenizer.ggml.model", V::String("llama".into())),
-        (
-            "tokenizer.ggml.tokens",
-            V::Array(tokens.into_iter().map(V::String).collect()),
-        ),
-        (
-            "tokenizer.ggml.token_type",
-            V::Array(types.into_iter().map(V::I32).collect()),
-        ),
-        (
-            "tokenizer.ggml.scores",
-            V::Array(scores.into_iter().map(V::F32).collect()),
-        ),
+        ("tokenizer.ggml.tokens", V::Array(tokens.into_iter().map(V::String).collect())),
+        ("tokenizer.ggml.token_type", V::Array(types.into_iter().map(V::I32).collect())),
+        ("tokenizer.ggml.scores", V::Array(scores.into_iter().map(V::F32).collect())),
         ("tokenizer.ggml.unknown_token_id", V::U32(0)),
     ];
     let refs: Vec<(&str, &V)> = md.iter().map(|(k, v)| (*k, v)).collect();
@@ -99,9 +75,7 @@ fn adversarial(tok: &Tokenizer) -> Vec<String> {
         shakespeare()[..20_000].to_string(),
     ];
     // The 20 longest vocabulary entries, as the text they decode to, repeated.
-    let mut pieces: Vec<(usize, u32)> = (0..tok.vocab_size() as u32)
-        .filter_map(|id| tok.id_to_token(id).map(|p| (p.len(), id)))
-        .collect();
+    let mut pieces: Vec<(usize, u32)> = (0..tok.vocab_size() as u32).filter_map(|id| tok.id_to_token(id).map(|p| (p.len(), id))).collect();
     pieces.sort_unstable_by(|a, b| b.cmp(a));
     for &(_, id) in pieces.iter().take(20) {
         let text = tok.decode(&[id], false).unwrap();
@@ -116,21 +90,13 @@ fn assert_lower_bound(name: &str, tok: &Tokenizer) {
     for text in adversarial(tok) {
         let real = tok.encode(&text, false).unwrap().len();
         let bound = tok.min_tokens(&text);
-        assert!(
-            bound <= real,
-            "{name}: min_tokens says {bound} but {:?}… encodes to {real} tokens",
-            &text.chars().take(40).collect::<String>()
-        );
+        assert!(bound <= real, "{name}: min_tokens says {bound} but {:?}… encodes to {real} tokens", &text.chars().take(40).collect::<String>());
     }
 }
 
 #[test]
 fn the_bound_never_exceeds_the_real_token_count() {
-    let tokenizers = [
-        ("smollm2", smollm2()),
-        ("trained bpe", trained_bpe()),
-        ("sentencepiece", sentencepiece(true)),
-    ];
+    let tokenizers = [("smollm2", smollm2()), ("trained bpe", trained_bpe()), ("sentencepiece", sentencepiece(true))];
     for (name, tok) in &tokenizers {
         assert_lower_bound(name, tok);
         // …and it is a real bound, not 0, for these byte-complete vocabularies.
@@ -145,48 +111,21 @@ fn a_10_mb_prompt_is_refused_by_its_length_without_tokenizing() {
     let t0 = std::time::Instant::now();
     let e = tok.check_fits(&text, 8191).unwrap_err();
     assert!(t0.elapsed().as_secs_f64() < 1.0, "took {:?}", t0.elapsed());
-    assert!(
-        matches!(
-            e,
-            Error::PromptTooLongBytes {
-                bytes: 10_000_000,
-                max_tokens: 8191,
-                ..
-            }
-        ),
-        "{e}"
-    );
-    assert!(
-        e.to_string()
-            .contains("prompt of 10000000 bytes has at least"),
-        "{e}"
-    );
+    assert!(matches!(e, Error::PromptTooLongBytes { bytes: 10_000_000, max_tokens: 8191, .. }), "{e}");
+    assert!(e.to_string().contains("prompt of 10000000 bytes has at least"), "{e}");
     // A prompt that fits passes; so does one that may fit and must be tokenized to know.
     tok.check_fits("The capital of France is", 8191).unwrap();
     tok.check_fits(&"a".repeat(20_000), 8191).unwrap();
     // Bytes the vocabulary has no token for are dropped, so they do not count.
     let dropped = "\u{4}".repeat(1_000_000);
-    assert_eq!(
-        tok.encode(&dropped[..1000], false).unwrap().len(),
-        0,
-        "SmolLM2 drops U+0004"
-    );
+    assert_eq!(tok.encode(&dropped[..1000], false).unwrap().len(), 0, "SmolLM2 drops U+0004");
     assert_eq!(tok.min_tokens(&dropped), 0);
 }
 
 #[test]
 fn no_bound_for_tokenizers_that_can_shrink_or_drop_text() {
-    let vocab: tokenizers::models::bpe::Vocab = [("[UNK]", 0u32), ("a", 1), ("b", 2)]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-    let bpe = || {
-        BPE::builder()
-            .vocab_and_merges(vocab.clone(), vec![])
-            .unk_token("[UNK]".into())
-            .build()
-            .unwrap()
-    };
+    let vocab: tokenizers::models::bpe::Vocab = [("[UNK]", 0u32), ("a", 1), ("b", 2)].into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let bpe = || BPE::builder().vocab_and_merges(vocab.clone(), vec![]).unk_token("[UNK]".into()).build().unwrap();
 
     // A whitespace pre-tokenizer removes spaces: 10,000 of them encode to nothing.
     let mut inner = tokenizers::Tokenizer::new(bpe());
@@ -199,12 +138,7 @@ fn no_bound_for_tokenizers_that_can_shrink_or_drop_text() {
     // NFKC folds "ﬀ" (3 bytes) into "ff" (2 bytes).
     let mut inner = tokenizers::Tokenizer::new(bpe());
     inner.with_normalizer(Some(tokenizers::normalizers::unicode::NFKC));
-    assert_eq!(
-        Tokenizer::from_inner(inner)
-            .unwrap()
-            .min_tokens(&"ﬀ".repeat(1000)),
-        0
-    );
+    assert_eq!(Tokenizer::from_inner(inner).unwrap().min_tokens(&"ﬀ".repeat(1000)), 0);
 
     // An added token that strips the spaces around it swallows any number of them.
     let mut inner = tokenizers::Tokenizer::new(bpe());
@@ -216,11 +150,7 @@ fn no_bound_for_tokenizers_that_can_shrink_or_drop_text() {
     // length is one token.
     let spm = sentencepiece(false);
     let unknown = "ÿ".repeat(5000);
-    assert_eq!(
-        spm.encode(&unknown, false).unwrap().len(),
-        2,
-        "▁ and one fused <unk>"
-    );
+    assert_eq!(spm.encode(&unknown, false).unwrap().len(), 2, "▁ and one fused <unk>");
     assert_eq!(spm.min_tokens(&unknown), 0);
 
     // A word-level model (the character tokenizer) has no piece-length guarantee.

@@ -5,10 +5,7 @@
 use lamina_tokenizer::Tokenizer;
 use serde_json::Value;
 
-const REF: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/reference/minilm_embeddings.jsonl"
-);
+const REF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/reference/minilm_embeddings.jsonl");
 
 fn cases() -> Vec<(String, Vec<u32>)> {
     std::fs::read_to_string(REF)
@@ -17,12 +14,7 @@ fn cases() -> Vec<(String, Vec<u32>)> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let v: Value = serde_json::from_str(l).unwrap();
-            let ids = v["input_ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap() as u32)
-                .collect();
+            let ids = v["input_ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
             (v["text"].as_str().unwrap().to_string(), ids)
         })
         .collect()

@@ -87,8 +87,6 @@ fn sentencepiece_vocabulary() {
     assert_eq!(out, "hello é world");
 
     assert!(tok.is_end_of_generation(2));
-    let prompt = tok
-        .apply_chat_template(&[ChatMessage::user("  hi  ")], false)
-        .unwrap();
+    let prompt = tok.apply_chat_template(&[ChatMessage::user("  hi  ")], false).unwrap();
     assert_eq!(prompt, "<s>[USER] hi</s>");
 }

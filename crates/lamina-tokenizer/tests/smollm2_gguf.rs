@@ -5,14 +5,8 @@ use lamina_tokenizer::{ChatMessage, Tokenizer};
 use serde_json::Value;
 use std::sync::OnceLock;
 
-const TOKENIZE_REF: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/reference/smollm2_tokenize.jsonl"
-);
-const GREEDY_REF: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/reference/smollm2_greedy_llamacpp.jsonl"
-);
+const TOKENIZE_REF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/reference/smollm2_tokenize.jsonl");
+const GREEDY_REF: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/reference/smollm2_greedy_llamacpp.jsonl");
 
 fn tokenizer() -> &'static Tokenizer {
     static TOK: OnceLock<Tokenizer> = OnceLock::new();
@@ -32,11 +26,7 @@ fn jsonl(path: &str) -> Vec<Value> {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .expect("ids")
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
+    v.as_array().expect("ids").iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
 
 #[test]
@@ -93,26 +83,20 @@ fn special_tokens_and_metadata() {
 fn chat_template_matches_reference_prompt() {
     let tok = tokenizer();
     let want = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
-    let messages = [
-        ChatMessage::system("You are a helpful AI assistant named SmolLM, trained by Hugging Face"),
-        ChatMessage::user("What is the capital of France?"),
-    ];
+    let messages =
+        [ChatMessage::system("You are a helpful AI assistant named SmolLM, trained by Hugging Face"), ChatMessage::user("What is the capital of France?")];
     assert_eq!(tok.apply_chat_template(&messages, true).unwrap(), want);
     // The template supplies the default system prompt when there is none.
     assert_eq!(tok.apply_chat_template(&messages[1..], true).unwrap(), want);
     // The same prompt was fed to llama.cpp through the real template.
-    assert!(jsonl(GREEDY_REF)
-        .iter()
-        .any(|c| c["prompt"].as_str() == Some(want)));
+    assert!(jsonl(GREEDY_REF).iter().any(|c| c["prompt"].as_str() == Some(want)));
 }
 
 #[test]
 fn chat_template_missing_is_a_clear_error() {
     let mut tok = tokenizer().clone();
     tok.set_chat_template(None);
-    let err = tok
-        .apply_chat_template(&[ChatMessage::user("hi")], true)
-        .unwrap_err();
+    let err = tok.apply_chat_template(&[ChatMessage::user("hi")], true).unwrap_err();
     assert!(matches!(err, lamina_core::Error::ChatTemplate(_)), "{err}");
 }
 
@@ -131,10 +115,7 @@ fn decode_stream_is_utf8_safe() {
     chunks.extend(stream.flush().unwrap());
     assert!(chunks.len() > 3, "emitted incrementally: {chunks:?}");
     for c in &chunks {
-        assert!(
-            !c.contains('\u{FFFD}'),
-            "chunk {c:?} has a replacement character"
-        );
+        assert!(!c.contains('\u{FFFD}'), "chunk {c:?} has a replacement character");
     }
     assert_eq!(chunks.concat(), tok.decode(&ids, false).unwrap());
     assert_eq!(chunks.concat(), text);

@@ -3,10 +3,7 @@
 use lamina_tokenizer::{char_tokenizer, train_bpe, Tokenizer};
 use std::path::PathBuf;
 
-const SHAKESPEARE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/datasets/tinyshakespeare.txt"
-);
+const SHAKESPEARE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/datasets/tinyshakespeare.txt");
 
 fn shakespeare() -> String {
     std::fs::read_to_string(SHAKESPEARE).expect("tinyshakespeare.txt")
@@ -23,11 +20,7 @@ fn bpe_trains_round_trips_and_reloads() {
     let corpus = dir.path().join("corpus.txt");
     std::fs::write(&corpus, first_chars(&shakespeare(), 200_000)).unwrap();
     let tok = train_bpe(&[corpus], 600, &["<|endoftext|>", "<|pad|>"], 2).unwrap();
-    assert!(
-        tok.vocab_size() > 256 && tok.vocab_size() <= 600,
-        "{}",
-        tok.vocab_size()
-    );
+    assert!(tok.vocab_size() > 256 && tok.vocab_size() <= 600, "{}", tok.vocab_size());
     assert_eq!(tok.token_to_id("<|endoftext|>"), Some(0));
     assert_eq!(tok.eos_id(), Some(0));
 
@@ -44,27 +37,18 @@ fn bpe_trains_round_trips_and_reloads() {
     assert_eq!(reloaded.encode(text, false).unwrap(), ids);
     assert_eq!(reloaded.vocab_size(), tok.vocab_size());
     // The atomic write leaves no temporary file behind.
-    let names: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names.len(), 2, "{names:?}");
 }
 
 #[test]
 fn bpe_rejects_bad_arguments() {
     assert!(train_bpe(&[], 1000, &[], 2).is_err());
-    assert!(matches!(
-        train_bpe(&[PathBuf::from("/nonexistent/corpus.txt")], 1000, &[], 2),
-        Err(lamina_core::Error::Io { .. })
-    ));
+    assert!(matches!(train_bpe(&[PathBuf::from("/nonexistent/corpus.txt")], 1000, &[], 2), Err(lamina_core::Error::Io { .. })));
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("c.txt");
     std::fs::write(&corpus, "abc").unwrap();
-    assert!(
-        train_bpe(&[corpus], 100, &[], 2).is_err(),
-        "smaller than the byte alphabet"
-    );
+    assert!(train_bpe(&[corpus], 100, &[], 2).is_err(), "smaller than the byte alphabet");
 }
 
 #[test]

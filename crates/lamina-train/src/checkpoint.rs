@@ -149,8 +149,7 @@ pub fn save_checkpoint(
 pub fn read_state(dir: &Path) -> Result<TrainerState> {
     let sp = dir.join("trainer_state.json");
     let text = std::fs::read_to_string(&sp).map_err(|e| ck_err(dir, format!("cannot read trainer_state.json: {e}")))?;
-    let st: TrainerState =
-        serde_json::from_str(&text).map_err(|e| ck_err(dir, format!("trainer_state.json is corrupt: {e}")))?;
+    let st: TrainerState = serde_json::from_str(&text).map_err(|e| ck_err(dir, format!("trainer_state.json is corrupt: {e}")))?;
     if st.format_version != FORMAT_VERSION {
         return Err(ck_err(dir, format!("checkpoint format {} is not supported (expected {FORMAT_VERSION})", st.format_version)));
     }
@@ -179,29 +178,19 @@ pub fn resolve_checkpoint(path: &Path, warn: &mut dyn FnMut(&str)) -> Result<Pat
     }
     let mut skipped: Vec<PathBuf> = Vec::new();
     match std::fs::read_to_string(path.join(LATEST)) {
-        Ok(name) if name.trim().is_empty() => warn(&format!(
-            "warning: {} is empty; looking for the newest valid step",
-            path.join(LATEST).display()
-        )),
+        Ok(name) if name.trim().is_empty() => warn(&format!("warning: {} is empty; looking for the newest valid step", path.join(LATEST).display())),
         Ok(name) => {
             let dir = path.join(name.trim());
             match read_state(&dir) {
                 Ok(_) => return Ok(dir),
                 Err(e) => {
-                    warn(&format!(
-                        "warning: skipping {} (named by `latest`): {}",
-                        name.trim(),
-                        skip_reason(&e)
-                    ));
+                    warn(&format!("warning: skipping {} (named by `latest`): {}", name.trim(), skip_reason(&e)));
                     skipped.push(dir);
                 }
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => warn(&format!(
-            "warning: cannot read {}: {e}; looking for the newest valid step",
-            path.join(LATEST).display()
-        )),
+        Err(e) => warn(&format!("warning: cannot read {}: {e}; looking for the newest valid step", path.join(LATEST).display())),
     }
     let mut steps: Vec<PathBuf> = std::fs::read_dir(path)
         .map_err(|e| Error::io(path, e))?
@@ -217,19 +206,12 @@ pub fn resolve_checkpoint(path: &Path, warn: &mut dyn FnMut(&str)) -> Result<Pat
         match read_state(dir) {
             Ok(st) => {
                 if !skipped.is_empty() {
-                    warn(&format!(
-                        "warning: using {} (step {}) instead",
-                        dir.display(),
-                        st.step
-                    ));
+                    warn(&format!("warning: using {} (step {}) instead", dir.display(), st.step));
                 }
                 return Ok(dir.clone());
             }
             Err(e) => {
-                let name = dir
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
+                let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 warn(&format!("warning: skipping {name}: {}", skip_reason(&e)));
                 skipped.push(dir.clone());
             }
@@ -295,18 +277,11 @@ pub fn prune_checkpoints(run_dir: &Path, keep_last: usize) -> Result<Vec<PathBuf
     let Ok(state) = read_state(&newest) else {
         return Ok(Vec::new());
     };
-    let older: Vec<PathBuf> = step_dirs(run_dir)
-        .into_iter()
-        .filter(|(s, p)| *s < state.step && *p != newest)
-        .map(|(_, p)| p)
-        .collect();
+    let older: Vec<PathBuf> = step_dirs(run_dir).into_iter().filter(|(s, p)| *s < state.step && *p != newest).map(|(_, p)| p).collect();
     let doomed = older.len().saturating_sub(keep_last - 1);
     let mut removed = Vec::new();
     for dir in older.into_iter().take(doomed) {
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let tmp = run_dir.join(format!(".tmp-prune-{name}-{}", std::process::id()));
         std::fs::rename(&dir, &tmp).map_err(|e| Error::io(&dir, e))?;
         fsync_dir(run_dir);
@@ -332,11 +307,7 @@ fn load_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>>
 
 /// Loads a checkpoint (a step folder or a run folder, see [`resolve_checkpoint`], which
 /// reports skipped checkpoints through `warn`).
-pub fn load_checkpoint(
-    path: &Path,
-    device: &Device,
-    warn: &mut dyn FnMut(&str),
-) -> Result<LoadedCheckpoint> {
+pub fn load_checkpoint(path: &Path, device: &Device, warn: &mut dyn FnMut(&str)) -> Result<LoadedCheckpoint> {
     let dir = resolve_checkpoint(path, warn)?;
     let state = read_state(&dir)?;
     let dtype = match state.dtype.as_str() {
@@ -355,22 +326,12 @@ pub fn load_checkpoint(
 
 /// Loads only the weights of a checkpoint or HF folder (config.json + model.safetensors)
 /// as f32 tensors, with the model config. Skipped checkpoints are reported through `warn`.
-pub fn load_weights(
-    path: &Path,
-    warn: &mut dyn FnMut(&str),
-) -> Result<(PathBuf, ModelConfig, HashMap<String, Tensor>)> {
-    let dir = if path.join("trainer_state.json").exists() || path.join(LATEST).exists() {
-        resolve_checkpoint(path, warn)?
-    } else {
-        path.to_path_buf()
-    };
+pub fn load_weights(path: &Path, warn: &mut dyn FnMut(&str)) -> Result<(PathBuf, ModelConfig, HashMap<String, Tensor>)> {
+    let dir = if path.join("trainer_state.json").exists() || path.join(LATEST).exists() { resolve_checkpoint(path, warn)? } else { path.to_path_buf() };
     let cp = dir.join("config.json");
     let text = std::fs::read_to_string(&cp).map_err(|e| Error::io(&cp, e))?;
     let cfg = ModelConfig::from_hf_json(&text)?;
     let tensors = load_tensors(&dir.join("model.safetensors"), &Device::Cpu)?;
-    let tensors = tensors
-        .into_iter()
-        .map(|(k, v)| Ok((k, v.to_dtype(DType::F32).map_err(candle_err)?)))
-        .collect::<Result<HashMap<_, _>>>()?;
+    let tensors = tensors.into_iter().map(|(k, v)| Ok((k, v.to_dtype(DType::F32).map_err(candle_err)?))).collect::<Result<HashMap<_, _>>>()?;
     Ok((dir, cfg, tensors))
 }

@@ -152,11 +152,49 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// Every key, in file order (each is also a `--key` CLI flag, `_` written `-`).
     pub const KEYS: &'static [&'static str] = &[
-        "data", "tokenizer", "cache", "token_dtype", "out_dir", "arch", "n_layer", "n_head", "n_kv_head", "n_embd",
-        "ffn_dim", "block_size", "vocab_size", "tied_embeddings", "qkv_bias", "rope_theta", "norm_eps", "dtype",
-        "engine", "batch_size", "grad_accum", "max_iters", "stop_at", "lr", "min_lr", "warmup_iters", "lr_decay_iters", "beta1",
-        "beta2", "eps", "weight_decay", "grad_clip", "seed", "threads", "log_interval", "eval_interval", "eval_iters",
-        "checkpoint_interval", "keep_last", "sample_tokens", "temperature", "sample_prompt", "progress",
+        "data",
+        "tokenizer",
+        "cache",
+        "token_dtype",
+        "out_dir",
+        "arch",
+        "n_layer",
+        "n_head",
+        "n_kv_head",
+        "n_embd",
+        "ffn_dim",
+        "block_size",
+        "vocab_size",
+        "tied_embeddings",
+        "qkv_bias",
+        "rope_theta",
+        "norm_eps",
+        "dtype",
+        "engine",
+        "batch_size",
+        "grad_accum",
+        "max_iters",
+        "stop_at",
+        "lr",
+        "min_lr",
+        "warmup_iters",
+        "lr_decay_iters",
+        "beta1",
+        "beta2",
+        "eps",
+        "weight_decay",
+        "grad_clip",
+        "seed",
+        "threads",
+        "log_interval",
+        "eval_interval",
+        "eval_iters",
+        "checkpoint_interval",
+        "keep_last",
+        "sample_tokens",
+        "temperature",
+        "sample_prompt",
+        "progress",
     ];
 
     pub fn from_toml_str(text: &str) -> Result<Self> {
@@ -194,9 +232,7 @@ impl TrainConfig {
             (None, _) => toml::Value::String(value.to_string()),
         };
         table.insert(key.clone(), v);
-        *self = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e| Error::InvalidConfig(format!("--{}: {e}", key.replace('_', "-"))))?;
+        *self = toml::Value::Table(table).try_into().map_err(|e| Error::InvalidConfig(format!("--{}: {e}", key.replace('_', "-"))))?;
         Ok(())
     }
 
@@ -270,15 +306,10 @@ impl TrainConfig {
     pub fn model_config(&self, tokenizer_vocab: usize) -> Result<ModelConfig> {
         let vocab = self.vocab_size.unwrap_or(tokenizer_vocab);
         if vocab < tokenizer_vocab {
-            return Err(Error::InvalidConfig(format!(
-                "vocab_size {vocab} is smaller than the tokenizer's vocabulary ({tokenizer_vocab})"
-            )));
+            return Err(Error::InvalidConfig(format!("vocab_size {vocab} is smaller than the tokenizer's vocabulary ({tokenizer_vocab})")));
         }
         if !self.n_embd.is_multiple_of(self.n_head) {
-            return Err(Error::InvalidConfig(format!(
-                "n_embd ({}) is not divisible by n_head ({})",
-                self.n_embd, self.n_head
-            )));
+            return Err(Error::InvalidConfig(format!("n_embd ({}) is not divisible by n_head ({})", self.n_embd, self.n_head)));
         }
         let head_dim = self.n_embd / self.n_head;
         let cfg = match self.arch {

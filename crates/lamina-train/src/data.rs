@@ -68,9 +68,7 @@ impl TokenWidth {
             other => return Err(Error::InvalidConfig(format!("token_dtype must be auto, u16 or u32, not `{other}`"))),
         };
         if w == TokenWidth::U16 && vocab > 65535 {
-            return Err(Error::InvalidConfig(format!(
-                "vocabulary of {vocab} tokens does not fit u16 token ids (at most 65535); use token_dtype = \"u32\""
-            )));
+            return Err(Error::InvalidConfig(format!("vocabulary of {vocab} tokens does not fit u16 token ids (at most 65535); use token_dtype = \"u32\"")));
         }
         if vocab as u64 > u32::MAX as u64 {
             return Err(Error::InvalidConfig(format!("vocabulary of {vocab} tokens does not fit u32 token ids")));
@@ -164,10 +162,7 @@ impl TokenFile {
 /// skipped), sorted within each folder.
 pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| Error::io(dir, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.filter_map(|e| e.ok().map(|e| e.path())).collect();
         entries.sort();
         for p in entries {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -202,12 +197,7 @@ fn stat(files: &[PathBuf]) -> Result<Vec<SourceFile>> {
         .iter()
         .map(|p| {
             let m = std::fs::metadata(p).map_err(|e| Error::io(p, e))?;
-            let mtime_ns = m
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
+            let mtime_ns = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
             Ok(SourceFile { path: std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()), size: m.len(), mtime_ns })
         })
         .collect()
@@ -276,13 +266,7 @@ fn read_text(files: &[PathBuf]) -> Result<Vec<String>> {
 /// Tokenizes the corpus (or reuses the cache) and returns the tokenizer with the mapped
 /// token file. For [`TokenizerSpec::Char`] the vocabulary is built from the corpus and
 /// saved beside the cache (`CACHE.tokenizer.json`).
-pub fn prepare(
-    paths: &[PathBuf],
-    spec: &TokenizerSpec,
-    cache: Option<&Path>,
-    token_dtype: &str,
-    log: &mut dyn FnMut(&str),
-) -> Result<(Tokenizer, TokenFile)> {
+pub fn prepare(paths: &[PathBuf], spec: &TokenizerSpec, cache: Option<&Path>, token_dtype: &str, log: &mut dyn FnMut(&str)) -> Result<(Tokenizer, TokenFile)> {
     let files = collect_files(paths)?;
     let sources = stat(&files)?;
     let cache = cache.map(Path::to_path_buf).unwrap_or_else(|| default_cache_path(paths));
@@ -341,13 +325,7 @@ pub fn prepare(
             return Err(Error::InvalidInput(format!("token id {max} does not fit the u16 token cache")));
         }
     }
-    let header = Header {
-        version: VERSION,
-        width,
-        n_tokens: ids.len() as u64,
-        tokenizer_hash: tokenizer_hash(&tok)?,
-        sources,
-    };
+    let header = Header { version: VERSION, width, n_tokens: ids.len() as u64, tokenizer_hash: tokenizer_hash(&tok)?, sources };
     let hjson = serde_json::to_vec(&header).map_err(|e| Error::Other(e.to_string()))?;
     lamina_core::fs::write_atomic(&cache, |f| {
         let mut buf = Vec::with_capacity(16 + hjson.len() + 8 + ids.len() * width.bytes());
@@ -366,8 +344,7 @@ pub fn prepare(
         }
         f.write_all(&buf).map_err(|e| Error::io(&cache, e))
     })?;
-    let (tf, _) = TokenFile::open(&cache)
-        .ok_or_else(|| Error::invalid_file(&cache, "token cache unreadable right after writing it"))?;
+    let (tf, _) = TokenFile::open(&cache).ok_or_else(|| Error::invalid_file(&cache, "token cache unreadable right after writing it"))?;
     Ok((tok, tf))
 }
 

@@ -84,13 +84,7 @@ impl Quant {
 /// Exports the checkpoint (step folder, run folder or HF folder) `ckpt` to `out`: a folder
 /// for safetensors, a file for GGUF. Returns what was written. Checkpoints skipped while
 /// resolving a run folder are reported through `warn`.
-pub fn export(
-    ckpt: &Path,
-    out: &Path,
-    format: ExportFormat,
-    quant: Quant,
-    warn: &mut dyn FnMut(&str),
-) -> Result<PathBuf> {
+pub fn export(ckpt: &Path, out: &Path, format: ExportFormat, quant: Quant, warn: &mut dyn FnMut(&str)) -> Result<PathBuf> {
     let (dir, cfg, tensors) = load_weights(ckpt, warn)?;
     let tok_path = dir.join("tokenizer.json");
     match format {
@@ -101,10 +95,7 @@ pub fn export(
                 q => return Err(Error::InvalidInput(format!("{q:?} quantization needs --format gguf"))),
             };
             std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-            let conv = tensors
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), v.to_dtype(dtype).map_err(candle_err)?)))
-                .collect::<Result<HashMap<_, _>>>()?;
+            let conv = tensors.iter().map(|(k, v)| Ok((k.clone(), v.to_dtype(dtype).map_err(candle_err)?))).collect::<Result<HashMap<_, _>>>()?;
             let mut hf = cfg.to_hf_json();
             if dtype == DType::F16 {
                 hf["torch_dtype"] = "float16".into();
@@ -132,19 +123,13 @@ pub fn permute_for_gguf(w: &Tensor, heads: usize, hd: usize) -> Result<Tensor> {
         return Err(Error::ShapeMismatch { name: "q/k projection".into(), expected: vec![heads * hd, cols], actual: vec![rows, cols] });
     }
     // (heads, 2, hd/2, in) → (heads, hd/2, 2, in): row h*hd + k*hd/2 + j goes to h*hd + 2j + k.
-    w.reshape((heads, 2, hd / 2, cols))
-        .and_then(|x| x.transpose(1, 2))
-        .and_then(|x| x.reshape((rows, cols)))
-        .map_err(candle_err)
+    w.reshape((heads, 2, hd / 2, cols)).and_then(|x| x.transpose(1, 2)).and_then(|x| x.reshape((rows, cols))).map_err(candle_err)
 }
 
 /// Inverse of [`permute_for_gguf`].
 pub fn unpermute_from_gguf(w: &Tensor, heads: usize, hd: usize) -> Result<Tensor> {
     let (rows, cols) = w.dims2().map_err(candle_err)?;
-    w.reshape((heads, hd / 2, 2, cols))
-        .and_then(|x| x.transpose(1, 2))
-        .and_then(|x| x.reshape((rows, cols)))
-        .map_err(candle_err)
+    w.reshape((heads, hd / 2, 2, cols)).and_then(|x| x.transpose(1, 2)).and_then(|x| x.reshape((rows, cols))).map_err(candle_err)
 }
 
 /// GGUF name of an HF Llama tensor name.
@@ -371,9 +356,7 @@ fn write_gguf(cfg: &ModelConfig, tensors: &HashMap<String, Tensor>, tok_path: &P
             let heads = if g.contains("attn_q.") { cfg.num_heads } else { cfg.num_kv_heads };
             t = if t.rank() == 1 {
                 let n = t.dim(0).map_err(candle_err)?;
-                permute_for_gguf(&t.reshape((n, 1)).map_err(candle_err)?, heads, cfg.head_dim)?
-                    .reshape(n)
-                    .map_err(candle_err)?
+                permute_for_gguf(&t.reshape((n, 1)).map_err(candle_err)?, heads, cfg.head_dim)?.reshape(n).map_err(candle_err)?
             } else {
                 permute_for_gguf(&t, heads, cfg.head_dim)?
             };

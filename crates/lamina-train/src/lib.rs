@@ -34,7 +34,4 @@ pub use data::{Dataset, Split, TokenizerSpec};
 pub use export::{export, ExportFormat, Quant};
 pub use optim::{clip_grad_norm, lr_at, AdamW, AdamWConfig};
 pub use plot::plot_log;
-pub use trainer::{
-    estimate_loss, generate, pretrain, set_threads, Callbacks, EvalMetrics, NoCallbacks, ProgressCallbacks, StepMetrics,
-    TrainSummary,
-};
+pub use trainer::{estimate_loss, generate, pretrain, set_threads, Callbacks, EvalMetrics, NoCallbacks, ProgressCallbacks, StepMetrics, TrainSummary};

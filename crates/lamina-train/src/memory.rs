@@ -32,11 +32,7 @@ impl TrainingMemory {
     /// the fused engine saves, which candle keeps too: a lower bound, so a refusal is
     /// never a false alarm.
     pub fn estimate(cfg: &TrainConfig, model: &ModelConfig, threads: usize) -> Self {
-        let threads = if threads == 0 {
-            lamina_core::settings::cpus()
-        } else {
-            threads
-        };
+        let threads = if threads == 0 { lamina_core::settings::cpus() } else { threads };
         let m = |a: u64, b: u64| a.saturating_mul(b);
         let p = model.num_parameters();
         let (b, t) = (cfg.batch_size, cfg.block_size);
@@ -47,20 +43,11 @@ impl TrainingMemory {
             let sharded = threads > 1 && b >= threads;
             let (grad_sets, activations) = if sharded {
                 let per = b.div_ceil(threads);
-                (
-                    1 + threads as u64,
-                    m(m(threads as u64, workspace_floats(model, per, t, 1)), 4),
-                )
+                (1 + threads as u64, m(m(threads as u64, workspace_floats(model, per, t, 1)), 4))
             } else {
                 (1, m(workspace_floats(model, b, t, threads), 4))
             };
-            TrainingMemory {
-                parameters: p,
-                weights: m(m(2, p), 4),
-                gradients_and_optimizer: m(m(grad_sets + 2, p), 4),
-                activations,
-                batch,
-            }
+            TrainingMemory { parameters: p, weights: m(m(2, p), 4), gradients_and_optimizer: m(m(grad_sets + 2, p), 4), activations, batch }
         } else {
             let d = if cfg.dtype == "f64" { 8 } else { 4 };
             TrainingMemory {
@@ -74,10 +61,7 @@ impl TrainingMemory {
     }
 
     pub fn total(&self) -> u64 {
-        self.weights
-            .saturating_add(self.gradients_and_optimizer)
-            .saturating_add(self.activations)
-            .saturating_add(self.batch)
+        self.weights.saturating_add(self.gradients_and_optimizer).saturating_add(self.activations).saturating_add(self.batch)
     }
 
     /// Refuses the run when it cannot fit. `already_held` is memory the run already holds

@@ -79,11 +79,7 @@ impl AdamW {
                 let v = (slot.v.affine(b2, 0.0)? + g.sqr()?.affine(1.0 - b2, 0.0)?)?;
                 // p ← p (1 - lr·wd)  (decoupled decay)
                 let p = slot.var.as_tensor();
-                let p = if slot.decay && self.cfg.weight_decay != 0.0 {
-                    p.affine(1.0 - lr * self.cfg.weight_decay, 0.0)?
-                } else {
-                    p.clone()
-                };
+                let p = if slot.decay && self.cfg.weight_decay != 0.0 { p.affine(1.0 - lr * self.cfg.weight_decay, 0.0)? } else { p.clone() };
                 // p ← p - lr/bc1 · m / (sqrt(v)/sqrt(bc2) + eps)   (PyTorch's formula)
                 let denom = v.sqrt()?.affine(1.0 / bc2_sqrt, self.cfg.eps)?;
                 let p = (p - (m.div(&denom)?.affine(step_size, 0.0))?)?;
@@ -130,12 +126,7 @@ impl AdamW {
 pub fn clip_grad_norm(grads: &mut [Option<Tensor>], max_norm: f64) -> Result<f64> {
     let mut total = 0f64;
     for g in grads.iter().flatten() {
-        let s = g
-            .sqr()
-            .and_then(|x| x.sum_all())
-            .and_then(|x| x.to_dtype(candle_core::DType::F64))
-            .and_then(|x| x.to_scalar::<f64>())
-            .map_err(candle_err)?;
+        let s = g.sqr().and_then(|x| x.sum_all()).and_then(|x| x.to_dtype(candle_core::DType::F64)).and_then(|x| x.to_scalar::<f64>()).map_err(candle_err)?;
         total += s;
     }
     let norm = total.sqrt();

@@ -76,23 +76,14 @@ fn draw(train: &[(f64, f64)], val: &[(f64, f64)], png: &Path, text: bool) -> Res
     if text {
         train_series.label("train").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
     }
-    let val_series = chart
-        .draw_series(LineSeries::new(val.iter().copied(), RED.stroke_width(2)))
-        .map_err(|e| err(&e))?;
+    let val_series = chart.draw_series(LineSeries::new(val.iter().copied(), RED.stroke_width(2))).map_err(|e| err(&e))?;
     if text {
         val_series.label("val").legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
     }
     // Evaluations are sparse: mark each one.
-    chart
-        .draw_series(val.iter().map(|&(x, y)| Circle::new((x, y), 3, RED.filled())))
-        .map_err(|e| err(&e))?;
+    chart.draw_series(val.iter().map(|&(x, y)| Circle::new((x, y), 3, RED.filled()))).map_err(|e| err(&e))?;
     if text {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| err(&e))?;
+        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| err(&e))?;
     }
     root.present().map_err(|e| err(&e))?;
     Ok(())

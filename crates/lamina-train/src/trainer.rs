@@ -1,8 +1,6 @@
 //! The pre-training loop.
 
-use crate::checkpoint::{
-    load_checkpoint, prune_checkpoints, run_dir_of, save_checkpoint, TrainerState, FORMAT_VERSION,
-};
+use crate::checkpoint::{load_checkpoint, prune_checkpoints, run_dir_of, save_checkpoint, TrainerState, FORMAT_VERSION};
 use crate::config::TrainConfig;
 use crate::data::{prepare, Dataset, Split, TokenizerSpec};
 use crate::fused::{FusedAdamW, FusedModel};
@@ -10,11 +8,11 @@ use crate::memory::TrainingMemory;
 use crate::optim::{clip_grad_norm, lr_at, AdamW, AdamWConfig};
 use crate::plot::plot_log;
 use candle_core::{DType, Device, Tensor, Var};
-use lamina_kernels::cpu::Isa;
-use std::collections::HashMap;
 use lamina_core::{Error, Result};
+use lamina_kernels::cpu::Isa;
 use lamina_model::trainable::{candle_err, SplitMix64, TrainableModel};
 use lamina_tokenizer::Tokenizer;
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -110,10 +108,7 @@ impl Callbacks for ProgressCallbacks {
         }
     }
     fn on_eval(&mut self, e: &EvalMetrics) {
-        self.println(&format!(
-            "step {}: train loss {:.4}, val loss {:.4}, val ppl {:.2}",
-            e.step, e.train_loss, e.val_loss, e.val_ppl
-        ));
+        self.println(&format!("step {}: train loss {:.4}, val loss {:.4}, val ppl {:.2}", e.step, e.train_loss, e.val_loss, e.val_ppl));
     }
     fn on_sample(&mut self, _step: usize, text: &str) {
         self.println(&format!("--- sample ---\n{text}\n--------------"));
@@ -161,10 +156,7 @@ pub fn set_threads(n: usize) -> usize {
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
         n
     } else {
-        std::env::var("RAYON_NUM_THREADS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(lamina_core::settings::cpus)
+        std::env::var("RAYON_NUM_THREADS").ok().and_then(|s| s.parse().ok()).unwrap_or_else(lamina_core::settings::cpus)
     }
 }
 
@@ -173,14 +165,7 @@ fn scalar(t: &Tensor) -> Result<f64> {
 }
 
 /// Mean loss over `iters` batches of a split (no gradients kept).
-pub fn estimate_loss(
-    model: &TrainableModel,
-    data: &Dataset,
-    split: Split,
-    batch: usize,
-    iters: usize,
-    rng: &mut SplitMix64,
-) -> Result<f64> {
+pub fn estimate_loss(model: &TrainableModel, data: &Dataset, split: Split, batch: usize, iters: usize, rng: &mut SplitMix64) -> Result<f64> {
     let mut total = 0.0;
     for _ in 0..iters {
         let (x, y) = data.batch(split, batch, rng, model.device())?;
@@ -385,9 +370,7 @@ pub fn pretrain(cfg: &TrainConfig, resume: Option<&Path>, cb: &mut dyn Callbacks
     // What a resumed run already holds: the loaded weights and AdamW moments.
     let held: u64 = loaded.as_ref().map_or(0, |l| {
         let bytes = |t: &Tensor| (t.elem_count() * t.dtype().size_in_bytes()) as u64;
-        let weights = model_cfg
-            .num_parameters()
-            .saturating_mul(l.model.dtype().size_in_bytes() as u64);
+        let weights = model_cfg.num_parameters().saturating_mul(l.model.dtype().size_in_bytes() as u64);
         weights.saturating_add(l.optimizer_state.values().map(bytes).sum())
     });
     TrainingMemory::estimate(cfg, &model_cfg, cfg.threads).check(cfg, held)?;
@@ -399,18 +382,14 @@ pub fn pretrain(cfg: &TrainConfig, resume: Option<&Path>, cb: &mut dyn Callbacks
             if l.state.model_config != model_cfg {
                 return Err(Error::Checkpoint {
                     path: l.dir.clone(),
-                    reason: format!(
-                        "the checkpoint's model ({:?}) differs from the configured one ({:?})",
-                        l.state.model_config, model_cfg
-                    ),
+                    reason: format!("the checkpoint's model ({:?}) differs from the configured one ({:?})", l.state.model_config, model_cfg),
                 });
             }
             if l.model.dtype() != dtype {
                 return Err(Error::Checkpoint { path: l.dir.clone(), reason: format!("checkpoint was trained in {}", l.state.dtype) });
             }
-            let engine = Engine::new(&l.model, cfg, adam, Some((&l.optimizer_state, l.state.step as u64))).map_err(|e| {
-                Error::Checkpoint { path: l.dir.clone(), reason: format!("optimizer state: {e}") }
-            })?;
+            let engine = Engine::new(&l.model, cfg, adam, Some((&l.optimizer_state, l.state.step as u64)))
+                .map_err(|e| Error::Checkpoint { path: l.dir.clone(), reason: format!("optimizer state: {e}") })?;
             (l.model, engine, l.state.step, l.state.data_rng, l.state.eval_rng)
         }
         None => {
@@ -426,17 +405,12 @@ pub fn pretrain(cfg: &TrainConfig, resume: Option<&Path>, cb: &mut dyn Callbacks
     let log_path = cfg.out_dir.join("metrics.jsonl");
     // On resume keep only the resumed run's log lines up to the resumed step.
     let kept = if start_step > 0 {
-        let source = resume
-            .map(|p| run_dir_of(p).join("metrics.jsonl"))
-            .unwrap_or_else(|| log_path.clone());
+        let source = resume.map(|p| run_dir_of(p).join("metrics.jsonl")).unwrap_or_else(|| log_path.clone());
         std::fs::read_to_string(&source)
             .unwrap_or_default()
             .lines()
             .filter(|l| {
-                serde_json::from_str::<serde_json::Value>(l)
-                    .ok()
-                    .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
-                    .is_some_and(|s| s as usize <= start_step)
+                serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v.get("step").and_then(|s| s.as_u64())).is_some_and(|s| s as usize <= start_step)
             })
             .map(|l| format!("{l}\n"))
             .collect::<String>()
@@ -446,10 +420,7 @@ pub fn pretrain(cfg: &TrainConfig, resume: Option<&Path>, cb: &mut dyn Callbacks
     // Replaced atomically (temp + fsync + rename), like checkpoints: a kill at any moment
     // leaves either the old log or the new one, never an empty one.
     lamina_core::fs::write_bytes_atomic(&log_path, kept.as_bytes())?;
-    let mut log = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| Error::io(&log_path, e))?;
+    let mut log = std::fs::OpenOptions::new().append(true).open(&log_path).map_err(|e| Error::io(&log_path, e))?;
 
     cb.on_start(start_step, cfg.max_iters, model.num_params());
     cb.message(&format!("gradients: {}", engine.name()));
@@ -477,11 +448,10 @@ pub fn pretrain(cfg: &TrainConfig, resume: Option<&Path>, cb: &mut dyn Callbacks
     while step < end {
         let ts = Instant::now();
         let lr = lr_at(step, cfg.lr, cfg.min_lr, cfg.warmup_iters, cfg.lr_decay_iters);
-        let (loss, grad_norm) =
-            engine.train_step(&model, &data, cfg, &mut data_rng, lr).map_err(|e| match e {
-                Error::Other(m) => Error::Other(format!("step {}: {m}", step + 1)),
-                e => e,
-            })?;
+        let (loss, grad_norm) = engine.train_step(&model, &data, cfg, &mut data_rng, lr).map_err(|e| match e {
+            Error::Other(m) => Error::Other(format!("step {}: {m}", step + 1)),
+            e => e,
+        })?;
         step += 1;
         train_sec += ts.elapsed().as_secs_f64();
         summary.train_losses.push((step, loss));
@@ -501,11 +471,7 @@ pub fn pretrain(cfg: &TrainConfig, resume: Option<&Path>, cb: &mut dyn Callbacks
             let train_loss = engine.estimate_loss(&model, &data, Split::Train, cfg.batch_size, cfg.eval_iters, &mut eval_rng)?;
             let val_loss = engine.estimate_loss(&model, &data, Split::Val, cfg.batch_size, cfg.eval_iters, &mut eval_rng)?;
             let e = EvalMetrics { step, train_loss, val_loss, val_ppl: val_loss.exp() };
-            log_line(
-                &mut log,
-                &log_path,
-                serde_json::json!({"step": step, "eval_train_loss": train_loss, "val_loss": val_loss, "val_ppl": e.val_ppl}),
-            )?;
+            log_line(&mut log, &log_path, serde_json::json!({"step": step, "eval_train_loss": train_loss, "val_loss": val_loss, "val_ppl": e.val_ppl}))?;
             cb.on_eval(&e);
             summary.evals.push(e);
             last_val = Some(val_loss);
@@ -532,11 +498,7 @@ pub fn pretrain(cfg: &TrainConfig, resume: Option<&Path>, cb: &mut dyn Callbacks
             let dir = save_checkpoint(&cfg.out_dir, &model, &engine.optimizer_state()?, &tokenizer, &state)?;
             cb.on_checkpoint(step, &dir);
             for old in prune_checkpoints(&cfg.out_dir, cfg.keep_last)? {
-                cb.message(&format!(
-                    "removed {} (keep_last = {})",
-                    old.display(),
-                    cfg.keep_last
-                ));
+                cb.message(&format!("removed {} (keep_last = {})", old.display(), cfg.keep_last));
             }
             summary.last_checkpoint = Some(dir);
         }

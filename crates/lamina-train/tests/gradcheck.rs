@@ -138,8 +138,7 @@ fn every_parameter_kind_is_present() {
         assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
     }
     let g = TrainableModel::new(&gpt2(), 1, DType::F64, &Device::Cpu).unwrap();
-    let shapes: std::collections::HashMap<String, Vec<usize>> =
-        g.named_params().into_iter().map(|(n, v)| (n, v.dims().to_vec())).collect();
+    let shapes: std::collections::HashMap<String, Vec<usize>> = g.named_params().into_iter().map(|(n, v)| (n, v.dims().to_vec())).collect();
     assert_eq!(shapes["h.0.attn.c_attn.weight"], vec![8, 24]); // Conv1D [in, out]
     assert_eq!(shapes["h.0.mlp.c_proj.weight"], vec![16, 8]);
     assert_eq!(shapes["wpe.weight"], vec![6, 8]);

@@ -51,8 +51,7 @@ fn check(arch: Architecture) {
     let mut got = Vec::new();
     let rows: Vec<usize> = (0..n).collect();
     let seq = [SeqChunk { len: n, start: 0, blocks: &table }];
-    inf.forward(BatchInput { tokens: &tokens, seqs: &seq, logits_rows: &rows }, &mut kv, &mut scratch, &pool, &mut got)
-        .unwrap();
+    inf.forward(BatchInput { tokens: &tokens, seqs: &seq, logits_rows: &rows }, &mut kv, &mut scratch, &pool, &mut got).unwrap();
     assert_eq!(want.len(), got.len());
     let worst = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     assert!(worst < 1e-4, "{arch:?}: trainable and inference logits differ by {worst}");

@@ -128,25 +128,13 @@ fn checkpoints_are_atomic_and_corruption_is_reported() {
     let f = std::fs::OpenOptions::new().write(true).open(&ms).unwrap();
     f.set_len(len / 2).unwrap();
     // `latest` still names step 10.
-    assert_eq!(
-        resolve_checkpoint(&run, &mut |_| {}).unwrap(),
-        run.join("step-000010")
-    );
+    assert_eq!(resolve_checkpoint(&run, &mut |_| {}).unwrap(), run.join("step-000010"));
     // Without `latest` the loader falls back to the newest *valid* step folder.
     std::fs::remove_file(run.join("latest")).unwrap();
-    assert_eq!(
-        resolve_checkpoint(&run, &mut |_| {}).unwrap(),
-        run.join("step-000010")
-    );
+    assert_eq!(resolve_checkpoint(&run, &mut |_| {}).unwrap(), run.join("step-000010"));
     // Pointing straight at the corrupt folder is a clear error.
-    let err = load_checkpoint(&bad, &Device::Cpu, &mut |_| {})
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        err.contains("corrupt") && err.contains("model.safetensors"),
-        "{err}"
-    );
+    let err = load_checkpoint(&bad, &Device::Cpu, &mut |_| {}).err().unwrap().to_string();
+    assert!(err.contains("corrupt") && err.contains("model.safetensors"), "{err}");
     std::fs::write(bad.join("trainer_state.json"), b"{ not json").unwrap();
     let err = read_state(&bad).unwrap_err().to_string();
     assert!(err.contains("trainer_state.json is corrupt"), "{err}");
@@ -178,30 +166,13 @@ fn export_round_trips() {
 
     // f32 safetensors: identical logits after reloading.
     let hf = d.path().join("hf");
-    export(
-        &cfg.out_dir,
-        &hf,
-        ExportFormat::Safetensors,
-        Quant::F32,
-        &mut |_| {},
-    )
-    .unwrap();
-    let mcfg = lamina_core::ModelConfig::from_hf_json(
-        &std::fs::read_to_string(hf.join("config.json")).unwrap(),
-    )
-    .unwrap();
+    export(&cfg.out_dir, &hf, ExportFormat::Safetensors, Quant::F32, &mut |_| {}).unwrap();
+    let mcfg = lamina_core::ModelConfig::from_hf_json(&std::fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
     assert_eq!(mcfg, ck.state.model_config);
     let re = TrainableModel::load(&mcfg, &hf.join("model.safetensors"), DType::F32, &Device::Cpu).unwrap();
     assert_eq!(logits(&re), logits(&ck.model));
     assert!(hf.join("tokenizer.json").exists());
-    assert!(export(
-        &cfg.out_dir,
-        &d.path().join("x"),
-        ExportFormat::Safetensors,
-        Quant::Q4_0,
-        &mut |_| {}
-    )
-    .is_err());
+    assert!(export(&cfg.out_dir, &d.path().join("x"), ExportFormat::Safetensors, Quant::Q4_0, &mut |_| {}).is_err());
 
     // GGUF: metadata, names, permutation and quantization error bounds.
     let orig = ck.model.state_dict(DType::F32).unwrap();
@@ -352,11 +323,8 @@ fn bad_input_gives_clear_errors() {
 }
 
 fn steps_in(run: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(run)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("step-"))
-        .collect();
+    let mut v: Vec<String> =
+        std::fs::read_dir(run).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("step-")).collect();
     v.sort();
     v
 }
@@ -367,39 +335,20 @@ fn steps_in(run: &Path) -> Vec<String> {
 fn resume_rewrites_the_metrics_log_atomically() {
     let d = tempfile::tempdir().unwrap();
     let data = corpus(d.path(), 10);
-    let cfg = TrainConfig {
-        max_iters: 20,
-        stop_at: Some(10),
-        log_interval: 2,
-        sample_tokens: 0,
-        ..tiny(d.path(), data, Architecture::Gpt2)
-    };
+    let cfg = TrainConfig { max_iters: 20, stop_at: Some(10), log_interval: 2, sample_tokens: 0, ..tiny(d.path(), data, Architecture::Gpt2) };
     pretrain(&cfg, None, &mut NoCallbacks).unwrap();
     let log = cfg.out_dir.join("metrics.jsonl");
     let before = std::fs::read(&log).unwrap();
     assert!(before.len() > 100);
     let link = d.path().join("metrics-old-inode.jsonl");
     std::fs::hard_link(&log, &link).unwrap();
-    let resumed = TrainConfig {
-        stop_at: None,
-        ..cfg.clone()
-    };
+    let resumed = TrainConfig { stop_at: None, ..cfg.clone() };
     pretrain(&resumed, Some(&cfg.out_dir), &mut NoCallbacks).unwrap();
-    assert_eq!(
-        std::fs::read(&link).unwrap(),
-        before,
-        "the old metrics.jsonl was rewritten in place"
-    );
+    assert_eq!(std::fs::read(&link).unwrap(), before, "the old metrics.jsonl was rewritten in place");
     let after = std::fs::read(&log).unwrap();
-    assert!(
-        after.starts_with(&before) && after.len() > before.len(),
-        "kept lines lost or nothing appended"
-    );
-    let leftovers: Vec<_> = std::fs::read_dir(&cfg.out_dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("metrics.jsonl."))
-        .collect();
+    assert!(after.starts_with(&before) && after.len() > before.len(), "kept lines lost or nothing appended");
+    let leftovers: Vec<_> =
+        std::fs::read_dir(&cfg.out_dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("metrics.jsonl.")).collect();
     assert!(leftovers.is_empty(), "temp files left behind");
 }
 
@@ -409,34 +358,17 @@ fn resume_rewrites_the_metrics_log_atomically() {
 fn skipped_checkpoints_are_reported() {
     let d = tempfile::tempdir().unwrap();
     let data = corpus(d.path(), 10);
-    let cfg = TrainConfig {
-        max_iters: 10,
-        checkpoint_interval: 5,
-        sample_tokens: 0,
-        ..tiny(d.path(), data, Architecture::Llama)
-    };
+    let cfg = TrainConfig { max_iters: 10, checkpoint_interval: 5, sample_tokens: 0, ..tiny(d.path(), data, Architecture::Llama) };
     pretrain(&cfg, None, &mut NoCallbacks).unwrap();
     let run = cfg.out_dir.clone();
     let ms = run.join("step-000010/model.safetensors");
     let len = std::fs::metadata(&ms).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&ms)
-        .unwrap()
-        .set_len(len - 7)
-        .unwrap();
+    std::fs::OpenOptions::new().write(true).open(&ms).unwrap().set_len(len - 7).unwrap();
     for _ in 0..2 {
         let mut msgs = Vec::new();
-        assert_eq!(
-            resolve_checkpoint(&run, &mut |m| msgs.push(m.to_string())).unwrap(),
-            run.join("step-000005")
-        );
+        assert_eq!(resolve_checkpoint(&run, &mut |m| msgs.push(m.to_string())).unwrap(), run.join("step-000005"));
         assert_eq!(msgs.len(), 2, "{msgs:?}");
-        assert!(
-            msgs[0].contains("skipping step-000010")
-                && msgs[0].contains("model.safetensors is corrupt"),
-            "{msgs:?}"
-        );
+        assert!(msgs[0].contains("skipping step-000010") && msgs[0].contains("model.safetensors is corrupt"), "{msgs:?}");
         assert!(msgs[1].contains("step 5"), "{msgs:?}");
     }
     // A valid `latest` is used without a word.
@@ -451,20 +383,8 @@ fn skipped_checkpoints_are_reported() {
         }
     }
     let mut cb = Collect(Vec::new());
-    pretrain(
-        &TrainConfig {
-            max_iters: 6,
-            ..cfg.clone()
-        },
-        Some(&run),
-        &mut cb,
-    )
-    .unwrap();
-    assert!(
-        cb.0.iter().any(|m| m.contains("skipping step-000010")),
-        "{:?}",
-        cb.0
-    );
+    pretrain(&TrainConfig { max_iters: 6, ..cfg.clone() }, Some(&run), &mut cb).unwrap();
+    assert!(cb.0.iter().any(|m| m.contains("skipping step-000010")), "{:?}", cb.0);
 }
 
 /// `keep_last = N` leaves the newest N checkpoints; 0 keeps all; the checkpoint `latest`
@@ -473,59 +393,24 @@ fn skipped_checkpoints_are_reported() {
 fn old_checkpoints_are_pruned_to_keep_last() {
     let d = tempfile::tempdir().unwrap();
     let data = corpus(d.path(), 10);
-    let base = TrainConfig {
-        max_iters: 10,
-        checkpoint_interval: 2,
-        sample_tokens: 0,
-        ..tiny(d.path(), data, Architecture::Gpt2)
-    };
-    let all = TrainConfig {
-        out_dir: d.path().join("all"),
-        keep_last: 0,
-        ..base.clone()
-    };
+    let base = TrainConfig { max_iters: 10, checkpoint_interval: 2, sample_tokens: 0, ..tiny(d.path(), data, Architecture::Gpt2) };
+    let all = TrainConfig { out_dir: d.path().join("all"), keep_last: 0, ..base.clone() };
     pretrain(&all, None, &mut NoCallbacks).unwrap();
     assert_eq!(steps_in(&all.out_dir).len(), 5);
-    let two = TrainConfig {
-        out_dir: d.path().join("two"),
-        keep_last: 2,
-        ..base.clone()
-    };
+    let two = TrainConfig { out_dir: d.path().join("two"), keep_last: 2, ..base.clone() };
     pretrain(&two, None, &mut NoCallbacks).unwrap();
     assert_eq!(steps_in(&two.out_dir), ["step-000008", "step-000010"]);
-    assert_eq!(
-        resolve_checkpoint(&two.out_dir, &mut |_| {}).unwrap(),
-        two.out_dir.join("step-000010")
-    );
+    assert_eq!(resolve_checkpoint(&two.out_dir, &mut |_| {}).unwrap(), two.out_dir.join("step-000010"));
     // keep_last = 1 in a run whose `latest` is corrupt: nothing can be trusted, nothing goes.
     std::fs::write(all.out_dir.join("step-000010/trainer_state.json"), b"{").unwrap();
-    assert!(lamina_train::checkpoint::prune_checkpoints(&all.out_dir, 1)
-        .unwrap()
-        .is_empty());
+    assert!(lamina_train::checkpoint::prune_checkpoints(&all.out_dir, 1).unwrap().is_empty());
     assert_eq!(steps_in(&all.out_dir).len(), 5);
     // Resumed from step 4 with keep_last = 1: later folders of the earlier run stay, older go,
     // and the newest checkpoint of this run is kept.
-    let one = TrainConfig {
-        max_iters: 6,
-        keep_last: 1,
-        ..all.clone()
-    };
-    pretrain(
-        &one,
-        Some(&all.out_dir.join("step-000004")),
-        &mut NoCallbacks,
-    )
-    .unwrap();
-    assert_eq!(
-        steps_in(&all.out_dir),
-        ["step-000006", "step-000008", "step-000010"]
-    );
-    assert_eq!(
-        std::fs::read_to_string(all.out_dir.join("latest"))
-            .unwrap()
-            .trim(),
-        "step-000006"
-    );
+    let one = TrainConfig { max_iters: 6, keep_last: 1, ..all.clone() };
+    pretrain(&one, Some(&all.out_dir.join("step-000004")), &mut NoCallbacks).unwrap();
+    assert_eq!(steps_in(&all.out_dir), ["step-000006", "step-000008", "step-000010"]);
+    assert_eq!(std::fs::read_to_string(all.out_dir.join("latest")).unwrap().trim(), "step-000006");
     load_checkpoint(&all.out_dir, &Device::Cpu, &mut |_| {}).unwrap();
 }
 
@@ -541,47 +426,17 @@ fn configs_that_cannot_fit_are_refused_before_allocating() {
     let data = corpus(d.path(), 10);
     let base = tiny(d.path(), data, Architecture::Gpt2);
     for (cfg, what) in [
-        (
-            TrainConfig {
-                batch_size: 100_000_000,
-                ..base.clone()
-            },
-            "batch_size 100000000",
-        ),
-        (
-            TrainConfig {
-                n_embd: 1_048_576,
-                n_head: 4,
-                ..base.clone()
-            },
-            "parameters",
-        ),
-        (
-            TrainConfig {
-                n_layer: 1_000_000,
-                ..base.clone()
-            },
-            "parameters",
-        ),
-        (
-            TrainConfig {
-                n_layer: 1_000_000,
-                engine: "autograd".into(),
-                dtype: "f64".into(),
-                ..base.clone()
-            },
-            "parameters",
-        ),
+        (TrainConfig { batch_size: 100_000_000, ..base.clone() }, "batch_size 100000000"),
+        (TrainConfig { n_embd: 1_048_576, n_head: 4, ..base.clone() }, "parameters"),
+        (TrainConfig { n_layer: 1_000_000, ..base.clone() }, "parameters"),
+        (TrainConfig { n_layer: 1_000_000, engine: "autograd".into(), dtype: "f64".into(), ..base.clone() }, "parameters"),
     ] {
         let t0 = std::time::Instant::now();
         let e = pretrain(&cfg, None, &mut NoCallbacks).unwrap_err();
         assert!(t0.elapsed().as_secs_f64() < 5.0, "took {:?}", t0.elapsed());
         assert!(matches!(e, lamina_core::Error::OutOfMemory { .. }), "{e}");
         let msg = e.to_string();
-        assert!(
-            msg.contains(what) && msg.contains("of memory is available") && msg.contains("iB"),
-            "{msg}"
-        );
+        assert!(msg.contains(what) && msg.contains("of memory is available") && msg.contains("iB"), "{msg}");
     }
 }
 
@@ -590,18 +445,10 @@ fn configs_that_cannot_fit_are_refused_before_allocating() {
 fn parameter_count_from_the_config_matches_the_model() {
     for arch in [Architecture::Gpt2, Architecture::Llama] {
         for (tied, bias) in [(false, false), (true, true)] {
-            let c = TrainConfig {
-                tied_embeddings: tied,
-                qkv_bias: bias,
-                ..tiny(Path::new("."), PathBuf::from("x"), arch)
-            };
+            let c = TrainConfig { tied_embeddings: tied, qkv_bias: bias, ..tiny(Path::new("."), PathBuf::from("x"), arch) };
             let mc = c.model_config(50).unwrap();
             let m = TrainableModel::new(&mc, 1, DType::F32, &Device::Cpu).unwrap();
-            assert_eq!(
-                mc.num_parameters(),
-                m.num_params() as u64,
-                "{arch:?} tied={tied} bias={bias}"
-            );
+            assert_eq!(mc.num_parameters(), m.num_params() as u64, "{arch:?} tied={tied} bias={bias}");
         }
     }
 }
@@ -610,28 +457,13 @@ fn parameter_count_from_the_config_matches_the_model() {
 #[test]
 fn bad_sample_temperature_is_refused() {
     for t in [f64::NAN, -0.5, f64::INFINITY] {
-        let c = TrainConfig {
-            temperature: t,
-            data: vec![PathBuf::from("x")],
-            ..TrainConfig::default()
-        };
+        let c = TrainConfig { temperature: t, data: vec![PathBuf::from("x")], ..TrainConfig::default() };
         let e = c.validate().unwrap_err().to_string();
-        assert!(
-            e.contains("temperature must be a finite number >= 0"),
-            "{t}: {e}"
-        );
+        assert!(e.contains("temperature must be a finite number >= 0"), "{t}: {e}");
     }
     let c = TrainConfig::from_toml_str("data = \"x\"\ntemperature = nan").unwrap();
-    assert!(c
-        .validate()
-        .unwrap_err()
-        .to_string()
-        .contains("temperature"));
+    assert!(c.validate().unwrap_err().to_string().contains("temperature"));
     let engine_msg = lamina_core::sampling::check_temperature(-0.5f64).unwrap_err();
-    let c = TrainConfig {
-        temperature: -0.5,
-        data: vec![PathBuf::from("x")],
-        ..TrainConfig::default()
-    };
+    let c = TrainConfig { temperature: -0.5, data: vec![PathBuf::from("x")], ..TrainConfig::default() };
     assert!(c.validate().unwrap_err().to_string().ends_with(&engine_msg));
 }

@@ -81,10 +81,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let reps = args.repetitions.max(1);
     let kernels = model.kernels.isa.name();
     let skipped: Vec<&str> = lamina_kernels::Isa::all().iter().filter(|i| !i.supported()).map(|i| i.name()).collect();
-    println!("model: {} | threads: {threads} | kernels: {kernels}{} | precision: {:?}",
+    println!(
+        "model: {} | threads: {threads} | kernels: {kernels}{} | precision: {:?}",
         model.source.display(),
         if skipped.is_empty() { String::new() } else { format!(" (not supported here: {})", skipped.join(", ")) },
-        model.precision);
+        model.precision
+    );
 
     // Prefill.
     let prompt = pseudo_tokens(args.prompt_tokens, vocab, 1);
@@ -139,11 +141,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         if n > 1 {
             let (one, many) = (&rounds[0], &rounds[sizes.len() - 1]);
             let per_round: Vec<String> = one.iter().zip(many).map(|(a, b)| format!("{:.2}", b / a)).collect();
-            println!(
-                "aggregate at {n} sequences / single stream: {:.2}x (per round: {})",
-                mean_sd(many).0 / mean_sd(one).0,
-                per_round.join(", ")
-            );
+            println!("aggregate at {n} sequences / single stream: {:.2}x (per round: {})", mean_sd(many).0 / mean_sd(one).0, per_round.join(", "));
         }
     }
     let rss = common::peak_rss().unwrap_or(0);
@@ -153,9 +151,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if args.vs_llama_cpp {
         let model_path = model.source.clone();
         match find_llama_bench(args.llama_bench.clone()) {
-            None => println!(
-                "llama.cpp: llama-bench not found (build it with ../shared/tools/build-llama-cpp.sh, or pass --llama-bench PATH); no ratios"
-            ),
+            None => println!("llama.cpp: llama-bench not found (build it with ../shared/tools/build-llama-cpp.sh, or pass --llama-bench PATH); no ratios"),
             Some(bin) => {
                 let r = run_llama_bench(&bin, &model_path, args.prompt_tokens, args.gen_tokens, threads, reps)?;
                 println!("llama.cpp ({}): prefill {:.1} tok/s, decode {:.1} tok/s, peak RSS {:.1} MiB", bin.display(), r.0, r.1, r.2 as f64 / (1 << 20) as f64);

@@ -54,10 +54,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
             _ => {}
         }
         if tok.check_fits(input, ctx - 1).is_err() {
-            eprintln!(
-                "(this message alone is at least {} tokens, more than the {ctx}-token context; not sent)",
-                tok.min_tokens(input)
-            );
+            eprintln!("(this message alone is at least {} tokens, more than the {ctx}-token context; not sent)", tok.min_tokens(input));
             continue;
         }
         turns.push(ChatMessage::user(input));

@@ -38,7 +38,12 @@ pub fn run(args: InfoArgs) -> Result<()> {
     println!("MLP width:        {}", c.ffn_dim);
     println!("context length:   {}", c.context_length);
     if c.rope_dim > 0 {
-        println!("rope:             base {}, {} dims{}", c.rope_theta, c.rope_dim, c.rope_scaling.as_ref().map(|s| format!(", scaling {s:?}")).unwrap_or_default());
+        println!(
+            "rope:             base {}, {} dims{}",
+            c.rope_theta,
+            c.rope_dim,
+            c.rope_scaling.as_ref().map(|s| format!(", scaling {s:?}")).unwrap_or_default()
+        );
     }
     println!("tied embeddings:  {}", c.tied_embeddings);
     if let Some(g) = &model.gguf {

@@ -29,11 +29,12 @@ pub struct ServeArgs {
     #[arg(long)]
     pub api_keys: Option<PathBuf>,
     /// Memory for all loaded models' weights and KV caches (e.g. 4GiB, 512MiB; default:
-    /// three quarters of the memory available at start).
+    /// three quarters of the memory available at start). A model's KV cache is committed
+    /// when it loads, so memory use stays what was planned.
     #[arg(long, value_parser = parse_size)]
     pub memory: Option<u64>,
-    /// Memory for each model's KV cache (default: what the budget leaves after the
-    /// weights, up to --max-sequences full context windows).
+    /// Memory for each model's KV cache (default: four full context windows, within what
+    /// the budget leaves after the weights).
     #[arg(long, value_parser = parse_size)]
     pub kv_memory: Option<u64>,
     /// Requests that may wait per model before new ones get 429.
@@ -51,6 +52,10 @@ pub struct ServeArgs {
     /// Most tokens in one forward pass (decode tokens plus prompt chunks).
     #[arg(long, default_value_t = 512)]
     pub max_batch_tokens: usize,
+    /// Keep each model's prefix cache here across restarts (saved at shutdown and when a
+    /// model is unloaded, loaded with the model; checked against the model's weights).
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
     /// Largest request body.
     #[arg(long, default_value = "16MiB", value_parser = parse_size)]
     pub max_body: u64,
@@ -154,9 +159,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
             memory_budget: memory,
             kv_memory: args.kv_memory,
             max_sequences: args.max_sequences,
-            context_length: args.model_args.ctx,
+            // As everywhere: the model's window, capped at 4096 unless --ctx says more.
+            context_length: Some(args.model_args.ctx.unwrap_or(4096)),
             block_size: args.block_size,
             max_batch_tokens: args.max_batch_tokens,
+            cache_dir: args.cache_dir.clone(),
         },
         api_keys,
         max_queue: args.max_queue,

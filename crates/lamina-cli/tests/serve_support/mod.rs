@@ -75,10 +75,7 @@ impl Server {
     /// A metric's value summed over its label sets (0 when absent).
     pub fn metric(&self, name: &str) -> f64 {
         let text = String::from_utf8(self.request("GET", "/metrics", &[], b"").body).unwrap();
-        text.lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        text.lines().filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' '])).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
     }
 
     /// Resident memory of the server process, bytes.
@@ -180,7 +177,8 @@ impl Connection {
         if self.chunked {
             let mut line = String::new();
             self.reader.read_line(&mut line)?;
-            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16).map_err(|_| std::io::Error::other(format!("bad chunk size {line:?}")))?;
+            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+                .map_err(|_| std::io::Error::other(format!("bad chunk size {line:?}")))?;
             if size == 0 {
                 self.done = true;
                 return Ok(None);

@@ -216,24 +216,28 @@ impl BlockPool {
         }
     }
 
-    /// Cached, unreferenced blocks with their hashes, most recently released first (what
-    /// a saved cache keeps when it cannot keep everything).
-    pub fn evictable_blocks(&self) -> Vec<(BlockId, BlockHash)> {
-        self.evictable.iter().rev().filter_map(|&(_, b)| Some((b, self.meta[b as usize].hash?))).collect()
+    /// Every block holding computed cached contents, with its hash: those in use first,
+    /// then the unreferenced ones most recently released first (the order in which a
+    /// saved cache is worth keeping).
+    pub fn ready_blocks(&self) -> Vec<(BlockId, BlockHash)> {
+        let in_use = self.meta.iter().enumerate().filter(|(_, m)| m.refs > 0 && m.ready).filter_map(|(b, m)| Some((b as BlockId, m.hash?)));
+        let free = self.evictable.iter().rev().filter_map(|&(_, b)| Some((b, self.meta[b as usize].hash?)));
+        in_use.chain(free).collect()
     }
 
-    /// Places restored contents: allocates a block for `hash` and caches it, unreferenced.
-    /// Returns the block to fill, or `None` when the hash is already cached or no block is
-    /// free.
-    pub fn restore(&mut self, hash: BlockHash) -> Option<BlockId> {
+    /// Places restored contents: takes a never-used block for `hash` and caches it,
+    /// unreferenced, as if released at `age` (larger: more recent; the pool's clock moves
+    /// past it). Returns the block to fill, or `None` when the hash is already cached or no
+    /// never-used block is left.
+    pub fn restore(&mut self, hash: BlockHash, age: u64) -> Option<BlockId> {
         if self.index.contains_key(&hash) {
             return None;
         }
         let Reverse(id) = self.empty.pop()?;
         self.index.insert(hash, id);
-        self.clock += 1;
-        self.meta[id as usize] = Meta { refs: 0, hash: Some(hash), ready: true, released_at: self.clock };
-        self.evictable.insert((self.clock, id));
+        self.clock = self.clock.max(age);
+        self.meta[id as usize] = Meta { refs: 0, hash: Some(hash), ready: true, released_at: age };
+        self.evictable.insert((age, id));
         Some(id)
     }
 
@@ -349,13 +353,23 @@ mod tests {
         let b = p.allocate().unwrap();
         p.mark_ready(b, h(5));
         p.release(b);
-        assert_eq!(p.evictable_blocks(), vec![(b, h(5))]);
+        let held = p.allocate().unwrap();
+        p.mark_ready(held, h(6));
+        // In use first, then the free cached ones.
+        assert_eq!(p.ready_blocks(), vec![(held, h(6)), (b, h(5))]);
+        p.release(held);
         p.clear_cache();
         assert_eq!((p.lookup(&h(5)), p.free()), (Lookup::Miss, 3));
-        let r = p.restore(h(9)).unwrap();
-        assert_eq!(p.restore(h(9)), None);
-        assert_eq!(p.lookup(&h(9)), Lookup::Ready(r));
+        // Restored blocks are evicted oldest first, and after any later release.
+        let r1 = p.restore(h(9), 2).unwrap();
+        let r2 = p.restore(h(8), 1).unwrap();
+        assert_eq!(p.restore(h(9), 3), None);
+        assert_eq!(p.lookup(&h(9)), Lookup::Ready(r1));
         assert_eq!(p.free(), 3);
+        assert_eq!(p.ready_blocks(), vec![(r1, h(9)), (r2, h(8))]);
+        let fresh = p.allocate().unwrap();
+        assert!(fresh != r1 && fresh != r2);
+        assert_eq!(p.allocate(), Some(r2));
         p.check_invariants();
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod block_hash;
 pub mod block_pool;
+pub mod persist;
 
 pub use block_hash::{extend_chain, BlockHash};
 pub use block_pool::{BlockId, BlockPool, Lookup};

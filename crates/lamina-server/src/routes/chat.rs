@@ -11,8 +11,8 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use lamina_api::{
-    parse_json, ApiError, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatDelta, ChatLogprobs,
-    FinishReason, ResponseMessage, Role, TokenLogprob, TopLogprob,
+    parse_json, ApiError, ChatChoice, ChatChunkChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatDelta, ChatLogprobs, FinishReason,
+    ResponseMessage, Role, TokenLogprob, TopLogprob,
 };
 use lamina_tokenizer::{ChatMessage, Tokenizer};
 use std::sync::Arc;

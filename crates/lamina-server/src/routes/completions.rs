@@ -11,7 +11,9 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use lamina_api::{parse_json, ApiError, Completion, CompletionChoice, CompletionChunk, CompletionChunkChoice, CompletionLogprobs, CompletionRequest, FinishReason, PromptItem};
+use lamina_api::{
+    parse_json, ApiError, Completion, CompletionChoice, CompletionChunk, CompletionChunkChoice, CompletionLogprobs, CompletionRequest, FinishReason, PromptItem,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -92,7 +94,8 @@ async fn completions(state: Arc<AppState>, body: Body) -> Result<Response, ApiEr
     let (id, created) = (state.next_id("cmpl"), unix_now());
     let logprobs = sampling.logprobs.is_some();
     if req.is_stream() {
-        let chunks = TextChunks { id, created, model: job.model.clone(), n, echoes, logprobs, include_usage: req.include_usage(), offsets: vec![0; job.choices()] };
+        let chunks =
+            TextChunks { id, created, model: job.model.clone(), n, echoes, logprobs, include_usage: req.include_usage(), offsets: vec![0; job.choices()] };
         return Ok(sse(job, chunks));
     }
     let model = job.model.clone();

@@ -104,11 +104,7 @@ impl FusedAdamW {
                 if t.dims() != p.shape.as_slice() {
                     return Err(Error::ShapeMismatch { name: key, expected: p.shape.clone(), actual: t.dims().to_vec() });
                 }
-                let vals = t
-                    .to_dtype(candle_core::DType::F32)
-                    .and_then(|t| t.flatten_all())
-                    .and_then(|t| t.to_vec1::<f32>())
-                    .map_err(candle_err)?;
+                let vals = t.to_dtype(candle_core::DType::F32).and_then(|t| t.flatten_all()).and_then(|t| t.to_vec1::<f32>()).map_err(candle_err)?;
                 buf[p.offset..p.offset + p.len].copy_from_slice(&vals);
             }
         }

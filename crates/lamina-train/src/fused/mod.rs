@@ -200,12 +200,7 @@ fn thread_count(threads: usize) -> usize {
 pub fn workspace_floats(cfg: &ModelConfig, b: usize, t: usize, threads: usize) -> u64 {
     let m = |a: u64, x: u64| a.saturating_mul(x);
     let n = m(b as u64, t as u64);
-    let (c, l, f, qd) = (
-        cfg.hidden_size as u64,
-        cfg.num_layers as u64,
-        cfg.ffn_dim as u64,
-        cfg.q_dim() as u64,
-    );
+    let (c, l, f, qd) = (cfg.hidden_size as u64, cfg.num_layers as u64, cfg.ffn_dim as u64, cfg.q_dim() as u64);
     let qkvd = qd.saturating_add(m(2, cfg.kv_dim() as u64));
     let gpt2 = cfg.architecture == Architecture::Gpt2;
     // The MLP pre-activation: one projection (GPT-2) or gate and up side by side (Llama).
@@ -214,15 +209,8 @@ pub fn workspace_floats(cfg: &ModelConfig, b: usize, t: usize, threads: usize) -
     let row = |parts: &[u64]| parts.iter().fold(0u64, |a, &x| a.saturating_add(x));
     let att = m(m(b as u64, cfg.num_heads as u64), m(t as u64, t as u64));
     let per_layer = m(n, row(&[m(4, c), qkvd, qd, pre_w, f, gelu_t, 4])).saturating_add(att);
-    let rest = m(
-        n,
-        row(&[m(3, c), cfg.vocab_size as u64, qkvd, qd, pre_w, f, 2]),
-    )
-    .saturating_add(m(n, c));
-    let scratch = m(
-        threads as u64,
-        c.max(m(t as u64, t as u64)).saturating_add(16),
-    );
+    let rest = m(n, row(&[m(3, c), cfg.vocab_size as u64, qkvd, qd, pre_w, f, 2])).saturating_add(m(n, c));
+    let scratch = m(threads as u64, c.max(m(t as u64, t as u64)).saturating_add(16));
     m(l, per_layer).saturating_add(rest).saturating_add(scratch)
 }
 
@@ -240,9 +228,8 @@ impl FusedModel {
             params.extend_from_slice(&v);
         }
         let index: HashMap<&str, &ParamInfo> = params_info.iter().map(|p| (p.name.as_str(), p)).collect();
-        let slot = |name: &str| -> Result<Slot> {
-            index.get(name).map(|p| Slot { off: p.offset, len: p.len }).ok_or_else(|| Error::MissingTensor(name.to_string()))
-        };
+        let slot =
+            |name: &str| -> Result<Slot> { index.get(name).map(|p| Slot { off: p.offset, len: p.len }).ok_or_else(|| Error::MissingTensor(name.to_string())) };
         let opt_slot = |name: &str| index.get(name).map(|p| Slot { off: p.offset, len: p.len });
         let gpt2 = cfg.architecture == Architecture::Gpt2;
         let lin = |name: &str, in_dim: usize, out_dim: usize| -> Result<Lin> {
@@ -458,11 +445,7 @@ impl FusedModel {
             return Err(Error::PromptTooLong { prompt_tokens: t, context_length: self.cfg.context_length });
         }
         if tokens.len() != b * t || targets.len() != b * t {
-            return Err(Error::InvalidInput(format!(
-                "{} tokens and {} targets for a {b}×{t} batch",
-                tokens.len(),
-                targets.len()
-            )));
+            return Err(Error::InvalidInput(format!("{} tokens and {} targets for a {b}×{t} batch", tokens.len(), targets.len())));
         }
         let v = self.cfg.vocab_size as u32;
         if let Some(bad) = tokens.iter().chain(targets).find(|&&x| x >= v) {
