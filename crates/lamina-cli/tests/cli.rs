@@ -469,7 +469,7 @@ fn a_kv_cache_that_cannot_fit_is_refused() {
     ok(lamina().args(["tokenizer", "train", "--char", "--out", tok.to_str().unwrap(), text.to_str().unwrap()]).output().unwrap());
     let model = dir.path().to_str().unwrap();
     let out = lamina().args(["run", model, "-p", "abc", "-n", "1", "--ctx", "1099511627776"]).output().unwrap();
-    assert_clean_error(&out, "the KV cache for 1 sequence(s) × 1099511627776 tokens (--ctx) needs 128.0 TiB");
+    assert_clean_error(&out, "the KV cache for 1 sequence(s) × 1099511627776 tokens (34359738368 blocks of 32 positions) needs 128.0 TiB");
     // The default window (capped at 4096) fits and runs.
     ok(lamina().args(["run", model, "-p", "abc", "-n", "1"]).output().unwrap());
 }
@@ -538,8 +538,8 @@ fn skipped_checkpoints_are_reported_on_stderr() {
     assert_eq!(latest(&run), "step-000007");
 }
 
-/// Item 9: -n 0 generates nothing, and rates with no measured time are not printed (a
-/// one-token prompt is read by a decode step, so it has no prefill time).
+/// Item 9: -n 0 generates nothing, and rates are printed only for measured time (a
+/// one-token prompt's single forward pass is timed, so its rate is a real one).
 #[test]
 fn zero_max_tokens_generates_nothing() {
     let out = ok(lamina().args(["run", "-p", "The capital of France is", "-n", "0", "-v"]).output().unwrap());
@@ -549,7 +549,8 @@ fn zero_max_tokens_generates_nothing() {
     let out = ok(lamina().args(["run", "-p", "The", "-n", "1", "-v", "--temperature", "0"]).output().unwrap());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("prompt tokens: 1 ") && err.contains("generated tokens: 1"), "{err}");
-    assert!(!err.contains("prefill:") && !err.contains("1000000000"), "{err}");
+    let rates: Vec<f64> = err.split(" tok/s").filter_map(|p| p.rsplit(' ').next()?.parse().ok()).collect();
+    assert!(rates.iter().all(|&r| r > 0.0 && r < 100_000.0), "implausible rates {rates:?}: {err}");
     let mut cmd = lamina();
     cmd.args(["chat", "-n", "0"]);
     let out = ok(run_with_stdin(cmd, b"Hi!\n/exit\n"));

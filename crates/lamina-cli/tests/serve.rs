@@ -341,3 +341,54 @@ fn the_prefix_cache_survives_a_restart_with_cache_dir() {
     assert_eq!(after_damage, 0);
     assert!(c.log().contains("checksum"), "{}", c.log());
 }
+
+#[test]
+fn models_load_on_demand_unload_when_idle_and_make_room_for_each_other() {
+    let path = lamina_core::registry::default_model_path().unwrap();
+    let file = std::fs::metadata(&path).unwrap().len();
+    // Room for one copy of the weights and its 8 MiB KV cache, not for two.
+    let memory = (file as f64 * 1.5) as u64;
+    let (a, b) = (format!("a={}", path.display()), format!("b={}", path.display()));
+    let s = Server::start(&[&a, &b, "--memory", &memory.to_string(), "--kv-memory", "8MiB", "--ctx", "512", "--idle-unload", "2s"]);
+    let ask = |model: &str| {
+        let mut body = chat("Say one word.", 4);
+        body["model"] = json!(model);
+        let r = s.post_json("/v1/chat/completions", &body);
+        assert_eq!(r.status, 200, "{model}: {}\n{}", String::from_utf8_lossy(&r.body), s.log());
+        assert_eq!(r.json()["model"], model);
+    };
+    let loaded = |model: &str| {
+        let text = String::from_utf8(s.request("GET", "/metrics", &[], b"").body).unwrap();
+        text.lines().any(|l| l.starts_with(&format!("lamina_kv_blocks_total{{model=\"{model}\"}}")) && !l.ends_with(" 0"))
+    };
+    assert!(!loaded("a") && !loaded("b"), "nothing loads before it is asked for");
+    ask("a");
+    assert!(loaded("a"));
+    // b does not fit beside a: the idle a is unloaded to make room.
+    ask("b");
+    assert!(loaded("b") && !loaded("a"), "{}", s.log());
+    ask("a");
+    assert!(loaded("a") && !loaded("b"));
+    // Idle for longer than --idle-unload: unloaded; the next request loads it again.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert!(!loaded("a"), "a was not unloaded when idle");
+    ask("a");
+    assert!(loaded("a"));
+}
+
+#[test]
+fn a_client_that_never_finishes_its_request_stalls_no_one() {
+    use std::io::Write;
+    let s = Server::start(&[]);
+    // Half a request line, half a body: held open for the whole test.
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    slow.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{\"model\": \"smol").unwrap();
+    let mut half = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    half.write_all(b"GET /v1/mod").unwrap();
+    for _ in 0..3 {
+        let r = s.post_json("/v1/chat/completions", &chat("Say hi.", 4));
+        assert_eq!(r.status, 200);
+    }
+    drop((slow, half));
+    assert_eq!(s.request("GET", "/health", &[], b"").status, 200);
+}

@@ -129,7 +129,7 @@ impl Engine {
         let shape = model.kv_shape(bs);
         let max_sequences = config.max_sequences.max(1);
         let kv_blocks = if config.kv_blocks > 0 { config.kv_blocks } else { max_sequences.saturating_mul(shape.blocks_for(ctx)) };
-        let what = format!("the KV cache ({kv_blocks} blocks of {bs} positions: {max_sequences} sequence(s) × {ctx} tokens)");
+        let what = format!("the KV cache for {max_sequences} sequence(s) × {ctx} tokens ({kv_blocks} blocks of {bs} positions)");
         lamina_core::memory::check_fits(&what, (kv_blocks as u64).saturating_mul(shape.block_bytes() as u64))?;
         let mut kv = PagedKv::new(shape, kv_blocks);
         if config.prefault_kv {
