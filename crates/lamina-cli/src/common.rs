@@ -20,6 +20,10 @@ pub struct ModelArgs {
     /// Context window to use (default: the model's, capped at 4096; at most the model's).
     #[arg(short = 'c', long, value_parser = parse_ctx)]
     pub ctx: Option<usize>,
+    /// Positions per KV-cache block (the paged cache's unit of allocation and of prefix
+    /// sharing).
+    #[arg(long, default_value_t = lamina_model::DEFAULT_BLOCK_SIZE, value_parser = parse_block_size)]
+    pub block_size: usize,
 }
 
 fn parse_ctx(s: &str) -> std::result::Result<usize, String> {
@@ -38,6 +42,14 @@ fn warn_once(msg: &str) {
     if !seen.iter().any(|m| m == msg) {
         eprintln!("{msg}");
         seen.push(msg.to_string());
+    }
+}
+
+/// 1 to 4096 positions per block.
+fn parse_block_size(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=4096).contains(&n) => Ok(n),
+        _ => Err(format!("`{s}`: a block holds 1 to 4096 positions")),
     }
 }
 
@@ -143,7 +155,7 @@ pub fn load(model: Option<&str>, args: &ModelArgs) -> Result<(Arc<Model>, Arc<To
 pub fn engine(model: Arc<Model>, tok: Arc<Tokenizer>, args: &ModelArgs, sequences: usize) -> Result<Engine> {
     let ctx = args.context(&model);
     let workers = Arc::new(ThreadPool::new(args.threads()));
-    let config = EngineConfig { max_sequences: sequences, context_length: ctx, ..EngineConfig::default() };
+    let config = EngineConfig { max_sequences: sequences, context_length: ctx, block_size: args.block_size, ..EngineConfig::default() };
     Ok(Engine::new(model, tok, workers, config)?)
 }
 

@@ -211,11 +211,13 @@ fn step(name: &str, slot: &mut Slot) {
         tracing::error!(model = %name, "engine step failed: {e}");
         cancel_all(slot);
     }
-    deliver_finished(slot);
     if slot.engine.active() == 0 {
         slot.idle_since = Instant::now();
     }
+    // The gauges first: a client that has its last event sees metrics that already count
+    // its blocks as free.
     publish(name, slot);
+    deliver_finished(slot);
 }
 
 fn deliver_finished(slot: &mut Slot) {

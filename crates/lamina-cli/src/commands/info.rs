@@ -11,7 +11,7 @@ pub struct InfoArgs {
 }
 
 pub fn run(args: InfoArgs) -> Result<()> {
-    let margs = ModelArgs { threads: Some(1), precision: "native".into(), ctx: None };
+    let margs = ModelArgs { threads: Some(1), precision: "native".into(), ctx: None, block_size: lamina_model::DEFAULT_BLOCK_SIZE };
     let (model, tok) = crate::common::load(args.model.as_deref(), &margs)?;
     let c = &model.config;
     println!("model:            {}", model.source.display());

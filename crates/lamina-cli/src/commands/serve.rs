@@ -46,9 +46,6 @@ pub struct ServeArgs {
     /// Sequences each model decodes at once (the rest wait).
     #[arg(long, default_value_t = 16)]
     pub max_sequences: usize,
-    /// Positions per KV-cache block.
-    #[arg(long, default_value_t = lamina_model::DEFAULT_BLOCK_SIZE)]
-    pub block_size: usize,
     /// Most tokens in one forward pass (decode tokens plus prompt chunks).
     #[arg(long, default_value_t = 512)]
     pub max_batch_tokens: usize,
@@ -148,8 +145,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
         Some(m) => m,
         None => lamina_core::memory::available_bytes().map_or(4 << 30, |a| a / 4 * 3),
     };
-    if args.max_sequences == 0 || args.block_size == 0 || args.max_batch_tokens == 0 {
-        bail!("--max-sequences, --block-size and --max-batch-tokens must be at least 1");
+    if args.max_sequences == 0 || args.max_batch_tokens == 0 {
+        bail!("--max-sequences and --max-batch-tokens must be at least 1");
     }
     let handle = lamina_server::metrics::prometheus_builder().install_recorder().context("installing the metrics recorder")?;
     let config = ServerConfig {
@@ -161,7 +158,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             max_sequences: args.max_sequences,
             // As everywhere: the model's window, capped at 4096 unless --ctx says more.
             context_length: Some(args.model_args.ctx.unwrap_or(4096)),
-            block_size: args.block_size,
+            block_size: args.model_args.block_size,
             max_batch_tokens: args.max_batch_tokens,
             cache_dir: args.cache_dir.clone(),
         },
