@@ -382,6 +382,19 @@ mod x86 {
         }
     }
 
+    /// Where the `p` rows from position `a` of a run (at element `off`, `n` rows) start,
+    /// relative to the run's first row: inside the run, or in the `next` run, or `None`
+    /// when they reach past both.
+    #[inline(always)]
+    fn ahead_of(off: usize, n: usize, next: Option<(usize, usize)>, a: usize, p: usize, stride: usize) -> Option<isize> {
+        if a + p <= n {
+            return Some((a * stride) as isize);
+        }
+        let (noff, nn) = next?;
+        let j = a.checked_sub(n)?;
+        (j + p <= nn).then(|| noff as isize - off as isize + (j * stride) as isize)
+    }
+
     /// f32 → f16 → f32 (round to nearest even), what a store to and load from the f16
     /// accumulator does.
     #[inline(always)]
@@ -390,8 +403,10 @@ mod x86 {
     }
 
     /// Scores of `H` heads (queries `q`, `hd` apart) against positions `i..i + P` of a run
-    /// of `n` rows (`stride` apart from `k`), each key vector converted once for all heads;
-    /// per head and position the arithmetic of [`dot`]. Writes `w[h * wstride + i + p]`.
+    /// (rows `stride` apart from `k`), each key vector converted once for all heads; per
+    /// head and position the arithmetic of [`dot`]. Writes `w[h * wstride + i + p]`.
+    /// `ahead`: where the rows `AHEAD` positions on start in `k` and `v` (as element
+    /// offsets from the run's rows; `None` past the end), to prefetch.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     unsafe fn scores<const H: usize, const P: usize>(
@@ -400,7 +415,7 @@ mod x86 {
         k: *const half::f16,
         v: *const half::f16,
         stride: usize,
-        n: usize,
+        ahead: Option<isize>,
         i: usize,
         scale: f32,
         w: *mut f32,
@@ -408,16 +423,16 @@ mod x86 {
     ) {
         let mut acc = [[_mm256_setzero_ps(); P]; H];
         // The cache rows are read once per step, so they come from L3 or memory: fetch a
-        // few positions ahead inside the run (the next run's first rows were fetched when
-        // this one began). The value rows are fetched here too, for the value pass.
-        if i + P + AHEAD <= n {
+        // few positions ahead, following the sequence into its next block. The value rows
+        // are fetched here too, for the value pass.
+        if let Some(a) = ahead {
             for p in 0..P {
-                let ahead = k.add((i + p + AHEAD) * stride) as *const i8;
-                _mm_prefetch::<_MM_HINT_T0>(ahead);
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(2 * hd - 1));
-                let ahead = v.add((i + p + AHEAD) * stride) as *const i8;
-                _mm_prefetch::<_MM_HINT_T1>(ahead);
-                _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(2 * hd - 1));
+                let ka = k.wrapping_offset(a).wrapping_add(p * stride) as *const i8;
+                _mm_prefetch::<_MM_HINT_T0>(ka);
+                _mm_prefetch::<_MM_HINT_T0>(ka.wrapping_add(2 * hd - 1));
+                let va = v.wrapping_offset(a).wrapping_add(p * stride) as *const i8;
+                _mm_prefetch::<_MM_HINT_T1>(va);
+                _mm_prefetch::<_MM_HINT_T1>(va.wrapping_add(2 * hd - 1));
             }
         }
         let mut d = 0;
@@ -461,14 +476,16 @@ mod x86 {
         let (vp, stride) = (rows.v.as_ptr(), rows.stride);
         let mut acc = [[_mm256_setzero_ps(); D]; H];
         let mut base = 0;
-        for (off, n) in rows.runs() {
+        let mut runs = rows.runs().peekable();
+        while let Some((off, n)) = runs.next() {
+            let next = runs.peek().copied();
             let v = vp.add(off);
             let (w, ms) = (w.add(base), ms.add(base));
             for i in 0..n {
                 // See `scores`: the first pass over the rows brings them in, later ones (the
                 // next dimensions) find them in cache.
-                if i + AHEAD < n {
-                    let ahead = v.add((i + AHEAD) * stride + d0) as *const i8;
+                if let Some(a) = ahead_of(off, n, next, i + AHEAD, 1, stride) {
+                    let ahead = v.wrapping_offset(a).wrapping_add(d0) as *const i8;
                     _mm_prefetch::<_MM_HINT_T0>(ahead);
                     _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(16 * D - 1));
                 }
@@ -542,17 +559,15 @@ mod x86 {
                     let mut base = 0;
                     let mut runs = rows.runs().peekable();
                     while let Some((off, n)) = runs.next() {
-                        if let Some(&(next, nn)) = runs.peek() {
-                            prefetch_rows(kp.add(next), vp.add(next), stride, nn.min(AHEAD), hd);
-                        }
+                        let next = runs.peek().copied();
                         let (kr, vr, wr) = (kp.add(off), vp.add(off), wh.add(base));
                         let mut i = 0;
                         while i + $p <= n {
-                            scores::<$h, $p>(qh, hd, kr, vr, stride, n, i, scale, wr, len);
+                            scores::<$h, $p>(qh, hd, kr, vr, stride, ahead_of(off, n, next, i + AHEAD, $p, stride), i, scale, wr, len);
                             i += $p;
                         }
                         while i < n {
-                            scores::<$h, 1>(qh, hd, kr, vr, stride, n, i, scale, wr, len);
+                            scores::<$h, 1>(qh, hd, kr, vr, stride, ahead_of(off, n, next, i + AHEAD, 1, stride), i, scale, wr, len);
                             i += 1;
                         }
                         base += n;

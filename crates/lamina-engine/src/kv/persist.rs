@@ -2,7 +2,7 @@
 //!
 //! One file per model and block shape: a header (magic, version, the model's
 //! fingerprint, the block shape), then each cached block as its [`BlockHash`] and its key
-//! and value bytes, most valuable first, then a SHA-256 of everything before it. Written
+//! and value bytes (layer by layer), most valuable first, then a SHA-256 of everything before it. Written
 //! atomically (temp file, fsync, rename), so a kill at any moment leaves the previous file
 //! or the new one. Loading checks the magic, version, fingerprint, shape, sizes and
 //! checksum before it places a single block; a file that fails any check is refused with
@@ -54,11 +54,11 @@ pub fn save(path: &Path, fingerprint: &str, kv: &PagedKv, pool: &BlockPool) -> R
             w.write_all(bytes).map_err(io)
         };
         put(&mut w, &header(fingerprint, &kv.shape, blocks.len() as u64))?;
+        let mut bytes = Vec::with_capacity(kv.block_bytes_size());
         for &(b, hash) in &blocks {
             put(&mut w, &hash.0.to_le_bytes())?;
-            let (k, v) = kv.block_bytes(b as usize);
-            put(&mut w, k)?;
-            put(&mut w, v)?;
+            kv.block_bytes(b as usize, &mut bytes);
+            put(&mut w, &bytes)?;
         }
         w.write_all(&sum.finalize()).map_err(io)?;
         w.flush().map_err(io)
@@ -73,8 +73,7 @@ pub fn load(path: &Path, fingerprint: &str, kv: &mut PagedKv, pool: &mut BlockPo
     let bad = |why: String| Error::InvalidInput(format!("prefix cache {}: {why}", path.display()));
     let io = |e: std::io::Error| Error::io(path, e);
     let expect = header(fingerprint, &kv.shape, 0);
-    let half = kv.shape.block_elems() * kv.shape.dtype.size();
-    let record = 16 + 2 * half;
+    let record = 16 + kv.block_bytes_size();
     // Pass 1: header, size and checksum, reading the file once without keeping it.
     let len = std::fs::metadata(path).map_err(io)?.len() as usize;
     let mut r = BufReader::new(lamina_core::fs::open_regular(path)?);
@@ -122,7 +121,7 @@ pub fn load(path: &Path, fingerprint: &str, kv: &mut PagedKv, pool: &mut BlockPo
             }
             continue;
         };
-        kv.set_block_bytes(b as usize, &buf[16..16 + half], &buf[16 + half..]);
+        kv.set_block_bytes(b as usize, &buf[16..]);
         placed += 1;
     }
     Ok(placed)
@@ -162,7 +161,10 @@ mod tests {
         assert_eq!(load(&path, "model-a", &mut kv2, &mut pool2).unwrap(), 3);
         for (b, h) in pool.ready_blocks() {
             let super::super::Lookup::Ready(b2) = pool2.lookup(&h) else { panic!("{h:?} not restored") };
-            assert_eq!(kv.block_bytes(b as usize), kv2.block_bytes(b2 as usize));
+            let (mut x, mut y) = (Vec::new(), Vec::new());
+            kv.block_bytes(b as usize, &mut x);
+            kv2.block_bytes(b2 as usize, &mut y);
+            assert_eq!(x, y);
         }
         pool2.check_invariants();
         // A pool with room for two keeps the two most recently used.
