@@ -60,7 +60,7 @@ async def one(client, model, messages, tokens, ttfts, itls):
 
 
 async def level(base, model, c, tokens, rounds):
-    client = AsyncOpenAI(base_url=base, api_key="none", max_retries=0, timeout=600)
+    client = AsyncOpenAI(base_url=base, api_key="none", max_retries=2, timeout=600)
     ttfts, itls = [], []
 
     async def worker(i):
@@ -84,7 +84,7 @@ async def level(base, model, c, tokens, rounds):
 
 
 async def shared_prefix(base, model, n_tokens, requests, tokens):
-    client = AsyncOpenAI(base_url=base, api_key="none", max_retries=0, timeout=600)
+    client = AsyncOpenAI(base_url=base, api_key="none", max_retries=2, timeout=600)
     # ~10 tokens per rule with SmolLM2's tokenizer; the server's usage tells the real count.
     system = " ".join(f"Rule {i}: answer with care and keep to the facts." for i in range(n_tokens // 11))
     out = []
