@@ -12,7 +12,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::common::{ChatCompletionChunkObject, ChatCompletionObject, FinishReason, Seed, Stop, StreamOptions};
+use crate::common::{ChatCompletionChunkObject, ChatCompletionObject, FinishReason, SamplingFields, Seed, Stop, StreamOptions};
 use crate::error::ApiError;
 use crate::usage::Usage;
 
@@ -95,16 +95,14 @@ impl ChatCompletionRequest {
         self.max_completion_tokens.or(self.max_tokens)
     }
 
-    /// The stop sequences, empty when none were given.
+    /// The stop strings as a list (empty when none).
     pub fn stop_list(&self) -> Vec<String> {
-        self.stop.as_ref().map(Stop::to_list).unwrap_or_default()
+        self.sampling().stop_list()
     }
 
-    /// `logit_bias` with parsed token ids, sorted by id. Errors as `validate` does on a
-    /// key that is not a `u32` or a value outside [-100, 100]. Whether an id is inside
-    /// the model's vocabulary is for the server to check.
+    /// `logit_bias` with parsed token ids (see [`SamplingFields::logit_bias_map`]).
     pub fn logit_bias_map(&self) -> Result<Vec<(u32, f32)>, ApiError> {
-        crate::validate::parse_logit_bias(self.logit_bias.as_ref())
+        self.sampling().logit_bias_map()
     }
 
     /// The number of choices, 1 when not given.
@@ -122,9 +120,29 @@ impl ChatCompletionRequest {
         self.is_stream() && self.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false)
     }
 
-    /// `top_k` as a limit: `None` when absent or disabled (0 or negative).
+    /// `top_k` as a count (see [`SamplingFields::top_k`]).
     pub fn top_k(&self) -> Option<u32> {
-        self.top_k.and_then(|k| u32::try_from(k).ok()).filter(|&k| k > 0)
+        self.sampling().top_k()
+    }
+
+    /// The sampling fields, borrowed.
+    pub fn sampling(&self) -> SamplingFields<'_> {
+        SamplingFields {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            n: self.n,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            stop: self.stop.as_ref(),
+            logit_bias: self.logit_bias.as_ref(),
+            seed: self.seed,
+            stream: self.stream,
+            stream_options: self.stream_options.is_some(),
+            top_k: self.top_k,
+            min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+            ignore_eos: self.ignore_eos,
+        }
     }
 }
 

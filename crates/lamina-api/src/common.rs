@@ -247,3 +247,44 @@ mod tests {
         assert!(serde_json::from_str::<ChatCompletionObject>(r#""text_completion""#).is_err());
     }
 }
+
+/// The sampling fields both completion endpoints share, borrowed from a request
+/// ([`crate::ChatCompletionRequest::sampling`], [`crate::CompletionRequest::sampling`]):
+/// validated once, and read by the server once.
+#[derive(Clone, Copy, Debug)]
+pub struct SamplingFields<'a> {
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub n: Option<u32>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub stop: Option<&'a Stop>,
+    pub logit_bias: Option<&'a std::collections::BTreeMap<String, f32>>,
+    pub seed: Option<Seed>,
+    pub stream: Option<bool>,
+    /// Whether `stream_options` was given.
+    pub stream_options: bool,
+    pub top_k: Option<i32>,
+    pub min_p: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    pub ignore_eos: Option<bool>,
+}
+
+impl SamplingFields<'_> {
+    /// The stop strings as a list (empty when none).
+    pub fn stop_list(&self) -> Vec<String> {
+        self.stop.map(Stop::to_list).unwrap_or_default()
+    }
+
+    /// `logit_bias` with parsed token ids, sorted by id. Errors as `validate` does on a
+    /// key that is not a `u32` or a value outside [-100, 100]. Whether an id is inside
+    /// the model's vocabulary is for the server to check.
+    pub fn logit_bias_map(&self) -> Result<Vec<(u32, f32)>, crate::ApiError> {
+        crate::validate::parse_logit_bias(self.logit_bias)
+    }
+
+    /// `top_k` as a count; `None` when absent or disabled (0 or -1).
+    pub fn top_k(&self) -> Option<u32> {
+        self.top_k.and_then(|k| u32::try_from(k).ok()).filter(|&k| k > 0)
+    }
+}

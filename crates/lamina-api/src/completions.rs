@@ -11,7 +11,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, SeqAccess, Unexpected, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::common::{FinishReason, Seed, Stop, StreamOptions, TextCompletionObject};
+use crate::common::{FinishReason, SamplingFields, Seed, Stop, StreamOptions, TextCompletionObject};
 use crate::error::ApiError;
 use crate::usage::Usage;
 
@@ -80,15 +80,14 @@ impl CompletionRequest {
         self.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)
     }
 
-    /// The stop sequences, empty when none were given.
+    /// The stop strings as a list (empty when none).
     pub fn stop_list(&self) -> Vec<String> {
-        self.stop.as_ref().map(Stop::to_list).unwrap_or_default()
+        self.sampling().stop_list()
     }
 
-    /// `logit_bias` with parsed token ids, sorted by id (see
-    /// [`crate::ChatCompletionRequest::logit_bias_map`]).
+    /// `logit_bias` with parsed token ids (see [`SamplingFields::logit_bias_map`]).
     pub fn logit_bias_map(&self) -> Result<Vec<(u32, f32)>, ApiError> {
-        crate::validate::parse_logit_bias(self.logit_bias.as_ref())
+        self.sampling().logit_bias_map()
     }
 
     /// Choices per prompt, 1 when not given.
@@ -109,9 +108,29 @@ impl CompletionRequest {
         self.echo == Some(true)
     }
 
-    /// `top_k` as a limit: `None` when absent or disabled (0 or negative).
+    /// `top_k` as a count (see [`SamplingFields::top_k`]).
     pub fn top_k(&self) -> Option<u32> {
-        self.top_k.and_then(|k| u32::try_from(k).ok()).filter(|&k| k > 0)
+        self.sampling().top_k()
+    }
+
+    /// The sampling fields, borrowed.
+    pub fn sampling(&self) -> SamplingFields<'_> {
+        SamplingFields {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            n: self.n,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            stop: self.stop.as_ref(),
+            logit_bias: self.logit_bias.as_ref(),
+            seed: self.seed,
+            stream: self.stream,
+            stream_options: self.stream_options.is_some(),
+            top_k: self.top_k,
+            min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+            ignore_eos: self.ignore_eos,
+        }
     }
 }
 

@@ -23,7 +23,7 @@ pub use chat::{
     FileRef, FunctionCall, FunctionCallDelta, ImageUrl, InputAudio, MessageContent, ResponseMessage, Role, TokenLogprob, ToolCall, ToolCallDelta, ToolType,
     TopLogprob,
 };
-pub use common::{FinishReason, Seed, Stop, StreamOptions};
+pub use common::{FinishReason, SamplingFields, Seed, Stop, StreamOptions};
 pub use completions::{
     Completion, CompletionChoice, CompletionChunk, CompletionChunkChoice, CompletionLogprobs, CompletionRequest, Prompt, PromptItem, DEFAULT_MAX_TOKENS,
 };

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 
 use crate::chat::{ChatCompletionRequest, ContentPart, MessageContent, Role};
-use crate::common::Stop;
+use crate::common::{SamplingFields, Stop};
 use crate::completions::{CompletionRequest, Prompt};
 use crate::error::ApiError;
 
@@ -40,20 +40,7 @@ impl ChatCompletionRequest {
                 ));
             }
         }
-        check_sampling(Sampling {
-            temperature: self.temperature,
-            top_p: self.top_p,
-            n: self.n,
-            presence_penalty: self.presence_penalty,
-            frequency_penalty: self.frequency_penalty,
-            stop: self.stop.as_ref(),
-            logit_bias: self.logit_bias.as_ref(),
-            stream: self.stream,
-            stream_options: self.stream_options.is_some(),
-            top_k: self.top_k,
-            min_p: self.min_p,
-            repetition_penalty: self.repetition_penalty,
-        })?;
+        check_sampling(&self.sampling())?;
         if let Some(k) = self.top_logprobs {
             check_u32("top_logprobs", k, 0..=MAX_TOP_LOGPROBS)?;
             if self.logprobs != Some(true) {
@@ -118,20 +105,7 @@ impl CompletionRequest {
         if self.max_tokens == Some(0) && !self.is_echo() {
             return Err(ApiError::invalid_param("max_tokens", "max_tokens must be at least 1 (0 is allowed only with echo, to score the prompt)"));
         }
-        check_sampling(Sampling {
-            temperature: self.temperature,
-            top_p: self.top_p,
-            n: self.n,
-            presence_penalty: self.presence_penalty,
-            frequency_penalty: self.frequency_penalty,
-            stop: self.stop.as_ref(),
-            logit_bias: self.logit_bias.as_ref(),
-            stream: self.stream,
-            stream_options: self.stream_options.is_some(),
-            top_k: self.top_k,
-            min_p: self.min_p,
-            repetition_penalty: self.repetition_penalty,
-        })?;
+        check_sampling(&self.sampling())?;
         if let Some(k) = self.logprobs {
             check_u32("logprobs", k, 0..=MAX_COMPLETION_LOGPROBS)?;
         }
@@ -154,23 +128,7 @@ impl CompletionRequest {
     }
 }
 
-/// The sampling fields both endpoints share.
-struct Sampling<'a> {
-    temperature: Option<f32>,
-    top_p: Option<f32>,
-    n: Option<u32>,
-    presence_penalty: Option<f32>,
-    frequency_penalty: Option<f32>,
-    stop: Option<&'a Stop>,
-    logit_bias: Option<&'a BTreeMap<String, f32>>,
-    stream: Option<bool>,
-    stream_options: bool,
-    top_k: Option<i32>,
-    min_p: Option<f32>,
-    repetition_penalty: Option<f32>,
-}
-
-fn check_sampling(s: Sampling<'_>) -> Result<(), ApiError> {
+fn check_sampling(s: &SamplingFields<'_>) -> Result<(), ApiError> {
     check_f32("temperature", s.temperature, 0.0..=2.0)?;
     check_f32("top_p", s.top_p, 0.0..=1.0)?;
     if let Some(n) = s.n {

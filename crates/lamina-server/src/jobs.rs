@@ -45,6 +45,26 @@ pub struct JobSpec {
 }
 
 impl SamplingSpec {
+    /// The settings a request gives in its shared sampling fields, plus the two that the
+    /// endpoints spell differently.
+    pub fn from_fields(f: lamina_api::SamplingFields<'_>, logprobs: Option<usize>, max_tokens: Option<usize>) -> Result<Self, ApiError> {
+        Ok(SamplingSpec {
+            temperature: f.temperature,
+            top_p: f.top_p,
+            top_k: f.top_k(),
+            min_p: f.min_p,
+            presence_penalty: f.presence_penalty,
+            frequency_penalty: f.frequency_penalty,
+            repetition_penalty: f.repetition_penalty,
+            seed: f.seed.map(|s| s.as_u64()),
+            stop: f.stop_list(),
+            logit_bias: f.logit_bias_map()?,
+            logprobs,
+            ignore_eos: f.ignore_eos.unwrap_or(false),
+            max_tokens,
+        })
+    }
+
     /// The engine's settings for choice `choice`. OpenAI's defaults where the request is
     /// silent: temperature 1, top-p 1, no top-k or min-p, no penalties. Choices of one
     /// seeded request get consecutive seeds, so they differ but reproduce.

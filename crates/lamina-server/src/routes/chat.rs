@@ -26,21 +26,11 @@ async fn chat(state: Arc<AppState>, body: Body) -> Result<Response, ApiError> {
     let req: ChatCompletionRequest = parse_json(&bytes)?;
     req.validate()?;
     unsupported(&req)?;
-    let sampling = SamplingSpec {
-        temperature: req.temperature,
-        top_p: req.top_p,
-        top_k: req.top_k(),
-        min_p: req.min_p,
-        presence_penalty: req.presence_penalty,
-        frequency_penalty: req.frequency_penalty,
-        repetition_penalty: req.repetition_penalty,
-        seed: req.seed.map(|s| s.as_u64()),
-        stop: req.stop_list(),
-        logit_bias: req.logit_bias_map()?,
-        logprobs: (req.logprobs == Some(true)).then(|| req.top_logprobs.unwrap_or(0) as usize),
-        ignore_eos: req.ignore_eos.unwrap_or(false),
-        max_tokens: req.max_tokens().map(|m| m as usize),
-    };
+    let sampling = SamplingSpec::from_fields(
+        req.sampling(),
+        (req.logprobs == Some(true)).then(|| req.top_logprobs.unwrap_or(0) as usize),
+        req.max_tokens().map(|m| m as usize),
+    )?;
     let messages: Vec<ChatMessage> = req
         .messages
         .iter()

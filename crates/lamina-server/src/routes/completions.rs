@@ -35,21 +35,7 @@ async fn completions(state: Arc<AppState>, body: Body) -> Result<Response, ApiEr
     if req.is_echo() && req.logprobs.is_some() {
         return Err(ApiError::invalid_param("logprobs", "log-probabilities of an echoed prompt are not supported by this server so far"));
     }
-    let sampling = SamplingSpec {
-        temperature: req.temperature,
-        top_p: req.top_p,
-        top_k: req.top_k(),
-        min_p: req.min_p,
-        presence_penalty: req.presence_penalty,
-        frequency_penalty: req.frequency_penalty,
-        repetition_penalty: req.repetition_penalty,
-        seed: req.seed.map(|s| s.as_u64()),
-        stop: req.stop_list(),
-        logit_bias: req.logit_bias_map()?,
-        logprobs: req.logprobs.map(|k| k as usize),
-        ignore_eos: req.ignore_eos.unwrap_or(false),
-        max_tokens: Some(req.max_tokens() as usize),
-    };
+    let sampling = SamplingSpec::from_fields(req.sampling(), req.logprobs.map(|k| k as usize), Some(req.max_tokens() as usize))?;
     let given: Vec<Given> = req
         .prompt
         .items()
