@@ -95,7 +95,6 @@ pub struct EngineStats {
     pub kv_blocks_free: usize,
     /// Blocks holding reusable prefixes (used or not).
     pub kv_blocks_cached: usize,
-    pub block_size: usize,
     pub prefix_query_tokens: u64,
     pub prefix_hit_tokens: u64,
     pub preemptions: u64,
@@ -157,10 +156,6 @@ impl Engine {
         })
     }
 
-    pub fn config(&self) -> &EngineConfig {
-        &self.config
-    }
-
     pub fn context_length(&self) -> usize {
         self.config.context_length
     }
@@ -183,7 +178,6 @@ impl Engine {
             kv_blocks_used: self.blocks.used(),
             kv_blocks_free: self.blocks.free(),
             kv_blocks_cached: self.blocks.cached(),
-            block_size: self.config.block_size,
             prefix_query_tokens: c.prefix_query_tokens,
             prefix_hit_tokens: c.prefix_hit_tokens,
             preemptions: c.preemptions,
@@ -316,7 +310,6 @@ impl Engine {
             let out = s.pipeline.next(logits, &s.tokens, room, &self.tokenizer)?;
             s.tokens.push(out.token);
             s.stats.generated_tokens += 1;
-            s.stats.first_token.get_or_insert_with(Instant::now);
             s.text.push_str(&out.text);
             s.finished = s.finished.or(out.finish);
             let event = TokenEvent { seq: s.id, token: Some(out.token), text: &out.text, logprob: out.logprob.as_ref(), finished: s.finished };

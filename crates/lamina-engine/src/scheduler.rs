@@ -66,10 +66,6 @@ impl Scheduler {
         Scheduler { config, root, waiting: VecDeque::new(), running: Vec::new(), counters: SchedulerCounters::default() }
     }
 
-    pub fn root(&self) -> BlockHash {
-        self.root
-    }
-
     pub fn waiting(&self) -> usize {
         self.waiting.len()
     }

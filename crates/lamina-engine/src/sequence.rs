@@ -5,7 +5,7 @@ use crate::kv::{BlockHash, BlockId};
 use crate::pipeline::{FinishReason, OutputPipeline, TokenLogprob};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub type SeqId = u64;
 
@@ -27,7 +27,7 @@ pub struct TokenEvent<'a> {
 pub type TokenCallback = Box<dyn FnMut(&TokenEvent<'_>) -> bool + Send>;
 
 /// Counters for one finished or running sequence.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SeqStats {
     pub prompt_tokens: usize,
     /// Prompt tokens served from the prefix cache (not computed) when first admitted.
@@ -35,9 +35,6 @@ pub struct SeqStats {
     pub generated_tokens: usize,
     /// Times the sequence was pre-empted (its blocks freed and recomputed later).
     pub preemptions: usize,
-    pub added: Instant,
-    /// When the first token was sampled.
-    pub first_token: Option<Instant>,
     /// Forward-pass time of steps in which it read its prompt, and of the others.
     pub prefill_time: Duration,
     pub decode_time: Duration,
@@ -45,16 +42,7 @@ pub struct SeqStats {
 
 impl SeqStats {
     pub fn new(prompt_tokens: usize) -> Self {
-        SeqStats {
-            prompt_tokens,
-            cached_tokens: 0,
-            generated_tokens: 0,
-            preemptions: 0,
-            added: Instant::now(),
-            first_token: None,
-            prefill_time: Duration::ZERO,
-            decode_time: Duration::ZERO,
-        }
+        SeqStats { prompt_tokens, ..Default::default() }
     }
 
     /// Prompt tokens computed per second of prefill, when there were some.
@@ -65,11 +53,6 @@ impl SeqStats {
     /// Tokens decoded per second (the first comes from the prefill step).
     pub fn decode_tok_s(&self) -> Option<f64> {
         rate(self.generated_tokens.saturating_sub(1), self.decode_time)
-    }
-
-    /// From `add` to the first token.
-    pub fn time_to_first_token(&self) -> Option<Duration> {
-        Some(self.first_token?.duration_since(self.added))
     }
 }
 

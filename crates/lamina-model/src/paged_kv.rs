@@ -137,11 +137,6 @@ impl PagedKv {
         }
     }
 
-    /// Bytes reserved for all blocks.
-    pub fn bytes(&self) -> usize {
-        self.num_blocks * self.shape.block_bytes()
-    }
-
     /// Element offset of (block, layer, head, position in block)'s row.
     fn row(&self, block: usize, layer: usize, head: usize, offset: usize) -> usize {
         let s = &self.shape;
@@ -312,7 +307,6 @@ mod tests {
             };
             assert_eq!(read(&other, 1), read(&kv, 5));
             assert!(read(&kv, 5).iter().any(|&x| x != 0.0));
-            assert_eq!(kv.bytes(), 6 * shape.block_bytes());
             assert_eq!(shape.block_bytes(), 2 * 3 * 2 * 4 * 8 * dtype.size());
         }
     }

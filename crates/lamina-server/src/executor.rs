@@ -18,8 +18,8 @@ use tokio::sync::{mpsc as tmpsc, oneshot};
 /// What a job's receiver gets.
 #[derive(Debug)]
 pub enum Event {
-    Token { choice: usize, token: u32, text: String, logprob: Option<TokenLogprob> },
-    Done { choice: usize, reason: FinishReason, prompt_tokens: usize, cached_tokens: usize, generated_tokens: usize },
+    Token { choice: usize, text: String, logprob: Option<TokenLogprob> },
+    Done { choice: usize, reason: FinishReason, cached_tokens: usize, generated_tokens: usize },
 }
 
 pub enum Command {
@@ -177,8 +177,8 @@ fn submit(slot: &mut Slot, requests: Vec<Request>, events: tmpsc::UnboundedSende
     for (choice, mut request) in requests.into_iter().enumerate() {
         let tx = events.clone();
         request.callback = Some(Box::new(move |ev| {
-            if let Some(token) = ev.token {
-                let sent = tx.send(Event::Token { choice, token, text: ev.text.to_string(), logprob: ev.logprob.cloned() });
+            if ev.token.is_some() {
+                let sent = tx.send(Event::Token { choice, text: ev.text.to_string(), logprob: ev.logprob.cloned() });
                 return sent.is_ok();
             }
             !tx.is_closed()
@@ -226,7 +226,6 @@ fn deliver_finished(slot: &mut Slot) {
             let _ = route.events.send(Event::Done {
                 choice: route.choice,
                 reason: f.reason,
-                prompt_tokens: f.stats.prompt_tokens,
                 cached_tokens: f.stats.cached_tokens,
                 generated_tokens: f.stats.generated_tokens,
             });

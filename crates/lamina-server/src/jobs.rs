@@ -118,10 +118,8 @@ impl Drop for Job {
 #[derive(Debug, Default)]
 pub struct ChoiceResult {
     pub text: String,
-    pub tokens: Vec<u32>,
     pub logprobs: Vec<TokenLogprob>,
     pub reason: Option<FinishReason>,
-    pub cached_tokens: usize,
 }
 
 /// A job's whole result.
@@ -248,16 +246,14 @@ impl Job {
         let mut usage = self.usage();
         while open > 0 {
             match self.next().await {
-                Some(Event::Token { choice, token, text, logprob }) => {
+                Some(Event::Token { choice, text, logprob }) => {
                     let c = &mut choices[choice];
                     c.text.push_str(&text);
-                    c.tokens.push(token);
                     c.logprobs.extend(logprob);
                 }
                 Some(Event::Done { choice, reason, cached_tokens, generated_tokens, .. }) => {
                     finish_reason(reason)?;
                     choices[choice].reason = Some(reason);
-                    choices[choice].cached_tokens = cached_tokens;
                     usage.add(choice, generated_tokens, cached_tokens);
                     open -= 1;
                 }

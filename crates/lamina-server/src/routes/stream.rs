@@ -54,7 +54,7 @@ pub fn sse<C: Chunks>(job: Job, mut chunks: C) -> Response {
                 continue;
             }
             match s.job.next().await {
-                Some(Event::Token { choice, text, logprob, .. }) => {
+                Some(Event::Token { choice, text, logprob }) => {
                     let out = s.chunks.token(choice, &text, logprob.as_ref());
                     s.queue.extend(out);
                 }
