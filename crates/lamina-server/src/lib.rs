@@ -2,7 +2,8 @@
 //!
 //! - [`executor`]: the one thread that owns and steps every model's engine;
 //! - [`models`]: the models offered, loaded on demand within a memory budget;
-//! - [`jobs`]: a generation request's life on the HTTP side (shared by both endpoints);
+//! - [`jobs`]: a generation request's life on the HTTP side (shared by every endpoint);
+//! - [`chat_core`]: the chat pipeline the chat-shaped endpoints share, typed results out;
 //! - [`routes`]: one file per endpoint; [`auth`], [`http_error`], [`metrics`].
 //!
 //! Wire types come from `lamina-api`. The server never panics on client input: bodies are
@@ -10,6 +11,7 @@
 //! OpenAI's error JSON with the right status.
 
 pub mod auth;
+pub mod chat_core;
 pub mod executor;
 pub mod http_error;
 pub mod jobs;
