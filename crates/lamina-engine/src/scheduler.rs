@@ -33,13 +33,15 @@ pub struct SchedulerConfig {
     pub block_size: usize,
 }
 
-/// One sequence's share of a step: tokens `start..start + len`, and whether the last of
-/// them produces logits to sample from.
+/// One sequence's share of a step: tokens `start..start + len`, then `draft` draft tokens
+/// (a decode that verifies drafts), and whether the last of them produces logits to
+/// sample from (with drafts: all `1 + draft` rows do).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Planned {
     pub seq: SeqId,
     pub start: usize,
     pub len: usize,
+    pub draft: usize,
     pub sample: bool,
 }
 
@@ -72,6 +74,11 @@ impl Scheduler {
 
     pub fn running(&self) -> usize {
         self.running.len()
+    }
+
+    /// The running sequences, oldest first.
+    pub(crate) fn running_ids(&self) -> &[SeqId] {
+        &self.running
     }
 
     pub fn enqueue(&mut self, id: SeqId) {
@@ -113,9 +120,23 @@ impl Scheduler {
             for _ in 0..need {
                 s.blocks.push(pool.allocate().expect("checked free blocks"));
             }
-            plan.push(Planned { seq: id, start: s.n_computed, len: 1, sample: true });
+            plan.push(Planned { seq: id, start: s.n_computed, len: 1, draft: 0, sample: true });
             budget = budget.saturating_sub(1);
             i += 1;
+        }
+        // Their drafts, once every decode has its position.
+        for p in &mut plan {
+            let s = seqs.get_mut(&p.seq).expect("running");
+            let mut draft = s.draft.len().min(budget);
+            while draft > 0 && s.blocks.len() * bs < s.n_computed + 1 + draft {
+                match pool.allocate() {
+                    Some(b) => s.blocks.push(b),
+                    None => draft = s.blocks.len() * bs - s.n_computed - 1,
+                }
+            }
+            s.draft.truncate(draft);
+            p.draft = draft;
+            budget -= draft;
         }
         // Prompt chunks of running sequences (their blocks were allocated at admission).
         for &id in &self.running {
@@ -125,7 +146,7 @@ impl Scheduler {
                 continue;
             }
             let len = pending.min(budget);
-            plan.push(Planned { seq: id, start: s.n_computed, len, sample: len == pending });
+            plan.push(Planned { seq: id, start: s.n_computed, len, draft: 0, sample: len == pending });
             budget -= len;
         }
         // Admissions.
@@ -183,7 +204,7 @@ impl Scheduler {
             self.running.insert(at, id);
             let pending = s.pending();
             let len = pending.min(budget);
-            plan.push(Planned { seq: id, start: s.n_computed, len, sample: len == pending });
+            plan.push(Planned { seq: id, start: s.n_computed, len, draft: 0, sample: len == pending });
             budget -= len;
         }
         plan
@@ -194,6 +215,7 @@ impl Scheduler {
         let s = seqs.get_mut(&id).expect("running sequence");
         pool.release_all(&s.blocks);
         s.blocks.clear();
+        s.draft.clear();
         (s.n_computed, s.n_ready) = (0, 0);
         s.stats.preemptions += 1;
         self.counters.preemptions += 1;
@@ -201,8 +223,11 @@ impl Scheduler {
         self.waiting.push_front(id);
     }
 
-    /// Called after a forward pass computed `len` more tokens of `s`: the blocks that
-    /// became full go into the prefix cache.
+    /// Called after a forward pass computed `len` more tokens of `s` (with drafts: the
+    /// pending token and the drafts that were kept, once verified — a block is hashed
+    /// only when every position in it is verified): the blocks that became full go into
+    /// the prefix cache. Blocks beyond what the sequence's tokens need (taken for drafts
+    /// that were rejected) are released.
     pub(crate) fn computed(&self, s: &mut Sequence, len: usize, pool: &mut BlockPool) {
         s.n_computed += len;
         let bs = self.config.block_size;
@@ -213,6 +238,11 @@ impl Scheduler {
                 pool.mark_ready(s.blocks[j], s.hashes[j]);
             }
             s.n_ready = full;
+        }
+        let keep = s.tokens.len().max(s.n_computed).div_ceil(bs);
+        if s.blocks.len() > keep {
+            pool.release_all(&s.blocks[keep..]);
+            s.blocks.truncate(keep);
         }
     }
 }
