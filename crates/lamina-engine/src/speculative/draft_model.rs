@@ -88,7 +88,13 @@ impl DraftModelDrafter {
             tokens.extend_from_slice(t);
             rows.push(tokens.len() - 1);
         }
-        self.model.forward(BatchInput { tokens: &tokens, seqs: &seqs, logits_rows: &rows }, &mut self.kv, &mut self.scratch, &self.workers, &mut self.logits)?;
+        self.model.forward(
+            BatchInput { tokens: &tokens, seqs: &seqs, logits_rows: &rows },
+            &mut self.kv,
+            &mut self.scratch,
+            &self.workers,
+            &mut self.logits,
+        )?;
         for (id, t) in chunks {
             self.seqs.get_mut(id).expect("known sequence").cached.extend_from_slice(t);
         }
