@@ -119,25 +119,23 @@ pub fn drafter(
 /// every id standing for the same bytes.
 pub fn check_vocabulary(target: &Model, target_tok: &Tokenizer, draft: &Model, draft_tok: &Tokenizer) -> Result<()> {
     let (t, d) = (target.config.vocab_size, draft.config.vocab_size);
-    if t != d || target_tok.vocab_size() != draft_tok.vocab_size() {
-        return Err(Error::DraftVocabulary(format!(
-            "{} has {t} tokens ({} in its tokenizer), the target {} has {d} ({})",
-            draft.source.display(),
-            draft_tok.vocab_size(),
-            target.source.display(),
-            target_tok.vocab_size()
-        )));
+    if t != d {
+        return Err(Error::DraftVocabulary(format!("the draft {} has {d} tokens, the target {} has {t}", draft.source.display(), target.source.display())));
     }
-    if let Some(id) = (0..t as u32).find(|&id| target_tok.token_bytes(id) != draft_tok.token_bytes(id)) {
-        return Err(Error::DraftVocabulary(format!(
-            "token {id} is {:?} in the target {} but {:?} in the draft {}",
-            target_tok.token_to_piece(id),
-            target.source.display(),
-            draft_tok.token_to_piece(id),
-            draft.source.display()
-        )));
+    check_tokenizers(target_tok, draft_tok)
+        .map_err(|e| Error::DraftVocabulary(format!("{e} (target {}, draft {})", target.source.display(), draft.source.display())))
+}
+
+/// The tokenizers' part of [`check_vocabulary`] (a server checks it before it loads any
+/// weights); the message says where they differ.
+pub fn check_tokenizers(target: &Tokenizer, draft: &Tokenizer) -> std::result::Result<(), String> {
+    if target.vocab_size() != draft.vocab_size() {
+        return Err(format!("the draft's tokenizer has {} tokens, the target's {}", draft.vocab_size(), target.vocab_size()));
     }
-    Ok(())
+    match (0..target.vocab_size() as u32).find(|&id| target.token_bytes(id) != draft.token_bytes(id)) {
+        Some(id) => Err(format!("token {id} is {:?} for the target but {:?} for the draft", target.token_to_piece(id), draft.token_to_piece(id))),
+        None => Ok(()),
+    }
 }
 
 /// The next step's draft length for a sequence that had `proposed` drafts and kept
