@@ -4,9 +4,11 @@
 //! the [`crate::scheduler`] that plans each step within a token budget, the per-sequence
 //! state ([`crate::sequence`]) and output pipeline ([`crate::pipeline`]). The engine owns
 //! them and the model's paged KV memory, runs the planned batch through the model, and
-//! feeds each sampled row to its sequence's pipeline. Requests can be added and can
-//! finish between any two steps (continuous batching); `lamina run`, `chat`, `bench`,
-//! `perplexity` and the server all go through it.
+//! feeds each sampled row to its sequence's pipeline (with speculative decoding a decoding
+//! sequence's chunk also carries draft tokens, and each of its rows verifies one: see
+//! [`crate::speculative`]). Requests can be added and can finish between any two steps
+//! (continuous batching); `lamina run`, `chat`, `bench`, `perplexity` and the server all
+//! go through it.
 
 use crate::kv::{BlockHash, BlockPool};
 use crate::pipeline::{FinishReason, GenerationParams, LogitsProcessor, OutputPipeline};

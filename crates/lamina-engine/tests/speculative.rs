@@ -220,3 +220,32 @@ fn a_draft_model_with_another_vocabulary_is_refused() {
     let msg = err.to_string();
     assert!(msg.contains("vocabulary") && msg.contains("hello") && msg.contains("qqq"), "{msg}");
 }
+
+/// A logits processor that changes nothing but sees every token (a grammar's shape).
+struct Watch(Arc<std::sync::atomic::AtomicUsize>);
+
+impl lamina_engine::LogitsProcessor for Watch {
+    fn process(&mut self, _generated: &[u32], _logits: &mut [f32]) {}
+    fn accept(&mut self, _token: u32) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn requests_with_their_own_logits_processors_decode_without_drafts() {
+    let (prompt, mut params) = requests().remove(0);
+    params.max_tokens = 16;
+    let mut e = engine(EngineConfig { speculative: Some(SpeculativeConfig::prompt_lookup(6)), ..base() });
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut req = Request::new(prompt.clone(), params.clone());
+    req.processors.push(Box::new(Watch(seen.clone())));
+    e.add(req).unwrap();
+    e.run_to_completion().unwrap();
+    let with_processor = e.take_finished().remove(0);
+    assert_eq!(e.stats().spec_draft_tokens, 0, "a sequence with a processor was given drafts");
+    assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), with_processor.tokens.len(), "the processor saw every token once");
+    // The same request without the processor does speculate, and gives the same tokens.
+    let plain = e.generate(prompt, params, None).unwrap();
+    assert!(e.stats().spec_draft_tokens > 0);
+    assert_eq!(plain.tokens, with_processor.tokens);
+}
