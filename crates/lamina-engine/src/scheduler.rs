@@ -2,7 +2,9 @@
 //! tokens.
 //!
 //! Each step has a token budget. Running sequences that decode (one pending token) go
-//! first, oldest first, so a long prompt never stalls the streams already flowing; then
+//! first, oldest first, so a long prompt never stalls the streams already flowing, then
+//! their draft tokens (speculative decoding) as far as the budget and the free blocks go
+//! — drafts never pre-empt anyone; then
 //! running sequences still reading their prompt get chunks of it (chunked prefill); then
 //! waiting requests are admitted, first come first served, while the budget, the
 //! concurrency limit and free KV blocks last (vLLM's v1 scheduler has the same shape).
