@@ -1,7 +1,8 @@
 //! Inference on top of the model: the paged-KV generation engine and its parts —
 //! block pool and prefix cache ([`kv`]), [`scheduler`], per-sequence state
 //! ([`sequence`]) and output pipeline ([`pipeline`]: logits processors, [`sampler`],
-//! detokenization, [`stop`] strings) — plus perplexity and model resolution.
+//! detokenization, [`stop`] strings), [`speculative`] decoding — plus perplexity and
+//! model resolution.
 
 pub mod engine;
 pub mod kv;
@@ -11,10 +12,12 @@ pub mod resolve;
 pub mod sampler;
 pub mod scheduler;
 pub mod sequence;
+pub mod speculative;
 pub mod stop;
 
 pub use engine::{model_fingerprint, Engine, EngineConfig, EngineStats, Request};
 pub use pipeline::{FinishReason, GenerationParams, LogitsProcessor, TokenLogprob, TokenOutput};
 pub use sampler::{Sampler, SamplingParams};
 pub use sequence::{Finished, SeqId, SeqStats, TokenCallback, TokenEvent};
+pub use speculative::{DraftModel, SpecMethod, SpeculativeConfig};
 pub use stop::StopMatcher;
