@@ -1,5 +1,6 @@
-//! The chat page at `/`, in headless Chromium against a real `lamina serve` with the
-//! default model and an API key: the page loads without the key and asks for it, lists
+//! The chat page at `/`: its files and headers over plain HTTP, then the page in headless
+//! Chromium against a real `lamina serve` with the default model and an API key: the page
+//! loads without the key and asks for it, lists
 //! the models, streams a two-turn conversation (text seen growing, tokens/s and the
 //! prompt/cached token figures shown and equal to what the server counted), shows markup
 //! in messages as text, shows an API error readably, stops a long reply (and the server
@@ -66,33 +67,48 @@ fn figure(reply: &Value, name: &str) -> u64 {
 }
 
 #[test]
-fn the_chat_page_streams_a_conversation_in_a_real_browser() {
-    let Some((chromium, chromedriver)) = webdriver::chromium() else { return };
-    let s = Server::start(&["--api-key", KEY, "--ctx", "2048"]);
-
-    // The page and its files need no key, carry a strict policy, and shadow no API route.
+fn the_page_needs_no_key_carries_a_strict_policy_and_shadows_no_api_route() {
+    let s = Server::start(&["--api-key", KEY]);
     let page = s.request("GET", "/", &[], b"");
     assert_eq!(page.status, 200);
     assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
     let csp = page.header("content-security-policy").unwrap_or_default().to_string();
-    for directive in ["default-src 'none'", "script-src 'self'", "connect-src 'self'", "require-trusted-types-for 'script'"] {
+    for directive in ["default-src 'none'", "script-src 'self'", "connect-src 'self'", "frame-ancestors 'none'", "require-trusted-types-for 'script'"] {
         assert!(csp.contains(directive), "CSP {csp:?} lacks {directive:?}");
     }
-    assert!(!String::from_utf8_lossy(&page.body).contains("http"), "the page names an external resource");
+    assert!(!csp.contains("unsafe"), "{csp}");
+    let html = String::from_utf8_lossy(&page.body).into_owned();
+    assert!(!html.contains("http:") && !html.contains("https:") && !html.contains("//"), "the page names an external resource");
     for (path, kind) in
         [("/page/chat.js", "text/javascript"), ("/page/markdown.js", "text/javascript"), ("/page/chat.css", "text/css"), ("/page/icon.svg", "image/svg+xml")]
     {
+        assert!(html.contains(path), "the page does not load {path}");
         let r = s.request("GET", path, &[], b"");
         assert_eq!(r.status, 200, "{path}");
         assert!(r.header("content-type").is_some_and(|t| t.starts_with(kind)), "{path}: {:?}", r.header("content-type"));
         assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+        assert!(r.header("content-security-policy").is_some());
     }
+    // The API keeps its key and its routes.
     assert_eq!(s.request("GET", "/v1/models", &[], b"").status, 401);
+    assert_eq!(s.request("POST", "/v1/chat/completions", &[], b"{}").status, 401);
     assert_eq!(s.request("GET", "/health", &[], b"").json()["status"], "ok");
-    assert!(s.request("GET", "/nowhere", &[], b"").status == 404);
+    assert_eq!(s.request("GET", "/metrics", &[], b"").status, 200);
+    assert_eq!(s.request("GET", "/page/nothing.js", &[], b"").status, 404);
+    assert_eq!(s.request("POST", "/", &[], b"").status, 405);
+    // The picker's "loaded" mark follows the model.
     let auth = format!("Bearer {KEY}");
-    let models = s.request("GET", "/v1/models", &[("Authorization", &auth)], b"").json();
-    assert_eq!(models["data"][0]["loaded"], json!(false), "{models}");
+    let loaded = || s.request("GET", "/v1/models", &[("Authorization", &auth)], b"").json()["data"][0]["loaded"].clone();
+    assert_eq!(loaded(), json!(false));
+    let body = json!({"model": MODEL, "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    assert_eq!(s.request("POST", "/v1/chat/completions", &[("Authorization", &auth), ("Content-Type", "application/json")], body.as_bytes()).status, 200);
+    assert_eq!(loaded(), json!(true));
+}
+
+#[test]
+fn the_chat_page_streams_a_conversation_in_a_real_browser() {
+    let Some((chromium, chromedriver)) = webdriver::chromium() else { return };
+    let s = Server::start(&["--api-key", KEY, "--ctx", "2048"]);
 
     let b = Browser::start(&chromium, &chromedriver, 1100, 850);
     b.goto(&format!("http://127.0.0.1:{}/", s.port));
@@ -147,8 +163,6 @@ fn the_chat_page_streams_a_conversation_in_a_real_browser() {
     assert_eq!(s.metric("lamina_prompt_tokens_total"), (p1 + p2) as f64);
     assert_eq!(s.metric("lamina_cached_prompt_tokens_total"), (c1 + c2) as f64);
     assert_eq!(s.metric("lamina_generated_tokens_total"), (g1 + g2) as f64);
-    let models = s.request("GET", "/v1/models", &[("Authorization", &auth)], b"").json();
-    assert_eq!(models["data"][0]["loaded"], json!(true));
 
     let png = b.screenshot();
     let (w, h) = webdriver::png_size(&png).unwrap_or_else(|e| panic!("screenshot: {e}"));

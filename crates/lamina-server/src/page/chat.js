@@ -260,8 +260,9 @@ async function send() {
     stats.tokensPerSecond = n >= 2 && lastAt > firstAt ? ((n - 1) * 1000) / (lastAt - firstAt) : null;
   };
 
+  let response = null;
   try {
-    const response = await fetch("/v1/chat/completions", { method: "POST", headers: headers(), body: JSON.stringify(body), signal: controller.signal });
+    response = await fetch("/v1/chat/completions", { method: "POST", headers: headers(), body: JSON.stringify(body), signal: controller.signal });
     if (!response.ok) {
       failure = await describeError(response);
       if (response.status === 401) needKey("The API key was missing or not accepted.");
@@ -308,8 +309,10 @@ async function send() {
   } catch (e) {
     if (e.name === "AbortError") {
       reply.li.dataset.state = "stopped";
-    } else {
+    } else if (response === null) {
       failure = "Could not reach the server: " + e.message;
+    } else {
+      failure = "The reply could not be read: " + e.message;
     }
   }
   setRunning(null);

@@ -138,12 +138,12 @@ function blockNode(b) {
       if (b.ordered && b.start !== 1) list.start = b.start;
       for (const item of b.items) {
         const li = el("li");
-        // A single paragraph is the item's text itself (a "tight" item).
-        if (item.children.length === 1 && item.children[0].type === "paragraph") {
-          li.append(inline(item.children[0].text));
-        } else {
-          for (const c of item.children) li.append(blockNode(c));
-        }
+        // A leading paragraph is the item's own text (a "tight" item); nested lists
+        // and other blocks follow it.
+        const [first, ...rest] = item.children;
+        if (first && first.type === "paragraph") li.append(inline(first.text));
+        else if (first) li.append(blockNode(first));
+        for (const c of rest) li.append(blockNode(c));
         list.append(li);
       }
       return list;
