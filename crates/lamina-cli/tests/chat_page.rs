@@ -279,4 +279,22 @@ fn the_chat_page_streams_a_conversation_in_a_real_browser() {
     let (bg, fg) = (dark[0].as_f64().unwrap(), dark[1].as_f64().unwrap());
     assert!(light[0].as_f64().unwrap() > 200.0 && bg < 60.0 && fg > 200.0, "light {light}, dark {dark}");
     std::fs::write(artifacts().join("chat_page_dark.png"), b.screenshot()).unwrap();
+
+    // "New chat" during a reply ends it, and nothing of it comes back into the new chat.
+    b.type_into(&b.find("#prompt"), &format!("Write a long story about a dragon who learns to fly.{ENTER}"));
+    b.wait_for("another long reply", WAIT, || (last_reply(&b)["state"] == "streaming").then_some(()));
+    b.click(&b.find("#new-chat"));
+    b.wait_for("the send button back", WAIT, || b.exec("return !document.getElementById('send').disabled", json!([])).as_bool().filter(|&v| v));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(b.exec("return document.getElementById('messages').children.length", json!([])), 0);
+    // The next message goes alone: the prompt the server counts is that of a fresh chat.
+    // (Settings are folded in the narrow window: open them as a user would.)
+    b.click(&b.find("#settings summary"));
+    b.clear(&max_tokens);
+    b.type_into(&max_tokens, "4");
+    let (fresh, _) = send_and_watch(&b, "Hi.");
+    assert_eq!(fresh["state"], "done", "{fresh}");
+    let alone = json!({"model": MODEL, "max_tokens": 1, "messages": [{"role": "user", "content": "Hi."}]}).to_string();
+    let r = s.request("POST", "/v1/chat/completions", &[("Authorization", &format!("Bearer {KEY}")), ("Content-Type", "application/json")], alone.as_bytes());
+    assert_eq!(figure(&fresh, "promptTokens"), r.json()["usage"]["prompt_tokens"].as_u64().unwrap(), "{fresh}");
 }

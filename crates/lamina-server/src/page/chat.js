@@ -33,6 +33,8 @@ const ui = {
 let history = [];
 /** The reply being streamed: its AbortController. */
 let running = null;
+/** Counts "New chat"s: a reply stopped by one does not join the next conversation. */
+let conversation = 0;
 
 function apiKey() {
   return sessionStorage.getItem(KEY_STORAGE) || "";
@@ -246,6 +248,7 @@ async function send() {
   scrollDown();
   const controller = new AbortController();
   setRunning(controller);
+  const mine = conversation;
   const t0 = performance.now();
   const stats = { ttftMs: null, tokensPerSecond: null, usage: null, finish: null, deltas: 0 };
   let firstAt = null;
@@ -316,6 +319,7 @@ async function send() {
     }
   }
   setRunning(null);
+  if (mine !== conversation) return;
   reply.li.removeAttribute("aria-busy");
   view.update(answer);
   updateRate();
@@ -343,6 +347,7 @@ async function send() {
 }
 
 function newChat() {
+  conversation++;
   if (running) running.abort();
   history = [];
   ui.messages.replaceChildren();
