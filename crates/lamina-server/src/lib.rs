@@ -4,7 +4,7 @@
 //! - [`models`]: the models offered, loaded on demand within a memory budget;
 //! - [`jobs`]: a generation request's life on the HTTP side (shared by every endpoint);
 //! - [`chat_core`]: the chat pipeline the chat-shaped endpoints share, typed results out;
-//! - [`routes`]: one file per endpoint; [`auth`], [`http_error`], [`metrics`].
+//! - [`routes`]: one file per endpoint (and the chat page at `/`); [`auth`], [`http_error`], [`metrics`].
 //!
 //! Wire types come from `lamina-api`. The server never panics on client input: bodies are
 //! read within a size limit and parsed into typed requests, and every failure becomes
@@ -97,6 +97,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(v1)
         .route("/health", get(routes::health::handle))
         .route("/metrics", get(routes::metrics::handle))
+        .route("/", get(routes::page::index))
+        .route("/page/chat.js", get(routes::page::chat_js))
+        .route("/page/markdown.js", get(routes::page::markdown_js))
+        .route("/page/chat.css", get(routes::page::style))
+        .route("/page/icon.svg", get(routes::page::icon))
         .fallback(routes::not_found)
         .with_state(state)
 }

@@ -111,6 +111,11 @@ impl Registry {
         &self.order
     }
 
+    /// Whether `name`'s weights are in memory now (unknown names: `false`).
+    pub fn is_loaded(&self, name: &str) -> bool {
+        self.entries.lock().expect("registry").get(name).is_some_and(|e| e.loaded.is_some())
+    }
+
     pub fn created(&self) -> u64 {
         self.created
     }
