@@ -501,6 +501,7 @@ impl ResponseObject {
             self.incomplete_details = Some(IncompleteDetails { reason: "max_output_tokens".into() });
         } else {
             self.status = ResponseStatus::Completed;
+            self.incomplete_details = None;
         }
     }
 }

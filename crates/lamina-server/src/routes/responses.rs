@@ -141,7 +141,11 @@ impl ResponseEvents {
         let part = OutputContent::text(text);
         let item_id = id.clone();
         self.emit(out, |s| ResponseStreamEvent::ContentPartDone { sequence_number: s, item_id, output_index: idx, content_index: 0, part: part.clone() });
-        let item = OutputItem::Message { id, role: Role::Assistant, status: ResponseStatus::Completed, content: vec![part] };
+        // Text cut off by max_output_tokens is incomplete; text before a tool call, or at
+        // a natural end, is complete.
+        let cut = self.reason == FinishReason::Length && self.calls.is_empty();
+        let status = if cut { ResponseStatus::Incomplete } else { ResponseStatus::Completed };
+        let item = OutputItem::Message { id, role: Role::Assistant, status, content: vec![part] };
         let done = item.clone();
         self.emit(out, |s| ResponseStreamEvent::OutputItemDone { sequence_number: s, output_index: idx, item: done });
         self.items.push((idx, item));
@@ -204,9 +208,9 @@ impl Render<ChatEvent> for ResponseEvents {
                 if self.items.is_empty() && self.calls.is_empty() {
                     self.open_text(&mut out);
                 }
+                self.reason = reason;
                 self.close_text(&mut out);
                 self.close_calls(&mut out);
-                self.reason = reason;
             }
             ChatEvent::Usage(usage) => self.complete(&mut out, usage),
         }
