@@ -56,45 +56,58 @@ struct MessageEvents {
     stop: Option<MessageDelta>,
 }
 
-fn event(ev: StreamEvent) -> SseEvent {
-    stream::named(ev.type_name(), &ev)
-}
-
 impl MessageEvents {
-    fn start_block(&mut self, out: &mut Vec<SseEvent>, kind: Open, content_block: ResponseBlock) {
+    fn start_block(&mut self, out: &mut Vec<StreamEvent>, kind: Open, content_block: ResponseBlock) {
         self.stop_block(out);
-        out.push(event(StreamEvent::ContentBlockStart { index: self.blocks, content_block }));
+        out.push(StreamEvent::ContentBlockStart { index: self.blocks, content_block });
         self.block = Some(kind);
         self.blocks += 1;
     }
 
-    fn stop_block(&mut self, out: &mut Vec<SseEvent>) {
+    fn stop_block(&mut self, out: &mut Vec<StreamEvent>) {
         if self.block.take().is_some() {
-            out.push(event(StreamEvent::ContentBlockStop { index: self.blocks - 1 }));
+            out.push(StreamEvent::ContentBlockStop { index: self.blocks - 1 });
         }
     }
 }
 
 impl Render<ChatEvent> for MessageEvents {
     fn event(&mut self, ev: ChatEvent) -> Vec<SseEvent> {
+        self.typed(ev).iter().map(|e| stream::named(e.type_name(), e)).collect()
+    }
+
+    fn fail(&mut self, error: &ApiError) -> Vec<SseEvent> {
+        let (_, body) = anthropic_error(error);
+        let ev = StreamEvent::Error { error: body.error };
+        vec![stream::named(ev.type_name(), &ev)]
+    }
+
+    fn close(&mut self) -> Vec<SseEvent> {
+        Vec::new()
+    }
+}
+
+impl MessageEvents {
+    /// The Messages API events one chat event makes.
+    fn typed(&mut self, ev: ChatEvent) -> Vec<StreamEvent> {
         let mut out = Vec::new();
         match ev {
             ChatEvent::Start { .. } => {
-                out.push(event(StreamEvent::MessageStart { message: self.message.clone() }));
-                out.push(event(StreamEvent::Ping));
+                out.push(StreamEvent::MessageStart { message: self.message.clone() });
+                out.push(StreamEvent::Ping);
             }
             ChatEvent::Text { text, .. } if !text.is_empty() => {
                 if self.block != Some(Open::Text) {
                     self.start_block(&mut out, Open::Text, ResponseBlock::Text { text: String::new() });
                 }
-                out.push(event(StreamEvent::ContentBlockDelta { index: self.blocks - 1, delta: BlockDelta::TextDelta { text } }));
+                out.push(StreamEvent::ContentBlockDelta { index: self.blocks - 1, delta: BlockDelta::TextDelta { text } });
             }
             ChatEvent::Text { .. } => {}
             ChatEvent::ToolCallStart { id, name, .. } => {
                 self.start_block(&mut out, Open::ToolUse, ResponseBlock::ToolUse { id, name, input: serde_json::json!({}) });
             }
             ChatEvent::ToolCallArguments { fragment, .. } => {
-                out.push(event(StreamEvent::ContentBlockDelta { index: self.blocks - 1, delta: BlockDelta::InputJsonDelta { partial_json: fragment } }));
+                out.push(StreamEvent::ContentBlockDelta { index: self.blocks - 1, delta: BlockDelta::InputJsonDelta { partial_json: fragment } });
             }
             ChatEvent::Finish { reason, stop_sequence, .. } => {
                 // A reply with no content is one empty text block, as when whole.
@@ -106,19 +119,94 @@ impl Render<ChatEvent> for MessageEvents {
             }
             ChatEvent::Usage(usage) => {
                 let delta = self.stop.take().unwrap_or(MessageDelta { stop_reason: StopReason::EndTurn, stop_sequence: None });
-                out.push(event(StreamEvent::MessageDelta { delta, usage: MessagesUsage::from(usage) }));
-                out.push(event(StreamEvent::MessageStop));
+                out.push(StreamEvent::MessageDelta { delta, usage: MessagesUsage::from(usage) });
+                out.push(StreamEvent::MessageStop);
             }
         }
         out
     }
+}
 
-    fn fail(&mut self, error: &ApiError) -> Vec<SseEvent> {
-        let (_, body) = anthropic_error(error);
-        vec![event(StreamEvent::Error { error: body.error })]
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lamina_api::{FinishReason, FunctionCall, ToolCall, ToolType, Usage};
+
+    fn events(chat: Vec<ChatEvent>) -> Vec<StreamEvent> {
+        let mut m = MessageEvents { message: MessageResponse::new("msg_1", "m"), block: None, blocks: 0, stop: None };
+        chat.into_iter().flat_map(|ev| m.typed(ev)).collect()
     }
 
-    fn close(&mut self) -> Vec<SseEvent> {
-        Vec::new()
+    #[test]
+    fn text_then_tool_calls_stream_as_numbered_blocks_and_end_with_tool_use() {
+        let chat = vec![
+            ChatEvent::Start { choice: 0 },
+            ChatEvent::Text { choice: 0, text: "Checking.".into(), logprob: None },
+            ChatEvent::ToolCallStart { choice: 0, index: 0, id: "call_1".into(), name: "weather".into() },
+            ChatEvent::ToolCallArguments { choice: 0, index: 0, fragment: "{\"city\":\"Oslo\"}".into() },
+            ChatEvent::ToolCallStart { choice: 0, index: 1, id: "call_2".into(), name: "weather".into() },
+            ChatEvent::ToolCallArguments { choice: 0, index: 1, fragment: "{}".into() },
+            ChatEvent::Finish { choice: 0, reason: FinishReason::ToolCalls, stop_sequence: None },
+            ChatEvent::Usage(Usage::new(20, 9, 16)),
+        ];
+        let evs = events(chat);
+        let types: Vec<&str> = evs.iter().map(|e| e.type_name()).collect();
+        assert_eq!(
+            types,
+            [
+                "message_start",
+                "ping",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop",
+            ]
+        );
+        let indices: Vec<usize> = evs
+            .iter()
+            .filter_map(|e| match e {
+                StreamEvent::ContentBlockStart { index, .. } | StreamEvent::ContentBlockDelta { index, .. } | StreamEvent::ContentBlockStop { index } => {
+                    Some(*index)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(indices, [0, 0, 0, 1, 1, 1, 2, 2, 2]);
+        assert!(
+            matches!(&evs[5], StreamEvent::ContentBlockStart { content_block: ResponseBlock::ToolUse { id, name, .. }, .. } if id == "call_1" && name == "weather")
+        );
+        assert!(
+            matches!(&evs[6], StreamEvent::ContentBlockDelta { delta: BlockDelta::InputJsonDelta { partial_json }, .. } if partial_json == "{\"city\":\"Oslo\"}")
+        );
+        let StreamEvent::MessageDelta { delta, usage } = &evs[11] else { panic!() };
+        assert_eq!((delta.stop_reason, usage.input_tokens, usage.cache_read_input_tokens, usage.output_tokens), (StopReason::ToolUse, 4, 16, 9));
+        // The whole answer's blocks are the same ones.
+        let call = |id: &str, args: &str| ToolCall {
+            id: id.into(),
+            kind: ToolType::Function,
+            function: FunctionCall { name: "weather".into(), arguments: args.into() },
+        };
+        let whole = content_blocks("Checking.", &[call("call_1", "{\"city\":\"Oslo\"}"), call("call_2", "{}")]);
+        assert_eq!(whole.len(), 3);
+    }
+
+    #[test]
+    fn a_stop_sequence_and_an_empty_answer() {
+        let evs = events(vec![
+            ChatEvent::Start { choice: 0 },
+            ChatEvent::Finish { choice: 0, reason: FinishReason::Stop, stop_sequence: Some("END".into()) },
+            ChatEvent::Usage(Usage::new(5, 1, 0)),
+        ]);
+        assert!(matches!(&evs[2], StreamEvent::ContentBlockStart { index: 0, content_block: ResponseBlock::Text { text } } if text.is_empty()));
+        assert!(matches!(&evs[3], StreamEvent::ContentBlockStop { index: 0 }));
+        let StreamEvent::MessageDelta { delta, .. } = &evs[4] else { panic!("{evs:?}") };
+        assert_eq!((delta.stop_reason, delta.stop_sequence.as_deref()), (StopReason::StopSequence, Some("END")));
     }
 }

@@ -42,7 +42,8 @@ async fn responses(state: Arc<AppState>, body: Body) -> Result<Response, ApiErro
     let response = ResponseObject::new(state.next_object_id("resp"), unix_now(), answer.model().name.clone(), &req);
     let keep = Keep { state: state.clone(), conversation, store: req.is_stored() };
     if req.is_stream() {
-        let events = ResponseEvents { response, keep, seq: 0, items: Vec::new(), text: None, calls: Vec::new(), reason: FinishReason::Stop };
+        let ids = state.clone();
+        let events = ResponseEvents::new(response, Box::new(move |p| ids.next_object_id(p)), Some(keep));
         return Ok(sse(answer.into_stream(), events));
     }
     let whole = answer.collect().await?;
@@ -88,7 +89,10 @@ struct OpenCall {
 /// item added, its text or arguments in deltas, done, and the response completed.
 struct ResponseEvents {
     response: ResponseObject,
-    keep: Keep,
+    /// Item ids (`msg_…`, `fc_…`).
+    ids: Box<dyn FnMut(&str) -> String + Send>,
+    /// Where the finished response's conversation goes.
+    keep: Option<Keep>,
     seq: u64,
     /// Finished items, in output order.
     items: Vec<(usize, OutputItem)>,
@@ -98,21 +102,24 @@ struct ResponseEvents {
 }
 
 impl ResponseEvents {
-    fn emit(&mut self, out: &mut Vec<SseEvent>, make: impl FnOnce(u64) -> ResponseStreamEvent) {
-        let ev = make(self.seq);
+    fn new(response: ResponseObject, ids: Box<dyn FnMut(&str) -> String + Send>, keep: Option<Keep>) -> Self {
+        ResponseEvents { response, ids, keep, seq: 0, items: Vec::new(), text: None, calls: Vec::new(), reason: FinishReason::Stop }
+    }
+
+    fn emit(&mut self, out: &mut Vec<ResponseStreamEvent>, make: impl FnOnce(u64) -> ResponseStreamEvent) {
+        out.push(make(self.seq));
         self.seq += 1;
-        out.push(stream::named(ev.type_name(), &ev));
     }
 
     fn next_index(&self) -> usize {
         self.items.len() + self.text.iter().count() + self.calls.len()
     }
 
-    fn open_text(&mut self, out: &mut Vec<SseEvent>) {
+    fn open_text(&mut self, out: &mut Vec<ResponseStreamEvent>) {
         if self.text.is_some() {
             return;
         }
-        let (id, output_index) = (self.keep.state.next_object_id("msg"), self.next_index());
+        let (id, output_index) = ((self.ids)("msg"), self.next_index());
         let item = OutputItem::Message { id: id.clone(), role: Role::Assistant, status: ResponseStatus::InProgress, content: Vec::new() };
         self.emit(out, |s| ResponseStreamEvent::OutputItemAdded { sequence_number: s, output_index, item });
         let item_id = id.clone();
@@ -126,7 +133,7 @@ impl ResponseEvents {
         self.text = Some(OpenText { id, output_index, text: String::new() });
     }
 
-    fn close_text(&mut self, out: &mut Vec<SseEvent>) {
+    fn close_text(&mut self, out: &mut Vec<ResponseStreamEvent>) {
         let Some(t) = self.text.take() else { return };
         let (id, idx) = (t.id.clone(), t.output_index);
         let text = t.text.clone();
@@ -151,7 +158,7 @@ impl ResponseEvents {
         self.items.push((idx, item));
     }
 
-    fn close_calls(&mut self, out: &mut Vec<SseEvent>) {
+    fn close_calls(&mut self, out: &mut Vec<ResponseStreamEvent>) {
         for mut c in std::mem::take(&mut self.calls) {
             let OutputItem::FunctionCall { id, arguments, status, .. } = &mut c.item else { continue };
             *status = ResponseStatus::Completed;
@@ -164,8 +171,32 @@ impl ResponseEvents {
     }
 }
 
+fn sse_events(events: Vec<ResponseStreamEvent>) -> Vec<SseEvent> {
+    events.iter().map(|e| stream::named(e.type_name(), e)).collect()
+}
+
 impl Render<ChatEvent> for ResponseEvents {
     fn event(&mut self, event: ChatEvent) -> Vec<SseEvent> {
+        sse_events(self.typed(event))
+    }
+
+    fn fail(&mut self, error: &ApiError) -> Vec<SseEvent> {
+        let mut r = Box::new(self.response.clone());
+        r.status = ResponseStatus::Failed;
+        r.error = Some(ResponseError { code: "server_error".into(), message: error.message.clone() });
+        let mut out = Vec::new();
+        self.emit(&mut out, |s| ResponseStreamEvent::Failed { sequence_number: s, response: r });
+        sse_events(out)
+    }
+
+    fn close(&mut self) -> Vec<SseEvent> {
+        Vec::new()
+    }
+}
+
+impl ResponseEvents {
+    /// The Responses API events one chat event makes.
+    fn typed(&mut self, event: ChatEvent) -> Vec<ResponseStreamEvent> {
         let mut out = Vec::new();
         match event {
             ChatEvent::Start { .. } => {
@@ -190,7 +221,7 @@ impl Render<ChatEvent> for ResponseEvents {
             ChatEvent::Text { .. } => {}
             ChatEvent::ToolCallStart { id: call_id, name, .. } => {
                 self.close_text(&mut out);
-                let (id, output_index) = (self.keep.state.next_object_id("fc"), self.next_index());
+                let (id, output_index) = ((self.ids)("fc"), self.next_index());
                 let item = OutputItem::FunctionCall { id, call_id, name, arguments: String::new(), status: ResponseStatus::InProgress };
                 let added = item.clone();
                 self.emit(&mut out, |s| ResponseStreamEvent::OutputItemAdded { sequence_number: s, output_index, item: added });
@@ -217,31 +248,117 @@ impl Render<ChatEvent> for ResponseEvents {
         out
     }
 
-    fn fail(&mut self, error: &ApiError) -> Vec<SseEvent> {
-        let mut r = Box::new(self.response.clone());
-        r.status = ResponseStatus::Failed;
-        r.error = Some(ResponseError { code: "server_error".into(), message: error.message.clone() });
-        let mut out = Vec::new();
-        self.emit(&mut out, |s| ResponseStreamEvent::Failed { sequence_number: s, response: r });
-        out
-    }
-
-    fn close(&mut self) -> Vec<SseEvent> {
-        Vec::new()
-    }
-}
-
-impl ResponseEvents {
-    fn complete(&mut self, out: &mut Vec<SseEvent>, usage: Usage) {
+    fn complete(&mut self, out: &mut Vec<ResponseStreamEvent>, usage: Usage) {
         let mut items = std::mem::take(&mut self.items);
         items.sort_by_key(|(i, _)| *i);
         self.response.finish(items.into_iter().map(|(_, item)| item).collect(), self.reason, usage);
-        self.keep.keep(&self.response);
+        if let Some(k) = &self.keep {
+            k.keep(&self.response);
+        }
         let r = Box::new(self.response.clone());
         if self.response.status == ResponseStatus::Incomplete {
             self.emit(out, |s| ResponseStreamEvent::Incomplete { sequence_number: s, response: r });
         } else {
             self.emit(out, |s| ResponseStreamEvent::Completed { sequence_number: s, response: r });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lamina_api::responses::output_items;
+    use lamina_api::{FunctionCall, ToolCall, ToolType};
+
+    fn events(req: serde_json::Value, chat: Vec<ChatEvent>) -> Vec<ResponseStreamEvent> {
+        let req: ResponsesRequest = serde_json::from_value(req).unwrap();
+        let mut n = 0;
+        let ids = Box::new(move |p: &str| {
+            n += 1;
+            format!("{p}_{n}")
+        });
+        let mut r = ResponseEvents::new(ResponseObject::new("resp_0", 0, "m", &req), ids, None);
+        chat.into_iter().flat_map(|ev| r.typed(ev)).collect()
+    }
+
+    fn text(t: &str) -> ChatEvent {
+        ChatEvent::Text { choice: 0, text: t.into(), logprob: None }
+    }
+
+    #[test]
+    fn text_then_a_tool_call_streams_as_two_items_and_completes_with_both() {
+        let chat = vec![
+            ChatEvent::Start { choice: 0 },
+            text("Let me "),
+            text("check."),
+            ChatEvent::ToolCallStart { choice: 0, index: 0, id: "call_1".into(), name: "weather".into() },
+            ChatEvent::ToolCallArguments { choice: 0, index: 0, fragment: "{\"city\":".into() },
+            ChatEvent::ToolCallArguments { choice: 0, index: 0, fragment: "\"Oslo\"}".into() },
+            ChatEvent::Finish { choice: 0, reason: FinishReason::ToolCalls, stop_sequence: None },
+            ChatEvent::Usage(Usage::new(10, 6, 2)),
+        ];
+        let evs = events(serde_json::json!({"model": "m", "input": "x"}), chat);
+        let types: Vec<&str> = evs.iter().map(|e| e.type_name()).collect();
+        assert_eq!(
+            types,
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.done",
+                "response.output_item.done",
+                "response.completed",
+            ]
+        );
+        let seqs: Vec<u64> = evs.iter().map(|e| serde_json::to_value(e).unwrap()["sequence_number"].as_u64().unwrap()).collect();
+        assert_eq!(seqs, (0..evs.len() as u64).collect::<Vec<_>>());
+        let ResponseStreamEvent::FunctionCallArgumentsDone { arguments, output_index, .. } = &evs[12] else { panic!("{:?}", evs[12]) };
+        assert_eq!((arguments.as_str(), *output_index), ("{\"city\":\"Oslo\"}", 1));
+        // The final response holds what the whole answer's output items would.
+        let ResponseStreamEvent::Completed { response, .. } = &evs[14] else { panic!() };
+        let call = ToolCall {
+            id: "call_1".into(),
+            kind: ToolType::Function,
+            function: FunctionCall { name: "weather".into(), arguments: "{\"city\":\"Oslo\"}".into() },
+        };
+        let mut n = 0;
+        let whole = output_items("Let me check.", &[call], |p| {
+            n += 1;
+            format!("{p}_{n}")
+        });
+        assert_eq!(response.output, whole);
+        assert_eq!(response.status, ResponseStatus::Completed);
+        assert_eq!(response.usage.map(|u| (u.input_tokens, u.output_tokens, u.input_tokens_details.cached_tokens)), Some((10, 6, 2)));
+    }
+
+    #[test]
+    fn an_answer_cut_off_is_incomplete_and_an_empty_one_is_one_empty_message() {
+        let chat = vec![
+            ChatEvent::Start { choice: 0 },
+            text("Hel"),
+            ChatEvent::Finish { choice: 0, reason: FinishReason::Length, stop_sequence: None },
+            ChatEvent::Usage(Usage::new(3, 1, 0)),
+        ];
+        let evs = events(serde_json::json!({"model": "m", "input": "x"}), chat);
+        let ResponseStreamEvent::Incomplete { response, .. } = evs.last().unwrap() else { panic!("{evs:?}") };
+        assert_eq!(response.incomplete_details.as_ref().map(|d| d.reason.as_str()), Some("max_output_tokens"));
+        assert!(matches!(&response.output[..], [OutputItem::Message { status: ResponseStatus::Incomplete, .. }]));
+        let chat = vec![
+            ChatEvent::Start { choice: 0 },
+            ChatEvent::Finish { choice: 0, reason: FinishReason::Stop, stop_sequence: None },
+            ChatEvent::Usage(Usage::new(3, 1, 0)),
+        ];
+        let evs = events(serde_json::json!({"model": "m", "input": "x"}), chat);
+        let ResponseStreamEvent::Completed { response, .. } = evs.last().unwrap() else { panic!("{evs:?}") };
+        assert_eq!(response.output, output_items("", &[], |p| format!("{p}_1")));
     }
 }
