@@ -164,6 +164,8 @@ fn bad_input_on_the_new_endpoints_gets_each_api_s_error_shape() {
     bad["model"] = json!("claude-3-opus");
     expect_anthropic(send(&anthropic, bad.to_string().as_bytes()), 404, "not_found_error", "unknown model");
     expect_anthropic(send(&anthropic, &vec![b'a'; 100 * 1024]), 413, "request_too_large", "100 KiB body");
+    let r = s.request("POST", "/v1/messages/count_tokens", &anthropic, msg(json!(4)).to_string().as_bytes());
+    expect_anthropic(r, 404, "not_found_error", "an endpoint this server does not have");
     let long = json!({"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "word ".repeat(400)}]});
     let m = expect_anthropic(send(&anthropic, long.to_string().as_bytes()), 400, "invalid_request_error", "prompt past the window");
     assert!(m.contains("256 tokens"), "{m}");

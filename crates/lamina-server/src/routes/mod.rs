@@ -10,14 +10,19 @@ pub mod responses;
 pub mod stream;
 pub mod tokenize;
 
-use crate::http_error::{AnthropicError, HttpError};
+use crate::http_error::{is_anthropic_path, AnthropicError, HttpError};
 use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use lamina_api::ApiError;
 
-/// Unknown paths: OpenAI's error shape, 404.
+/// Unknown paths: 404 in OpenAI's error shape (Anthropic's under `/v1/messages/`).
 pub async fn not_found(uri: Uri) -> Response {
-    HttpError(ApiError::not_found(format!("there is no endpoint {}", uri.path()))).into_response()
+    let e = ApiError::not_found(format!("there is no endpoint {}", uri.path()));
+    if is_anthropic_path(uri.path()) {
+        AnthropicError(e).into_response()
+    } else {
+        HttpError(e).into_response()
+    }
 }
 
 /// An endpoint's result as a response (errors in OpenAI's shape), counted in the
