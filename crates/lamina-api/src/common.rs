@@ -213,6 +213,18 @@ object_tag!(
     /// `"object": "model"`.
     ModelObjectTag = "model"
 );
+object_tag!(
+    /// `"object": "response"` (the Responses API).
+    ResponseObjectTag = "response"
+);
+object_tag!(
+    /// `"type": "message"` (Anthropic's Messages API).
+    MessageTag = "message"
+);
+object_tag!(
+    /// `"type": "error"` (Anthropic's error body).
+    ErrorTag = "error"
+);
 
 #[cfg(test)]
 mod tests {

@@ -1,9 +1,13 @@
-//! Wire types of Lamina's OpenAI-compatible HTTP API, shared by the server and the
-//! gateway: request bodies ([`ChatCompletionRequest`], [`CompletionRequest`]), response
-//! bodies and stream chunks, the error body ([`ApiError`]), body parsing that names the
+//! Wire types of Lamina's HTTP API, shared by the server and the gateway: request bodies
+//! ([`ChatCompletionRequest`], [`CompletionRequest`], the Responses API's
+//! [`ResponsesRequest`], Anthropic's [`MessagesRequest`], [`TokenizeRequest`]), response
+//! bodies and stream events, the error body ([`ApiError`]), body parsing that names the
 //! offending field ([`parse_json`]), range validation, and server-sent events ([`sse`]).
+//! The Responses and Messages requests translate into a chat request (`to_chat`), so one
+//! pipeline serves all three.
 //!
-//! The shapes follow the OpenAI API reference (<https://platform.openai.com/docs/api-reference>).
+//! The shapes follow the OpenAI API reference (<https://platform.openai.com/docs/api-reference>)
+//! and, for [`messages`], Anthropic's (<https://docs.anthropic.com/en/api/messages>).
 //! This crate is plain data plus parsing and validation: no HTTP framework, no async
 //! runtime, no global state, and no randomness (the server supplies ids and timestamps).
 
@@ -12,9 +16,12 @@ pub mod common;
 pub mod completions;
 pub mod error;
 pub mod ids;
+pub mod messages;
 pub mod models;
 pub mod parse;
+pub mod responses;
 pub mod sse;
+pub mod tokenize;
 pub mod usage;
 pub mod validate;
 
@@ -28,7 +35,10 @@ pub use completions::{
     Completion, CompletionChoice, CompletionChunk, CompletionChunkChoice, CompletionLogprobs, CompletionRequest, Prompt, PromptItem, DEFAULT_MAX_TOKENS,
 };
 pub use error::ApiError;
+pub use messages::MessagesRequest;
 pub use models::{ModelList, ModelObject};
 pub use parse::parse_json;
+pub use responses::{ResponseObject, ResponseStreamEvent, ResponsesRequest};
 pub use sse::{SseDecoder, SseEvent};
+pub use tokenize::{DetokenizeRequest, DetokenizeResponse, TokenizeRequest, TokenizeResponse};
 pub use usage::{CompletionTokensDetails, PromptTokensDetails, Usage};

@@ -1,6 +1,7 @@
-//! API keys: `Authorization: Bearer KEY` on every `/v1` route when the server has keys.
+//! API keys: `Authorization: Bearer KEY` (or Anthropic's `x-api-key: KEY`) on every
+//! `/v1` route when the server has keys.
 
-use crate::http_error::HttpError;
+use crate::http_error::{is_anthropic_path, AnthropicError, HttpError};
 use crate::AppState;
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
@@ -13,11 +14,18 @@ pub async fn require_key(State(state): State<Arc<AppState>>, request: Request, n
     if state.api_keys.is_empty() {
         return next.run(request).await;
     }
-    let given = request.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
-    match given {
-        Some(key) if state.api_keys.iter().any(|k| constant_time_eq(k.as_bytes(), key.as_bytes())) => next.run(request).await,
-        Some(_) => HttpError(ApiError::authentication("Incorrect API key provided.")).into_response(),
-        None => HttpError(ApiError::authentication("You didn't provide an API key. Pass it in the Authorization header as `Bearer KEY`.")).into_response(),
+    let headers = request.headers();
+    let bearer = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+    let given = bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim));
+    let error = match given {
+        Some(key) if state.api_keys.iter().any(|k| constant_time_eq(k.as_bytes(), key.as_bytes())) => return next.run(request).await,
+        Some(_) => ApiError::authentication("Incorrect API key provided."),
+        None => ApiError::authentication("You didn't provide an API key. Pass it in the Authorization header as `Bearer KEY` (or as `x-api-key: KEY`)."),
+    };
+    if is_anthropic_path(request.uri().path()) {
+        AnthropicError(error).into_response()
+    } else {
+        HttpError(error).into_response()
     }
 }
 

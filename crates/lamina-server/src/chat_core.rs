@@ -91,7 +91,7 @@ pub async fn start(state: &AppState, req: &ChatCompletionRequest) -> Result<Chat
 }
 
 /// The conversation as the chat template takes it.
-fn template_messages(messages: &[lamina_api::ChatMessage]) -> Vec<lamina_tokenizer::ChatMessage> {
+pub(crate) fn template_messages(messages: &[lamina_api::ChatMessage]) -> Vec<lamina_tokenizer::ChatMessage> {
     messages
         .iter()
         .map(|m| {
@@ -134,6 +134,11 @@ impl ChatStream {
     /// The model answering (its served name and tokenizer).
     pub fn model(&self) -> &Arc<Loaded> {
         &self.job.model
+    }
+
+    /// Tokens of the rendered prompt.
+    pub fn prompt_tokens(&self) -> usize {
+        self.job.prompt_lens.iter().sum()
     }
 
     /// Choices in the answer.

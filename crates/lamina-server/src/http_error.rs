@@ -1,5 +1,6 @@
-//! [`ApiError`] as an HTTP response: its status, OpenAI's JSON error body, and
-//! `Retry-After` on 429 and 503.
+//! [`ApiError`] as an HTTP response: its status, OpenAI's JSON error body (or, on
+//! Anthropic's Messages API, Anthropic's: [`AnthropicError`]), and `Retry-After` on
+//! 429 and 503/529.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -25,4 +26,26 @@ impl IntoResponse for HttpError {
         }
         r
     }
+}
+
+/// An [`ApiError`] in Anthropic's shape, `{"type": "error", "error": {"type", "message"}}`,
+/// with the status Anthropic gives it (see [`lamina_api::messages::anthropic_error`]).
+pub struct AnthropicError(pub ApiError);
+
+impl IntoResponse for AnthropicError {
+    fn into_response(self) -> Response {
+        let (status, body) = lamina_api::messages::anthropic_error(&self.0);
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let json = serde_json::to_string(&body).unwrap_or_default();
+        let mut r = (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], json).into_response();
+        if matches!(status.as_u16(), 429 | 529) {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        r
+    }
+}
+
+/// Whether a path answers errors in Anthropic's shape.
+pub fn is_anthropic_path(path: &str) -> bool {
+    path == "/v1/messages" || path.starts_with("/v1/messages/")
 }

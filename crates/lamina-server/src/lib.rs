@@ -4,9 +4,11 @@
 //! - [`models`]: the models offered, loaded on demand within a memory budget;
 //! - [`jobs`]: a generation request's life on the HTTP side (shared by every endpoint);
 //! - [`chat_core`]: the chat pipeline the chat-shaped endpoints share, typed results out;
-//! - [`routes`]: one file per endpoint (and the chat page at `/`); [`auth`], [`http_error`], [`metrics`].
+//! - [`routes`]: one file per endpoint (and the chat page at `/`); [`auth`], [`http_error`], [`metrics`];
+//! - [`response_store`]: past Responses API conversations, for `previous_response_id`.
 //!
-//! Wire types come from `lamina-api`. The server never panics on client input: bodies are
+//! Wire types come from `lamina-api`. Errors are in OpenAI's shape except on Anthropic's
+//! `/v1/messages`, which answers in Anthropic's. The server never panics on client input: bodies are
 //! read within a size limit and parsed into typed requests, and every failure becomes
 //! OpenAI's error JSON with the right status.
 
@@ -17,6 +19,7 @@ pub mod http_error;
 pub mod jobs;
 pub mod metrics;
 pub mod models;
+pub mod response_store;
 pub mod routes;
 
 use axum::body::Body;
@@ -26,6 +29,7 @@ use lamina_api::ApiError;
 use lamina_kernels::ThreadPool;
 use metrics_exporter_prometheus::PrometheusHandle;
 use models::{ModelLimits, ModelSpec, Registry};
+use response_store::{ResponseStore, StoreLimits};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -47,6 +51,8 @@ pub struct ServerConfig {
     pub threads: usize,
     /// Renders `/metrics` (the recorder is installed by the binary).
     pub metrics: Option<PrometheusHandle>,
+    /// What the Responses API keeps for `previous_response_id`.
+    pub response_store: StoreLimits,
 }
 
 /// What every handler shares.
@@ -55,6 +61,8 @@ pub struct AppState {
     pub api_keys: Vec<String>,
     pub max_body_bytes: usize,
     pub metrics: Option<PrometheusHandle>,
+    /// Past Responses API conversations, for `previous_response_id`.
+    pub responses: ResponseStore,
     ids: AtomicU64,
     id_base: u64,
 }
@@ -65,6 +73,12 @@ impl AppState {
     pub fn next_id(&self, prefix: &str) -> String {
         let n = self.ids.fetch_add(1, Ordering::Relaxed);
         lamina_api::ids::completion_id(prefix, self.id_base.wrapping_add(n))
+    }
+
+    /// [`Self::next_id`] in the Responses and Messages APIs' shape, `prefix_…`.
+    pub fn next_object_id(&self, prefix: &str) -> String {
+        let n = self.ids.fetch_add(1, Ordering::Relaxed);
+        lamina_api::ids::object_id(prefix, self.id_base.wrapping_add(n))
     }
 }
 
@@ -90,6 +104,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     let v1 = Router::new()
         .route("/v1/chat/completions", post(routes::chat::handle))
         .route("/v1/completions", post(routes::completions::handle))
+        .route("/v1/responses", post(routes::responses::handle))
+        .route("/v1/messages", post(routes::messages::handle))
+        .route("/tokenize", post(routes::tokenize::tokenize))
+        .route("/detokenize", post(routes::tokenize::detokenize))
         .route("/v1/models", get(routes::models::list))
         .route("/v1/models/{*id}", get(routes::models::one))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key));
@@ -120,6 +138,7 @@ pub async fn serve(
         api_keys: config.api_keys,
         max_body_bytes: config.max_body_bytes,
         metrics: config.metrics,
+        responses: ResponseStore::new(config.response_store),
         ids: AtomicU64::new(0),
         id_base: unix_now() << 20,
     });

@@ -181,6 +181,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         max_body_bytes: args.max_body.min(usize::MAX as u64) as usize,
         threads: args.model_args.threads(),
         metrics: Some(handle),
+        response_store: lamina_server::response_store::StoreLimits::default(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async move {

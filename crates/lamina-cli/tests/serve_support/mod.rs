@@ -1,6 +1,6 @@
 //! Shared by the server tests: a `lamina serve` child process on a free loopback port,
 //! a minimal HTTP/1.1 client (so the tests can send exactly the bytes they mean, and hang
-//! up mid-stream), and the `openai` Python client in a cached venv.
+//! up mid-stream), and the `openai` and `anthropic` Python clients in a cached venv.
 
 #![allow(dead_code)]
 
@@ -237,30 +237,44 @@ pub fn stream_text(events: &[serde_json::Value], index: u64) -> String {
 /// `None` (with a note) when it cannot be set up outside CI; under `CI=true` a failure
 /// to set it up fails the test.
 pub fn openai_python() -> Option<PathBuf> {
-    const VERSION: &str = "3.57.0";
+    venv_python(&[("openai", "3.57.0")])
+}
+
+/// [`openai_python`] with the `anthropic` client too, in the same venv.
+pub fn anthropic_python() -> Option<PathBuf> {
+    venv_python(&[("openai", "3.57.0"), ("anthropic", "2.10.0")])
+}
+
+/// The cached venv's Python with each `(package, version)` installed at that version.
+fn venv_python(packages: &[(&str, &str)]) -> Option<PathBuf> {
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
     let venv = home.join(".cache/lamina-ref/openai-venv");
     let python = venv.join("bin/python");
-    let ok = |p: &PathBuf| {
+    let has = |p: &PathBuf, (name, version): (&str, &str)| {
         Command::new(p)
-            .args(["-c", &format!("import openai, sys; sys.exit(0 if openai.__version__ == '{VERSION}' else 1)")])
+            .args(["-c", &format!("import {name}, sys; sys.exit(0 if {name}.__version__ == '{version}' else 1)")])
             .status()
             .is_ok_and(|s| s.success())
     };
-    if ok(&python) {
+    let missing: Vec<(&str, &str)> = packages.iter().copied().filter(|&p| !has(&python, p)).collect();
+    if missing.is_empty() {
         return Some(python);
     }
     let setup = || -> Result<(), String> {
         let run = |c: &mut Command| c.status().map_err(|e| e.to_string()).and_then(|s| if s.success() { Ok(()) } else { Err(format!("{c:?} failed")) });
-        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
-        run(Command::new(&python).args(["-m", "pip", "install", "-q", &format!("openai=={VERSION}")]))
+        if !python.exists() {
+            run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+        }
+        let specs: Vec<String> = missing.iter().map(|(n, v)| format!("{n}=={v}")).collect();
+        run(Command::new(&python).args(["-m", "pip", "install", "-q"]).args(&specs))
     };
     match setup() {
-        Ok(()) if ok(&python) => Some(python),
+        Ok(()) if packages.iter().all(|&p| has(&python, p)) => Some(python),
         r => {
-            let why = r.err().unwrap_or_else(|| "openai did not import".into());
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true: could not install the openai client: {why}");
-            eprintln!("SKIPPED: the openai Python client could not be installed ({why})");
+            let names: Vec<&str> = missing.iter().map(|(n, _)| *n).collect();
+            let why = r.err().unwrap_or_else(|| format!("{} did not import", names.join(", ")));
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true: could not install the Python clients: {why}");
+            eprintln!("SKIPPED: the Python clients {names:?} could not be installed ({why})");
             None
         }
     }
