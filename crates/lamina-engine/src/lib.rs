@@ -1,9 +1,10 @@
 //! Inference on top of the model: the paged-KV generation engine and its parts —
 //! block pool and prefix cache ([`kv`]), [`scheduler`], per-sequence state
 //! ([`sequence`]) and output pipeline ([`pipeline`]: logits processors, [`sampler`],
-//! detokenization, [`stop`] strings) — plus perplexity and model resolution.
+//! detokenization, [`stop`] strings), constrained decoding ([`grammar`]) — plus perplexity and model resolution.
 
 pub mod engine;
+pub mod grammar;
 pub mod kv;
 pub mod perplexity;
 pub mod pipeline;
@@ -14,6 +15,7 @@ pub mod sequence;
 pub mod stop;
 
 pub use engine::{model_fingerprint, Engine, EngineConfig, EngineStats, Request};
+pub use grammar::grammar_compiler;
 pub use pipeline::{FinishReason, GenerationParams, LogitsProcessor, TokenLogprob, TokenOutput};
 pub use sampler::{Sampler, SamplingParams};
 pub use sequence::{Finished, SeqId, SeqStats, TokenCallback, TokenEvent};

@@ -237,6 +237,12 @@ impl Tokenizer {
         raw.replace('\u{2581}', " ").into_bytes()
     }
 
+    /// Whether `id` is a control token (`<|im_end|>`): its text never comes from encoding
+    /// plain text, and decoding with `skip_special` leaves it out.
+    pub fn is_special(&self, id: u32) -> bool {
+        self.inner.id_to_token(id).is_some_and(|t| self.inner.get_added_vocabulary().is_special_token(&t))
+    }
+
     /// The vocabulary string of `id` (`Ġworld`, `▁the`, `<0x0A>`), or `None` if unknown.
     pub fn id_to_token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
