@@ -41,4 +41,17 @@ impl Compiler {
         }
         Ok(Constraint::new(matcher, self.end_ids.clone(), self.vocab_size()))
     }
+
+    /// Whether `text` is JSON valid against `schema`, laid out in any way (checks a tool
+    /// call's arguments that were generated without a constraint). A schema llguidance
+    /// refuses is an error.
+    pub fn matches_json_schema(&self, schema: &serde_json::Value, text: &str) -> Result<bool, GrammarError> {
+        let mut schema = schema.clone();
+        if let Some(map) = schema.as_object_mut() {
+            map.insert("x-guidance".into(), serde_json::json!({"whitespace_flexible": true}));
+        }
+        let mut c = self.compile(&Grammar::JsonSchema(schema))?;
+        let tokens = self.factory.tok_env().tok_trie().greedy_tokenize(text.as_bytes());
+        Ok(c.consume_all(&tokens) && c.is_accepting())
+    }
 }

@@ -96,6 +96,11 @@ impl Constraint {
         let _ = self.matcher.consume_token(token);
     }
 
+    /// Advances past all of `tokens` if the grammar allows them; false at the first it does not.
+    pub(crate) fn consume_all(&mut self, tokens: &[u32]) -> bool {
+        matches!(self.matcher.try_consume_tokens(tokens), Ok(n) if n == tokens.len())
+    }
+
     /// Whether the output is complete (nothing but the end may follow) or the constraint failed.
     pub fn is_done(&self) -> bool {
         self.matcher.is_stopped()

@@ -140,3 +140,15 @@ fn bad_grammars_are_refused_with_a_reason() {
     assert!(e.contains("unterminated character class"), "{e}");
     assert!(err(Grammar::Lark("  ".into())).contains("empty"));
 }
+
+#[test]
+fn text_is_checked_against_a_schema_in_any_layout() {
+    let c = compiler();
+    let schema = json!({"type": "object", "properties": {"n": {"type": "integer", "maximum": 5}}, "required": ["n"]});
+    assert!(c.matches_json_schema(&schema, "{\"n\":3}").unwrap());
+    assert!(c.matches_json_schema(&schema, "{ \"n\" : 3 }").unwrap());
+    assert!(!c.matches_json_schema(&schema, "{\"n\": 9}").unwrap());
+    assert!(!c.matches_json_schema(&schema, "{\"m\": 1}").unwrap());
+    assert!(!c.matches_json_schema(&schema, "{\"n\": 3").unwrap());
+    assert!(c.matches_json_schema(&json!({"type": "bogus"}), "{}").is_err());
+}
