@@ -14,7 +14,9 @@ pub mod error;
 pub mod ids;
 pub mod models;
 pub mod parse;
+pub mod response_format;
 pub mod sse;
+pub mod tools;
 pub mod usage;
 pub mod validate;
 
@@ -30,5 +32,7 @@ pub use completions::{
 pub use error::ApiError;
 pub use models::{ModelList, ModelObject};
 pub use parse::parse_json;
+pub use response_format::{JsonSchemaFormat, ResponseFormat};
 pub use sse::{SseDecoder, SseEvent};
+pub use tools::{FunctionDef, Tool, ToolChoice};
 pub use usage::{CompletionTokensDetails, PromptTokensDetails, Usage};
