@@ -67,6 +67,11 @@ impl Constraint {
         Constraint { matcher, end_ids, vocab, stats: MaskStats::default() }
     }
 
+    /// An independent copy in the same state (one per choice of a request, compiled once).
+    pub fn fork(&self) -> Constraint {
+        Constraint { matcher: self.matcher.deep_clone(), end_ids: self.end_ids.clone(), vocab: self.vocab, stats: MaskStats::default() }
+    }
+
     /// The tokens allowed next: only the end-of-sequence ids once the grammar is complete
     /// (and, should llguidance fail, so that generation ends rather than leave the grammar).
     pub fn mask(&mut self) -> Mask {

@@ -3,7 +3,9 @@
 //! - [`executor`]: the one thread that owns and steps every model's engine;
 //! - [`models`]: the models offered, loaded on demand within a memory budget;
 //! - [`jobs`]: a generation request's life on the HTTP side (shared by both endpoints);
-//! - [`routes`]: one file per endpoint; [`auth`], [`http_error`], [`metrics`].
+//! - [`routes`]: one file per endpoint; [`auth`], [`http_error`], [`metrics`];
+//! - [`structured`]: grammars (JSON schemas, Lark, GBNF) compiled per request;
+//! - [`tools`]: tool calling on chat completions.
 //!
 //! Wire types come from `lamina-api`. The server never panics on client input: bodies are
 //! read within a size limit and parsed into typed requests, and every failure becomes
@@ -16,6 +18,8 @@ pub mod jobs;
 pub mod metrics;
 pub mod models;
 pub mod routes;
+pub mod structured;
+pub mod tools;
 
 use axum::body::Body;
 use axum::routing::{get, post};
@@ -63,6 +67,12 @@ impl AppState {
     pub fn next_id(&self, prefix: &str) -> String {
         let n = self.ids.fetch_add(1, Ordering::Relaxed);
         lamina_api::ids::completion_id(prefix, self.id_base.wrapping_add(n))
+    }
+
+    /// A tool call id (`call_…`), unique like [`next_id`](Self::next_id).
+    pub fn next_call_id(&self) -> String {
+        let n = self.ids.fetch_add(1, Ordering::Relaxed);
+        lamina_api::ids::tool_call_id(self.id_base.wrapping_add(n))
     }
 }
 

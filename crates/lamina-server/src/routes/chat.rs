@@ -50,7 +50,7 @@ async fn chat(state: Arc<AppState>, body: Body) -> Result<Response, ApiError> {
         async move {
             let text = model.tokenizer.apply_chat_template(&messages, true).map_err(|e| ApiError::invalid_param("messages", e.to_string()))?;
             let prompt = jobs::tokenize(&model, text, "messages").await?;
-            Ok(JobSpec { prompts: vec![prompt], n, sampling, prompt_param: "messages" })
+            Ok(JobSpec { prompts: vec![prompt], n, sampling, prompt_param: "messages", constraint: None })
         }
     })
     .await?;

@@ -61,7 +61,7 @@ async fn completions(state: Arc<AppState>, body: Body) -> Result<Response, ApiEr
                     }
                 });
             }
-            Ok(JobSpec { prompts, n, sampling, prompt_param: "prompt" })
+            Ok(JobSpec { prompts, n, sampling, prompt_param: "prompt", constraint: None })
         }
     })
     .await?;
