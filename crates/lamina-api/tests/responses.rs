@@ -335,17 +335,17 @@ fn legacy_stream_chunks() {
 
 #[test]
 fn model_list() {
-    let list = ModelList::new(vec![ModelObject::new("lamina-8b-q4", 1686935002, "lamina"), ModelObject::new("tiny", 0, "user")]);
+    let list = ModelList::new(vec![ModelObject::new("lamina-8b-q4", 1686935002, "lamina").with_loaded(true), ModelObject::new("tiny", 0, "user")]);
     assert_eq!(
         value(&list),
         json!({
           "object": "list",
           "data": [
-            {"id": "lamina-8b-q4", "object": "model", "created": 1686935002, "owned_by": "lamina"},
+            {"id": "lamina-8b-q4", "object": "model", "created": 1686935002, "owned_by": "lamina", "loaded": true},
             {"id": "tiny", "object": "model", "created": 0, "owned_by": "user"}
           ]
         })
     );
     let back: ModelList = serde_json::from_value(value(&list)).unwrap();
-    assert_eq!(back.data[1].id, "tiny");
+    assert_eq!((back.data[0].loaded, back.data[1].id.as_str(), back.data[1].loaded), (Some(true), "tiny", None));
 }

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use lamina_engine::{resolve, Engine, EngineConfig, GenerationParams, SamplingParams};
+use lamina_engine::{resolve, DraftModel, Engine, EngineConfig, GenerationParams, SamplingParams, SpecMethod, SpeculativeConfig};
 use lamina_kernels::ThreadPool;
 use lamina_model::{Model, Precision};
 use lamina_tokenizer::Tokenizer;
@@ -86,6 +86,38 @@ impl ModelArgs {
     }
 }
 
+/// Speculative decoding flags (`run`, `chat`, `serve`, `bench`).
+#[derive(Args, Debug, Clone)]
+pub struct SpeculativeArgs {
+    /// Speculative decoding: `lookup` drafts tokens by finding the output's latest n-gram
+    /// in the prompt and output so far (pays off when the output copies its input:
+    /// summaries, edits); `off` decodes one token per step. Greedy output is the same
+    /// either way, sampled output has the same distribution.
+    #[arg(long, default_value = "off", value_parser = ["off", "lookup"])]
+    pub speculative: String,
+    /// Speculative decoding with a draft model: a smaller model (or a lower-bit copy) with
+    /// the same vocabulary, which must match token for token.
+    #[arg(long, value_name = "MODEL", conflicts_with = "speculative")]
+    pub draft: Option<String>,
+    /// Most draft tokens verified per step (fewer while drafts are being rejected).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub draft_tokens: u64,
+}
+
+impl SpeculativeArgs {
+    /// The speculative decoding the flags ask for (`None`: off), loading the draft model
+    /// if there is one (its vocabulary is checked when the engine is made).
+    pub fn config(&self, args: &ModelArgs) -> Result<Option<SpeculativeConfig>> {
+        let k = self.draft_tokens as usize;
+        if let Some(draft) = &self.draft {
+            let (model, tokenizer) = resolve::load(Some(draft), args.precision(), &mut |msg| eprintln!("{msg}"))?;
+            let draft = DraftModel { model: Arc::new(model), tokenizer: Arc::new(tokenizer) };
+            return Ok(Some(SpeculativeConfig { method: SpecMethod::DraftModel(draft), k }));
+        }
+        Ok((self.speculative == "lookup").then(|| SpeculativeConfig::prompt_lookup(k)))
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct SamplingArgs {
     /// Temperature; 0 means greedy.
@@ -151,12 +183,21 @@ pub fn load(model: Option<&str>, args: &ModelArgs) -> Result<(Arc<Model>, Arc<To
 }
 
 /// An engine on a worker pool of its own, for `sequences` concurrent sequences of up to
-/// the context window (`--ctx`, default the model's capped at 4096).
-pub fn engine(model: Arc<Model>, tok: Arc<Tokenizer>, args: &ModelArgs, sequences: usize) -> Result<Engine> {
+/// the context window (`--ctx`, default the model's capped at 4096), with `speculative`
+/// decoding.
+pub fn engine(model: Arc<Model>, tok: Arc<Tokenizer>, args: &ModelArgs, sequences: usize, speculative: Option<SpeculativeConfig>) -> Result<Engine> {
     let ctx = args.context(&model);
     let workers = Arc::new(ThreadPool::new(args.threads()));
-    let config = EngineConfig { max_sequences: sequences, context_length: ctx, block_size: args.block_size, ..EngineConfig::default() };
+    let config = EngineConfig { max_sequences: sequences, context_length: ctx, block_size: args.block_size, speculative, ..EngineConfig::default() };
     Ok(Engine::new(model, tok, workers, config)?)
+}
+
+/// ` | speculative: 120 of 150 drafts kept (80.0%)`, or nothing without drafts.
+pub fn acceptance(stats: &lamina_engine::SeqStats) -> String {
+    stats
+        .acceptance()
+        .map(|a| format!(" | speculative: {} of {} drafts kept ({:.1}%)", stats.accepted_tokens, stats.draft_tokens, a * 100.0))
+        .unwrap_or_default()
 }
 
 /// ` | LABEL 12.3 tok/s`, or nothing when no time was measured for it.

@@ -610,3 +610,66 @@ fn keep_last_prunes_old_checkpoints() {
     ok(tiny_pretrain(&data, default.to_str().unwrap(), &["--max-iters", "10", "--checkpoint-interval", "2"]).output().unwrap());
     assert_eq!(steps(&default), ["step-000006", "step-000008", "step-000010"]);
 }
+
+const COPY_PROMPT: &str = "Repeat this text exactly:\n\nThe harbour wakes before the town does. Fishing boats slide out past the breakwater, gulls follow them, and the baker on Quay Street lights his ovens at four.";
+
+#[test]
+fn speculative_run_prints_the_same_text_and_its_acceptance() {
+    let base = ["run", "--chat", "-p", COPY_PROMPT, "--temperature", "0", "-n", "40", "-v"];
+    let plain = ok(lamina().args(base).output().unwrap());
+    let lookup = ok(lamina().args(base).args(["--speculative", "lookup", "--draft-tokens", "6"]).output().unwrap());
+    assert_eq!(String::from_utf8_lossy(&lookup.stdout), String::from_utf8_lossy(&plain.stdout));
+    let err = String::from_utf8_lossy(&lookup.stderr);
+    let kept = err.split("speculative: ").nth(1).unwrap_or_else(|| panic!("no acceptance in the summary: {err}"));
+    let kept: usize = kept.split(' ').next().unwrap().parse().unwrap();
+    assert!(kept > 5, "{err}");
+    assert!(!String::from_utf8_lossy(&plain.stderr).contains("speculative"), "a run without drafts reports none");
+    // Bad values are refused by name.
+    assert_clean_error(&lamina().args(["run", "-p", "x", "--speculative", "maybe"]).output().unwrap(), "maybe");
+    assert_clean_error(&lamina().args(["run", "-p", "x", "--draft-tokens", "0"]).output().unwrap(), "draft-tokens");
+}
+
+/// A copy of the default model whose vocabulary spells " hello" another way (same length,
+/// so the file's layout is unchanged).
+fn model_with_other_vocabulary(dir: &Path) -> PathBuf {
+    let mut bytes = std::fs::read(model()).unwrap();
+    let piece = "Ġhello";
+    let mut needle = (piece.len() as u64).to_le_bytes().to_vec();
+    needle.extend_from_slice(piece.as_bytes());
+    let at = bytes.windows(needle.len()).position(|w| w == needle.as_slice()).expect("the token's string in the GGUF metadata");
+    bytes[at + 8..at + needle.len()].copy_from_slice("q".repeat(piece.len()).as_bytes());
+    write_copy(dir, "other-vocab.gguf", &bytes)
+}
+
+#[test]
+fn a_draft_model_with_another_vocabulary_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = model_with_other_vocabulary(dir.path());
+    let out = lamina().args(["run", "-p", "hi", "-n", "4", "--draft"]).arg(&other).output().unwrap();
+    assert_clean_error(&out, "vocabulary");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hello"), "the message names the token that differs");
+    // The server refuses before it listens.
+    let out = lamina().args(["serve", "--port", "0", "--draft"]).arg(&other).output().unwrap();
+    assert_clean_error(&out, "vocabulary");
+}
+
+#[test]
+fn bench_measures_speculative_decoding_on_a_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let q8 = dir.path().join("draft.gguf");
+    ok(lamina().arg("quantize").arg(model()).arg(&q8).args(["--type", "q8_0"]).output().unwrap());
+    let text = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets/tinyshakespeare.txt");
+    let out = ok(lamina()
+        .arg("bench")
+        .arg("--spec-text")
+        .arg(&text)
+        .args(["--spec-prompt-tokens", "120", "-n", "12", "-r", "1", "--batch", "1,2", "--draft-tokens", "3", "--draft"])
+        .arg(&q8)
+        .output()
+        .unwrap());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for want in ["1 sequence(s)", "2 sequence(s)", "off ", "lookup k=3", "draft k=3", "greedy replies identical in every mode"] {
+        assert!(stdout.contains(want), "{want:?} missing:\n{stdout}");
+    }
+    assert!(stdout.lines().filter(|l| l.contains("drafts kept")).count() >= 2, "{stdout}");
+}

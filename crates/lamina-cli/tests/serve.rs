@@ -392,3 +392,24 @@ fn a_client_that_never_finishes_its_request_stalls_no_one() {
     drop((slow, half));
     assert_eq!(s.request("GET", "/health", &[], b"").status, 200);
 }
+
+#[test]
+fn speculative_serving_gives_the_same_text_and_publishes_its_acceptance() {
+    let body =
+        chat("Repeat this text exactly:\n\nMonday: team meeting at nine. Tuesday: dentist at three. Wednesday: pick up the parcel from the post office.", 40);
+    let reply = |s: &Server| {
+        let r = s.post_json("/v1/chat/completions", &body);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.json()["choices"][0]["message"]["content"].as_str().unwrap().to_string()
+    };
+    let plain = Server::start(&["--ctx", "512"]);
+    let want = reply(&plain);
+    assert_eq!(plain.metric("lamina_spec_draft_tokens_total"), 0.0);
+    drop(plain);
+    let s = Server::start(&["--ctx", "512", "--speculative", "lookup"]);
+    assert_eq!(reply(&s), want);
+    let (drafted, kept) = (s.metric("lamina_spec_draft_tokens_total"), s.metric("lamina_spec_accepted_tokens_total"));
+    assert!(kept > 5.0 && kept <= drafted, "{kept} of {drafted} drafts kept");
+    let rate = s.metric("lamina_spec_acceptance_rate");
+    assert!((rate - kept / drafted).abs() < 1e-9, "acceptance rate {rate}, counters {kept} / {drafted}");
+}

@@ -38,6 +38,8 @@ pub enum Error {
     PromptTooLong { prompt_tokens: usize, context_length: usize },
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    #[error("the draft model's vocabulary is not the target's: {0}")]
+    DraftVocabulary(String),
     #[error("download failed: {0}")]
     Download(String),
     #[error("{what} needs {} but only {} of memory is available", crate::memory::human_bytes(*.needed), crate::memory::human_bytes(*.available))]

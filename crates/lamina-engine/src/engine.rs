@@ -4,14 +4,17 @@
 //! the [`crate::scheduler`] that plans each step within a token budget, the per-sequence
 //! state ([`crate::sequence`]) and output pipeline ([`crate::pipeline`]). The engine owns
 //! them and the model's paged KV memory, runs the planned batch through the model, and
-//! feeds each sampled row to its sequence's pipeline. Requests can be added and can
-//! finish between any two steps (continuous batching); `lamina run`, `chat`, `bench`,
-//! `perplexity` and the server all go through it.
+//! feeds each sampled row to its sequence's pipeline (with speculative decoding a decoding
+//! sequence's chunk also carries draft tokens, and each of its rows verifies one: see
+//! [`crate::speculative`]). Requests can be added and can finish between any two steps
+//! (continuous batching); `lamina run`, `chat`, `bench`, `perplexity` and the server all
+//! go through it.
 
 use crate::kv::{BlockHash, BlockPool};
 use crate::pipeline::{FinishReason, GenerationParams, LogitsProcessor, OutputPipeline};
-use crate::scheduler::{Planned, Scheduler, SchedulerConfig};
+use crate::scheduler::{Scheduler, SchedulerConfig};
 use crate::sequence::{Finished, SeqId, SeqStats, Sequence, TokenCallback, TokenEvent};
+use crate::speculative::{DraftRequest, Drafter, SpeculativeConfig};
 use lamina_core::{Error, Result};
 use lamina_kernels::ThreadPool;
 use lamina_model::{BatchInput, Model, PagedKv, Scratch, SeqChunk};
@@ -42,6 +45,9 @@ pub struct EngineConfig {
     /// it, so a saved prefix cache is only ever reused with the same weights. `None`: the
     /// model's path and shape stand in (nothing can be saved).
     pub model_fingerprint: Option<String>,
+    /// Speculative decoding (`None`: off). Sequences with logits processors of their own
+    /// (a grammar) decode without it.
+    pub speculative: Option<SpeculativeConfig>,
 }
 
 impl Default for EngineConfig {
@@ -54,6 +60,7 @@ impl Default for EngineConfig {
             kv_blocks: 0,
             prefault_kv: false,
             model_fingerprint: None,
+            speculative: None,
         }
     }
 }
@@ -105,6 +112,9 @@ pub struct EngineStats {
     pub prefix_hit_tokens: u64,
     pub preemptions: u64,
     pub evictions: u64,
+    /// Speculative decoding: draft tokens verified, and those kept.
+    pub spec_draft_tokens: u64,
+    pub spec_accepted_tokens: u64,
 }
 
 pub struct Engine {
@@ -120,11 +130,15 @@ pub struct Engine {
     done: Vec<Finished>,
     next_id: SeqId,
     config: EngineConfig,
+    drafter: Option<Box<dyn Drafter>>,
+    spec_draft_tokens: u64,
+    spec_accepted_tokens: u64,
 }
 
 impl Engine {
     /// An engine for `model` on the shared worker pool `workers`. Fails when the KV pool
-    /// the configuration asks for is larger than the memory available.
+    /// the configuration asks for is larger than the memory available, or when a draft
+    /// model's vocabulary is not the model's ([`Error::DraftVocabulary`]).
     pub fn new(model: Arc<Model>, tokenizer: Arc<Tokenizer>, workers: Arc<ThreadPool>, config: EngineConfig) -> Result<Self> {
         let ctx = config.context_length.min(model.config.context_length);
         if ctx == 0 {
@@ -146,7 +160,14 @@ impl Engine {
         };
         let root = BlockHash::root(&identity, bs);
         let sched = Scheduler::new(SchedulerConfig { max_running: max_sequences, max_batch_tokens: config.max_batch_tokens.max(1), block_size: bs }, root);
+        let drafter = match &config.speculative {
+            Some(spec) if spec.k > 0 => Some(crate::speculative::drafter(spec, &model, &tokenizer, workers.clone(), kv_blocks * bs, max_sequences)?),
+            _ => None,
+        };
         Ok(Engine {
+            drafter,
+            spec_draft_tokens: 0,
+            spec_accepted_tokens: 0,
             kv,
             blocks: BlockPool::new(kv_blocks),
             sched,
@@ -188,6 +209,8 @@ impl Engine {
             prefix_hit_tokens: c.prefix_hit_tokens,
             preemptions: c.preemptions,
             evictions: self.blocks.evictions(),
+            spec_draft_tokens: self.spec_draft_tokens,
+            spec_accepted_tokens: self.spec_accepted_tokens,
         }
     }
 
@@ -242,6 +265,8 @@ impl Engine {
             logprobs: Vec::new(),
             stats: SeqStats::new(n_prompt),
             finished: None,
+            draft: Vec::new(),
+            draft_len: self.config.speculative.as_ref().map_or(0, |s| s.k),
         };
         if params.max_tokens == 0 {
             // Nothing to generate: done without touching the model.
@@ -271,6 +296,7 @@ impl Engine {
         for id in cancelled {
             self.cancel(id);
         }
+        self.propose()?;
         let plan = self.sched.schedule(&mut self.seqs, &mut self.blocks);
         if plan.is_empty() {
             return Ok(self.seqs.len());
@@ -283,9 +309,10 @@ impl Engine {
             for p in &plan {
                 let s = &self.seqs[&p.seq];
                 tokens.extend_from_slice(&s.tokens[p.start..p.start + p.len]);
-                chunks.push(SeqChunk { len: p.len, start: p.start, blocks: &s.blocks });
+                tokens.extend_from_slice(&s.draft[..p.draft]);
+                chunks.push(SeqChunk { len: p.len + p.draft, start: p.start, blocks: &s.blocks });
                 if p.sample {
-                    rows.push(tokens.len() - 1);
+                    rows.extend(tokens.len() - 1 - p.draft..tokens.len());
                 }
             }
             self.model.forward(
@@ -304,34 +331,91 @@ impl Engine {
             } else {
                 s.stats.decode_time += elapsed;
             }
-            self.sched.computed(s, p.len, &mut self.blocks);
+            if p.draft == 0 {
+                self.sched.computed(s, p.len, &mut self.blocks);
+            }
         }
         let vocab = self.model.config.vocab_size;
         let ctx = self.config.context_length;
-        let sampled: Vec<&Planned> = plan.iter().filter(|p| p.sample).collect();
-        for (row, p) in sampled.into_iter().enumerate() {
+        let mut row = 0;
+        for p in plan.iter().filter(|p| p.sample) {
             let s = self.seqs.get_mut(&p.seq).expect("planned");
-            let logits = &mut self.logits[row * vocab..(row + 1) * vocab];
-            let room = ctx.saturating_sub(s.tokens.len() + 1);
-            let out = s.pipeline.next(logits, &s.tokens, room, &self.tokenizer)?;
-            s.tokens.push(out.token);
-            s.stats.generated_tokens += 1;
-            s.text.push_str(&out.text);
-            s.finished = s.finished.or(out.finish);
-            let event = TokenEvent { seq: s.id, token: Some(out.token), text: &out.text, logprob: out.logprob.as_ref(), finished: s.finished };
-            if let Some(cb) = s.callback.as_mut() {
-                if !cb(&event) && s.finished.is_none() {
-                    s.finished = Some(FinishReason::Cancelled);
+            // Row j verifies draft j; the row after the last draft adds one more token.
+            let mut kept = 0;
+            for j in 0..=p.draft {
+                let logits = &mut self.logits[(row + j) * vocab..(row + j + 1) * vocab];
+                let room = ctx.saturating_sub(s.tokens.len() + 1);
+                let draft = (j < p.draft).then(|| s.draft[j]);
+                let out = s.pipeline.next(logits, &s.tokens, room, &self.tokenizer, draft)?;
+                s.tokens.push(out.token);
+                s.stats.generated_tokens += 1;
+                s.text.push_str(&out.text);
+                s.finished = s.finished.or(out.finish);
+                let event = TokenEvent { seq: s.id, token: Some(out.token), text: &out.text, logprob: out.logprob.as_ref(), finished: s.finished };
+                if let Some(cb) = s.callback.as_mut() {
+                    if !cb(&event) && s.finished.is_none() {
+                        s.finished = Some(FinishReason::Cancelled);
+                    }
+                }
+                if let Some(lp) = out.logprob {
+                    s.logprobs.push(lp);
+                }
+                if draft == Some(out.token) {
+                    kept += 1;
+                }
+                if s.finished.is_some() || draft != Some(out.token) {
+                    break;
                 }
             }
-            if let Some(lp) = out.logprob {
-                s.logprobs.push(lp);
+            row += 1 + p.draft;
+            if p.draft > 0 {
+                // The pending token and the kept drafts are computed; the rest of the
+                // chunk's positions held rejected drafts and are free for what comes next.
+                s.stats.draft_tokens += p.draft;
+                s.stats.accepted_tokens += kept;
+                self.spec_draft_tokens += p.draft as u64;
+                self.spec_accepted_tokens += kept as u64;
+                s.draft_len = crate::speculative::next_k(p.draft, kept, self.config.speculative.as_ref().map_or(0, |c| c.k));
+                self.sched.computed(s, 1 + kept, &mut self.blocks);
             }
+            s.draft.clear();
             if s.finished.is_some() {
                 self.finish(p.seq);
             }
         }
         Ok(self.seqs.len())
+    }
+
+    /// Asks the drafter for drafts for every running sequence that decodes next and may
+    /// speculate, as many as its output and the context window have room for.
+    fn propose(&mut self) -> Result<()> {
+        let Some(drafter) = self.drafter.as_mut() else { return Ok(()) };
+        let ctx = self.config.context_length;
+        let mut reqs = Vec::new();
+        for id in self.sched.running_ids() {
+            let s = &self.seqs[id];
+            if s.pending() != 1 || !s.pipeline.can_speculate() {
+                continue;
+            }
+            // The step's last row gives a token after the drafts: drafts past the
+            // output's or the window's last token would be wasted.
+            let left = s.pipeline.params().max_tokens.saturating_sub(s.tokens.len() - s.n_prompt);
+            let k = s.draft_len.min(left.saturating_sub(1)).min(ctx.saturating_sub(s.tokens.len()));
+            if k > 0 {
+                reqs.push(DraftRequest { seq: s.id, tokens: &s.tokens, k });
+            }
+        }
+        if reqs.is_empty() {
+            return Ok(());
+        }
+        let mut out = vec![Vec::new(); reqs.len()];
+        drafter.propose(&reqs, &mut out)?;
+        let asked: Vec<(SeqId, usize)> = reqs.iter().map(|r| (r.seq, r.k)).collect();
+        for ((id, k), mut d) in asked.into_iter().zip(out) {
+            d.truncate(k);
+            self.seqs.get_mut(&id).expect("running").draft = d;
+        }
+        Ok(())
     }
 
     /// Moves a finished (or cancelled) sequence out, releasing its blocks (their full
@@ -341,6 +425,9 @@ impl Engine {
         let reason = s.finished.unwrap_or(FinishReason::Cancelled);
         self.sched.remove(id);
         self.blocks.release_all(&s.blocks);
+        if let Some(d) = self.drafter.as_mut() {
+            d.forget(id);
+        }
         if reason == FinishReason::Cancelled {
             // The client is told, once, that nothing more comes.
             if let Some(cb) = s.callback.as_mut() {

@@ -1,7 +1,8 @@
 //! Inference on top of the model: the paged-KV generation engine and its parts —
 //! block pool and prefix cache ([`kv`]), [`scheduler`], per-sequence state
 //! ([`sequence`]) and output pipeline ([`pipeline`]: logits processors, [`sampler`],
-//! detokenization, [`stop`] strings), constrained decoding ([`grammar`]) — plus perplexity and model resolution.
+//! detokenization, [`stop`] strings), [`speculative`] decoding, constrained decoding
+//! ([`grammar`]) — plus perplexity and model resolution.
 
 pub mod engine;
 pub mod grammar;
@@ -12,6 +13,7 @@ pub mod resolve;
 pub mod sampler;
 pub mod scheduler;
 pub mod sequence;
+pub mod speculative;
 pub mod stop;
 
 pub use engine::{model_fingerprint, Engine, EngineConfig, EngineStats, Request};
@@ -19,4 +21,5 @@ pub use grammar::grammar_compiler;
 pub use pipeline::{FinishReason, GenerationParams, LogitsProcessor, TokenLogprob, TokenOutput};
 pub use sampler::{Sampler, SamplingParams};
 pub use sequence::{Finished, SeqId, SeqStats, TokenCallback, TokenEvent};
+pub use speculative::{DraftModel, SpecMethod, SpeculativeConfig};
 pub use stop::StopMatcher;

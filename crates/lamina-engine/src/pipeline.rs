@@ -132,10 +132,13 @@ pub struct OutputPipeline {
     decode: DecodeState,
     stop: StopMatcher,
     generated: usize,
+    /// Processors other than `logit_bias` (a grammar), whose state follows every token.
+    extra_processors: bool,
 }
 
 impl OutputPipeline {
     pub fn new(params: GenerationParams, mut processors: Vec<Box<dyn LogitsProcessor>>) -> Self {
+        let extra_processors = !processors.is_empty();
         if !params.logit_bias.is_empty() {
             processors.insert(0, Box::new(LogitBias(params.logit_bias.clone())));
         }
@@ -146,7 +149,15 @@ impl OutputPipeline {
             processors,
             params,
             generated: 0,
+            extra_processors,
         }
+    }
+
+    /// Whether this sequence may take draft tokens (speculative decoding): not when it
+    /// has logits processors of its own (a grammar), whose state would have to follow
+    /// tokens that may be rejected.
+    pub fn can_speculate(&self) -> bool {
+        !self.extra_processors
     }
 
     pub fn params(&self) -> &GenerationParams {
@@ -156,8 +167,10 @@ impl OutputPipeline {
     /// Picks the token after `tokens` (prompt and generated so far; the last `generated`
     /// of them were generated) from its `logits` (modified in place), and says what it
     /// adds to the text and whether the sequence ends. `room` is how many more tokens
-    /// the context window holds after this one.
-    pub fn next(&mut self, logits: &mut [f32], tokens: &[u32], room: usize, tokenizer: &Tokenizer) -> Result<TokenOutput> {
+    /// the context window holds after this one. With a `draft` token (speculative
+    /// decoding) the choice verifies it ([`Sampler::sample_draft`]): the draft is
+    /// accepted when it is the token returned, and the distribution is the same.
+    pub fn next(&mut self, logits: &mut [f32], tokens: &[u32], room: usize, tokenizer: &Tokenizer, draft: Option<u32>) -> Result<TokenOutput> {
         let generated = &tokens[tokens.len() - self.generated..];
         let lse = self.params.logprobs.map(|_| log_sum_exp(logits));
         let top = match self.params.logprobs {
@@ -168,7 +181,10 @@ impl OutputPipeline {
         for p in &mut self.processors {
             p.process(generated, logits);
         }
-        let token = self.sampler.sample(logits, tokens);
+        let token = match draft {
+            Some(d) => self.sampler.sample_draft(logits, tokens, d),
+            None => self.sampler.sample(logits, tokens),
+        };
         for p in &mut self.processors {
             p.accept(token);
         }

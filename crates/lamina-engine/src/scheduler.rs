@@ -2,7 +2,9 @@
 //! tokens.
 //!
 //! Each step has a token budget. Running sequences that decode (one pending token) go
-//! first, oldest first, so a long prompt never stalls the streams already flowing; then
+//! first, oldest first, so a long prompt never stalls the streams already flowing, then
+//! their draft tokens (speculative decoding) as far as the budget and the free blocks go
+//! — drafts never pre-empt anyone; then
 //! running sequences still reading their prompt get chunks of it (chunked prefill); then
 //! waiting requests are admitted, first come first served, while the budget, the
 //! concurrency limit and free KV blocks last (vLLM's v1 scheduler has the same shape).
@@ -33,13 +35,15 @@ pub struct SchedulerConfig {
     pub block_size: usize,
 }
 
-/// One sequence's share of a step: tokens `start..start + len`, and whether the last of
-/// them produces logits to sample from.
+/// One sequence's share of a step: tokens `start..start + len`, then `draft` draft tokens
+/// (a decode that verifies drafts), and whether the last of them produces logits to
+/// sample from (with drafts: all `1 + draft` rows do).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Planned {
     pub seq: SeqId,
     pub start: usize,
     pub len: usize,
+    pub draft: usize,
     pub sample: bool,
 }
 
@@ -72,6 +76,11 @@ impl Scheduler {
 
     pub fn running(&self) -> usize {
         self.running.len()
+    }
+
+    /// The running sequences, oldest first.
+    pub(crate) fn running_ids(&self) -> &[SeqId] {
+        &self.running
     }
 
     pub fn enqueue(&mut self, id: SeqId) {
@@ -113,9 +122,23 @@ impl Scheduler {
             for _ in 0..need {
                 s.blocks.push(pool.allocate().expect("checked free blocks"));
             }
-            plan.push(Planned { seq: id, start: s.n_computed, len: 1, sample: true });
+            plan.push(Planned { seq: id, start: s.n_computed, len: 1, draft: 0, sample: true });
             budget = budget.saturating_sub(1);
             i += 1;
+        }
+        // Their drafts, once every decode has its position.
+        for p in &mut plan {
+            let s = seqs.get_mut(&p.seq).expect("running");
+            let mut draft = s.draft.len().min(budget);
+            while draft > 0 && s.blocks.len() * bs < s.n_computed + 1 + draft {
+                match pool.allocate() {
+                    Some(b) => s.blocks.push(b),
+                    None => draft = s.blocks.len() * bs - s.n_computed - 1,
+                }
+            }
+            s.draft.truncate(draft);
+            p.draft = draft;
+            budget -= draft;
         }
         // Prompt chunks of running sequences (their blocks were allocated at admission).
         for &id in &self.running {
@@ -125,7 +148,7 @@ impl Scheduler {
                 continue;
             }
             let len = pending.min(budget);
-            plan.push(Planned { seq: id, start: s.n_computed, len, sample: len == pending });
+            plan.push(Planned { seq: id, start: s.n_computed, len, draft: 0, sample: len == pending });
             budget -= len;
         }
         // Admissions.
@@ -183,7 +206,7 @@ impl Scheduler {
             self.running.insert(at, id);
             let pending = s.pending();
             let len = pending.min(budget);
-            plan.push(Planned { seq: id, start: s.n_computed, len, sample: len == pending });
+            plan.push(Planned { seq: id, start: s.n_computed, len, draft: 0, sample: len == pending });
             budget -= len;
         }
         plan
@@ -194,6 +217,7 @@ impl Scheduler {
         let s = seqs.get_mut(&id).expect("running sequence");
         pool.release_all(&s.blocks);
         s.blocks.clear();
+        s.draft.clear();
         (s.n_computed, s.n_ready) = (0, 0);
         s.stats.preemptions += 1;
         self.counters.preemptions += 1;
@@ -201,8 +225,11 @@ impl Scheduler {
         self.waiting.push_front(id);
     }
 
-    /// Called after a forward pass computed `len` more tokens of `s`: the blocks that
-    /// became full go into the prefix cache.
+    /// Called after a forward pass computed `len` more tokens of `s` (with drafts: the
+    /// pending token and the drafts that were kept, once verified — a block is hashed
+    /// only when every position in it is verified): the blocks that became full go into
+    /// the prefix cache. Blocks beyond what the sequence's tokens need (taken for drafts
+    /// that were rejected) are released.
     pub(crate) fn computed(&self, s: &mut Sequence, len: usize, pool: &mut BlockPool) {
         s.n_computed += len;
         let bs = self.config.block_size;
@@ -213,6 +240,11 @@ impl Scheduler {
                 pool.mark_ready(s.blocks[j], s.hashes[j]);
             }
             s.n_ready = full;
+        }
+        let keep = s.tokens.len().max(s.n_computed).div_ceil(bs);
+        if s.blocks.len() > keep {
+            pool.release_all(&s.blocks[keep..]);
+            s.blocks.truncate(keep);
         }
     }
 }

@@ -38,6 +38,9 @@ pub struct SeqStats {
     /// Forward-pass time of steps in which it read its prompt, and of the others.
     pub prefill_time: Duration,
     pub decode_time: Duration,
+    /// Speculative decoding: draft tokens verified, and those kept.
+    pub draft_tokens: usize,
+    pub accepted_tokens: usize,
 }
 
 impl SeqStats {
@@ -48,6 +51,11 @@ impl SeqStats {
     /// Prompt tokens computed per second of prefill, when there were some.
     pub fn prefill_tok_s(&self) -> Option<f64> {
         rate(self.prompt_tokens - self.cached_tokens, self.prefill_time)
+    }
+
+    /// The share of draft tokens kept, when there were some.
+    pub fn acceptance(&self) -> Option<f64> {
+        (self.draft_tokens > 0).then(|| self.accepted_tokens as f64 / self.draft_tokens as f64)
     }
 
     /// Tokens decoded per second (the first comes from the prefill step).
@@ -95,6 +103,11 @@ pub(crate) struct Sequence {
     pub logprobs: Vec<TokenLogprob>,
     pub stats: SeqStats,
     pub finished: Option<FinishReason>,
+    /// Draft tokens to follow `tokens` in the next forward pass (speculative decoding);
+    /// never part of `tokens` until verified.
+    pub draft: Vec<u32>,
+    /// How many drafts to ask for next (shrinks while drafts are rejected).
+    pub draft_len: usize,
 }
 
 impl Sequence {

@@ -18,8 +18,19 @@ use tokio::sync::{mpsc as tmpsc, oneshot};
 /// What a job's receiver gets.
 #[derive(Debug)]
 pub enum Event {
-    Token { choice: usize, text: String, logprob: Option<TokenLogprob> },
-    Done { choice: usize, reason: FinishReason, cached_tokens: usize, generated_tokens: usize },
+    Token {
+        choice: usize,
+        text: String,
+        logprob: Option<TokenLogprob>,
+    },
+    /// `tokens`: the generated ids (which stop string ended it can be read from them).
+    Done {
+        choice: usize,
+        reason: FinishReason,
+        cached_tokens: usize,
+        generated_tokens: usize,
+        tokens: Vec<u32>,
+    },
 }
 
 pub enum Command {
@@ -228,6 +239,7 @@ fn deliver_finished(slot: &mut Slot) {
                 reason: f.reason,
                 cached_tokens: f.stats.cached_tokens,
                 generated_tokens: f.stats.generated_tokens,
+                tokens: f.tokens,
             });
         }
     }

@@ -106,6 +106,30 @@ pub struct Job {
     _inflight: InFlight,
     started: Instant,
     last_token: Vec<Option<Instant>>,
+    /// Choices not finished yet.
+    open: usize,
+    tally: Usage,
+    /// The usage (or an error) was given: nothing more comes.
+    ended: bool,
+}
+
+/// What a job gives, in order: each choice's tokens and its finish, then once the usage
+/// of the whole job.
+#[derive(Debug)]
+pub enum JobEvent {
+    /// A token of `choice` and the text it made printable (maybe empty).
+    Token {
+        choice: usize,
+        text: String,
+        logprob: Option<TokenLogprob>,
+    },
+    /// `tokens`: the ids `choice` generated.
+    Done {
+        choice: usize,
+        reason: lamina_api::FinishReason,
+        tokens: Vec<u32>,
+    },
+    End(lamina_api::Usage),
 }
 
 impl Drop for Job {
@@ -118,11 +142,11 @@ impl Drop for Job {
 }
 
 /// One choice's whole result.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ChoiceResult {
     pub text: String,
     pub logprobs: Vec<TokenLogprob>,
-    pub reason: Option<FinishReason>,
+    pub reason: lamina_api::FinishReason,
 }
 
 /// A job's whole result.
@@ -203,16 +227,21 @@ where
         state.models.send(Command::Submit { model: model.to_string(), requests, events: tx, reply });
         match answer.await {
             Ok(Ok(())) => {
+                let prompt_lens: Vec<usize> = spec.prompts.iter().map(Vec::len).collect();
+                let tally = Usage { prompt_lens: prompt_lens.clone(), n: spec.n, generated: 0, cached: vec![None; prompt_lens.len()] };
                 return Ok(Job {
                     model: loaded,
-                    prompt_lens: spec.prompts.iter().map(Vec::len).collect(),
+                    prompt_lens,
                     n: spec.n,
                     events: rx,
                     cancel,
                     _inflight: inflight,
                     started: Instant::now(),
                     last_token: vec![None; choices],
-                })
+                    open: choices,
+                    tally,
+                    ended: false,
+                });
             }
             Ok(Err(SubmitError::Api(e))) => return Err(e),
             Ok(Err(SubmitError::NotLoaded)) => state.models.forget(model, &loaded),
@@ -228,46 +257,60 @@ impl Job {
         self.prompt_lens.len() * self.n
     }
 
-    /// A usage counter for this job.
-    pub fn usage(&self) -> Usage {
-        Usage { prompt_lens: self.prompt_lens.clone(), n: self.n, generated: 0, cached: vec![None; self.prompt_lens.len()] }
-    }
-
-    /// The next event, recording time to first token and inter-token latency.
-    pub async fn next(&mut self) -> Option<Event> {
-        let ev = self.events.recv().await?;
-        if let Event::Token { choice, .. } = &ev {
-            let now = Instant::now();
-            match self.last_token[*choice].replace(now) {
-                None => m::time_to_first_token(&self.model.name, now.duration_since(self.started).as_secs_f64()),
-                Some(prev) => m::inter_token(&self.model.name, now.duration_since(prev).as_secs_f64()),
-            }
+    /// The next event, recording time to first token and inter-token latency; `None`
+    /// after [`JobEvent::End`] or an error. A choice the engine cancelled, or an engine
+    /// that went away, is an error: an answer is never cut off silently.
+    pub async fn next(&mut self) -> Option<Result<JobEvent, ApiError>> {
+        if self.ended {
+            return None;
         }
-        Some(ev)
+        if self.open == 0 {
+            self.ended = true;
+            return Some(Ok(JobEvent::End(self.tally.finish(&self.model.name))));
+        }
+        let Some(ev) = self.events.recv().await else {
+            self.ended = true;
+            return Some(Err(ApiError::server_error("the engine stopped before the answer was complete")));
+        };
+        Some(match ev {
+            Event::Token { choice, text, logprob } => {
+                let now = Instant::now();
+                match self.last_token[choice].replace(now) {
+                    None => m::time_to_first_token(&self.model.name, now.duration_since(self.started).as_secs_f64()),
+                    Some(prev) => m::inter_token(&self.model.name, now.duration_since(prev).as_secs_f64()),
+                }
+                Ok(JobEvent::Token { choice, text, logprob })
+            }
+            Event::Done { choice, reason, cached_tokens, generated_tokens, tokens } => {
+                self.tally.add(choice, generated_tokens, cached_tokens);
+                self.open -= 1;
+                let r = finish_reason(reason);
+                self.ended = r.is_err();
+                r.map(|reason| JobEvent::Done { choice, reason, tokens })
+            }
+        })
     }
 
     /// Waits for every choice to finish.
     pub async fn collect(mut self) -> Result<Outcome, ApiError> {
-        let mut choices: Vec<ChoiceResult> = (0..self.choices()).map(|_| ChoiceResult::default()).collect();
-        let mut open = choices.len();
-        let mut usage = self.usage();
-        while open > 0 {
-            match self.next().await {
-                Some(Event::Token { choice, text, logprob }) => {
-                    let c = &mut choices[choice];
-                    c.text.push_str(&text);
-                    c.logprobs.extend(logprob);
+        let mut text = vec![String::new(); self.choices()];
+        let mut logprobs: Vec<Vec<TokenLogprob>> = vec![Vec::new(); self.choices()];
+        let mut reasons = vec![lamina_api::FinishReason::Stop; self.choices()];
+        while let Some(ev) = self.next().await {
+            match ev? {
+                JobEvent::Token { choice, text: t, logprob } => {
+                    text[choice].push_str(&t);
+                    logprobs[choice].extend(logprob);
                 }
-                Some(Event::Done { choice, reason, cached_tokens, generated_tokens, .. }) => {
-                    finish_reason(reason)?;
-                    choices[choice].reason = Some(reason);
-                    usage.add(choice, generated_tokens, cached_tokens);
-                    open -= 1;
+                JobEvent::Done { choice, reason, .. } => reasons[choice] = reason,
+                JobEvent::End(usage) => {
+                    let choices =
+                        text.into_iter().zip(logprobs).zip(reasons).map(|((text, logprobs), reason)| ChoiceResult { text, logprobs, reason }).collect();
+                    return Ok(Outcome { choices, usage });
                 }
-                None => return Err(ApiError::server_error("the engine stopped before the answer was complete")),
             }
         }
-        Ok(Outcome { choices, usage: usage.finish(&self.model.name) })
+        Err(ApiError::server_error("the engine stopped before the answer was complete"))
     }
 }
 

@@ -2,8 +2,9 @@
 //!
 //! - [`executor`]: the one thread that owns and steps every model's engine;
 //! - [`models`]: the models offered, loaded on demand within a memory budget;
-//! - [`jobs`]: a generation request's life on the HTTP side (shared by both endpoints);
-//! - [`routes`]: one file per endpoint; [`auth`], [`http_error`], [`metrics`];
+//! - [`jobs`]: a generation request's life on the HTTP side (shared by every endpoint);
+//! - [`chat_core`]: the chat pipeline the chat-shaped endpoints share, typed results out;
+//! - [`routes`]: one file per endpoint (and the chat page at `/`); [`auth`], [`http_error`], [`metrics`].
 //! - [`structured`]: grammars (JSON schemas, Lark, GBNF) compiled per request;
 //! - [`tools`]: tool calling on chat completions.
 //!
@@ -12,6 +13,7 @@
 //! OpenAI's error JSON with the right status.
 
 pub mod auth;
+pub mod chat_core;
 pub mod executor;
 pub mod http_error;
 pub mod jobs;
@@ -105,6 +107,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(v1)
         .route("/health", get(routes::health::handle))
         .route("/metrics", get(routes::metrics::handle))
+        .route("/", get(routes::page::index))
+        .route("/page/chat.js", get(routes::page::chat_js))
+        .route("/page/markdown.js", get(routes::page::markdown_js))
+        .route("/page/chat.css", get(routes::page::style))
+        .route("/page/icon.svg", get(routes::page::icon))
         .fallback(routes::not_found)
         .with_state(state)
 }

@@ -22,6 +22,9 @@ pub const PREFIX_HIT_RATE: &str = "lamina_prefix_cache_hit_rate";
 pub const PREFIX_QUERY_TOKENS: &str = "lamina_prefix_cache_query_tokens_total";
 pub const PREFIX_HIT_TOKENS: &str = "lamina_prefix_cache_hit_tokens_total";
 pub const PREEMPTIONS: &str = "lamina_preemptions_total";
+pub const SPEC_DRAFT_TOKENS: &str = "lamina_spec_draft_tokens_total";
+pub const SPEC_ACCEPTED_TOKENS: &str = "lamina_spec_accepted_tokens_total";
+pub const SPEC_ACCEPTANCE: &str = "lamina_spec_acceptance_rate";
 pub const TTFT: &str = "lamina_time_to_first_token_seconds";
 pub const ITL: &str = "lamina_inter_token_latency_seconds";
 pub const DURATION: &str = "lamina_request_duration_seconds";
@@ -74,6 +77,10 @@ pub fn engine_stats(model: &str, s: &EngineStats) {
     counter!(PREFIX_QUERY_TOKENS, &l(model)).absolute(s.prefix_query_tokens);
     counter!(PREFIX_HIT_TOKENS, &l(model)).absolute(s.prefix_hit_tokens);
     counter!(PREEMPTIONS, &l(model)).absolute(s.preemptions);
+    counter!(SPEC_DRAFT_TOKENS, &l(model)).absolute(s.spec_draft_tokens);
+    counter!(SPEC_ACCEPTED_TOKENS, &l(model)).absolute(s.spec_accepted_tokens);
+    let acceptance = if s.spec_draft_tokens == 0 { 0.0 } else { s.spec_accepted_tokens as f64 / s.spec_draft_tokens as f64 };
+    gauge!(SPEC_ACCEPTANCE, &l(model)).set(acceptance);
 }
 
 /// A model was unloaded: its gauges go to zero.

@@ -11,7 +11,7 @@
 use crate::executor::Command;
 use lamina_api::ApiError;
 use lamina_core::memory::human_bytes as human;
-use lamina_engine::{Engine, EngineConfig};
+use lamina_engine::{Engine, EngineConfig, SpecMethod, SpeculativeConfig};
 use lamina_kernels::ThreadPool;
 use lamina_model::Precision;
 use lamina_tokenizer::Tokenizer;
@@ -52,6 +52,9 @@ pub struct ModelLimits {
     pub max_batch_tokens: usize,
     /// Where prefix caches are saved at shutdown and loaded at model load.
     pub cache_dir: Option<PathBuf>,
+    /// Speculative decoding for every model (a draft model's weights and KV cache count
+    /// in each model's share of the budget; its vocabulary is checked at load).
+    pub speculative: Option<SpeculativeConfig>,
 }
 
 /// A loaded model, as request handlers see it.
@@ -108,6 +111,11 @@ impl Registry {
     /// Model names in the order given.
     pub fn names(&self) -> &[String] {
         &self.order
+    }
+
+    /// Whether `name`'s weights are in memory now (unknown names: `false`).
+    pub fn is_loaded(&self, name: &str) -> bool {
+        self.entries.lock().expect("registry").get(name).is_some_and(|e| e.loaded.is_some())
     }
 
     pub fn created(&self) -> u64 {
@@ -225,8 +233,13 @@ fn load(spec: &ModelSpec, limits: &ModelLimits, budget_left: u64, workers: Arc<T
     let tokenizer = lamina_engine::resolve::load_tokenizer(&spec.path).map_err(unavailable)?;
     let ctx = limits.context_length.unwrap_or(model.config.context_length).min(model.config.context_length);
     let shape = model.kv_shape(limits.block_size);
-    let weights = model.weight_bytes() as u64;
-    let block = shape.block_bytes() as u64;
+    let draft = match limits.speculative.as_ref().map(|s| &s.method) {
+        Some(SpecMethod::DraftModel(d)) => Some(&d.model),
+        _ => None,
+    };
+    let weights = (model.weight_bytes() + draft.map_or(0, |d| d.weight_bytes())) as u64;
+    // A draft model keeps as many positions as the model.
+    let block = (shape.block_bytes() + draft.map_or(0, |d| d.kv_shape(limits.block_size).block_bytes())) as u64;
     let min_blocks = shape.blocks_for(ctx) as u64;
     let for_kv = budget_left.saturating_sub(weights);
     let (blocks, min_blocks) = match limits.kv_memory {
@@ -261,6 +274,7 @@ fn load(spec: &ModelSpec, limits: &ModelLimits, budget_left: u64, workers: Arc<T
         kv_blocks: blocks as usize,
         prefault_kv: true,
         model_fingerprint: fingerprint,
+        speculative: limits.speculative.clone(),
     };
     let vocab_size = model.config.vocab_size;
     let tokenizer = Arc::new(tokenizer);

@@ -8,8 +8,9 @@
 //! runs. Batched decode runs N sequences (16-token prompts, then 128 greedy tokens each,
 //! end-of-sequence ignored) through the engine and divides all decoded tokens by the time
 //! of the decode steps; it too is repeated, the batch sizes taking turns in each round.
+//! With `--spec-text FILE` it measures speculative decoding instead ([`super::bench_spec`]).
 
-use crate::common::{self, ModelArgs};
+use crate::common::{self, ModelArgs, SpeculativeArgs};
 use anyhow::{Context, Result};
 use clap::Args;
 use lamina_engine::{GenerationParams, Request, SamplingParams};
@@ -40,14 +41,24 @@ pub struct BenchArgs {
     /// Path of llama-bench (default: $LLAMA_BENCH, then the build of ../shared/tools/build-llama-cpp.sh).
     #[arg(long)]
     pub llama_bench: Option<PathBuf>,
+    /// Measure speculative decoding instead: the model rewrites passages of this text
+    /// file, at each --batch size, without speculation, with prompt lookup and (with
+    /// --draft) with the draft model; -n is the longest reply.
+    #[arg(long, value_name = "FILE")]
+    pub spec_text: Option<PathBuf>,
+    /// Tokens of each passage for --spec-text.
+    #[arg(long, default_value_t = 1000)]
+    pub spec_prompt_tokens: usize,
     #[command(flatten)]
     pub model_args: ModelArgs,
+    #[command(flatten)]
+    pub spec: SpeculativeArgs,
 }
 
 /// Aggregate decode tokens/s of `n` sequences (16-token prompts, `gen_tokens` greedy tokens
 /// each) through the engine, timing the decode steps only.
 fn batched_decode(model: &Arc<Model>, tok: &Arc<Tokenizer>, args: &BenchArgs, n: usize, vocab: usize) -> Result<f64> {
-    let mut engine = common::engine(model.clone(), tok.clone(), &args.model_args, n)?;
+    let mut engine = common::engine(model.clone(), tok.clone(), &args.model_args, n, None)?;
     let params = GenerationParams { sampling: SamplingParams::greedy(), max_tokens: args.gen_tokens, ignore_eos: true, ..GenerationParams::default() };
     for i in 0..n {
         engine.add(Request::new(pseudo_tokens(16, vocab, 10 + i as u64), params.clone()))?;
@@ -75,6 +86,9 @@ fn pseudo_tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
 
 pub fn run(args: BenchArgs) -> Result<()> {
     let (model, tok) = common::load(args.model.as_deref(), &args.model_args)?;
+    if let Some(file) = &args.spec_text {
+        return super::bench_spec::run(&args, file, &model, &tok);
+    }
     let threads = args.model_args.threads();
     let pool = ThreadPool::new(threads);
     let vocab = model.config.vocab_size;

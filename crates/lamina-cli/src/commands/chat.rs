@@ -5,7 +5,7 @@
 //! turn's tokens are computed. When the rendered conversation no longer fits the context
 //! window (leaving room for the reply), the oldest turns are dropped with a notice.
 
-use crate::common::{self, ModelArgs, SamplingArgs};
+use crate::common::{self, ModelArgs, SamplingArgs, SpeculativeArgs};
 use anyhow::Result;
 use clap::Args;
 use lamina_tokenizer::ChatMessage;
@@ -20,6 +20,8 @@ pub struct ChatArgs {
     #[command(flatten)]
     pub model_args: ModelArgs,
     #[command(flatten)]
+    pub spec: SpeculativeArgs,
+    #[command(flatten)]
     pub sampling: SamplingArgs,
 }
 
@@ -29,7 +31,8 @@ pub fn run(args: ChatArgs) -> Result<()> {
     if tok.chat_template().is_none() {
         anyhow::bail!("this model has no chat template; use `lamina run` for plain completion");
     }
-    let mut engine = common::engine(model, tok.clone(), &args.model_args, 1)?;
+    let speculative = args.spec.config(&args.model_args)?;
+    let mut engine = common::engine(model, tok.clone(), &args.model_args, 1, speculative)?;
     let ctx = engine.context_length();
     let system: Vec<ChatMessage> = args.system.iter().map(ChatMessage::system).collect();
     let mut turns: Vec<ChatMessage> = Vec::new();
@@ -91,12 +94,13 @@ pub fn run(args: ChatArgs) -> Result<()> {
         if args.sampling.verbose {
             let s = &done.stats;
             eprintln!(
-                "[prompt {} tokens, {} from cache | {} generated{}{}]",
+                "[prompt {} tokens, {} from cache | {} generated{}{}{}]",
                 s.prompt_tokens,
                 s.cached_tokens,
                 s.generated_tokens,
                 common::rate("prefill", s.prefill_tok_s()),
-                common::rate("decode", s.decode_tok_s())
+                common::rate("decode", s.decode_tok_s()),
+                common::acceptance(s)
             );
         }
         turns.push(ChatMessage::assistant(done.text.trim()));

@@ -1,4 +1,5 @@
 pub mod bench;
+pub mod bench_spec;
 pub mod chat;
 pub mod info;
 pub mod perplexity;

@@ -28,7 +28,7 @@ pub fn run(args: PerplexityArgs) -> Result<()> {
     let (model, tok) = common::load(Some(&args.model), &args.model_args)?;
     let tokens = tok.encode(text, false)?;
     let model_args = ModelArgs { ctx: Some(ctx), ..args.model_args.clone() };
-    let mut engine = common::engine(model, tok.clone(), &model_args, 1)?;
+    let mut engine = common::engine(model, tok.clone(), &model_args, 1, None)?;
     let bos = if tok.add_bos() { tok.bos_id() } else { None };
     eprintln!("{} tokens, {} windows of {ctx}", tokens.len(), tokens.len() / ctx);
     let t0 = std::time::Instant::now();

@@ -1,6 +1,6 @@
 //! `lamina run`: one completion, streamed.
 
-use crate::common::{self, ModelArgs, SamplingArgs};
+use crate::common::{self, ModelArgs, SamplingArgs, SpeculativeArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use lamina_tokenizer::ChatMessage;
@@ -21,6 +21,8 @@ pub struct RunArgs {
     pub system: Option<String>,
     #[command(flatten)]
     pub model_args: ModelArgs,
+    #[command(flatten)]
+    pub spec: SpeculativeArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
 }
@@ -55,19 +57,21 @@ pub fn run(args: RunArgs) -> Result<()> {
     // A text that cannot fit is refused by its length, before tokenizing it.
     tok.check_fits(&text, ctx - 1)?;
     let ids = tok.encode(&text, true)?;
-    let mut engine = common::engine(model, tok, &args.model_args, 1)?;
+    let speculative = args.spec.config(&args.model_args)?;
+    let mut engine = common::engine(model, tok, &args.model_args, 1, speculative)?;
     let callback = common::stream_to_stdout();
     let done = engine.generate(ids, params, Some(callback))?;
     println!();
     if args.sampling.verbose {
         let s = &done.stats;
         eprintln!(
-            "prompt tokens: {} ({} cached) | generated tokens: {}{}{} | finish: {} | threads: {} | kernels: {}",
+            "prompt tokens: {} ({} cached) | generated tokens: {}{}{}{} | finish: {} | threads: {} | kernels: {}",
             s.prompt_tokens,
             s.cached_tokens,
             s.generated_tokens,
             common::rate("prefill:", s.prefill_tok_s()),
             common::rate("decode:", s.decode_tok_s()),
+            common::acceptance(s),
             done.reason.as_str(),
             engine.threads(),
             engine.model.kernels.isa.name()

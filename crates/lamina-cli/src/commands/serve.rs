@@ -1,7 +1,7 @@
 //! `lamina serve`: the OpenAI-compatible server (`lamina-server`) on a socket, with the
 //! models named on the command line, until SIGTERM or Ctrl-C.
 
-use crate::common::ModelArgs;
+use crate::common::{ModelArgs, SpeculativeArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use lamina_engine::resolve;
@@ -58,6 +58,8 @@ pub struct ServeArgs {
     pub max_body: u64,
     #[command(flatten)]
     pub model_args: ModelArgs,
+    #[command(flatten)]
+    pub spec: SpeculativeArgs,
 }
 
 /// `4GiB`, `512MiB`, `1.5G`, `64k`, `1000` (bytes).
@@ -148,6 +150,16 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if args.max_sequences == 0 || args.max_batch_tokens == 0 {
         bail!("--max-sequences and --max-batch-tokens must be at least 1");
     }
+    let speculative = args.spec.config(&args.model_args)?;
+    if let Some(lamina_engine::SpecMethod::DraftModel(d)) = speculative.as_ref().map(|s| &s.method) {
+        // Refused now rather than at each model's first request.
+        for spec in &specs {
+            let tok = resolve::load_tokenizer(&spec.path)?;
+            if let Err(e) = lamina_engine::speculative::check_tokenizers(&tok, &d.tokenizer) {
+                bail!("--draft {} cannot draft for model `{}`: its vocabulary is not the model's: {e}", d.model.source.display(), spec.name);
+            }
+        }
+    }
     let handle = lamina_server::metrics::prometheus_builder().install_recorder().context("installing the metrics recorder")?;
     let config = ServerConfig {
         addr: SocketAddr::new(args.host, args.port),
@@ -161,6 +173,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             block_size: args.model_args.block_size,
             max_batch_tokens: args.max_batch_tokens,
             cache_dir: args.cache_dir.clone(),
+            speculative,
         },
         api_keys,
         max_queue: args.max_queue,

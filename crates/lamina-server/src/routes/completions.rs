@@ -3,16 +3,17 @@
 //! events.
 
 use super::respond;
-use super::stream::{sse, Chunks};
-use crate::jobs::{self, finish_reason, JobSpec, SamplingSpec};
+use super::stream::{self, sse, Render};
+use crate::jobs::{self, JobEvent, JobSpec, SamplingSpec};
 use crate::models::Loaded;
 use crate::{read_body, unix_now, AppState};
 use axum::body::Body;
 use axum::extract::State;
+use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use lamina_api::{
-    parse_json, ApiError, Completion, CompletionChoice, CompletionChunk, CompletionChunkChoice, CompletionLogprobs, CompletionRequest, FinishReason, PromptItem,
+    parse_json, ApiError, Completion, CompletionChoice, CompletionChunk, CompletionChunkChoice, CompletionLogprobs, CompletionRequest, PromptItem,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -46,9 +47,11 @@ async fn completions(state: Arc<AppState>, body: Body) -> Result<Response, ApiEr
         })
         .collect();
     let n = req.n() as usize;
+    let grammar = req.grammar.as_deref().map(crate::structured::text_grammar);
     let job = jobs::start(&state, &req.model, |model| {
-        let (given, sampling) = (given.clone(), sampling.clone());
+        let (given, sampling, grammar) = (given.clone(), sampling.clone(), grammar.clone());
         async move {
+            let constraint = crate::structured::constraint(&model, grammar, "grammar").await?;
             let mut prompts = Vec::new();
             for g in given {
                 prompts.push(match g {
@@ -61,7 +64,7 @@ async fn completions(state: Arc<AppState>, body: Body) -> Result<Response, ApiEr
                     }
                 });
             }
-            Ok(JobSpec { prompts, n, sampling, prompt_param: "prompt", constraint: None })
+            Ok(JobSpec { prompts, n, sampling, prompt_param: "prompt", constraint })
         }
     })
     .await?;
@@ -82,7 +85,8 @@ async fn completions(state: Arc<AppState>, body: Body) -> Result<Response, ApiEr
     if req.is_stream() {
         let chunks =
             TextChunks { id, created, model: job.model.clone(), n, echoes, logprobs, include_usage: req.include_usage(), offsets: vec![0; job.choices()] };
-        return Ok(sse(job, chunks));
+        let events = futures_util::stream::unfold(job, |mut j| async move { j.next().await.map(|ev| (ev, j)) });
+        return Ok(sse(events, chunks));
     }
     let model = job.model.clone();
     let outcome = job.collect().await?;
@@ -93,10 +97,9 @@ async fn completions(state: Arc<AppState>, body: Body) -> Result<Response, ApiEr
         .map(|(i, c)| {
             let echo = &echoes[i / n];
             let lp = logprobs.then(|| legacy_logprobs(&model, &c.logprobs, echo.chars().count()));
-            let reason = finish_reason(c.reason.expect("collected choices are finished"))?;
-            Ok(CompletionChoice { text: format!("{echo}{}", c.text), index: i as u32, logprobs: lp, finish_reason: reason })
+            CompletionChoice { text: format!("{echo}{}", c.text), index: i as u32, logprobs: lp, finish_reason: c.reason }
         })
-        .collect::<Result<Vec<_>, ApiError>>()?;
+        .collect();
     Ok(Json(Completion::new(id, created, req.model, choices, outcome.usage)).into_response())
 }
 
@@ -142,14 +145,14 @@ struct TextChunks {
 }
 
 impl TextChunks {
-    fn chunk(&self, choice: CompletionChunkChoice) -> String {
-        let c = CompletionChunk::new(self.id.clone(), self.created, self.model.name.clone(), vec![choice]);
-        serde_json::to_string(&c).unwrap_or_default()
+    fn chunk(&self, choice: CompletionChunkChoice) -> SseEvent {
+        stream::data(&CompletionChunk::new(self.id.clone(), self.created, self.model.name.clone(), vec![choice]))
     }
 }
 
-impl Chunks for TextChunks {
-    fn start(&mut self) -> Vec<String> {
+impl Render<JobEvent> for TextChunks {
+    /// With `echo`, each choice's prompt text before any token.
+    fn open(&mut self) -> Vec<SseEvent> {
         let mut out = Vec::new();
         for i in 0..self.offsets.len() {
             let echo = self.echoes[i / self.n].clone();
@@ -161,24 +164,32 @@ impl Chunks for TextChunks {
         out
     }
 
-    fn token(&mut self, choice: usize, text: &str, logprob: Option<&lamina_engine::TokenLogprob>) -> Vec<String> {
-        let lp = logprob.filter(|_| self.logprobs).map(|l| legacy_logprobs(&self.model, std::slice::from_ref(l), self.offsets[choice]));
-        self.offsets[choice] += text.chars().count();
-        if text.is_empty() && lp.is_none() {
-            return Vec::new();
+    fn event(&mut self, event: JobEvent) -> Vec<SseEvent> {
+        let mut out = Vec::new();
+        match event {
+            JobEvent::Token { choice, text, logprob } => {
+                let lp = logprob.filter(|_| self.logprobs).map(|l| legacy_logprobs(&self.model, std::slice::from_ref(&l), self.offsets[choice]));
+                self.offsets[choice] += text.chars().count();
+                if !text.is_empty() || lp.is_some() {
+                    out.push(self.chunk(CompletionChunkChoice { text, index: choice as u32, logprobs: lp, finish_reason: None }));
+                }
+            }
+            JobEvent::Done { choice, reason, .. } => {
+                out.push(self.chunk(CompletionChunkChoice { text: String::new(), index: choice as u32, logprobs: None, finish_reason: Some(reason) }))
+            }
+            JobEvent::End(usage) if self.include_usage => {
+                out.push(stream::data(&CompletionChunk::usage(self.id.clone(), self.created, self.model.name.clone(), usage)))
+            }
+            JobEvent::End(_) => {}
         }
-        vec![self.chunk(CompletionChunkChoice { text: text.to_string(), index: choice as u32, logprobs: lp, finish_reason: None })]
+        out
     }
 
-    fn done(&mut self, choice: usize, reason: FinishReason) -> Vec<String> {
-        vec![self.chunk(CompletionChunkChoice { text: String::new(), index: choice as u32, logprobs: None, finish_reason: Some(reason) })]
+    fn fail(&mut self, error: &ApiError) -> Vec<SseEvent> {
+        vec![stream::openai_error(error)]
     }
 
-    fn end(&mut self, usage: lamina_api::Usage) -> Vec<String> {
-        if !self.include_usage {
-            return Vec::new();
-        }
-        let c = CompletionChunk::usage(self.id.clone(), self.created, self.model.name.clone(), usage);
-        vec![serde_json::to_string(&c).unwrap_or_default()]
+    fn close(&mut self) -> Vec<SseEvent> {
+        vec![stream::done()]
     }
 }

@@ -5,6 +5,7 @@ pub mod completions;
 pub mod health;
 pub mod metrics;
 pub mod models;
+pub mod page;
 pub mod stream;
 
 use crate::http_error::HttpError;

@@ -1,5 +1,5 @@
-//! `GET /v1/models` and `GET /v1/models/{id}`: the models this server offers (loaded
-//! or not).
+//! `GET /v1/models` and `GET /v1/models/{id}`: the models this server offers, each
+//! saying whether it is loaded now (the others load on their first request).
 
 use super::respond;
 use crate::AppState;
@@ -10,7 +10,7 @@ use lamina_api::{ApiError, ModelList, ModelObject};
 use std::sync::Arc;
 
 fn object(state: &AppState, name: &str) -> ModelObject {
-    ModelObject::new(name, state.models.created(), "lamina")
+    ModelObject::new(name, state.models.created(), "lamina").with_loaded(state.models.is_loaded(name))
 }
 
 pub async fn list(State(state): State<Arc<AppState>>) -> Response {

@@ -1,83 +1,94 @@
-//! A job streamed as server-sent events, the way OpenAI streams: one JSON chunk per
-//! event, the endpoint deciding each chunk's shape, then `data: [DONE]`. A failure after
-//! the stream started is sent as an error object and the stream ends without `[DONE]`,
-//! so a client can never take a cut-off answer for a whole one. A client that goes away
+//! A stream of typed events sent as server-sent events, each front-end deciding the
+//! wire shape of each event ([`Render`]). A failure after the stream started is sent in
+//! the front-end's error shape and the stream ends there (without OpenAI's `[DONE]`), so
+//! a client can never take a cut-off answer for a whole one. A client that goes away
 //! drops the stream, and with it the job, which cancels its sequences.
 
-use crate::executor::Event;
-use crate::jobs::{finish_reason, Job, Usage};
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
-use lamina_api::FinishReason;
-use lamina_engine::TokenLogprob;
+use futures_util::{Stream, StreamExt};
+use lamina_api::ApiError;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 
-/// How an endpoint shapes its chunks (each method returns JSON texts to send).
-pub trait Chunks: Send + 'static {
-    /// Before any token (chat: each choice's role).
-    fn start(&mut self) -> Vec<String>;
-    /// A token of `choice` and the text it made printable (maybe empty).
-    fn token(&mut self, choice: usize, text: &str, logprob: Option<&TokenLogprob>) -> Vec<String>;
-    /// `choice` finished.
-    fn done(&mut self, choice: usize, reason: FinishReason) -> Vec<String>;
-    /// After every choice finished (the usage chunk, when asked for).
-    fn end(&mut self, usage: lamina_api::Usage) -> Vec<String>;
+/// How a front-end shapes its events on the wire.
+pub trait Render<E>: Send + 'static {
+    /// Before any event.
+    fn open(&mut self) -> Vec<SseEvent> {
+        Vec::new()
+    }
+    /// One event of the answer.
+    fn event(&mut self, event: E) -> Vec<SseEvent>;
+    /// A failure after the stream started: the last events sent.
+    fn fail(&mut self, error: &ApiError) -> Vec<SseEvent>;
+    /// After the last event, when the answer was whole.
+    fn close(&mut self) -> Vec<SseEvent>;
 }
 
-struct State<C> {
-    job: Job,
-    chunks: C,
-    queue: VecDeque<String>,
-    open: usize,
-    usage: Usage,
+/// `data: {json}` with no event name (OpenAI's chat and completion chunks).
+pub fn data(json: &impl serde::Serialize) -> SseEvent {
+    SseEvent::default().data(serde_json::to_string(json).unwrap_or_default())
+}
+
+/// `event: NAME` + `data: {json}` (the Responses and Messages APIs name their events).
+pub fn named(name: &str, json: &impl serde::Serialize) -> SseEvent {
+    data(json).event(name)
+}
+
+/// OpenAI's end of stream, `data: [DONE]`.
+pub fn done() -> SseEvent {
+    SseEvent::default().data("[DONE]")
+}
+
+/// A failure in OpenAI's error shape, `data: {"error": {...}}`.
+pub fn openai_error(e: &ApiError) -> SseEvent {
+    SseEvent::default().data(e.to_json())
+}
+
+struct State<S, R> {
+    events: std::pin::Pin<Box<S>>,
+    render: R,
+    queue: VecDeque<SseEvent>,
     over: bool,
 }
 
-pub fn sse<C: Chunks>(job: Job, mut chunks: C) -> Response {
-    let queue: VecDeque<String> = chunks.start().into();
-    let (open, usage) = (job.choices(), job.usage());
-    let state = State { job, chunks, queue, open, usage, over: false };
-    let events = futures_util::stream::unfold(state, |mut s| async move {
+/// The response streaming `events` as `render` shapes them.
+pub fn sse<E, S, R>(events: S, render: R) -> Response
+where
+    S: Stream<Item = Result<E, ApiError>> + Send + 'static,
+    R: Render<E>,
+{
+    let mut render = render;
+    let queue = render.open().into();
+    let state = State { events: Box::pin(events), render, queue, over: false };
+    let out = futures_util::stream::unfold(state, |mut s| async move {
         loop {
-            if let Some(data) = s.queue.pop_front() {
-                return Some((Ok::<_, Infallible>(SseEvent::default().data(data)), s));
+            if let Some(ev) = s.queue.pop_front() {
+                return Some((Ok::<_, Infallible>(ev), s));
             }
             if s.over {
                 return None;
             }
-            if s.open == 0 {
-                let usage = s.usage.finish(&s.job.model.name);
-                s.queue.extend(s.chunks.end(usage));
-                s.queue.push_back("[DONE]".into());
-                s.over = true;
-                continue;
-            }
-            match s.job.next().await {
-                Some(Event::Token { choice, text, logprob }) => {
-                    let out = s.chunks.token(choice, &text, logprob.as_ref());
+            match s.events.next().await {
+                Some(Ok(ev)) => {
+                    let out = s.render.event(ev);
                     s.queue.extend(out);
                 }
-                Some(Event::Done { choice, reason, cached_tokens, generated_tokens, .. }) => {
-                    s.usage.add(choice, generated_tokens, cached_tokens);
-                    s.open -= 1;
-                    match finish_reason(reason) {
-                        Ok(r) => {
-                            let out = s.chunks.done(choice, r);
-                            s.queue.extend(out);
-                        }
-                        Err(e) => {
-                            s.queue.push_back(e.to_json());
-                            s.over = true;
-                        }
+                Some(Err(e)) => {
+                    if e.status >= 500 {
+                        tracing::warn!("stream failed: {e}");
                     }
+                    let out = s.render.fail(&e);
+                    s.queue.extend(out);
+                    s.over = true;
                 }
                 None => {
-                    s.queue.push_back(lamina_api::ApiError::server_error("the engine stopped before the answer was complete").to_json());
+                    let out = s.render.close();
+                    s.queue.extend(out);
                     s.over = true;
                 }
             }
         }
     });
-    Sse::new(events).into_response()
+    Sse::new(out).into_response()
 }

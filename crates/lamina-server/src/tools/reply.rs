@@ -1,53 +1,39 @@
-//! A reply's tool calls on the wire: `tool_calls` of a whole message, or the deltas of a
-//! stream (per call: `index`, `id`, `type` and `function.name` first, then the argument
-//! fragments), and the finish reason `tool_calls`.
+//! A reply's tool calls as chat events: per call found, [`ChatEvent::ToolCallStart`]
+//! (index, id, name) and then its argument fragments; content around the calls as
+//! [`ChatEvent::Text`]; the finish reason `tool_calls` for a choice that called.
 
-use super::parser::{parse_reply, CallParser, Output, ParsedCall};
+use super::parser::{CallParser, Output};
 use super::CallCheck;
-use crate::AppState;
-use lamina_api::{ChatDelta, FinishReason, FunctionCall, FunctionCallDelta, ResponseMessage, Role, ToolCall, ToolCallDelta, ToolType};
-use std::sync::Arc;
+use crate::chat_core::ChatEvent;
+use lamina_api::{FinishReason, TokenLogprob};
 
 /// Finds the calls in every choice of one request.
 pub struct Replies {
     check: CallCheck,
-    state: Arc<AppState>,
+    /// Ids are this plus the choice and the call's index.
+    id_base: String,
     parsers: Vec<CallParser>,
 }
 
 impl Replies {
-    pub fn new(check: CallCheck, state: Arc<AppState>, choices: usize) -> Self {
-        Replies { check, state, parsers: (0..choices).map(|_| CallParser::new()).collect() }
+    pub fn new(check: CallCheck, id_base: String, choices: usize) -> Self {
+        Replies { check, id_base, parsers: (0..choices).map(|_| CallParser::new()).collect() }
     }
 
-    /// A whole reply as the assistant's message; `content` is `null` when the reply is
-    /// only calls.
-    pub fn message(&self, text: &str) -> ResponseMessage {
-        let (content, calls) = parse_reply(text, &|n, a| self.check.check(n, a));
-        let tool_calls: Vec<ToolCall> = calls
-            .into_iter()
-            .map(|c| ToolCall { id: self.state.next_call_id(), kind: ToolType::Function, function: FunctionCall { name: c.name, arguments: c.arguments } })
-            .collect();
-        let content = if tool_calls.is_empty() || !content.trim().is_empty() { Some(content) } else { None };
-        ResponseMessage { role: Role::Assistant, content, refusal: None, tool_calls: (!tool_calls.is_empty()).then_some(tool_calls) }
-    }
-
-    /// The deltas generated `text` of `choice` gives.
-    pub fn push(&mut self, choice: usize, text: &str) -> Vec<ChatDelta> {
+    /// The events generated `text` of `choice` gives (`logprob`, its token's, goes with the
+    /// first, or alone).
+    pub fn push(&mut self, choice: usize, text: &str, logprob: Option<TokenLogprob>, out: &mut Vec<ChatEvent>) {
         let before = self.parsers[choice].calls();
         let outs = self.parsers[choice].push(text, &|n, a| self.check.check(n, a));
-        self.deltas(outs, before)
+        self.events(choice, outs, before, logprob, out);
     }
 
-    /// The deltas of what `choice` still held back when it ended.
-    pub fn finish(&mut self, choice: usize) -> Vec<ChatDelta> {
+    /// `choice` ended: the events of what it still held back, and its finish reason
+    /// (`tool_calls` when it made calls and stopped by itself).
+    pub fn finish(&mut self, choice: usize, reason: FinishReason, out: &mut Vec<ChatEvent>) -> FinishReason {
         let before = self.parsers[choice].calls();
         let outs = self.parsers[choice].finish();
-        self.deltas(outs, before)
-    }
-
-    /// `tool_calls` when `choice` made calls and stopped by itself.
-    pub fn reason(&self, choice: usize, reason: FinishReason) -> FinishReason {
+        self.events(choice, outs, before, None, out);
         if reason == FinishReason::Stop && self.parsers[choice].calls() > 0 {
             FinishReason::ToolCalls
         } else {
@@ -55,31 +41,21 @@ impl Replies {
         }
     }
 
-    fn deltas(&self, outs: Vec<Output>, mut index: usize) -> Vec<ChatDelta> {
-        let mut deltas = Vec::new();
+    fn events(&self, choice: usize, outs: Vec<Output>, mut index: usize, mut logprob: Option<TokenLogprob>, out: &mut Vec<ChatEvent>) {
         for o in outs {
             match o {
-                Output::Content(text) => deltas.push(ChatDelta::content(text)),
+                Output::Content(text) => out.push(ChatEvent::Text { choice, text, logprob: logprob.take() }),
                 Output::Call(call) => {
-                    deltas.extend(self.call_deltas(index as u32, call));
+                    let id = format!("{}{choice:02x}{index:02x}", self.id_base);
+                    let fragments = call.fragments();
+                    out.push(ChatEvent::ToolCallStart { choice, index, id, name: call.name });
+                    out.extend(fragments.into_iter().map(|fragment| ChatEvent::ToolCallArguments { choice, index, fragment }));
                     index += 1;
                 }
             }
         }
-        deltas
-    }
-
-    fn call_deltas(&self, index: u32, call: ParsedCall) -> Vec<ChatDelta> {
-        let delta = |d: ToolCallDelta| ChatDelta { tool_calls: Some(vec![d]), ..ChatDelta::default() };
-        let mut out = vec![delta(ToolCallDelta {
-            index,
-            id: Some(self.state.next_call_id()),
-            kind: Some(ToolType::Function),
-            function: Some(FunctionCallDelta { name: Some(call.name.clone()), arguments: Some(String::new()) }),
-        })];
-        for f in call.fragments() {
-            out.push(delta(ToolCallDelta { index, id: None, kind: None, function: Some(FunctionCallDelta { name: None, arguments: Some(f) }) }));
+        if logprob.is_some() {
+            out.push(ChatEvent::Text { choice, text: String::new(), logprob });
         }
-        out
     }
 }
