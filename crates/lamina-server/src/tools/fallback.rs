@@ -1,7 +1,7 @@
 //! How tools are shown to a model whose chat template does not handle them (SmolLM2's,
 //! for one): their JSON schemas and an instruction in the system prompt, earlier calls
-//! written as `<tool_call>` lines in the assistant's turn, and results as
-//! `<tool_response>` blocks in a user turn. The same `<tool_call>` format is what
+//! written as `<tool_call>` lines in the assistant's turn, and each result as a turn of
+//! role `tool` holding the result's text. The same `<tool_call>` format is what
 //! Hermes- and Qwen-style templates teach their models, so one parser reads both.
 
 use super::parser::{CLOSE, OPEN};
@@ -9,9 +9,6 @@ use super::ToolUse;
 use lamina_api::{ToolCall, ToolChoice};
 use lamina_tokenizer::ChatMessage;
 use serde_json::json;
-
-pub const RESPONSE_OPEN: &str = "<tool_response>";
-const RESPONSE_CLOSE: &str = "</tool_response>";
 
 /// The system prompt's part about tools.
 pub fn instructions(tools: &ToolUse) -> String {
@@ -54,7 +51,7 @@ pub fn assistant_calls(text: &str, calls: &[ToolCall]) -> String {
     lines.join("\n")
 }
 
-/// A tool's result as the model reads it.
-pub fn tool_response(text: &str) -> String {
-    format!("{RESPONSE_OPEN}\n{text}\n{RESPONSE_CLOSE}")
+/// A tool's result as the model reads it: a turn of its own, role `tool`.
+pub fn tool_turn(text: &str) -> ChatMessage {
+    ChatMessage::new("tool", text)
 }

@@ -125,16 +125,7 @@ pub fn render_prompt(req: &ChatCompletionRequest, tools: Option<&ToolUse>, token
                 let id = m.tool_call_id.clone().unwrap_or_default();
                 ChatMessage { name: names.get(id.as_str()).map(|n| n.to_string()), tool_call_id: Some(id), ..ChatMessage::new("tool", text) }
             }
-            Role::Tool => {
-                let response = fallback::tool_response(&text);
-                // Consecutive results go in one user turn (templates want turns to alternate).
-                if let Some(last) = messages.last_mut().filter(|l| l.role == "user" && l.content.starts_with(fallback::RESPONSE_OPEN)) {
-                    last.content.push('\n');
-                    last.content.push_str(&response);
-                    continue;
-                }
-                ChatMessage::user(response)
-            }
+            Role::Tool => fallback::tool_turn(&text),
             r => ChatMessage::new(r.as_str(), text),
         };
         messages.push(msg);
