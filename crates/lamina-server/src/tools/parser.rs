@@ -212,8 +212,8 @@ mod tests {
         assert_eq!(p.push("_call>{\"name\": \"get_", &any), vec![]);
         assert_eq!(p.push("weather\"}</tool_call>", &any), vec![Output::Call(ParsedCall { name: "get_weather".into(), arguments: "{}".into() })]);
         // A `<` that turns out not to start a call is released.
-        assert_eq!(p.push(" x <b", &any), vec![Output::Content(" x ".into())]);
-        assert_eq!(p.push("> é", &any), vec![Output::Content("<b> é".into())]);
+        assert_eq!(p.push(" x <t", &any), vec![Output::Content(" x ".into())]);
+        assert_eq!(p.push("ab> é", &any), vec![Output::Content("<tab> é".into())]);
     }
 
     #[test]
