@@ -3,12 +3,17 @@ completions of a fixed length, at several concurrencies.
 
     python load.py BASE_URL MODEL --concurrency 1,4,8,16,32 [--tokens 128] [--rounds 2]
     python load.py BASE_URL MODEL --shared-prefix 1000 [--requests 6]
+    python load.py BASE_URL MODEL --concurrency 1,8 --json-schema bench/serve/schema.json
 
 Per concurrency C: C clients each send `rounds` requests back to back (a closed loop);
 every request asks for exactly `tokens` tokens (ignore_eos). Reported: aggregate generated
 tokens per second (all tokens / wall time of the level), time to first token p50/p99
 (request sent → first content chunk), inter-token latency p50 (gaps between content
 chunks), and the decode-phase aggregate (concurrency / mean inter-token gap). Prints one JSON object per level on stdout.
+
+--json-schema FILE: every request asks for JSON valid against the schema in FILE
+(`response_format` of type `json_schema`, which both lamina and llama-server take); with
+ignore_eos a reply still ends where the schema's JSON does.
 
 --shared-prefix N: requests one after another with the same N-token system prompt and a
 different question each; reports each request's time to first token.
@@ -36,12 +41,18 @@ def pct(xs, p):
     return xs[f] + (xs[c] - xs[f]) * (k - f)
 
 
+SCHEMA = None  # set by --json-schema
+
+
 async def one(client, model, messages, tokens, ttfts, itls):
     t0 = time.perf_counter()
     first, last, n = None, None, 0
+    extra = {}
+    if SCHEMA is not None:
+        extra["response_format"] = {"type": "json_schema", "json_schema": {"name": "bench", "schema": SCHEMA, "strict": True}}
     stream = await client.chat.completions.create(
         model=model, messages=messages, max_tokens=tokens, temperature=0, stream=True,
-        stream_options={"include_usage": True}, extra_body={"ignore_eos": True})
+        stream_options={"include_usage": True}, extra_body={"ignore_eos": True}, **extra)
     usage = None
     async for chunk in stream:
         if chunk.usage is not None:
@@ -106,14 +117,21 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--shared-prefix", type=int, default=0)
     ap.add_argument("--requests", type=int, default=6)
+    ap.add_argument("--json-schema", default=None)
     a = ap.parse_args()
+    global SCHEMA
+    if a.json_schema:
+        with open(a.json_schema) as f:
+            SCHEMA = json.load(f)
     if a.shared_prefix:
         print(json.dumps(asyncio.run(shared_prefix(a.base, a.model, a.shared_prefix, a.requests, 16))), flush=True)
         return
     # Warm-up (model load, first-touch of caches): not measured.
     asyncio.run(level(a.base, a.model, 1, 8, 1))
     for c in [int(x) for x in a.concurrency.split(",")]:
-        print(json.dumps(asyncio.run(level(a.base, a.model, c, a.tokens, a.rounds))), flush=True)
+        r = asyncio.run(level(a.base, a.model, c, a.tokens, a.rounds))
+        r["json_schema"] = a.json_schema
+        print(json.dumps(r), flush=True)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::{ChatCompletionChunkObject, ChatCompletionObject, FinishReason, SamplingFields, Seed, Stop, StreamOptions};
 use crate::error::ApiError;
+use crate::response_format::ResponseFormat;
+use crate::tools::{Tool, ToolChoice};
 use crate::usage::Usage;
 
 /// The body of `POST /v1/chat/completions`.
@@ -62,18 +64,16 @@ pub struct ChatCompletionRequest {
     pub stream: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_options: Option<StreamOptions>,
-    /// Not typed yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub response_format: Option<serde_json::Value>,
-    /// Not typed yet.
+    pub response_format: Option<ResponseFormat>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tools: Option<serde_json::Value>,
-    /// Not typed yet.
+    pub tools: Option<Vec<Tool>>,
+    /// `None`: `auto` when tools are given, else `none`; see [`Self::tool_choice`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool_choice: Option<serde_json::Value>,
-    /// Not typed yet.
+    pub tool_choice: Option<ToolChoice>,
+    /// Whether one reply may make several calls (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parallel_tool_calls: Option<serde_json::Value>,
+    pub parallel_tool_calls: Option<bool>,
     /// Extension (llama.cpp, vLLM): keep the k most likely tokens; 0 or -1 disables.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_k: Option<i32>,
@@ -123,6 +123,20 @@ impl ChatCompletionRequest {
     /// `top_k` as a count (see [`SamplingFields::top_k`]).
     pub fn top_k(&self) -> Option<u32> {
         self.sampling().top_k()
+    }
+
+    /// The tools offered (empty when none).
+    pub fn tool_list(&self) -> &[Tool] {
+        self.tools.as_deref().unwrap_or_default()
+    }
+
+    /// How tools may be used: as given, else `auto` when tools are offered, else `none`.
+    pub fn tool_choice(&self) -> ToolChoice {
+        match &self.tool_choice {
+            Some(c) => c.clone(),
+            None if self.tool_list().is_empty() => ToolChoice::None,
+            None => ToolChoice::Auto,
+        }
     }
 
     /// The sampling fields, borrowed.

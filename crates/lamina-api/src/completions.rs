@@ -72,6 +72,10 @@ pub struct CompletionRequest {
     pub repetition_penalty: Option<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignore_eos: Option<bool>,
+    /// Extension (as llama.cpp's): the completion follows this grammar, GBNF when it
+    /// defines rules with `::=`, Lark (llguidance's dialect) otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grammar: Option<String>,
 }
 
 impl CompletionRequest {

@@ -12,6 +12,8 @@ use crate::chat::{ChatCompletionRequest, ContentPart, MessageContent, Role};
 use crate::common::{SamplingFields, Stop};
 use crate::completions::{CompletionRequest, Prompt};
 use crate::error::ApiError;
+use crate::response_format::ResponseFormat;
+use crate::tools::ToolChoice;
 
 /// Most stop sequences a request may give.
 pub const MAX_STOP: usize = 4;
@@ -46,6 +48,57 @@ impl ChatCompletionRequest {
             if self.logprobs != Some(true) {
                 return Err(ApiError::invalid_param("top_logprobs", "top_logprobs requires logprobs to be true"));
             }
+        }
+        self.check_response_format()?;
+        self.check_tools()
+    }
+
+    fn check_response_format(&self) -> Result<(), ApiError> {
+        let Some(ResponseFormat::JsonSchema { json_schema }) = &self.response_format else {
+            return Ok(());
+        };
+        check_name("response_format.json_schema.name", &json_schema.name)?;
+        if let Some(schema) = &json_schema.schema {
+            check_schema_shape("response_format.json_schema.schema", schema)?;
+        }
+        Ok(())
+    }
+
+    fn check_tools(&self) -> Result<(), ApiError> {
+        let tools = self.tool_list();
+        for (i, t) in tools.iter().enumerate() {
+            let at = format!("tools[{i}].function");
+            check_name(&format!("{at}.name"), &t.function.name)?;
+            if tools[..i].iter().any(|o| o.function.name == t.function.name) {
+                return Err(ApiError::invalid_param(format!("{at}.name"), format!("{at}.name: two tools are called `{}`", t.function.name)));
+            }
+            if let Some(p) = &t.function.parameters {
+                check_schema_shape(&format!("{at}.parameters"), p)?;
+                if p.get("type").is_some_and(|k| k != "object") {
+                    return Err(ApiError::invalid_param(
+                        format!("{at}.parameters"),
+                        format!("{at}.parameters must describe an object (`\"type\": \"object\"`)"),
+                    ));
+                }
+            }
+        }
+        let choice = self.tool_choice();
+        match &choice {
+            ToolChoice::Required | ToolChoice::Function(_) if tools.is_empty() => {
+                return Err(ApiError::invalid_param("tool_choice", "tool_choice asks for a tool call, but the request offers no tools"));
+            }
+            ToolChoice::Function(name) if !tools.iter().any(|t| &t.function.name == name) => {
+                let known: Vec<&str> = tools.iter().map(|t| t.function.name.as_str()).collect();
+                return Err(ApiError::invalid_param("tool_choice", format!("tool_choice names `{name}`, which is not in tools ({})", known.join(", "))));
+            }
+            _ => {}
+        }
+        let structured = self.response_format.as_ref().is_some_and(|f| *f != ResponseFormat::Text);
+        if structured && !tools.is_empty() && choice != ToolChoice::None {
+            return Err(ApiError::invalid_param(
+                "response_format",
+                "response_format together with tools is not supported by this server so far: leave one out, or set tool_choice to none",
+            ));
         }
         Ok(())
     }
@@ -121,6 +174,9 @@ impl CompletionRequest {
                 ));
             }
         }
+        if self.grammar.as_deref().is_some_and(|g| g.trim().is_empty()) {
+            return Err(ApiError::invalid_param("grammar", "grammar must not be empty"));
+        }
         if self.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
             return Err(ApiError::invalid_param("suffix", "suffix is not supported by this server (no insertion); omit it or send null"));
         }
@@ -153,6 +209,26 @@ fn check_sampling(s: &SamplingFields<'_>) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// OpenAI's rule for function and schema names: 1 to 64 of `a-z A-Z 0-9 _ -`.
+fn check_name(param: &str, name: &str) -> Result<(), ApiError> {
+    let ok = (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_param(param, format!("{param} must be 1 to 64 letters, digits, `_` or `-`, got {name:?}")))
+    }
+}
+
+/// A JSON schema is an object or a boolean; whether its contents are a schema the server
+/// can follow is checked when it is compiled.
+fn check_schema_shape(param: &str, schema: &serde_json::Value) -> Result<(), ApiError> {
+    if schema.is_object() || schema.is_boolean() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid_param(param, format!("{param} is not a valid JSON schema: a schema is an object (or a boolean), got {schema}")))
+    }
 }
 
 fn check_model(model: &str) -> Result<(), ApiError> {

@@ -337,3 +337,56 @@ fn completion_prompt_shapes_that_do_not_parse() {
     let e = completion_err(r#"{"model": "m", "prompt": ["a", 1]}"#);
     assert!(e.message.contains("only strings, only token ids"), "{}", e.message);
 }
+
+const TOOL: &str = r#"{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}"#;
+
+#[test]
+fn structured_output_and_tool_fields_are_typed_with_paths() {
+    let e = chat_err(chat_with(r#""response_format": {"type": "xml"}"#).as_bytes());
+    assert_400(&e, Some("response_format.type"));
+    let e = chat_err(chat_with(r#""response_format": {"type": "json_schema"}"#).as_bytes());
+    assert_400(&e, Some("response_format"));
+    assert!(e.message.contains("needs a `json_schema` field"), "{e}");
+    let e = chat_err(chat_with(r#""response_format": {"type": "json_schema", "json_schema": {"schema": {}}}"#).as_bytes());
+    assert_400(&e, Some("response_format.json_schema.name"));
+    let e = chat_err(chat_with(r#""response_format": {"type": "json_schema", "json_schema": {"name": "a b", "schema": {}}}"#).as_bytes());
+    assert_400(&e, Some("response_format.json_schema.name"));
+    let e = chat_err(chat_with(r#""response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": [1]}}"#).as_bytes());
+    assert_400(&e, Some("response_format.json_schema.schema"));
+    let e = chat_err(chat_with(r#""tools": [{"type": "function", "function": {"parameters": {}}}]"#).as_bytes());
+    assert_400(&e, Some("tools[0].function.name"));
+    let e = chat_err(chat_with(r#""tool_choice": "sometimes""#).as_bytes());
+    assert_400(&e, Some("tool_choice"));
+}
+
+#[test]
+fn tools_whose_parameters_are_no_schema() {
+    let e = chat_err(chat_with(r#""tools": [{"type": "function", "function": {"name": "f", "parameters": "a string"}}]"#).as_bytes());
+    assert_400(&e, Some("tools[0].function.parameters"));
+    assert!(e.message.contains("not a valid JSON schema"), "{e}");
+    let e = chat_err(chat_with(r#""tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "array"}}}]"#).as_bytes());
+    assert_400(&e, Some("tools[0].function.parameters"));
+    let e = chat_err(chat_with(&format!(r#""tools": [{TOOL}, {TOOL}]"#)).as_bytes());
+    assert_400(&e, Some("tools[1].function.name"));
+}
+
+#[test]
+fn tool_choice_must_name_an_offered_tool() {
+    let e = chat_err(chat_with(&format!(r#""tools": [{TOOL}], "tool_choice": {{"type": "function", "function": {{"name": "get_time"}}}}"#)).as_bytes());
+    assert_400(&e, Some("tool_choice"));
+    assert!(e.message.contains("`get_time`") && e.message.contains("get_weather"), "{e}");
+    let e = chat_err(chat_with(r#""tool_choice": "required""#).as_bytes());
+    assert_400(&e, Some("tool_choice"));
+    let e = chat_err(chat_with(&format!(r#""tools": [{TOOL}], "response_format": {{"type": "json_object"}}"#)).as_bytes());
+    assert_400(&e, Some("response_format"));
+    let ok: ChatCompletionRequest =
+        parse_json(chat_with(&format!(r#""tools": [{TOOL}], "tool_choice": {{"type": "function", "function": {{"name": "get_weather"}}}}"#)).as_bytes())
+            .unwrap();
+    ok.validate().unwrap();
+    assert_eq!(ok.tool_choice(), lamina_api::ToolChoice::Function("get_weather".into()));
+}
+
+#[test]
+fn an_empty_grammar() {
+    assert_400(&completion_err(r#"{"model": "m", "prompt": "x", "grammar": " "}"#), Some("grammar"));
+}

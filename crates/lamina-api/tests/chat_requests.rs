@@ -1,7 +1,7 @@
 //! Chat requests written by hand after the examples of the OpenAI API reference
 //! ("Create chat completion"), parsed and validated.
 
-use lamina_api::{parse_json, text_of, ChatCompletionRequest, ContentPart, MessageContent, Role, Seed, Stop, ToolType};
+use lamina_api::{parse_json, text_of, ChatCompletionRequest, ContentPart, MessageContent, ResponseFormat, Role, Seed, Stop, ToolChoice, ToolType};
 
 fn parse(body: &str) -> ChatCompletionRequest {
     let req: ChatCompletionRequest = parse_json(body.as_bytes()).expect("parses");
@@ -169,9 +169,11 @@ fn tool_calling_conversation() {
     assert_eq!(tool.tool_call_id.as_deref(), Some("call_abc123"));
     assert_eq!(text_of(tool), r#"{"temperature": 22}"#);
     assert_eq!(req.messages[3].content, None);
-    assert_eq!(req.tool_choice, Some(serde_json::json!("auto")));
-    assert_eq!(req.parallel_tool_calls, Some(serde_json::json!(false)));
-    assert_eq!(req.tools.as_ref().unwrap()[0]["function"]["name"], serde_json::json!("get_current_weather"));
+    assert_eq!(req.tool_choice, Some(ToolChoice::Auto));
+    assert_eq!(req.parallel_tool_calls, Some(false));
+    let f = &req.tool_list()[0].function;
+    assert_eq!(f.name, "get_current_weather");
+    assert_eq!(f.parameters.as_ref().unwrap()["properties"]["location"]["type"], "string");
 }
 
 #[test]
@@ -214,7 +216,7 @@ fn every_field() {
     assert_eq!(req.top_logprobs, Some(20));
     assert_eq!(req.user.as_deref(), Some("user-1234"));
     assert!(!req.is_stream());
-    assert_eq!(req.response_format, Some(serde_json::json!({"type": "json_object"})));
+    assert_eq!(req.response_format, Some(ResponseFormat::JsonObject));
     assert_eq!(req.top_k(), Some(40));
     assert_eq!(req.min_p, Some(0.05));
     assert_eq!(req.repetition_penalty, Some(1.1));

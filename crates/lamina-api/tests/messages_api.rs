@@ -93,7 +93,7 @@ fn tools_and_tool_choice_become_their_chat_equivalents() {
     }
     let mut b = base;
     b["tool_choice"] = json!({"type": "any", "disable_parallel_tool_use": true});
-    assert_eq!(serde_json::to_value(&req(b).to_chat().unwrap().parallel_tool_calls).unwrap(), json!(false));
+    assert_eq!(serde_json::to_value(req(b).to_chat().unwrap().parallel_tool_calls).unwrap(), json!(false));
 }
 
 #[test]

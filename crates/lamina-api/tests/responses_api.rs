@@ -88,7 +88,7 @@ fn tools_tool_choice_and_text_format_become_their_chat_equivalents() {
         json!([{"type": "function", "function": {"name": "weather", "description": "Weather.", "parameters": {"type": "object"}, "strict": true}}])
     );
     assert_eq!(serde_json::to_value(&chat.tool_choice).unwrap(), json!({"type": "function", "function": {"name": "weather"}}));
-    assert_eq!(serde_json::to_value(&chat.parallel_tool_calls).unwrap(), json!(false));
+    assert_eq!(serde_json::to_value(chat.parallel_tool_calls).unwrap(), json!(false));
     assert_eq!(
         serde_json::to_value(&chat.response_format).unwrap(),
         json!({"type": "json_schema", "json_schema": {"name": "out", "schema": {"type": "object"}, "strict": true}})

@@ -673,3 +673,29 @@ fn bench_measures_speculative_decoding_on_a_text() {
     }
     assert!(stdout.lines().filter(|l| l.contains("drafts kept")).count() >= 2, "{stdout}");
 }
+
+#[test]
+fn run_follows_a_json_schema_or_a_grammar_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("pick.json");
+    std::fs::write(&schema, r#"{"type": "object", "properties": {"colour": {"enum": ["red", "green"]}, "n": {"type": "integer", "minimum": 1, "maximum": 9}}, "required": ["colour", "n"], "additionalProperties": false}"#).unwrap();
+    let out = lamina()
+        .args(["run", "--chat", "-p", "Pick a colour and a number.", "--temperature", "1", "--seed", "4", "--json-schema"])
+        .arg(&schema)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    assert!(["red", "green"].contains(&v["colour"].as_str().unwrap()), "{v}");
+    assert!((1..=9).contains(&v["n"].as_i64().unwrap()), "{v}");
+    let gbnf = dir.path().join("answer.gbnf");
+    std::fs::write(&gbnf, "root ::= \"answer: \" (\"yes\" | \"no\")\n").unwrap();
+    let out = lamina().args(["run", "-p", "Is fire hot?", "--grammar"]).arg(&gbnf).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.trim() == "answer: yes" || text.trim() == "answer: no", "{text}");
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"type": "intger"}"#).unwrap();
+    let out = lamina().args(["run", "-p", "x", "--json-schema"]).arg(&bad).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Invalid type: intger"), "{}", String::from_utf8_lossy(&out.stderr));
+}

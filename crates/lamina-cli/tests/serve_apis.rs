@@ -32,7 +32,6 @@ fn the_openai_and_anthropic_clients_speak_the_responses_and_messages_apis() {
 }
 
 #[test]
-#[ignore = "needs tool calls and structured output in the chat pipeline (branch constrain)"]
 fn tool_calls_round_trip_through_the_responses_and_messages_apis() {
     let Some(python) = anthropic_python() else { return };
     let server = Server::start(&["--api-key", "sk-test", "--ctx", "2048"]);

@@ -90,6 +90,12 @@ impl Request {
         self.cancel = Some(cancel);
         self
     }
+
+    /// Adds a logits processor (a grammar's [`lamina_grammar::Lookahead`]).
+    pub fn with_processor(mut self, processor: Box<dyn LogitsProcessor>) -> Self {
+        self.processors.push(processor);
+        self
+    }
 }
 
 /// A snapshot of the engine's load and cache, for metrics.
@@ -448,6 +454,11 @@ impl Engine {
     pub fn generate(&mut self, prompt: Vec<u32>, params: GenerationParams, callback: Option<TokenCallback>) -> Result<Finished> {
         let mut request = Request::new(prompt, params);
         request.callback = callback;
+        self.complete(request)
+    }
+
+    /// One request, generated to completion (the general form of [`generate`](Self::generate)).
+    pub fn complete(&mut self, request: Request) -> Result<Finished> {
         let id = self.add(request)?;
         loop {
             if let Some(pos) = self.done.iter().position(|f| f.seq == id) {

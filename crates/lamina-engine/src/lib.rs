@@ -1,10 +1,11 @@
 //! Inference on top of the model: the paged-KV generation engine and its parts —
 //! block pool and prefix cache ([`kv`]), [`scheduler`], per-sequence state
 //! ([`sequence`]) and output pipeline ([`pipeline`]: logits processors, [`sampler`],
-//! detokenization, [`stop`] strings), [`speculative`] decoding — plus perplexity and
-//! model resolution.
+//! detokenization, [`stop`] strings), [`speculative`] decoding, constrained decoding
+//! ([`grammar`]) — plus perplexity and model resolution.
 
 pub mod engine;
+pub mod grammar;
 pub mod kv;
 pub mod perplexity;
 pub mod pipeline;
@@ -16,6 +17,7 @@ pub mod speculative;
 pub mod stop;
 
 pub use engine::{model_fingerprint, Engine, EngineConfig, EngineStats, Request};
+pub use grammar::grammar_compiler;
 pub use pipeline::{FinishReason, GenerationParams, LogitsProcessor, TokenLogprob, TokenOutput};
 pub use sampler::{Sampler, SamplingParams};
 pub use sequence::{Finished, SeqId, SeqStats, TokenCallback, TokenEvent};

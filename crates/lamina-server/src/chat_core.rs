@@ -8,8 +8,10 @@
 
 use crate::jobs::{self, Job, JobEvent, JobSpec, SamplingSpec};
 use crate::models::Loaded;
+use crate::structured;
+use crate::tools::{self, reply::Replies, ToolUse};
 use crate::AppState;
-use lamina_api::{ApiError, ChatCompletionRequest, FinishReason, FunctionCall, Role, TokenLogprob, ToolCall, ToolType, TopLogprob, Usage};
+use lamina_api::{ApiError, ChatCompletionRequest, FinishReason, FunctionCall, TokenLogprob, ToolCall, ToolType, TopLogprob, Usage};
 use lamina_tokenizer::Tokenizer;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -68,57 +70,34 @@ pub struct ChatAnswer {
     pub usage: Usage,
 }
 
-/// Checks `req` (validation, then what this server does not implement), renders its
-/// conversation and submits it.
+/// Checks `req`, renders its conversation (with its tools) and submits it, constrained
+/// to its `response_format` or, when it must call a tool, to tool calls.
 pub async fn start(state: &AppState, req: &ChatCompletionRequest) -> Result<ChatStream, ApiError> {
     req.validate()?;
-    unsupported(req)?;
     let logprobs = (req.logprobs == Some(true)).then(|| req.top_logprobs.unwrap_or(0) as usize);
     let sampling = SamplingSpec::from_fields(req.sampling(), logprobs, req.max_tokens().map(|m| m as usize))?;
-    let messages = template_messages(&req.messages);
+    let tools = ToolUse::of(req);
+    let format = structured::response_grammar(req.response_format.as_ref());
     let n = req.n() as usize;
     let job = jobs::start(state, &req.model, |model| {
-        let (messages, sampling) = (messages.clone(), sampling.clone());
+        let (sampling, tools, format) = (sampling.clone(), tools.clone(), format.clone());
         async move {
-            let text = model.tokenizer.apply_chat_template(&messages, true).map_err(|e| ApiError::invalid_param("messages", e.to_string()))?;
+            let text = tools::render_prompt(req, tools.as_ref(), &model.tokenizer)?;
+            let constraint = match &tools {
+                Some(t) => tools::prepare(&model, t).await?.1,
+                None => structured::constraint(&model, format, "response_format").await?,
+            };
             let prompt = jobs::tokenize(&model, text, "messages").await?;
-            Ok(JobSpec { prompts: vec![prompt], n, sampling, prompt_param: "messages" })
+            Ok(JobSpec { prompts: vec![prompt], n, sampling, prompt_param: "messages", constraint })
         }
     })
     .await?;
+    let replies = match &tools {
+        Some(t) => Some(Replies::new(t.checker(structured::compiler(&job.model).await?), state.next_call_id(), job.choices())),
+        None => None,
+    };
     let pending = (0..n).map(|choice| ChatEvent::Start { choice }).collect();
-    Ok(ChatStream { job, pending, logprobs: logprobs.is_some(), stop: sampling.stop })
-}
-
-/// The conversation as the chat template takes it.
-pub(crate) fn template_messages(messages: &[lamina_api::ChatMessage]) -> Vec<lamina_tokenizer::ChatMessage> {
-    messages
-        .iter()
-        .map(|m| {
-            // Templates know system, user, assistant (and often tool); a developer message
-            // is the newer name of a system message.
-            let role = match m.role {
-                Role::Developer => "system",
-                r => r.as_str(),
-            };
-            lamina_tokenizer::ChatMessage::new(role, lamina_api::text_of(m))
-        })
-        .collect()
-}
-
-/// Fields this server understands but does not implement yet: refused by name rather
-/// than silently ignored (the answer would not be what the client asked for).
-fn unsupported(req: &ChatCompletionRequest) -> Result<(), ApiError> {
-    if let Some(f) = &req.response_format {
-        if f.get("type").and_then(|t| t.as_str()) != Some("text") {
-            return Err(ApiError::invalid_param("response_format", "only {\"type\": \"text\"} is supported by this server so far"));
-        }
-    }
-    let none = |v: &Option<serde_json::Value>| v.as_ref().is_none_or(|v| v.is_null() || v.as_array().is_some_and(|a| a.is_empty()));
-    if !none(&req.tools) {
-        return Err(ApiError::invalid_param("tools", "tool calls are not supported by this server so far"));
-    }
-    Ok(())
+    Ok(ChatStream { job, pending, logprobs: logprobs.is_some(), stop: sampling.stop, replies })
 }
 
 /// A submitted chat job's events.
@@ -128,6 +107,8 @@ pub struct ChatStream {
     logprobs: bool,
     /// The request's stop strings.
     stop: Vec<String>,
+    /// Tool calls found in the replies, when the request offers tools.
+    replies: Option<Replies>,
 }
 
 impl ChatStream {
@@ -159,12 +140,25 @@ impl ChatStream {
             match ev {
                 JobEvent::Token { choice, text, logprob } => {
                     let logprob = logprob.filter(|_| self.logprobs).map(|l| wire_logprob(&self.job.model.tokenizer, &l));
-                    if !text.is_empty() || logprob.is_some() {
+                    if let Some(r) = self.replies.as_mut() {
+                        let mut out = Vec::new();
+                        r.push(choice, &text, logprob, &mut out);
+                        self.pending.extend(out);
+                    } else if !text.is_empty() || logprob.is_some() {
                         self.pending.push_back(ChatEvent::Text { choice, text, logprob });
                     }
                 }
                 JobEvent::Done { choice, reason, tokens } => {
                     let stop_sequence = if reason == FinishReason::Stop { stop_string(&self.job.model.tokenizer, &self.stop, &tokens) } else { None };
+                    let reason = match self.replies.as_mut() {
+                        Some(r) => {
+                            let mut out = Vec::new();
+                            let reason = r.finish(choice, reason, &mut out);
+                            self.pending.extend(out);
+                            reason
+                        }
+                        None => reason,
+                    };
                     self.pending.push_back(ChatEvent::Finish { choice, reason, stop_sequence });
                 }
                 JobEvent::End(usage) => self.pending.push_back(ChatEvent::Usage(usage)),

@@ -10,6 +10,7 @@ use crate::models::{InFlight, Loaded};
 use crate::AppState;
 use lamina_api::ApiError;
 use lamina_engine::{FinishReason, GenerationParams, Request, SamplingParams, TokenLogprob};
+use lamina_grammar::{Constraint, Lookahead};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -42,6 +43,8 @@ pub struct JobSpec {
     pub sampling: SamplingSpec,
     /// The request parameter the prompt came from (`messages` or `prompt`), for errors.
     pub prompt_param: &'static str,
+    /// The grammar every choice follows, compiled ([`crate::structured`]).
+    pub constraint: Option<Constraint>,
 }
 
 impl SamplingSpec {
@@ -210,7 +213,11 @@ where
             };
             for c in 0..spec.n {
                 let flag = Arc::new(AtomicBool::new(false));
-                requests.push(Request::new(prompt.clone(), spec.sampling.params(max_tokens, c)).with_cancel(flag.clone()));
+                let mut request = Request::new(prompt.clone(), spec.sampling.params(max_tokens, c)).with_cancel(flag.clone());
+                if let Some(g) = &spec.constraint {
+                    request = request.with_processor(Box::new(Lookahead::new(g.fork())));
+                }
+                requests.push(request);
                 cancel.push(flag);
             }
         }

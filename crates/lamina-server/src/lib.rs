@@ -5,7 +5,9 @@
 //! - [`jobs`]: a generation request's life on the HTTP side (shared by every endpoint);
 //! - [`chat_core`]: the chat pipeline the chat-shaped endpoints share, typed results out;
 //! - [`routes`]: one file per endpoint (and the chat page at `/`); [`auth`], [`http_error`], [`metrics`];
-//! - [`response_store`]: past Responses API conversations, for `previous_response_id`.
+//! - [`response_store`]: past Responses API conversations, for `previous_response_id`;
+//! - [`structured`]: grammars (JSON schemas, Lark, GBNF) compiled per request;
+//! - [`tools`]: tool calling on chat completions (and the endpoints built on them).
 //!
 //! Wire types come from `lamina-api`. Errors are in OpenAI's shape except on Anthropic's
 //! `/v1/messages`, which answers in Anthropic's. The server never panics on client input: bodies are
@@ -21,6 +23,8 @@ pub mod metrics;
 pub mod models;
 pub mod response_store;
 pub mod routes;
+pub mod structured;
+pub mod tools;
 
 use axum::body::Body;
 use axum::routing::{get, post};
@@ -79,6 +83,12 @@ impl AppState {
     pub fn next_object_id(&self, prefix: &str) -> String {
         let n = self.ids.fetch_add(1, Ordering::Relaxed);
         lamina_api::ids::object_id(prefix, self.id_base.wrapping_add(n))
+    }
+
+    /// A tool call id (`call_…`), unique like [`next_id`](Self::next_id).
+    pub fn next_call_id(&self) -> String {
+        let n = self.ids.fetch_add(1, Ordering::Relaxed);
+        lamina_api::ids::tool_call_id(self.id_base.wrapping_add(n))
     }
 }
 

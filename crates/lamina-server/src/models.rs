@@ -65,6 +65,8 @@ pub struct Loaded {
     pub vocab_size: usize,
     /// Weights plus KV pool.
     pub bytes: u64,
+    /// Its grammar compiler, made when a request first needs one ([`crate::structured`]).
+    pub grammar: std::sync::OnceLock<Result<Arc<lamina_grammar::Compiler>, String>>,
 }
 
 struct Entry {
@@ -284,6 +286,6 @@ fn load(spec: &ModelSpec, limits: &ModelLimits, budget_left: u64, workers: Arc<T
             Err(e) => eprintln!("warning: {e}; starting with an empty prefix cache"),
         }
     }
-    let loaded = Loaded { name: spec.name.clone(), tokenizer, context_length: ctx, vocab_size, bytes: weights + blocks * block };
+    let loaded = Loaded { name: spec.name.clone(), tokenizer, context_length: ctx, vocab_size, bytes: weights + blocks * block, grammar: Default::default() };
     Ok((engine, loaded, cache_file))
 }

@@ -12,17 +12,28 @@ use serde::{Deserialize, Serialize};
 
 const TEMPLATE_NAME: &str = "chat";
 
-/// One turn of a conversation.
+/// One turn of a conversation, shaped as Hugging Face's `apply_chat_template` passes it to
+/// a template.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     /// `system`, `user` or `assistant` (templates may accept others, such as `tool`).
     pub role: String,
     pub content: String,
+    /// Assistant turns: the calls made, each `{"id", "type": "function", "function":
+    /// {"name", "arguments"}}` with `arguments` an object (as templates expect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<serde_json::Value>>,
+    /// Tool turns: the call answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// Tool turns: the function that answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 impl ChatMessage {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        ChatMessage { role: role.into(), content: content.into() }
+        ChatMessage { role: role.into(), content: content.into(), tool_calls: None, tool_call_id: None, name: None }
     }
 
     pub fn system(content: impl Into<String>) -> Self {
@@ -79,14 +90,31 @@ impl ChatTemplate {
     /// Renders the conversation. `add_generation_prompt` asks the template to open an
     /// assistant turn, which is what a prompt for generation needs.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        self.render_with_tools(messages, None, add_generation_prompt)
+    }
+
+    /// Renders the conversation with the tools offered (`tools`: OpenAI's tool objects,
+    /// `{"type": "function", "function": {...}}`, as Hugging Face passes them).
+    pub fn render_with_tools(&self, messages: &[ChatMessage], tools: Option<&[serde_json::Value]>, add_generation_prompt: bool) -> Result<String> {
         let template = self.env.get_template(TEMPLATE_NAME).map_err(render_error)?;
         template
             .render(minijinja::context! {
                 messages => messages,
+                tools => tools,
                 add_generation_prompt => add_generation_prompt,
                 bos_token => &self.bos_token,
                 eos_token => &self.eos_token,
             })
             .map_err(render_error)
+    }
+
+    /// Whether the template shows the model the tools it is given: a probe tool's name
+    /// must appear in the rendered prompt (many templates ignore `tools`).
+    pub fn handles_tools(&self) -> bool {
+        const PROBE: &str = "lamina_probe_tool_7f3a";
+        let tool =
+            serde_json::json!({"type": "function", "function": {"name": PROBE, "description": "probe", "parameters": {"type": "object", "properties": {}}}});
+        let messages = [ChatMessage::user("hi")];
+        self.render_with_tools(&messages, Some(&[tool]), true).is_ok_and(|t| t.contains(PROBE))
     }
 }

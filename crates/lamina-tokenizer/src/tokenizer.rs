@@ -237,6 +237,12 @@ impl Tokenizer {
         raw.replace('\u{2581}', " ").into_bytes()
     }
 
+    /// Whether `id` is a control token (`<|im_end|>`): its text never comes from encoding
+    /// plain text, and decoding with `skip_special` leaves it out.
+    pub fn is_special(&self, id: u32) -> bool {
+        self.inner.id_to_token(id).is_some_and(|t| self.inner.get_added_vocabulary().is_special_token(&t))
+    }
+
     /// The vocabulary string of `id` (`Ġworld`, `▁the`, `<0x0A>`), or `None` if unknown.
     pub fn id_to_token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
@@ -320,6 +326,12 @@ impl Tokenizer {
     /// Renders `messages` with the model's chat template into the prompt text (which still
     /// has to be encoded). `add_generation_prompt` appends the opening of an assistant turn.
     pub fn apply_chat_template(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        self.chat_template_compiled()?.render(messages, add_generation_prompt)
+    }
+
+    /// The model's chat template, compiled (for rendering with tools, or asking whether it
+    /// handles them).
+    pub fn chat_template_compiled(&self) -> Result<ChatTemplate> {
         let source = self.chat_template.as_deref().ok_or_else(|| {
             Error::ChatTemplate(
                 "this model has no chat template (tokenizer.chat_template / tokenizer_config.json); \
@@ -328,8 +340,7 @@ impl Tokenizer {
             )
         })?;
         let name = |id: Option<u32>| id.and_then(|i| self.inner.id_to_token(i)).unwrap_or_default();
-        let template = ChatTemplate::new(source, name(self.bos_id), name(self.eos_id))?;
-        template.render(messages, add_generation_prompt)
+        ChatTemplate::new(source, name(self.bos_id), name(self.eos_id))
     }
 
     /// Writes `tokenizer.json`. The file is written beside its destination and renamed

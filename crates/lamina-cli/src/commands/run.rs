@@ -3,6 +3,8 @@
 use crate::common::{self, ModelArgs, SamplingArgs, SpeculativeArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use lamina_engine::Request;
+use lamina_grammar::{Grammar, Lookahead};
 use lamina_tokenizer::ChatMessage;
 use std::io::Read;
 
@@ -19,12 +21,32 @@ pub struct RunArgs {
     /// System prompt (with --chat).
     #[arg(long)]
     pub system: Option<String>,
+    /// Constrain the output to JSON valid against the JSON schema in FILE.
+    #[arg(long, value_name = "FILE", conflicts_with = "grammar")]
+    pub json_schema: Option<std::path::PathBuf>,
+    /// Constrain the output to the grammar in FILE: GBNF when it ends in `.gbnf`, else Lark.
+    #[arg(long, value_name = "FILE")]
+    pub grammar: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub model_args: ModelArgs,
     #[command(flatten)]
     pub spec: SpeculativeArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+}
+
+/// The grammar the output must follow, read from the file the flags name.
+fn grammar(args: &RunArgs) -> Result<Option<Grammar>> {
+    if let Some(path) = &args.json_schema {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading the JSON schema {}", path.display()))?;
+        let schema = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+        return Ok(Some(Grammar::JsonSchema(schema)));
+    }
+    if let Some(path) = &args.grammar {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading the grammar {}", path.display()))?;
+        return Ok(Some(Grammar::from_grammar_file(path, text)));
+    }
+    Ok(None)
 }
 
 pub fn read_stdin_prompt() -> Result<String> {
@@ -35,6 +57,7 @@ pub fn read_stdin_prompt() -> Result<String> {
 
 pub fn run(args: RunArgs) -> Result<()> {
     let params = args.sampling.params()?;
+    let grammar = grammar(&args)?;
     let prompt = match &args.prompt {
         Some(p) => p.clone(),
         None => read_stdin_prompt()?,
@@ -58,9 +81,14 @@ pub fn run(args: RunArgs) -> Result<()> {
     tok.check_fits(&text, ctx - 1)?;
     let ids = tok.encode(&text, true)?;
     let speculative = args.spec.config(&args.model_args)?;
+    let mut request = Request::new(ids, params).with_callback(common::stream_to_stdout());
+    if let Some(g) = &grammar {
+        let compiler = lamina_engine::grammar_compiler(tok.clone())?;
+        let constraint = compiler.compile(g).with_context(|| format!("the {}", g.kind().name()))?;
+        request = request.with_processor(Box::new(Lookahead::new(constraint)));
+    }
     let mut engine = common::engine(model, tok, &args.model_args, 1, speculative)?;
-    let callback = common::stream_to_stdout();
-    let done = engine.generate(ids, params, Some(callback))?;
+    let done = engine.complete(request)?;
     println!();
     if args.sampling.verbose {
         let s = &done.stats;

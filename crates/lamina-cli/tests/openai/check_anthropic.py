@@ -109,7 +109,7 @@ if not tools_mode:
 # Tool use round trip: the model calls the tool, the result goes back as a tool_result
 # block, and the answer continues.
 q = [{"role": "user", "content": "What is the weather in Paris? Use the get_weather tool."}]
-m = client.messages.create(model=model, max_tokens=128, messages=q, tools=[WEATHER], tool_choice={"type": "tool", "name": "get_weather"}, **GREEDY)
+m = client.messages.create(model=model, max_tokens=128, messages=q, tools=[WEATHER], tool_choice={"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True}, **GREEDY)
 uses = [b for b in m.content if b.type == "tool_use"]
 check("a tool_use block", m.stop_reason == "tool_use" and len(uses) == 1 and uses[0].name == "get_weather" and uses[0].id, m)
 check("input matches the schema", isinstance(uses[0].input, dict) and isinstance(uses[0].input.get("city"), str), uses[0].input)
@@ -119,7 +119,7 @@ m2 = client.messages.create(model=model, max_tokens=32, messages=convo, tools=[W
 check("the answer after the tool result", m2.content and m2.content[0].type == "text" and m2.content[0].text and m2.usage.input_tokens > 0, m2)
 
 # Streamed tool use: input_json_delta fragments that the client assembles into the input.
-with client.messages.stream(model=model, max_tokens=128, messages=q, tools=[WEATHER], tool_choice={"type": "any"}, **GREEDY) as s:
+with client.messages.stream(model=model, max_tokens=128, messages=q, tools=[WEATHER], tool_choice={"type": "any", "disable_parallel_tool_use": True}, **GREEDY) as s:
     events = list(s)
     final = s.get_final_message()
 partial = "".join(e.delta.partial_json for e in events if e.type == "content_block_delta" and e.delta.type == "input_json_delta")

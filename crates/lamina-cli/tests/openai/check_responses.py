@@ -129,7 +129,7 @@ if not tools_mode:
 # function_call_output item, and the conversation continues, by previous_response_id and by
 # sending the items again.
 q = "What is the weather in Paris? Use the get_weather tool."
-r = client.responses.create(model=model, input=q, tools=[WEATHER], tool_choice={"type": "function", "name": "get_weather"}, temperature=0)
+r = client.responses.create(model=model, input=q, tools=[WEATHER], tool_choice={"type": "function", "name": "get_weather"}, temperature=0, parallel_tool_calls=False)
 calls = [o for o in r.output if o.type == "function_call"]
 check("a function call", len(calls) == 1 and calls[0].name == "get_weather" and calls[0].call_id, r.output)
 args = json.loads(calls[0].arguments)
@@ -142,7 +142,7 @@ r3 = client.responses.create(model=model, input=again, tools=[WEATHER], max_outp
 check("the same round trip with the items sent again", r3.output_text == r2.output_text, (r3.output_text, r2.output_text))
 
 # Streamed call: the item added as a function_call, argument deltas that add up.
-events = list(client.responses.create(model=model, input=q, tools=[WEATHER], tool_choice="required", temperature=0, stream=True))
+events = list(client.responses.create(model=model, input=q, tools=[WEATHER], tool_choice="required", temperature=0, parallel_tool_calls=False, stream=True))
 added = [e.item for e in events if e.type == "response.output_item.added" and e.item.type == "function_call"]
 deltas = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
 done = [e for e in events if e.type == "response.function_call_arguments.done"]

@@ -279,3 +279,24 @@ fn venv_python(packages: &[(&str, &str)]) -> Option<PathBuf> {
         }
     }
 }
+
+/// `python` (a venv's) with `package==version` installed too; `None` (with a note) when
+/// it cannot be installed outside CI, as for [`openai_python`].
+pub fn with_package(python: &PathBuf, package: &str, version: &str) -> Option<PathBuf> {
+    let has = || {
+        Command::new(python)
+            .args(["-c", &format!("import importlib.metadata as m, sys; sys.exit(0 if m.version('{package}') == '{version}' else 1)")])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if has() {
+        return Some(python.clone());
+    }
+    let installed = Command::new(python).args(["-m", "pip", "install", "-q", &format!("{package}=={version}")]).status().is_ok_and(|s| s.success());
+    if installed && has() {
+        return Some(python.clone());
+    }
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true: could not install {package}=={version}");
+    eprintln!("SKIPPED: {package} could not be installed into the test venv");
+    None
+}

@@ -47,9 +47,11 @@ async fn completions(state: Arc<AppState>, body: Body) -> Result<Response, ApiEr
         })
         .collect();
     let n = req.n() as usize;
+    let grammar = req.grammar.as_deref().map(crate::structured::text_grammar);
     let job = jobs::start(&state, &req.model, |model| {
-        let (given, sampling) = (given.clone(), sampling.clone());
+        let (given, sampling, grammar) = (given.clone(), sampling.clone(), grammar.clone());
         async move {
+            let constraint = crate::structured::constraint(&model, grammar, "grammar").await?;
             let mut prompts = Vec::new();
             for g in given {
                 prompts.push(match g {
@@ -62,7 +64,7 @@ async fn completions(state: Arc<AppState>, body: Body) -> Result<Response, ApiEr
                     }
                 });
             }
-            Ok(JobSpec { prompts, n, sampling, prompt_param: "prompt" })
+            Ok(JobSpec { prompts, n, sampling, prompt_param: "prompt", constraint })
         }
     })
     .await?;

@@ -30,10 +30,7 @@ async fn tokenize_body(state: Arc<AppState>, body: Body) -> Result<Response, Api
         let (text, param) = match (&req.prompt, &req.messages) {
             (Some(p), _) => (p.clone(), "prompt"),
             (None, Some(m)) => {
-                let messages = crate::chat_core::template_messages(m);
-                let text = tok
-                    .apply_chat_template(&messages, req.add_generation_prompt.unwrap_or(true))
-                    .map_err(|e| ApiError::invalid_param("messages", e.to_string()))?;
+                let text = crate::tools::render_messages(m, None, &tok, req.add_generation_prompt.unwrap_or(true))?;
                 (text, "messages")
             }
             (None, None) => unreachable!("validated"),
