@@ -1,9 +1,10 @@
 //! Inference on top of the model: the paged-KV generation engine and its parts —
 //! block pool and prefix cache ([`kv`]), [`scheduler`], per-sequence state
 //! ([`sequence`]) and output pipeline ([`pipeline`]: logits processors, [`sampler`],
-//! detokenization, [`stop`] strings), [`speculative`] decoding — plus perplexity and
-//! model resolution.
+//! detokenization, [`stop`] strings), [`speculative`] decoding — plus sentence embeddings
+//! ([`embed`]), perplexity and model resolution.
 
+pub mod embed;
 pub mod engine;
 pub mod kv;
 pub mod perplexity;
@@ -15,6 +16,7 @@ pub mod sequence;
 pub mod speculative;
 pub mod stop;
 
+pub use embed::{EmbedInput, Embedder, Embedding, EmbeddingNet, Pooling};
 pub use engine::{model_fingerprint, Engine, EngineConfig, EngineStats, Request};
 pub use pipeline::{FinishReason, GenerationParams, LogitsProcessor, TokenLogprob, TokenOutput};
 pub use sampler::{Sampler, SamplingParams};
