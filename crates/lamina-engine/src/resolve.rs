@@ -2,9 +2,9 @@
 //! a `.gguf` file, a Hugging Face model folder, or a hub id `org/name` (downloaded with
 //! `hf-hub` into its cache; without network access this fails with a clear message).
 
+use crate::embed::{Embedder, EmbeddingNet, Pooling};
 use lamina_core::registry;
 use lamina_core::{Error, Result};
-use crate::embed::{Embedder, EmbeddingNet, Pooling};
 use lamina_model::{load_model, Encoder, Model, Precision};
 use lamina_tokenizer::Tokenizer;
 use std::path::{Path, PathBuf};

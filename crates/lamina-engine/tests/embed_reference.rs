@@ -71,7 +71,8 @@ fn f32_path_matches_sentence_transformers_and_its_token_ids() {
 }
 
 /// The fast path (Q8_0 weights against 8-bit activations) stays within cosine 0.999 of
-/// sentence-transformers on every text (measured: 0.9993 worst, most above 0.9997).
+/// sentence-transformers on every text (measured: 0.99941 worst, for the empty text, which
+/// is only `[CLS] [SEP]`; 0.9997 or more for every other; the f32 path gives 1.00000).
 #[test]
 fn native_path_is_within_cosine_0_999() {
     let worst = worst_cosine(&minilm(Precision::Native));
