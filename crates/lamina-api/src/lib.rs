@@ -1,5 +1,5 @@
 //! Wire types of Lamina's OpenAI-compatible HTTP API, shared by the server and the
-//! gateway: request bodies ([`ChatCompletionRequest`], [`CompletionRequest`]), response
+//! gateway: request bodies ([`ChatCompletionRequest`], [`CompletionRequest`], [`EmbeddingRequest`]), response
 //! bodies and stream chunks, the error body ([`ApiError`]), body parsing that names the
 //! offending field ([`parse_json`]), range validation, and server-sent events ([`sse`]).
 //!
@@ -10,6 +10,7 @@
 pub mod chat;
 pub mod common;
 pub mod completions;
+pub mod embeddings;
 pub mod error;
 pub mod ids;
 pub mod models;
@@ -27,6 +28,7 @@ pub use common::{FinishReason, SamplingFields, Seed, Stop, StreamOptions};
 pub use completions::{
     Completion, CompletionChoice, CompletionChunk, CompletionChunkChoice, CompletionLogprobs, CompletionRequest, Prompt, PromptItem, DEFAULT_MAX_TOKENS,
 };
+pub use embeddings::{EmbeddingList, EmbeddingRequest, EmbeddingVector, EncodingFormat};
 pub use error::ApiError;
 pub use models::{ModelList, ModelObject};
 pub use parse::parse_json;
