@@ -37,6 +37,10 @@ pub struct EmbedArgs {
     /// as sentence-transformers computes).
     #[arg(long, default_value = "native", value_parser = ["native", "f32"])]
     pub precision: String,
+    /// Print a summary to stderr at the end: inputs, tokens, embedding time and rates
+    /// (time spent embedding only, not loading or reading).
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 /// Whether a lone argument names a model rather than an input file.
@@ -72,24 +76,51 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     let mut sink = Sink::new(&args, embedder.dimensions());
     let mut lines = Vec::with_capacity(args.batch as usize);
     let mut index = 0usize;
+    let mut stats = Stats::default();
     for line in reader.lines() {
         let line = line.with_context(|| format!("reading input line {}", index + lines.len() + 1))?;
         lines.push(line);
         if lines.len() == args.batch as usize {
-            index = embed_lines(&embedder, &lines, index, &mut sink)?;
+            index = embed_lines(&embedder, &lines, index, &mut sink, &mut stats)?;
             lines.clear();
         }
     }
     if !lines.is_empty() {
-        embed_lines(&embedder, &lines, index, &mut sink)?;
+        embed_lines(&embedder, &lines, index, &mut sink, &mut stats)?;
     }
-    sink.finish()
+    sink.finish()?;
+    if args.verbose {
+        let s = stats.seconds.max(1e-9);
+        eprintln!(
+            "embedded {} inputs, {} tokens in {:.3} s: {:.1} inputs/s, {:.1} tokens/s ({} truncated)",
+            stats.inputs,
+            stats.tokens,
+            stats.seconds,
+            stats.inputs as f64 / s,
+            stats.tokens as f64 / s,
+            stats.truncated
+        );
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Stats {
+    inputs: usize,
+    tokens: usize,
+    truncated: usize,
+    seconds: f64,
 }
 
 /// Embeds `lines` (numbered from `index`) into `sink`; returns the next index.
-fn embed_lines(e: &Embedder, lines: &[String], index: usize, sink: &mut Sink) -> Result<usize> {
+fn embed_lines(e: &Embedder, lines: &[String], index: usize, sink: &mut Sink, stats: &mut Stats) -> Result<usize> {
     let inputs: Vec<EmbedInput> = lines.iter().map(|l| EmbedInput::Text(l.strip_suffix('\r').unwrap_or(l))).collect();
+    let t0 = std::time::Instant::now();
     let out = e.embed(&inputs).with_context(|| format!("embedding lines {}..{}", index + 1, index + lines.len()))?;
+    stats.seconds += t0.elapsed().as_secs_f64();
+    stats.inputs += out.len();
+    stats.tokens += out.iter().map(|o| o.tokens).sum::<usize>();
+    stats.truncated += out.iter().filter(|o| o.truncated).count();
     for (i, emb) in out.iter().enumerate() {
         sink.push(index + i, emb.tokens, &emb.vector)?;
     }
