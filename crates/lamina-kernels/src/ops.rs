@@ -305,8 +305,8 @@ mod tests {
         let mut g = [-3.0f32, -1.0, 0.0, 1.0, 3.0];
         gelu_erf(&mut g);
         // x·Φ(x) with Φ(1) = 0.841344746, Φ(3) = 0.998650102.
-        for (got, want) in g.iter().zip([-0.004_049_694f32, -0.158_655_254, 0.0, 0.841_344_746, 2.995_950_306]) {
-            assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        for (&got, want) in g.iter().zip([-0.004_049_694f64, -0.158_655_254, 0.0, 0.841_344_746, 2.995_950_306]) {
+            assert!((got as f64 - want).abs() < 1e-6, "{got} vs {want}");
         }
     }
 

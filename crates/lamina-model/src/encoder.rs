@@ -28,6 +28,9 @@ use lamina_kernels::matmul::{matmul, matmul_many, ActFormat, Activations, Kernel
 use lamina_kernels::{ops, ThreadPool};
 use std::path::{Path, PathBuf};
 
+/// Takes a named tensor of the given shape out of the checkpoint.
+type TensorFn<'a> = dyn FnMut(&str, &[usize]) -> Result<Vec<f32>> + 'a;
+
 /// One encoder block.
 #[derive(Debug, Clone)]
 pub struct EncoderLayer {
@@ -96,10 +99,10 @@ impl Encoder {
         let pre = if t.contains("bert.embeddings.word_embeddings.weight") { "bert." } else { "" };
         let (d, f, v) = (cfg.hidden_size, cfg.ffn_dim, cfg.vocab_size);
         let mut g = |s: &str, shape: &[usize]| t.take(&format!("{pre}{s}"), shape);
-        let norm = |g: &mut dyn FnMut(&str, &[usize]) -> Result<Vec<f32>>, p: &str| -> Result<Norm> {
+        let norm = |g: &mut TensorFn<'_>, p: &str| -> Result<Norm> {
             Ok(Norm { weight: g(&format!("{p}.weight"), &[d])?, bias: Some(g(&format!("{p}.bias"), &[d])?) })
         };
-        let weights = |g: &mut dyn FnMut(&str, &[usize]) -> Result<Vec<f32>>, p: &str, rows: usize, cols: usize| -> Result<(Vec<f32>, Vec<f32>)> {
+        let weights = |g: &mut TensorFn<'_>, p: &str, rows: usize, cols: usize| -> Result<(Vec<f32>, Vec<f32>)> {
             Ok((g(&format!("{p}.weight"), &[rows, cols])?, g(&format!("{p}.bias"), &[rows])?))
         };
         let linear = |(w, b): (Vec<f32>, Vec<f32>), rows: usize| -> Result<Linear> {
