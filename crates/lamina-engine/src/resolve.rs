@@ -119,6 +119,10 @@ pub fn load_embedder(
 /// Resolves, loads and checks a model and its tokenizer.
 pub fn load(spec: Option<&str>, precision: Precision, progress: &mut dyn FnMut(&str)) -> Result<(Model, Tokenizer)> {
     let path = resolve_model_path(spec, progress)?;
+    let folder = if path.is_file() { path.parent().map(Path::to_path_buf).unwrap_or_default() } else { path.clone() };
+    if is_encoder_dir(&folder) {
+        return Err(Error::UnsupportedArchitecture(format!("bert: {} is an embedding model (use `lamina embed`)", folder.display())));
+    }
     let model = load_model(&path, precision)?;
     let tokenizer = load_tokenizer(&path)?;
     Ok((model, tokenizer))
