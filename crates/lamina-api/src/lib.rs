@@ -1,5 +1,5 @@
 //! Wire types of Lamina's HTTP API, shared by the server and the gateway: request bodies
-//! ([`ChatCompletionRequest`], [`CompletionRequest`], the Responses API's
+//! ([`ChatCompletionRequest`], [`CompletionRequest`], [`EmbeddingRequest`], the Responses API's
 //! [`ResponsesRequest`], Anthropic's [`MessagesRequest`], [`TokenizeRequest`]), response
 //! bodies and stream events, the error body ([`ApiError`]), body parsing that names the
 //! offending field ([`parse_json`]), range validation, and server-sent events ([`sse`]).
@@ -14,6 +14,7 @@
 pub mod chat;
 pub mod common;
 pub mod completions;
+pub mod embeddings;
 pub mod error;
 pub mod ids;
 pub mod messages;
@@ -36,6 +37,7 @@ pub use common::{FinishReason, SamplingFields, Seed, Stop, StreamOptions};
 pub use completions::{
     Completion, CompletionChoice, CompletionChunk, CompletionChunkChoice, CompletionLogprobs, CompletionRequest, Prompt, PromptItem, DEFAULT_MAX_TOKENS,
 };
+pub use embeddings::{EmbeddingList, EmbeddingRequest, EmbeddingVector, EncodingFormat};
 pub use error::ApiError;
 pub use messages::MessagesRequest;
 pub use models::{ModelList, ModelObject};

@@ -22,6 +22,8 @@ enum Command {
     Run(commands::run::RunArgs),
     /// Interactive chat in the terminal.
     Chat(commands::chat::ChatArgs),
+    /// Sentence embeddings, one per input line (JSONL or .npy).
+    Embed(commands::embed::EmbedArgs),
     /// Print token ids and pieces of a text.
     Tokenize(commands::tokenize::TokenizeArgs),
     /// Describe a model: architecture, sizes, tensor types, vocabulary, template.
@@ -55,6 +57,7 @@ fn main() {
     let result = match cli.command {
         Command::Run(a) => commands::run::run(a),
         Command::Chat(a) => commands::chat::run(a),
+        Command::Embed(a) => commands::embed::run(a),
         Command::Tokenize(a) => commands::tokenize::run(a),
         Command::Info(a) => commands::info::run(a),
         Command::Perplexity(a) => commands::perplexity::run(a),

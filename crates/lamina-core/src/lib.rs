@@ -5,6 +5,7 @@
 //! settings are values passed down explicitly.
 
 pub mod config;
+pub mod encoder_config;
 pub mod error;
 pub mod fs;
 pub mod memory;
@@ -13,5 +14,6 @@ pub mod sampling;
 pub mod settings;
 
 pub use config::{Architecture, ModelConfig, RopeScaling};
+pub use encoder_config::EncoderConfig;
 pub use error::{Error, Result};
 pub use settings::{Settings, Threads};

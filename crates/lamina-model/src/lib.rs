@@ -1,4 +1,5 @@
-//! The Lamina decoder-only transformer.
+//! The Lamina transformers: the decoder-only language models and the BERT-family encoder
+//! ([`encoder`]) used for embeddings.
 //!
 //! One model definition, two ways to run it:
 //! - [`trainable`]: the forward pass on candle tensors with autograd, used by training;
@@ -7,6 +8,7 @@
 //! Both read the same [`lamina_core::ModelConfig`] and the same tensor names, and a test
 //! checks that they compute the same logits for the same weights.
 
+pub mod encoder;
 pub mod gguf;
 pub mod linear;
 pub mod load;
@@ -15,6 +17,7 @@ pub mod paged_kv;
 pub mod quantize;
 pub mod trainable;
 
+pub use encoder::{Encoder, EncoderScratch};
 pub use linear::Linear;
 pub use load::{load_gguf, load_model, load_safetensors_dir};
 pub use model::{BatchInput, Model, Precision, Scratch, SeqChunk};

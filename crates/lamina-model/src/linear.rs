@@ -186,6 +186,18 @@ impl Linear {
         Linear { data: LinearData::Copied { bytes, dtype }, ..self }
     }
 
+    /// A layer over f32 `values` quantized to Q8_0 (8-bit weights, one f16 scale per 32)
+    /// and packed for the kernels: the fast path for checkpoints stored in f32.
+    pub fn quantized_q8_0(rows: usize, cols: usize, values: &[f32], bias: Option<Vec<f32>>) -> Result<Linear> {
+        if values.len() != rows * cols || !cols.is_multiple_of(QK) {
+            return Err(Error::InvalidInput(format!("Q8_0 linear {rows}x{cols} (columns a multiple of {QK}) given {} values", values.len())));
+        }
+        let mut blocks = vec![BlockQ8_0::default(); rows * cols / QK];
+        quantize_q8_0(values, &mut blocks);
+        let packed = PackedMatrix::from_q8_0(&blocks, rows, cols);
+        Ok(Linear { rows, cols, data: LinearData::Packed { packed: Arc::new(packed), dtype: GgmlType::Q8_0 }, bias })
+    }
+
     pub fn from_f32(rows: usize, cols: usize, values: Vec<f32>, bias: Option<Vec<f32>>) -> Result<Linear> {
         if values.len() != rows * cols {
             return Err(Error::InvalidInput(format!("linear {rows}x{cols} given {} values", values.len())));

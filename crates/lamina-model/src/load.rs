@@ -162,13 +162,13 @@ pub fn load_gguf(path: &Path, precision: Precision) -> Result<Model> {
 }
 
 /// Tensors of a Hugging Face checkpoint, converted to f32.
-struct HfTensors {
+pub(crate) struct HfTensors {
     map: HashMap<String, (Vec<usize>, Vec<f32>)>,
     dir: PathBuf,
 }
 
 impl HfTensors {
-    fn read(dir: &Path) -> Result<Self> {
+    pub(crate) fn read(dir: &Path) -> Result<Self> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| Error::io(dir, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -189,7 +189,7 @@ impl HfTensors {
         Ok(HfTensors { map, dir: dir.to_path_buf() })
     }
 
-    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    pub(crate) fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let (dims, data) = self.map.remove(name).ok_or_else(|| Error::MissingTensor(name.to_string()))?;
         if dims != shape {
             return Err(Error::ShapeMismatch { name: name.into(), expected: shape.to_vec(), actual: dims });
@@ -197,7 +197,11 @@ impl HfTensors {
         Ok(data)
     }
 
-    fn maybe(&mut self, name: &str, shape: &[usize]) -> Result<Option<Vec<f32>>> {
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.map.contains_key(name)
+    }
+
+    pub(crate) fn maybe(&mut self, name: &str, shape: &[usize]) -> Result<Option<Vec<f32>>> {
         if self.map.contains_key(name) {
             self.take(name, shape).map(Some)
         } else {
@@ -220,6 +224,9 @@ fn safetensors_parse(bytes: &[u8], path: &Path) -> Result<Vec<NamedTensor>> {
             safetensors::Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
             safetensors::Dtype::F16 => raw.chunks_exact(2).map(|c| half::f16::from_le_bytes(c.try_into().unwrap()).to_f32()).collect(),
             safetensors::Dtype::BF16 => raw.chunks_exact(2).map(|c| half::bf16::from_le_bytes(c.try_into().unwrap()).to_f32()).collect(),
+            // Integer tensors are index buffers (BERT's `position_ids`), never weights; a
+            // weight the model needs and does not find is still reported by name.
+            safetensors::Dtype::I64 | safetensors::Dtype::I32 | safetensors::Dtype::BOOL => continue,
             other => {
                 return Err(Error::UnsupportedTensorType { tensor: name, dtype: format!("{other:?} (supported: F32, F16, BF16)") });
             }

@@ -39,7 +39,7 @@ pub struct Norm {
 }
 
 impl Norm {
-    fn apply(&self, x: &[f32], eps: f32, out: &mut [f32]) {
+    pub(crate) fn apply(&self, x: &[f32], eps: f32, out: &mut [f32]) {
         match &self.bias {
             None => ops::rms_norm(x, &self.weight, eps, out),
             Some(b) => ops::layer_norm(x, &self.weight, b, eps, out),
@@ -124,7 +124,7 @@ pub struct Scratch {
     acts: Activations,
 }
 
-fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+pub(crate) fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
     if v.len() < n {
         v.resize(n, 0.0);
     }
@@ -132,12 +132,12 @@ fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
 }
 
 #[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
+pub(crate) struct SyncPtr(pub(crate) *mut f32);
 unsafe impl Send for SyncPtr {}
 unsafe impl Sync for SyncPtr {}
 impl SyncPtr {
     /// Method access makes closures capture the whole wrapper (which is `Sync`), not the raw field.
-    fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }
@@ -225,6 +225,42 @@ impl Model {
     /// `logits_rows.len() × vocab` logits into `logits`.
     pub fn forward(&self, input: BatchInput<'_>, kv: &mut PagedKv, scratch: &mut Scratch, pool: &ThreadPool, logits: &mut Vec<f32>) -> Result<()> {
         self.check_input(&input, kv)?;
+        self.run_layers(&input, kv, scratch, pool);
+        // Final norm and output projection for the requested rows only: (m, d) → (m, v).
+        let m = input.logits_rows.len();
+        if m == 0 {
+            logits.clear();
+            return Ok(());
+        }
+        let (d, vocab) = (self.config.hidden_size, self.config.vocab_size);
+        let Scratch { x, xn, acts, .. } = scratch;
+        for (j, &r) in input.logits_rows.iter().enumerate() {
+            self.final_norm.apply(&x[r * d..(r + 1) * d], self.config.norm_eps, &mut xn[j * d..(j + 1) * d]);
+        }
+        logits.resize(m * vocab, 0.0);
+        acts.prepare(&xn[..m * d], m, d, &formats([&self.output]));
+        matmul(pool, &self.kernels, &xn[..m * d], acts, self.output.weights(), vocab, &mut logits[..m * vocab]);
+        Ok(())
+    }
+
+    /// Runs the batch through the model like [`Model::forward`] and writes the final
+    /// hidden states (after the last norm, before the output projection) of the rows
+    /// `input.logits_rows` names into `hidden`: `logits_rows.len() × hidden_size`. What
+    /// embeddings from a chat model are pooled from.
+    pub fn hidden_states(&self, input: BatchInput<'_>, kv: &mut PagedKv, scratch: &mut Scratch, pool: &ThreadPool, hidden: &mut Vec<f32>) -> Result<()> {
+        self.check_input(&input, kv)?;
+        self.run_layers(&input, kv, scratch, pool);
+        let d = self.config.hidden_size;
+        hidden.resize(input.logits_rows.len() * d, 0.0);
+        for (j, &r) in input.logits_rows.iter().enumerate() {
+            self.final_norm.apply(&scratch.x[r * d..(r + 1) * d], self.config.norm_eps, &mut hidden[j * d..(j + 1) * d]);
+        }
+        Ok(())
+    }
+
+    /// The transformer blocks over a checked batch: leaves the residual stream of every
+    /// row in `scratch.x` (`n × d`, before the final norm).
+    fn run_layers(&self, input: &BatchInput<'_>, kv: &mut PagedKv, scratch: &mut Scratch, pool: &ThreadPool) {
         let cfg = &self.config;
         let n = input.tokens.len();
         let (d, hd, hq, hkv, f) = (cfg.hidden_size, cfg.head_dim, cfg.num_heads, cfg.num_kv_heads, cfg.ffn_dim);
@@ -232,8 +268,7 @@ impl Model {
         let eps = cfg.norm_eps;
         let k = &self.kernels;
         if n == 0 {
-            logits.clear();
-            return Ok(());
+            return;
         }
         // (chunk, position) of every batch row.
         let Scratch { x, xn, q, k: kb, v: vb, att, tmp, gate, up, cos, sin, scores, rows, acts } = scratch;
@@ -406,21 +441,6 @@ impl Model {
         if pending {
             ops::add_assign(x, tmp);
         }
-
-        // Final norm and output projection for the requested rows only: (m, d) → (m, v).
-        let m = input.logits_rows.len();
-        if m == 0 {
-            logits.clear();
-            return Ok(());
-        }
-        for (j, &r) in input.logits_rows.iter().enumerate() {
-            self.final_norm.apply(&x[r * d..(r + 1) * d], eps, &mut xn[j * d..(j + 1) * d]);
-        }
-        let vocab = cfg.vocab_size;
-        logits.resize(m * vocab, 0.0);
-        acts.prepare(&xn[..m * d], m, d, &formats([&self.output]));
-        matmul(pool, k, &xn[..m * d], acts, self.output.weights(), vocab, &mut logits[..m * vocab]);
-        Ok(())
     }
 }
 
@@ -429,7 +449,7 @@ impl Model {
 /// row's element-wise work). With several sequences decoding, these per-row steps (norms,
 /// activation functions, quantization) were a serial stretch of every layer during which
 /// the other threads waited.
-fn for_rows(pool: &ThreadPool, n: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
+pub(crate) fn for_rows(pool: &ThreadPool, n: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
     if n < 2 || pool.threads() == 1 {
         f(0..n);
         return;
@@ -473,7 +493,7 @@ fn norm_rows(
     });
 }
 
-fn add_bias(y: &mut [f32], bias: &Option<Vec<f32>>, width: usize) {
+pub(crate) fn add_bias(y: &mut [f32], bias: &Option<Vec<f32>>, width: usize) {
     if let Some(b) = bias {
         for row in y.chunks_exact_mut(width) {
             ops::add_assign(row, b);

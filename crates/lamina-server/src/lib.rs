@@ -118,6 +118,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/messages", post(routes::messages::handle))
         .route("/tokenize", post(routes::tokenize::tokenize))
         .route("/detokenize", post(routes::tokenize::detokenize))
+        .route("/v1/embeddings", post(routes::embeddings::handle))
         .route("/v1/models", get(routes::models::list))
         .route("/v1/models/{*id}", get(routes::models::one))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key));

@@ -11,7 +11,7 @@
 use crate::executor::Command;
 use lamina_api::ApiError;
 use lamina_core::memory::human_bytes as human;
-use lamina_engine::{Engine, EngineConfig, SpecMethod, SpeculativeConfig};
+use lamina_engine::{EmbedInput, Embedder, EmbeddingNet, Engine, EngineConfig, SpecMethod, SpeculativeConfig};
 use lamina_kernels::ThreadPool;
 use lamina_model::Precision;
 use lamina_tokenizer::Tokenizer;
@@ -28,7 +28,21 @@ pub struct ModelSpec {
     pub name: String,
     pub path: PathBuf,
     pub precision: Precision,
+    pub kind: ModelKind,
 }
+
+/// What a model serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// A decoder: chat and completions, and embeddings from its hidden states.
+    Chat,
+    /// An encoder (BERT family): embeddings only.
+    Embedding,
+}
+
+/// Tokens per forward call of an embedding request on a chat model (its KV cache for
+/// the call is allocated per call, outside the engine's pool).
+const DECODER_EMBED_BATCH_TOKENS: usize = 2048;
 
 /// Full context windows a model's KV cache holds unless `--kv-memory` says otherwise:
 /// sequences rarely fill their window, and when they do the scheduler pre-empts and
@@ -60,6 +74,8 @@ pub struct ModelLimits {
 /// A loaded model, as request handlers see it.
 pub struct Loaded {
     pub name: String,
+    /// The weights the engine runs (shared with embedding requests on this model).
+    pub model: Arc<lamina_model::Model>,
     pub tokenizer: Arc<Tokenizer>,
     pub context_length: usize,
     pub vocab_size: usize,
@@ -95,6 +111,12 @@ pub struct Registry {
     workers: Arc<ThreadPool>,
     commands: Mutex<mpsc::Sender<Command>>,
     created: u64,
+    /// Loaded embedding (encoder) models; they stay loaded.
+    encoders: Mutex<HashMap<String, Arc<Embedder>>>,
+    /// The pool embedding requests run on (see [`Registry::embed`]).
+    embed_workers: Arc<ThreadPool>,
+    /// One embedding computation at a time.
+    embedding: tokio::sync::Mutex<()>,
 }
 
 impl Registry {
@@ -105,7 +127,19 @@ impl Registry {
             .map(|spec| (spec.name.clone(), Entry { spec, loaded: None, inflight: Arc::new(AtomicUsize::new(0)), last_used: Instant::now() }))
             .collect();
         let created = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        Registry { entries: Mutex::new(entries), order, loading: tokio::sync::Mutex::new(()), limits, workers, commands: Mutex::new(commands), created }
+        let embed_workers = Arc::new(ThreadPool::new(workers.threads().div_ceil(2)));
+        Registry {
+            entries: Mutex::new(entries),
+            order,
+            loading: tokio::sync::Mutex::new(()),
+            limits,
+            workers,
+            commands: Mutex::new(commands),
+            created,
+            encoders: Mutex::new(HashMap::new()),
+            embed_workers,
+            embedding: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// Model names in the order given.
@@ -115,7 +149,77 @@ impl Registry {
 
     /// Whether `name`'s weights are in memory now (unknown names: `false`).
     pub fn is_loaded(&self, name: &str) -> bool {
-        self.entries.lock().expect("registry").get(name).is_some_and(|e| e.loaded.is_some())
+        self.entries.lock().expect("registry").get(name).is_some_and(|e| e.loaded.is_some()) || self.encoders.lock().expect("encoders").contains_key(name)
+    }
+
+    fn kind(&self, name: &str) -> Result<ModelKind, ApiError> {
+        self.entries.lock().expect("registry").get(name).map(|e| e.spec.kind).ok_or_else(|| ApiError::model_not_found(name))
+    }
+
+    /// An embedder for `name` (an encoder, loaded on first use, or a chat model's
+    /// weights pooled), and, for a chat model, the mark that a request is in flight on it.
+    pub async fn embedder(&self, name: &str) -> Result<(Arc<Embedder>, Option<InFlight>), ApiError> {
+        if self.kind(name)? == ModelKind::Chat {
+            let (loaded, inflight) = self.get(name).await?;
+            let net = EmbeddingNet::Decoder(loaded.model.clone());
+            let e = Embedder::new(net, loaded.tokenizer.clone(), self.embed_workers.clone(), None)
+                .map_err(|e| ApiError::server_error(e.to_string()))?
+                .with_batch_tokens(DECODER_EMBED_BATCH_TOKENS);
+            return Ok((Arc::new(e), Some(inflight)));
+        }
+        if let Some(e) = self.encoders.lock().expect("encoders").get(name) {
+            return Ok((e.clone(), None));
+        }
+        let _one = self.loading.lock().await;
+        if let Some(e) = self.encoders.lock().expect("encoders").get(name) {
+            return Ok((e.clone(), None));
+        }
+        let spec = self.entries.lock().expect("registry")[name].spec.clone();
+        let (budget_left, pool) = (self.budget_left(), self.embed_workers.clone());
+        let embedder = tokio::task::spawn_blocking(move || {
+            let unavailable = |e: lamina_core::Error| ApiError::unavailable(format!("model `{}` could not be loaded: {e}", spec.name));
+            let e = lamina_engine::resolve::load_embedder(spec.path.to_str(), spec.precision, pool, None, &mut |_| {}).map_err(unavailable)?;
+            let bytes = embedder_bytes(&e);
+            if bytes > budget_left {
+                return Err(ApiError::unavailable(format!(
+                    "model `{}` needs {} for its weights, and the memory budget has {} left",
+                    spec.name,
+                    human(bytes),
+                    human(budget_left)
+                )));
+            }
+            Ok(e)
+        })
+        .await
+        .map_err(|e| ApiError::server_error(format!("loading the model failed: {e}")))??;
+        let embedder = Arc::new(embedder);
+        tracing::info!(model = %name, bytes = embedder_bytes(&embedder), "loaded");
+        self.encoders.lock().expect("encoders").insert(name.to_string(), embedder.clone());
+        Ok((embedder, None))
+    }
+
+    /// Runs `inputs` through `embedder` on the embedding pool, one request at a time.
+    ///
+    /// Embeddings run neither on the executor thread (a batch of long texts would hold
+    /// up every stream's next token for its whole duration) nor on the generation pool
+    /// (whose threads the executor drives step by step), but as a blocking task on a
+    /// pool of their own with half the threads: token generation keeps going while an
+    /// embedding request computes, slowed by the shared cores rather than stopped, and
+    /// embedding requests queue behind each other instead of multiplying that load.
+    pub async fn embed(&self, embedder: Arc<Embedder>, inputs: Vec<EmbedOwned>) -> Result<Vec<lamina_engine::Embedding>, lamina_core::Error> {
+        let _one = self.embedding.lock().await;
+        tokio::task::spawn_blocking(move || {
+            let items: Vec<EmbedInput<'_>> = inputs
+                .iter()
+                .map(|i| match i {
+                    EmbedOwned::Text(t) => EmbedInput::Text(t),
+                    EmbedOwned::Tokens(t) => EmbedInput::Tokens(t),
+                })
+                .collect();
+            embedder.embed(&items)
+        })
+        .await
+        .map_err(|e| lamina_core::Error::Other(format!("the embedding task failed: {e}")))?
     }
 
     pub fn created(&self) -> u64 {
@@ -176,6 +280,9 @@ impl Registry {
     fn lookup(&self, name: &str) -> Result<Option<(Arc<Loaded>, InFlight)>, ApiError> {
         let mut entries = self.entries.lock().expect("registry");
         let e = entries.get_mut(name).ok_or_else(|| ApiError::model_not_found(name))?;
+        if e.spec.kind == ModelKind::Embedding {
+            return Err(ApiError::invalid_param("model", format!("`{name}` is an embedding model: it serves /v1/embeddings only")));
+        }
         Ok(e.loaded.clone().map(|l| {
             e.last_used = Instant::now();
             e.inflight.fetch_add(1, Ordering::AcqRel);
@@ -184,7 +291,8 @@ impl Registry {
     }
 
     fn budget_left(&self) -> u64 {
-        let used: u64 = self.entries.lock().expect("registry").values().filter_map(|e| e.loaded.as_ref()).map(|l| l.bytes).sum();
+        let encoders: u64 = self.encoders.lock().expect("encoders").values().map(|e| embedder_bytes(e)).sum();
+        let used: u64 = encoders + self.entries.lock().expect("registry").values().filter_map(|e| e.loaded.as_ref()).map(|l| l.bytes).sum::<u64>();
         self.limits.memory_budget.saturating_sub(used)
     }
 
@@ -212,6 +320,20 @@ impl Registry {
             self.unloaded(&victim);
             tracing::info!(model = %victim, "unloaded to make room for {}", spec.name);
         }
+    }
+}
+
+/// An input of an embedding request, owned (it crosses into a blocking task).
+pub enum EmbedOwned {
+    Text(String),
+    Tokens(Vec<u32>),
+}
+
+/// The weights an embedding model holds.
+fn embedder_bytes(e: &Embedder) -> u64 {
+    match e.net() {
+        EmbeddingNet::Encoder(enc) => enc.weight_bytes() as u64,
+        EmbeddingNet::Decoder(m) => m.weight_bytes() as u64,
     }
 }
 
@@ -278,7 +400,8 @@ fn load(spec: &ModelSpec, limits: &ModelLimits, budget_left: u64, workers: Arc<T
     };
     let vocab_size = model.config.vocab_size;
     let tokenizer = Arc::new(tokenizer);
-    let mut engine = Engine::new(Arc::new(model), tokenizer.clone(), workers, config).map_err(unavailable)?;
+    let model = Arc::new(model);
+    let mut engine = Engine::new(model.clone(), tokenizer.clone(), workers, config).map_err(unavailable)?;
     if let Some(file) = cache_file.as_ref().filter(|f| f.exists()) {
         match engine.load_prefix_cache(file) {
             Ok(n) => tracing::info!(model = %spec.name, "restored {n} cached KV blocks from {}", file.display()),
@@ -286,6 +409,7 @@ fn load(spec: &ModelSpec, limits: &ModelLimits, budget_left: u64, workers: Arc<T
             Err(e) => eprintln!("warning: {e}; starting with an empty prefix cache"),
         }
     }
-    let loaded = Loaded { name: spec.name.clone(), tokenizer, context_length: ctx, vocab_size, bytes: weights + blocks * block, grammar: Default::default() };
+    let loaded =
+        Loaded { name: spec.name.clone(), model, tokenizer, context_length: ctx, vocab_size, bytes: weights + blocks * block, grammar: Default::default() };
     Ok((engine, loaded, cache_file))
 }

@@ -163,6 +163,33 @@ impl Tokenizer {
         Ok(ids)
     }
 
+    /// Token ids for `text` with special tokens (as [`Tokenizer::encode`] with
+    /// `add_special`), at most `max_tokens` of them: when too long, the text's own tokens
+    /// are cut at the end to leave room for the special ones, so `[CLS] … [SEP]` stays
+    /// whole — Hugging Face's truncation, which sentence-transformers applies. Returns the
+    /// ids and whether anything was cut.
+    pub fn encode_truncated(&self, text: &str, max_tokens: usize) -> Result<(Vec<u32>, bool)> {
+        use tokenizers::{PostProcessor, TruncationDirection};
+        let mut enc = self.inner.encode_fast(text, false).map_err(tok_err)?;
+        let bos = self.bos_id.filter(|_| self.add_bos && !self.post_adds_bos);
+        let eos = self.eos_id.filter(|_| self.add_eos && !self.post_adds_eos);
+        let added = self.inner.get_post_processor().map_or(0, |p| p.added_tokens(false)) + bos.is_some() as usize + eos.is_some() as usize;
+        if max_tokens <= added {
+            return Err(Error::InvalidInput(format!("a limit of {max_tokens} tokens leaves no room beside the {added} special tokens")));
+        }
+        let cut = enc.len() > max_tokens - added;
+        if cut {
+            enc.truncate(max_tokens - added, 0, TruncationDirection::Right);
+        }
+        let enc = self.inner.post_process(enc, None, true).map_err(tok_err)?;
+        let mut ids = enc.get_ids().to_vec();
+        if let Some(b) = bos {
+            ids.insert(0, b);
+        }
+        ids.extend(eos);
+        Ok((ids, cut))
+    }
+
     /// A lower bound on the number of tokens `text` encodes to (BOS and EOS not counted),
     /// computed from its length alone: its bytes divided by the most bytes one token can
     /// stand for, rounded up. Byte-level BPE can emit a token per byte, so nothing better

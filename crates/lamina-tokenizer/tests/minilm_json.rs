@@ -52,3 +52,20 @@ fn model_dir_matches_reference_ids() {
     assert!(tok.chat_template().is_none());
     assert!(tok.encode("hello", false).unwrap().len() == 1);
 }
+
+#[test]
+fn truncation_keeps_cls_and_sep_like_sentence_transformers() {
+    let tok = Tokenizer::from_dir(model_dir()).unwrap();
+    let cases = cases();
+    let (text, full) = cases.iter().find(|(_, ids)| ids.len() > 256).expect("the reference has a text over 256 word pieces");
+    let (ids, cut) = tok.encode_truncated(text, 256).unwrap();
+    assert!(cut);
+    assert_eq!(ids.len(), 256);
+    // [CLS] and the first 254 word pieces, then [SEP] (id 102).
+    assert_eq!(&ids[..255], &full[..255]);
+    assert_eq!(ids[255], 102);
+    let (short, cut) = tok.encode_truncated("word", 256).unwrap();
+    assert!(!cut);
+    assert_eq!(short, tok.encode("word", true).unwrap());
+    assert!(tok.encode_truncated("word", 2).is_err());
+}

@@ -5,7 +5,7 @@ use crate::common::{ModelArgs, SpeculativeArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use lamina_engine::resolve;
-use lamina_server::models::{ModelLimits, ModelSpec};
+use lamina_server::models::{ModelKind, ModelLimits, ModelSpec};
 use lamina_server::ServerConfig;
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -135,7 +135,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         if !names.insert(name.clone()) {
             bail!("two models are both called `{name}`: name them with NAME=MODEL");
         }
-        specs.push(ModelSpec { name, path, precision });
+        // Encoders (a built-in resolves to its weights file inside the model folder).
+        let folder = if path.is_file() { path.parent().map(Path::to_path_buf).unwrap_or_default() } else { path.clone() };
+        let (path, kind) = if resolve::is_encoder_dir(&folder) { (folder, ModelKind::Embedding) } else { (path, ModelKind::Chat) };
+        specs.push(ModelSpec { name, path, precision, kind });
     }
     let api_keys = match (&args.api_key, &args.api_keys) {
         (Some(k), _) if k.trim().is_empty() => bail!("--api-key is empty"),
