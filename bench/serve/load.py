@@ -47,12 +47,14 @@ SCHEMA = None  # set by --json-schema
 async def one(client, model, messages, tokens, ttfts, itls):
     t0 = time.perf_counter()
     first, last, n = None, None, 0
-    extra = {}
+    # Without a schema every reply runs to max_tokens; with one it ends where the JSON ends
+    # (llama-server refuses to generate past a complete grammar).
+    extra = {"extra_body": {"ignore_eos": True}} if SCHEMA is None else {}
     if SCHEMA is not None:
         extra["response_format"] = {"type": "json_schema", "json_schema": {"name": "bench", "schema": SCHEMA, "strict": True}}
     stream = await client.chat.completions.create(
         model=model, messages=messages, max_tokens=tokens, temperature=0, stream=True,
-        stream_options={"include_usage": True}, extra_body={"ignore_eos": True}, **extra)
+        stream_options={"include_usage": True}, **extra)
     usage = None
     async for chunk in stream:
         if chunk.usage is not None:

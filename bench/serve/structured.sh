@@ -12,7 +12,7 @@
 # Goals: lamina with the schema ≤ 10% slower than without; ≥ 2× llama-server's tok/s.
 #
 # Env: THREADS (2), CONCURRENCY (1,8), ROUNDS (3), TOKENS (256), MODEL, LLAMA_SERVER
-# (default: the build at ~/.cache/lamina-ref/llama.cpp/build/bin).
+# (default: ../shared/tools/build-llama-cpp.sh's build).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 THREADS="${THREADS:-2}"
@@ -26,10 +26,11 @@ if ! "$VENV/bin/python" -c "import openai" 2>/dev/null; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q "openai==3.57.0"
 fi
-cargo build --release -q -p lamina-cli -p lamina-engine --example grammar_mask
+cargo build --release -q -p lamina-cli
+cargo build --release -q -p lamina-engine --example grammar_mask
 LAMINA="${CARGO_TARGET_DIR:-target}/release/lamina"
 MODEL="${MODEL:-$HOME/.cache/lamina/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf}"
-LLAMA_SERVER="${LLAMA_SERVER:-$HOME/.cache/lamina-ref/llama.cpp/build/bin/llama-server}"
+LLAMA_SERVER="${LLAMA_SERVER:-$(bash ../shared/tools/build-llama-cpp.sh)/llama-server}"
 SCHEMA=bench/serve/schema.json
 
 wait_up() { for _ in $(seq 600); do curl -sf "http://127.0.0.1:$1/health" >/dev/null && return 0; sleep 0.1; done; echo "server on $1 did not start" >&2; return 1; }
@@ -65,9 +66,14 @@ import json, os, sys
 out = sys.argv[1]
 load = lambda n: {r["concurrency"]: r for r in map(json.loads, open(f"{out}/structured-{n}.jsonl"))} if os.path.exists(f"{out}/structured-{n}.jsonl") else {}
 plain, schema, ls = load("lamina-plain"), load("lamina-schema"), load("llama-server-schema")
-print("| streams | lamina tok/s | lamina + schema tok/s | schema cost | llama-server + schema tok/s | lamina / llama-server |")
+# Whole run: tokens over wall time from the first request (schema replies are shorter, so
+# their prompts weigh more); decode phase: tokens over the time once every stream has its
+# first token — what the mask itself costs.
+print("| streams | lamina tok/s (decode phase) | lamina + schema | schema cost, whole run / decode phase | llama-server + schema | lamina / llama-server, whole run / decode phase |")
 print("|---|---|---|---|---|---|")
 for c in sorted(schema):
-    p, s, l = plain[c]["tok_s"], schema[c]["tok_s"], ls.get(c, {}).get("tok_s")
-    print(f"| {c} | {p:.0f} | {s:.0f} | {1 - s / p:+.1%} | {l:.0f} | {s / l:.2f}x |" if l else f"| {c} | {p:.0f} | {s:.0f} | {1 - s / p:+.1%} | - | - |")
+    p, s, l = plain[c], schema[c], ls.get(c)
+    cost = f"{1 - s['tok_s'] / p['tok_s']:+.1%} / {1 - s['decode_tok_s'] / p['decode_tok_s']:+.1%}"
+    vs = f"{l['tok_s']:.0f} ({l['decode_tok_s']:.0f}) | {s['tok_s'] / l['tok_s']:.2f}x / {s['decode_tok_s'] / l['decode_tok_s']:.2f}x" if l else "- | -"
+    print(f"| {c} | {p['tok_s']:.0f} ({p['decode_tok_s']:.0f}) | {s['tok_s']:.0f} ({s['decode_tok_s']:.0f}) | {cost} | {vs} |")
 PY
