@@ -1,0 +1,81 @@
+//! One search over any [`Store`]: embed the query, ask the store's vector and/or keyword
+//! side, fuse (hybrid), and fetch the chunks. Written once for every back-end.
+
+use crate::embed::{EmbedKind, TextEmbedder};
+use crate::index::fusion::{reciprocal_rank_fusion, RRF_K};
+use crate::store::Store;
+use crate::types::{Filter, Hit, SearchMode};
+use crate::{RagError, Result};
+use std::collections::HashMap;
+
+#[derive(Debug, Clone)]
+pub struct SearchRequest {
+    pub query: String,
+    pub k: usize,
+    pub mode: SearchMode,
+    pub filter: Filter,
+    /// How many results each side contributes to hybrid fusion (default: max(4k, 50)).
+    pub candidates: Option<usize>,
+}
+
+impl SearchRequest {
+    pub fn new(query: &str, k: usize, mode: SearchMode) -> SearchRequest {
+        SearchRequest { query: query.to_string(), k, mode, filter: Filter::default(), candidates: None }
+    }
+}
+
+/// Refuses an embedder whose vectors are not the collection's.
+pub fn check_embedder(store: &dyn Store, embedder: &dyn TextEmbedder) -> Result<()> {
+    let spec = store.spec();
+    if spec.embedding_model != embedder.model_id() || spec.dimensions != embedder.dimensions() {
+        return Err(RagError::DimensionMismatch {
+            collection: spec.name.clone(),
+            model: spec.embedding_model.clone(),
+            expected: spec.dimensions,
+            got_model: embedder.model_id().to_string(),
+            got: embedder.dimensions(),
+        });
+    }
+    Ok(())
+}
+
+/// Searches `store` for `req`, best first.
+pub fn search(store: &dyn Store, embedder: &dyn TextEmbedder, req: &SearchRequest) -> Result<Vec<Hit>> {
+    if req.query.trim().is_empty() {
+        return Err(RagError::InvalidInput("the query is empty".into()));
+    }
+    if req.k == 0 {
+        return Ok(Vec::new());
+    }
+    let vector = |n: usize| -> Result<Vec<(crate::ChunkId, f32)>> {
+        check_embedder(store, embedder)?;
+        let q = embedder.embed(&[req.query.as_str()], EmbedKind::Query)?.pop().ok_or_else(|| RagError::Embed("no vector returned".into()))?;
+        store.vector_search(&q, n, &req.filter)
+    };
+    // (id, score, similarity, vector rank, keyword rank)
+    let ranked: Vec<(crate::ChunkId, f32, Option<f32>, Option<usize>, Option<usize>)> = match req.mode {
+        SearchMode::Vector => vector(req.k)?.into_iter().enumerate().map(|(r, (id, s))| (id, s, Some(s), Some(r + 1), None)).collect(),
+        SearchMode::Keyword => {
+            store.keyword_search(&req.query, req.k, &req.filter)?.into_iter().enumerate().map(|(r, (id, s))| (id, s, None, None, Some(r + 1))).collect()
+        }
+        SearchMode::Hybrid => {
+            let n = req.candidates.unwrap_or((4 * req.k).max(50));
+            let v = vector(n)?;
+            let kw = store.keyword_search(&req.query, n, &req.filter)?;
+            let sim: HashMap<_, _> = v.iter().copied().collect();
+            reciprocal_rank_fusion(&[(&v, 1.0), (&kw, 1.0)], RRF_K)
+                .into_iter()
+                .take(req.k)
+                .map(|f| (f.id, f.score, sim.get(&f.id).copied(), f.ranks[0], f.ranks[1]))
+                .collect()
+        }
+    };
+    let ids: Vec<_> = ranked.iter().map(|r| r.0).collect();
+    let mut records: HashMap<_, _> = store.chunks(&ids)?.into_iter().map(|c| (c.id, c)).collect();
+    Ok(ranked
+        .into_iter()
+        .filter_map(|(id, score, similarity, vector_rank, keyword_rank)| {
+            records.remove(&id).map(|chunk| Hit { chunk, score, similarity, vector_rank, keyword_rank })
+        })
+        .collect())
+}
