@@ -24,6 +24,9 @@ impl SearchRequest {
     }
 }
 
+/// (id, score, similarity, vector rank, keyword rank)
+type Ranked = (crate::ChunkId, f32, Option<f32>, Option<usize>, Option<usize>);
+
 /// Refuses an embedder whose vectors are not the collection's.
 pub fn check_embedder(store: &dyn Store, embedder: &dyn TextEmbedder) -> Result<()> {
     let spec = store.spec();
@@ -52,8 +55,7 @@ pub fn search(store: &dyn Store, embedder: &dyn TextEmbedder, req: &SearchReques
         let q = embedder.embed(&[req.query.as_str()], EmbedKind::Query)?.pop().ok_or_else(|| RagError::Embed("no vector returned".into()))?;
         store.vector_search(&q, n, &req.filter)
     };
-    // (id, score, similarity, vector rank, keyword rank)
-    let ranked: Vec<(crate::ChunkId, f32, Option<f32>, Option<usize>, Option<usize>)> = match req.mode {
+    let ranked: Vec<Ranked> = match req.mode {
         SearchMode::Vector => vector(req.k)?.into_iter().enumerate().map(|(r, (id, s))| (id, s, Some(s), Some(r + 1), None)).collect(),
         SearchMode::Keyword => {
             store.keyword_search(&req.query, req.k, &req.filter)?.into_iter().enumerate().map(|(r, (id, s))| (id, s, None, None, Some(r + 1))).collect()
