@@ -34,6 +34,11 @@ impl VectorIndex {
         self.row.is_empty()
     }
 
+    /// The method in use, in words (for `lamina index info`).
+    pub fn describe(&self) -> String {
+        "exact".to_string()
+    }
+
     /// Adds (or replaces) `id`'s vector. Panics on a wrong length: callers check dimensions
     /// at the collection's edge.
     pub fn insert(&mut self, id: ChunkId, v: &[f32]) {

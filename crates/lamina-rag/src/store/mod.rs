@@ -50,3 +50,6 @@ pub trait Catalog: Send + Sync {
     /// Deletes a collection and everything in it; [`crate::RagError::UnknownCollection`] if absent.
     fn delete(&self, name: &str) -> Result<()>;
 }
+
+pub mod memory;
+pub use memory::MemoryState;
