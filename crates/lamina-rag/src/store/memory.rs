@@ -138,6 +138,37 @@ impl MemoryState {
     }
 }
 
+/// An in-memory collection: lost when dropped. Evaluations and tests use it; the embedded
+/// store wraps the same state with a durable log.
+impl crate::store::Store for MemoryState {
+    fn spec(&self) -> &CollectionSpec {
+        &self.spec
+    }
+    fn info(&self) -> Result<CollectionInfo> {
+        Ok(MemoryState::info(self, None))
+    }
+    fn source(&self, source: &str) -> Result<Option<SourceRecord>> {
+        Ok(MemoryState::source(self, source))
+    }
+    fn sources(&self) -> Result<Vec<SourceRecord>> {
+        Ok(MemoryState::sources(self))
+    }
+    fn apply(&mut self, changes: Vec<Change>) -> Result<()> {
+        self.check(&changes)?;
+        MemoryState::apply(self, changes);
+        Ok(())
+    }
+    fn vector_search(&self, query: &[f32], k: usize, filter: &Filter) -> Result<Vec<(ChunkId, f32)>> {
+        MemoryState::vector_search(self, query, k, filter)
+    }
+    fn keyword_search(&self, query: &str, k: usize, filter: &Filter) -> Result<Vec<(ChunkId, f32)>> {
+        Ok(MemoryState::keyword_search(self, query, k, filter))
+    }
+    fn chunks(&self, ids: &[ChunkId]) -> Result<Vec<ChunkRecord>> {
+        Ok(MemoryState::chunks(self, ids))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,36 +212,5 @@ mod tests {
         assert!(matches!(s.check(&batch), Err(RagError::InvalidInput(_))));
         let nan = vec![Change::Put { source: src("c"), chunks: vec![chunk("nan", [f32::NAN, 0.0])] }];
         assert!(s.check(&nan).is_err());
-    }
-}
-
-/// An in-memory collection: lost when dropped. Evaluations and tests use it; the embedded
-/// store wraps the same state with a durable log.
-impl crate::store::Store for MemoryState {
-    fn spec(&self) -> &CollectionSpec {
-        &self.spec
-    }
-    fn info(&self) -> Result<CollectionInfo> {
-        Ok(MemoryState::info(self, None))
-    }
-    fn source(&self, source: &str) -> Result<Option<SourceRecord>> {
-        Ok(MemoryState::source(self, source))
-    }
-    fn sources(&self) -> Result<Vec<SourceRecord>> {
-        Ok(MemoryState::sources(self))
-    }
-    fn apply(&mut self, changes: Vec<Change>) -> Result<()> {
-        self.check(&changes)?;
-        MemoryState::apply(self, changes);
-        Ok(())
-    }
-    fn vector_search(&self, query: &[f32], k: usize, filter: &Filter) -> Result<Vec<(ChunkId, f32)>> {
-        MemoryState::vector_search(self, query, k, filter)
-    }
-    fn keyword_search(&self, query: &str, k: usize, filter: &Filter) -> Result<Vec<(ChunkId, f32)>> {
-        Ok(MemoryState::keyword_search(self, query, k, filter))
-    }
-    fn chunks(&self, ids: &[ChunkId]) -> Result<Vec<ChunkRecord>> {
-        Ok(MemoryState::chunks(self, ids))
     }
 }
