@@ -50,6 +50,11 @@ impl VectorIndex {
         self.live.push(true);
     }
 
+    /// `id`'s vector, while it is live.
+    pub fn vector(&self, id: ChunkId) -> Option<&[f32]> {
+        self.row.get(&id).map(|&r| &self.data[r * self.dims..(r + 1) * self.dims])
+    }
+
     pub fn remove(&mut self, id: ChunkId) -> bool {
         match self.row.remove(&id) {
             Some(r) => {
