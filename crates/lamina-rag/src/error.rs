@@ -19,6 +19,8 @@ pub enum RagError {
     Unreadable { path: PathBuf, reason: String },
     #[error("collection `{collection}` is corrupt: {reason}")]
     Corrupt { collection: String, reason: String },
+    #[error("the saved {index} index is corrupt: {reason}")]
+    CorruptIndex { index: &'static str, reason: String },
     #[error("invalid input: {0}")]
     InvalidInput(String),
     #[error("{context}: {source}")]
