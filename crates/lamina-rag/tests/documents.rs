@@ -213,6 +213,29 @@ fn folders_are_walked_in_order_with_reasons_for_the_rest() {
     assert!(matches!(&missing[..], [Err((_, SkipReason::Unreadable(_)))]), "{missing:?}");
 }
 
+#[test]
+fn html_chunks_follow_its_headings() {
+    let page = b"<html><head><title>T</title></head><body><nav>Home | Docs</nav>\
+        <h1>Guide</h1><p>Welcome to the guide for new users.</p>\
+        <h2>Install</h2><p>Download the archive and unpack it somewhere.</p>\
+        <h3>From source</h3><p>Clone the repository and build it with cargo.</p>\
+        <h2>Use</h2><p>Run the binary with a model name.</p></body></html>";
+    let doc = document::extract(page, DocKind::Html).unwrap();
+    let pieces = Chunker::new(&Words, 12, 0).unwrap().chunk(&doc);
+    let got: Vec<(&str, Option<&str>)> = pieces.iter().map(|p| (p.text.as_str(), p.heading.as_deref())).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("# Guide\n\nWelcome to the guide for new users.", Some("Guide")),
+            ("## Install\n\nDownload the archive and unpack it somewhere.", Some("Guide > Install")),
+            ("### From source\n\nClone the repository and build it with cargo.", Some("Guide > Install > From source")),
+            ("## Use\n\nRun the binary with a model name.", Some("Guide > Use")),
+        ],
+        "{:?}",
+        doc.text
+    );
+}
+
 /// One token per whitespace-separated word.
 struct Words;
 impl TokenCounter for Words {
