@@ -21,6 +21,8 @@ pub enum RagError {
     Corrupt { collection: String, reason: String },
     #[error("collection `{0}` is being written by another process (another `lamina index add`, or a server); try again when it has finished")]
     Locked(String),
+    #[error("the saved {index} index is corrupt: {reason}")]
+    CorruptIndex { index: &'static str, reason: String },
     #[error("invalid input: {0}")]
     InvalidInput(String),
     #[error("{context}: {source}")]
