@@ -220,6 +220,11 @@ impl VectorIndex {
         self.maintain(threads);
     }
 
+    /// `id`'s vector, while it is live.
+    pub fn vector(&self, id: ChunkId) -> Option<&[f32]> {
+        self.row.get(&id).map(|&r| &self.data[r * self.dims..(r + 1) * self.dims])
+    }
+
     pub fn remove(&mut self, id: ChunkId) -> bool {
         let removed = self.remove_row(id);
         if removed {
