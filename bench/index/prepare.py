@@ -1,8 +1,10 @@
 """Texts for the index benchmark, one per line: the sentences of alpaca_5000's instructions,
-inputs and outputs, then tinyshakespeare's lines, deduplicated, in that order, until N.
+inputs and outputs, tinyshakespeare's lines, then the sentences of the hh-rlhf dialogues,
+deduplicated, in that order, until N.
 
     python3 prepare.py N OUT.txt
 """
+import gzip
 import json
 import re
 import sys
@@ -24,6 +26,11 @@ for r in json.load(open("../shared/datasets/alpaca_5000.json", encoding="utf-8")
             add(s)
 for line in open("../shared/datasets/tinyshakespeare.txt", encoding="utf-8"):
     add(line)
+for line in gzip.open("../shared/datasets/hh_rlhf_harmless_base_test.jsonl.gz", "rt", encoding="utf-8"):
+    r = json.loads(line)
+    for field in ("chosen", "rejected"):
+        for s in re.split(r"(?<=[.!?])\s+|\n+", r[field]):
+            add(s.removeprefix("Human:").removeprefix("Assistant:"))
 if len(texts) < n:
     sys.exit(f"only {len(texts)} distinct texts; ask for at most that many")
 with open(out, "w", encoding="utf-8") as f:

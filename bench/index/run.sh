@@ -6,8 +6,8 @@
 #   bash bench/index/run.sh                 (70,000 vectors; results in bench/index/results/)
 #   N=5000 Q=200 bash bench/index/run.sh    (a quick check)
 #
-# Texts: sentences of ../shared/datasets/alpaca_5000.json (instructions, inputs, outputs)
-# then tinyshakespeare lines, deduplicated (prepare.py); embedded once with the release
+# Texts: sentences of ../shared/datasets/alpaca_5000.json (instructions, inputs, outputs),
+# tinyshakespeare lines, then hh-rlhf dialogue sentences, deduplicated (prepare.py); embedded once with the release
 # `lamina embed --format npy` (all-MiniLM-L6-v2) and cached in
 # ~/.cache/lamina-ref/index-bench/N/, with the split into base and Q held-out queries and
 # the exact top-100 by numpy (split.py). faiss-cpu goes into the venv

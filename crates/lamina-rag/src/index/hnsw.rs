@@ -103,6 +103,7 @@ pub struct Scratch {
     generation: u8,
     candidates: BinaryHeap<Scored>,
     results: BinaryHeap<Reverse<Scored>>,
+    fresh: Vec<u32>,
 }
 
 impl Scratch {
@@ -307,22 +308,21 @@ impl Graph {
             if s.results.len() >= ef && c.sim < s.results.peek().expect("results are full").0.sim {
                 break;
             }
-            let slots = self.slots(c.node, level);
-            for (i, &n) in slots.iter().enumerate() {
+            // The unvisited neighbours first, their vectors fetched ahead, then their scores.
+            let mut fresh = std::mem::take(&mut s.fresh);
+            fresh.clear();
+            for &n in self.slots(c.node, level) {
                 if n == NONE {
                     break;
                 }
-                if let Some(&next) = slots.get(i + 1) {
-                    if next != NONE {
-                        prefetch(rows.row(next));
-                    }
+                if s.visit(n) {
+                    prefetch(rows.row(n));
+                    fresh.push(n);
                 }
-                if !s.visit(n) {
-                    continue;
-                }
+            }
+            for &n in &fresh {
                 let sim = rows.sim(q, n);
-                let full = s.results.len() >= ef;
-                if !full || sim > s.results.peek().expect("results are full").0.sim {
+                if s.results.len() < ef || sim > s.results.peek().expect("results are full").0.sim {
                     s.candidates.push(Scored { sim, node: n });
                     if accept(n) {
                         s.results.push(Reverse(Scored { sim, node: n }));
@@ -332,6 +332,7 @@ impl Graph {
                     }
                 }
             }
+            s.fresh = fresh;
         }
         let mut out: Vec<Scored> = s.results.drain().map(|r| r.0).collect();
         out.sort_by(|a, b| b.cmp(a));
@@ -510,13 +511,14 @@ fn prefetch(v: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        // SAFETY: prefetching is a hint and never faults; both addresses are in the slice
-        // (every row is at least one f32; the second line only when the row reaches it).
+        // SAFETY: a prefetch is a hint and never faults, and every address is inside the
+        // row: line `l` starts at byte 64·l < 4·len since l < ⌈len/16⌉.
         unsafe {
             let p = v.as_ptr() as *const i8;
             _mm_prefetch::<_MM_HINT_T0>(p);
-            if v.len() > 16 {
-                _mm_prefetch::<_MM_HINT_T0>(p.add(64));
+            // The first few lines; the hardware prefetcher follows the rest of the row.
+            for line in 1..v.len().div_ceil(16).min(4) {
+                _mm_prefetch::<_MM_HINT_T0>(p.add(64 * line));
             }
         }
     }
