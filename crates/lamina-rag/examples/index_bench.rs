@@ -18,7 +18,11 @@ fn read_npy(path: &str) -> Result<(usize, usize, String, Vec<u8>), String> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err(format!("{path}: not a .npy file"));
     }
-    let (hlen, start) = if bytes[6] == 1 { (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10) } else { (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize, 12) };
+    let (hlen, start) = if bytes[6] == 1 {
+        (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
+    } else {
+        (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize, 12)
+    };
     let header = std::str::from_utf8(bytes.get(start..start + hlen).ok_or("short header")?).map_err(|e| e.to_string())?;
     let field = |name: &str| -> Option<&str> {
         let at = header.find(&format!("'{name}':"))? + name.len() + 3;
@@ -71,8 +75,10 @@ fn recall(found: &[Vec<(ChunkId, f32)>], truth: &[u64], tcols: usize, k: usize) 
 
 fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let flag = |name: &str, default: &str| -> String { args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or(default.to_string()) };
-    let files: Vec<&String> = args.iter().enumerate().filter(|(i, a)| !a.starts_with("--") && (*i == 0 || !args[i - 1].starts_with("--"))).map(|p| p.1).collect();
+    let flag =
+        |name: &str, default: &str| -> String { args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or(default.to_string()) };
+    let files: Vec<&String> =
+        args.iter().enumerate().filter(|(i, a)| !a.starts_with("--") && (*i == 0 || !args[i - 1].starts_with("--"))).map(|p| p.1).collect();
     let [base, queries, truth] = files[..] else { return Err("usage: index_bench BASE.npy QUERIES.npy TRUTH.npy [--threads N] [--m M] ...".into()) };
     let threads: usize = flag("--threads", "2").parse().map_err(|_| "--threads")?;
     let defaults = HnswParams::default();

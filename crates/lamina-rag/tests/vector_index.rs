@@ -127,14 +127,14 @@ fn hnsw_recall_at_10_is_at_least_0_95_on_50000_vectors() {
 fn a_selective_filter_still_returns_the_true_top_k() {
     let f = fixture();
     // 1 row in 97 passes: ~515 rows, far too few for the graph's search to reach.
-    let keep = |id: u64| id % 97 == 0;
+    let keep = |id: u64| id.is_multiple_of(97);
     for i in 0..20 {
         let got = f.index.search(query(f, i), 10, &|c| keep(c.0));
         let want = truth(f, i, 10, &keep);
         assert_eq!(got.iter().map(|h| h.0 .0).collect::<Vec<_>>(), want, "query {i}");
     }
     // A broad filter (half the rows) goes through the graph and still finds nearly all.
-    let half = |id: u64| id % 2 == 0;
+    let half = |id: u64| id.is_multiple_of(2);
     let mut hit = 0;
     for i in 0..50 {
         let got = f.index.search(query(f, i), 10, &|c| half(c.0));

@@ -149,6 +149,15 @@ pub struct Graph {
     pub nodes: usize,
 }
 
+/// Makes room for `extra` more elements: exactly that for a first fill, else at least an
+/// eighth more, so one-at-a-time growth is amortised while the slack stays small (the
+/// vectors are most of an index's memory).
+pub fn grow<T>(v: &mut Vec<T>, extra: usize) {
+    if v.capacity() - v.len() < extra {
+        v.reserve_exact(extra.max(v.len() / 8));
+    }
+}
+
 /// Which level a search walks, and how wide.
 #[derive(Clone, Copy)]
 struct Layer {
@@ -369,6 +378,7 @@ impl Graph {
         let first = self.nodes;
         let end = first + count;
         assert!(end <= u32::MAX as usize, "an index holds fewer than 2^32 vectors");
+        grow(&mut self.level0, count * 2 * self.m);
         self.level0.resize(end * 2 * self.m, NONE);
         let m = self.m;
         let mut levels = Vec::with_capacity(count);
