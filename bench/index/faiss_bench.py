@@ -1,6 +1,6 @@
 """faiss IndexHNSWFlat (inner product, M 32 unless told) on the same files as index_bench:
 build time, bytes a vector (the serialised index over the count), and queries/s with
-recall@10 at each efSearch. One JSON object on stdout.
+recall@10 (and distances computed a query, faiss's hnsw_stats) at each efSearch. One JSON object on stdout.
 
     python3 faiss_bench.py BASE.npy QUERIES.npy TRUTH.npy THREADS [M] [EF_LIST]
 """
@@ -26,9 +26,11 @@ runs = []
 for ef in efs:
     index.hnsw.efSearch = ef
     index.search(queries[:100], k)
+    faiss.cvar.hnsw_stats.reset()
     t = time.perf_counter()
     _, found = index.search(queries, k)
     qps = len(queries) / (time.perf_counter() - t)
+    ndis = faiss.cvar.hnsw_stats.ndis
     hit = sum(len(set(found[i]) & set(truth[i, :k])) for i in range(len(queries)))
-    runs.append({"ef_search": ef, "qps": round(qps), "recall_at_10": round(hit / (k * len(queries)), 4)})
+    runs.append({"ef_search": ef, "qps": round(qps), "recall_at_10": round(hit / (k * len(queries)), 4), "distances_per_query": round(ndis / len(queries))})
 print(json.dumps({"vectors": len(base), "m": m, "ef_construction": index.hnsw.efConstruction, "threads": threads, "build_s": round(build, 2), "bytes_per_vector": round(size / len(base)), "runs": runs}))

@@ -104,6 +104,8 @@ pub struct Scratch {
     candidates: BinaryHeap<Scored>,
     results: BinaryHeap<Reverse<Scored>>,
     fresh: Vec<u32>,
+    /// Dot products computed by the searches made with this scratch (for benchmarks).
+    pub dots: u64,
 }
 
 impl Scratch {
@@ -270,15 +272,17 @@ impl Graph {
     }
 
     /// Greedy descent from the entry point down to `to_level` + 1: the closest node found.
-    fn descend(&self, rows: &Rows, q: &[f32], to_level: usize) -> Scored {
+    fn descend(&self, rows: &Rows, q: &[f32], to_level: usize, s: &mut Scratch) -> Scored {
         let mut cur = Scored { sim: rows.sim(q, self.entry), node: self.entry };
+        s.dots += 1;
         for level in (to_level + 1..=self.max_level).rev() {
             loop {
                 let mut moved = false;
                 for n in self.links(cur.node, level) {
-                    let s = rows.sim(q, n);
-                    if s > cur.sim {
-                        cur = Scored { sim: s, node: n };
+                    let sim = rows.sim(q, n);
+                    s.dots += 1;
+                    if sim > cur.sim {
+                        cur = Scored { sim, node: n };
                         moved = true;
                     }
                 }
@@ -329,6 +333,7 @@ impl Graph {
                     fresh.push(n);
                 }
             }
+            s.dots += fresh.len() as u64;
             for &n in &fresh {
                 let sim = rows.sim(q, n);
                 if s.results.len() < ef || sim > s.results.peek().expect("results are full").0.sim {
@@ -353,7 +358,7 @@ impl Graph {
         if self.entry == NONE {
             return Vec::new();
         }
-        let start = self.descend(rows, q, 0);
+        let start = self.descend(rows, q, 0, s);
         self.search_layer(rows, q, &[start], Layer { level: 0, ef }, s, accept)
     }
 
@@ -411,7 +416,7 @@ impl Graph {
             let mut found: Vec<Vec<Scored>> = vec![Vec::new(); level + 1];
             if graph.entry != NONE {
                 let top = level.min(graph.max_level);
-                let mut entries = vec![graph.descend(rows, q, top)];
+                let mut entries = vec![graph.descend(rows, q, top, s)];
                 for l in (0..=top).rev() {
                     found[l] = graph.search_layer(rows, q, &entries, Layer { level: l, ef: ef_construction }, s, &|_| true);
                     entries.clone_from(&found[l]);

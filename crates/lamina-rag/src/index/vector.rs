@@ -309,19 +309,29 @@ impl VectorIndex {
 
     /// Searches many queries (row-major, `dims` each) on `threads` threads, no filter.
     pub fn search_batch(&self, queries: &[f32], k: usize, threads: usize) -> Vec<Vec<(ChunkId, f32)>> {
+        self.search_batch_counted(queries, k, threads).0
+    }
+
+    /// [`Self::search_batch`], also returning how many dot products it computed (a measure of
+    /// the work per query that does not depend on the machine's load, for benchmarks).
+    pub fn search_batch_counted(&self, queries: &[f32], k: usize, threads: usize) -> (Vec<Vec<(ChunkId, f32)>>, u64) {
         assert_eq!(queries.len() % self.dims.max(1), 0, "query length");
         let n = queries.len() / self.dims.max(1);
         let all = |_: ChunkId| true;
-        hnsw::parallel_map(n, threads, |i, s| {
+        let out = hnsw::parallel_map(n, threads, |i, s| {
             let q = &queries[i * self.dims..(i + 1) * self.dims];
             if k == 0 || self.live_count == 0 {
-                return Vec::new();
+                return (Vec::new(), 0);
             }
             if !self.uses_graph() {
-                return self.exact(q, k, &all);
+                return (self.exact(q, k, &all), self.live_count as u64);
             }
-            self.graph_search(q, k, &all, s).unwrap_or_else(|| self.exact(q, k, &all))
-        })
+            let before = s.dots;
+            let hits = self.graph_search(q, k, &all, s).unwrap_or_else(|| self.exact(q, k, &all));
+            (hits, s.dots - before)
+        });
+        let dots = out.iter().map(|o| o.1).sum();
+        (out.into_iter().map(|o| o.0).collect(), dots)
     }
 
     /// The graph's answer, or `None` when it found fewer than `k` (the caller scans).
