@@ -1,6 +1,7 @@
 //! BM25 keyword search (Robertson & Zaragoza, "The Probabilistic Relevance Framework:
 //! BM25 and Beyond", 2009), with Lucene's non-negative idf: ln(1 + (N − df + 0.5)/(df + 0.5)).
 
+use super::analyzer::Analyzer;
 use super::vector::TopK;
 use crate::types::ChunkId;
 use std::collections::HashMap;
@@ -11,6 +12,7 @@ pub const B: f32 = 0.75;
 
 #[derive(Default)]
 pub struct Bm25Index {
+    analyzer: Analyzer,
     /// term → (chunk, term frequency)
     postings: HashMap<String, Vec<(ChunkId, u32)>>,
     /// chunk → (length in terms, its distinct terms)
@@ -18,14 +20,19 @@ pub struct Bm25Index {
     total_len: u64,
 }
 
-/// Lower-cased alphanumeric runs.
+/// The terms of `text` under the default analysis ([`Analyzer::english`]).
 pub fn terms(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.split(|c: char| !c.is_alphanumeric()).filter(|t| !t.is_empty()).map(|t| t.to_lowercase())
+    Analyzer::default().terms(text).into_iter()
 }
 
 impl Bm25Index {
     pub fn new() -> Bm25Index {
         Bm25Index::default()
+    }
+
+    /// An index that analyses texts and queries with `analyzer`.
+    pub fn with_analyzer(analyzer: Analyzer) -> Bm25Index {
+        Bm25Index { analyzer, ..Bm25Index::default() }
     }
 
     pub fn len(&self) -> usize {
@@ -40,7 +47,7 @@ impl Bm25Index {
         self.remove(id);
         let mut tf: HashMap<String, u32> = HashMap::new();
         let mut len = 0u32;
-        for t in terms(text) {
+        for t in self.analyzer.terms(text) {
             *tf.entry(t).or_default() += 1;
             len += 1;
         }
@@ -75,7 +82,7 @@ impl Bm25Index {
             return Vec::new();
         }
         let avg = self.total_len as f32 / n;
-        let mut q: Vec<String> = terms(query).collect();
+        let mut q: Vec<String> = self.analyzer.terms(query);
         q.sort();
         q.dedup();
         let mut scores: HashMap<ChunkId, f32> = HashMap::new();
@@ -105,7 +112,7 @@ mod tests {
 
     #[test]
     fn bm25_scores_match_a_hand_computation() {
-        let mut ix = Bm25Index::new();
+        let mut ix = Bm25Index::with_analyzer(Analyzer::PLAIN);
         ix.insert(ChunkId(1), "the cat sat on the mat");
         ix.insert(ChunkId(2), "dogs chase cats");
         ix.insert(ChunkId(3), "the cat and the cat");
