@@ -182,6 +182,45 @@ impl Analyzer {
         Analyzer { stop_words: StopWords::English, stem: true, apostrophes: true }
     }
 
+    /// Its name, as saved beside an index: `stop=english,stem=1,apostrophes=1`.
+    pub fn id(&self) -> String {
+        let stop = match self.stop_words {
+            StopWords::None => "none",
+            StopWords::Short => "short",
+            StopWords::English => "english",
+        };
+        format!("stop={stop},stem={},apostrophes={}", self.stem as u8, self.apostrophes as u8)
+    }
+
+    /// The analysis [`Analyzer::id`] names.
+    pub fn from_id(id: &str) -> Option<Analyzer> {
+        let mut a = Analyzer::PLAIN;
+        let mut seen = 0;
+        for part in id.split(',') {
+            let (k, v) = part.split_once('=')?;
+            let flag = || match v {
+                "0" => Some(false),
+                "1" => Some(true),
+                _ => None,
+            };
+            match k {
+                "stop" => {
+                    a.stop_words = match v {
+                        "none" => StopWords::None,
+                        "short" => StopWords::Short,
+                        "english" => StopWords::English,
+                        _ => return None,
+                    }
+                }
+                "stem" => a.stem = flag()?,
+                "apostrophes" => a.apostrophes = flag()?,
+                _ => return None,
+            }
+            seen += 1;
+        }
+        (seen == 3).then_some(a)
+    }
+
     fn is_stop_word(&self, w: &str) -> bool {
         match self.stop_words {
             StopWords::None => false,
@@ -239,6 +278,22 @@ mod tests {
     fn stop_words_are_sorted_and_lower_case() {
         assert!(ENGLISH_STOP_WORDS.windows(2).all(|w| w[0] < w[1]), "binary search needs a sorted list");
         assert!(ENGLISH_STOP_WORDS.iter().all(|w| w.chars().all(|c| c.is_lowercase() || c == '\'')));
+    }
+
+    #[test]
+    fn ids_name_the_analysis() {
+        for stop_words in [StopWords::None, StopWords::Short, StopWords::English] {
+            for stem in [false, true] {
+                for apostrophes in [false, true] {
+                    let a = Analyzer { stop_words, stem, apostrophes };
+                    assert_eq!(Analyzer::from_id(&a.id()), Some(a));
+                }
+            }
+        }
+        assert_eq!(Analyzer::english().id(), "stop=english,stem=1,apostrophes=1");
+        for bad in ["", "stop=english", "stop=french,stem=1,apostrophes=1", "stop=none,stem=2,apostrophes=0", "x=1,stem=1,apostrophes=1"] {
+            assert_eq!(Analyzer::from_id(bad), None, "{bad}");
+        }
     }
 
     #[test]
