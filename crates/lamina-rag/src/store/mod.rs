@@ -52,4 +52,6 @@ pub trait Catalog: Send + Sync {
 }
 
 pub mod memory;
-pub use memory::MemoryState;
+pub use memory::{check_batch, MemoryState};
+#[cfg(feature = "postgres")]
+pub mod postgres;

@@ -1,0 +1,160 @@
+//! One connection to the server, shared by a catalog and the collections it opens: made on
+//! first use, made again after the server went away, and every failure turned into a
+//! [`RagError::Database`] naming the URL without its password.
+
+use crate::{RagError, Result};
+use postgres::{Client, Config, NoTls};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// How long a connection attempt may take before the server counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Connection {
+    config: Config,
+    /// The URL as messages show it: no password.
+    shown: String,
+    client: Mutex<Option<Client>>,
+}
+
+impl Connection {
+    /// Parses `url` and connects once, so that a wrong URL, a server that is down or a
+    /// refused login is reported at once.
+    pub fn open(url: &str) -> Result<Connection> {
+        let shown = redact(url);
+        let mut config: Config = url.parse().map_err(|e: postgres::Error| RagError::Database { url: shown.clone(), reason: format!("not a valid URL: {e}") })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        config.application_name("lamina");
+        let conn = Connection { config, shown, client: Mutex::new(None) };
+        conn.with(|_| Ok(()))?;
+        Ok(conn)
+    }
+
+    /// The URL without its password.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// Runs `f` on the connection, connecting first when there is none or the last one
+    /// closed. A failure of the connection itself drops it, so the next call connects anew
+    /// (a server that was restarted is found again).
+    pub fn with<T>(&self, f: impl FnOnce(&mut Client) -> std::result::Result<T, Failure>) -> Result<T> {
+        let mut guard = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.as_ref().is_none_or(|c| c.is_closed()) {
+            *guard = None;
+            *guard = Some(self.config.connect(NoTls).map_err(|e| self.error(&e))?);
+        }
+        let client = guard.as_mut().expect("connected above");
+        match f(client) {
+            Ok(v) => Ok(v),
+            Err(Failure::Rag(e)) => Err(e),
+            Err(Failure::Reason(reason)) => Err(RagError::Database { url: self.shown.clone(), reason }),
+            Err(Failure::Db(e)) => {
+                if client.is_closed() || e.as_db_error().is_none() {
+                    *guard = None;
+                }
+                Err(self.error(&e))
+            }
+        }
+    }
+
+    pub fn error(&self, e: &postgres::Error) -> RagError {
+        RagError::Database { url: self.shown.clone(), reason: describe(e) }
+    }
+}
+
+/// What an operation on the connection can fail with.
+pub enum Failure {
+    /// The server or the connection failed: reported as [`RagError::Database`].
+    Db(postgres::Error),
+    /// An error of the crate's own kind (an unknown collection, a taken name): passed on as is.
+    Rag(RagError),
+    /// The server answered, but it cannot hold collections (no pgvector, a newer schema).
+    Reason(String),
+}
+
+impl From<postgres::Error> for Failure {
+    fn from(e: postgres::Error) -> Failure {
+        Failure::Db(e)
+    }
+}
+
+impl From<RagError> for Failure {
+    fn from(e: RagError) -> Failure {
+        Failure::Rag(e)
+    }
+}
+
+/// A readable reason: the server's own message (with its detail and hint) when it sent
+/// one, else what went wrong with the connection, and what to check.
+pub fn describe(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = db.message().to_string();
+        if let Some(d) = db.detail() {
+            s.push_str(&format!(" ({d})"));
+        }
+        if let Some(h) = db.hint() {
+            s.push_str(&format!("; hint: {h}"));
+        }
+        return s;
+    }
+    // The message already carries its cause ("error connecting to server: Connection refused").
+    let mut s = e.to_string();
+    if e.is_closed() || s.contains("connect") || s.contains("Connection refused") {
+        s.push_str(" — is the PostgreSQL server running and reachable at this address?");
+    }
+    s
+}
+
+/// `url` without its password: `postgres://user:secret@host/db?password=x` shows as
+/// `postgres://user@host/db`.
+pub fn redact(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (s, r),
+        None => return String::from("(a connection string)"),
+    };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let authority = match authority.rsplit_once('@') {
+        Some((user, host)) => format!("{}@{host}", user.split(':').next().unwrap_or("")),
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let kept: Vec<&str> = query.split('&').filter(|kv| !kv.to_ascii_lowercase().starts_with("password=")).collect();
+            if kept.is_empty() {
+                path.to_string()
+            } else {
+                format!("{path}?{}", kept.join("&"))
+            }
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_not_shown() {
+        assert_eq!(redact("postgres://lamina:s3cret@db.local:5433/rag"), "postgres://lamina@db.local:5433/rag");
+        assert_eq!(redact("postgresql://u:p%40ss@h/db?sslmode=disable&password=x"), "postgresql://u@h/db?sslmode=disable");
+        assert_eq!(redact("postgres://h:5432/db?password=x"), "postgres://h:5432/db");
+        assert_eq!(redact("postgres://u@h"), "postgres://u@h");
+        assert_eq!(redact("postgres://u:p@h?password=x"), "postgres://u@h");
+    }
+
+    #[test]
+    fn a_bad_url_is_a_database_error() {
+        let e = Connection::open("postgres://u:pw@host:notaport/db").err().unwrap();
+        let msg = e.to_string();
+        assert!(matches!(e, RagError::Database { .. }), "{msg}");
+        assert!(msg.contains("postgres://u@host:notaport/db") && !msg.contains("pw"), "{msg}");
+    }
+}
