@@ -38,25 +38,35 @@ impl Connection {
     }
 
     /// Runs `f` on the connection, connecting first when there is none or the last one
-    /// closed. A failure of the connection itself drops it, so the next call connects anew
-    /// (a server that was restarted is found again).
-    pub fn with<T>(&self, f: impl FnOnce(&mut Client) -> std::result::Result<T, Failure>) -> Result<T> {
+    /// closed. When a connection made earlier turns out to be broken (the server was
+    /// restarted since), `f` runs once more on a new one: every operation of this back-end
+    /// is a read or a batch in one transaction, so running it again after a broken
+    /// connection gives the same result. A connection that fails is dropped, so the next
+    /// call connects anew.
+    pub fn with<T>(&self, mut f: impl FnMut(&mut Client) -> std::result::Result<T, Failure>) -> Result<T> {
         let mut guard = self.client.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.as_ref().is_none_or(|c| c.is_closed()) {
-            *guard = None;
-            *guard = Some(self.config.connect(NoTls).map_err(|e| self.error(&e))?);
-        }
-        let client = guard.as_mut().expect("connected above");
-        match f(client) {
-            Ok(v) => Ok(v),
-            Err(Failure::Rag(e)) => Err(e),
-            Err(Failure::Reason(reason)) => Err(RagError::Database { url: self.shown.clone(), reason }),
-            Err(Failure::Db(e)) => {
-                if client.is_closed() || e.as_db_error().is_none() {
-                    *guard = None;
-                }
-                Err(self.error(&e))
+        let mut fresh = false;
+        loop {
+            if guard.as_ref().is_none_or(|c| c.is_closed()) {
+                *guard = None;
+                *guard = Some(self.config.connect(NoTls).map_err(|e| self.error(&e))?);
+                fresh = true;
             }
+            let client = guard.as_mut().expect("connected above");
+            return match f(client) {
+                Ok(v) => Ok(v),
+                Err(Failure::Rag(e)) => Err(e),
+                Err(Failure::Reason(reason)) => Err(RagError::Database { url: self.shown.clone(), reason }),
+                Err(Failure::Db(e)) if broken(&e) || client.is_closed() => {
+                    *guard = None;
+                    if !fresh {
+                        fresh = true;
+                        continue;
+                    }
+                    Err(self.error(&e))
+                }
+                Err(Failure::Db(e)) => Err(self.error(&e)),
+            };
         }
     }
 
@@ -87,8 +97,21 @@ impl From<RagError> for Failure {
     }
 }
 
+/// Whether `e` is the connection failing (closed, or an I/O error on it), rather than a
+/// statement failing on a working connection.
+fn broken(e: &postgres::Error) -> bool {
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if c.is::<std::io::Error>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    e.is_closed()
+}
+
 /// A readable reason: the server's own message (with its detail and hint) when it sent
-/// one, else what went wrong with the connection, and what to check.
+/// one, else what went wrong and why, and what to check when the server is unreachable.
 pub fn describe(e: &postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         let mut s = db.message().to_string();
@@ -100,9 +123,16 @@ pub fn describe(e: &postgres::Error) -> String {
         }
         return s;
     }
-    // The message already carries its cause ("error connecting to server: Connection refused").
     let mut s = e.to_string();
-    if e.is_closed() || s.contains("connect") || s.contains("Connection refused") {
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(&format!(": {text}"));
+        }
+        cause = c.source();
+    }
+    if broken(e) {
         s.push_str(" — is the PostgreSQL server running and reachable at this address?");
     }
     s

@@ -31,7 +31,7 @@ impl PgStore {
 
     /// Runs `f` on the connection; a table that is gone (the collection was deleted through
     /// another catalog) is [`RagError::UnknownCollection`].
-    fn with<T>(&self, f: impl FnOnce(&mut postgres::Client) -> std::result::Result<T, Failure>) -> Result<T> {
+    fn with<T>(&self, mut f: impl FnMut(&mut postgres::Client) -> std::result::Result<T, Failure>) -> Result<T> {
         self.conn.with(|c| {
             f(c).map_err(|e| match e {
                 Failure::Db(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => Failure::Rag(RagError::UnknownCollection(self.spec.name.clone())),
@@ -78,7 +78,7 @@ impl Store for PgStore {
         let (sources, chunks) = (&self.sources, &self.chunks);
         let sql = format!(
             "SELECT (SELECT count(*) FROM {sources}), (SELECT count(*) FROM {chunks}),
-                    pg_total_relation_size($1::regclass) + pg_total_relation_size($2::regclass)"
+                    pg_total_relation_size($1::text::regclass) + pg_total_relation_size($2::text::regclass)"
         );
         let row = self.with(|c| Ok(c.query_one(&sql, &[sources as &(dyn ToSql + Sync), chunks])?))?;
         let vector_index = if schema::has_hnsw(&self.spec) {
