@@ -21,7 +21,7 @@ impl Connection {
     /// Parses `url` and connects once, so that a wrong URL, a server that is down or a
     /// refused login is reported at once.
     pub fn open(url: &str) -> Result<Connection> {
-        let shown = redact(url);
+        let shown = crate::store::redact_url(url);
         let mut config: Config = url.parse().map_err(|e: postgres::Error| RagError::Database { url: shown.clone(), reason: format!("not a valid URL: {e}") })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
@@ -138,47 +138,9 @@ pub fn describe(e: &postgres::Error) -> String {
     s
 }
 
-/// `url` without its password: `postgres://user:secret@host/db?password=x` shows as
-/// `postgres://user@host/db`.
-pub fn redact(url: &str) -> String {
-    let (scheme, rest) = match url.split_once("://") {
-        Some((s, r)) => (s, r),
-        None => return String::from("(a connection string)"),
-    };
-    let (authority, tail) = match rest.find(['/', '?']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    let authority = match authority.rsplit_once('@') {
-        Some((user, host)) => format!("{}@{host}", user.split(':').next().unwrap_or("")),
-        None => authority.to_string(),
-    };
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => {
-            let kept: Vec<&str> = query.split('&').filter(|kv| !kv.to_ascii_lowercase().starts_with("password=")).collect();
-            if kept.is_empty() {
-                path.to_string()
-            } else {
-                format!("{path}?{}", kept.join("&"))
-            }
-        }
-        None => tail.to_string(),
-    };
-    format!("{scheme}://{authority}{tail}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_not_shown() {
-        assert_eq!(redact("postgres://lamina:s3cret@db.local:5433/rag"), "postgres://lamina@db.local:5433/rag");
-        assert_eq!(redact("postgresql://u:p%40ss@h/db?sslmode=disable&password=x"), "postgresql://u@h/db?sslmode=disable");
-        assert_eq!(redact("postgres://h:5432/db?password=x"), "postgres://h:5432/db");
-        assert_eq!(redact("postgres://u@h"), "postgres://u@h");
-        assert_eq!(redact("postgres://u:p@h?password=x"), "postgres://u@h");
-    }
 
     #[test]
     fn a_bad_url_is_a_database_error() {

@@ -18,7 +18,6 @@ mod filter;
 pub mod schema;
 mod store;
 
-pub use conn::redact;
 pub use store::PgStore;
 
 use crate::store::{Catalog, Store};
@@ -27,11 +26,6 @@ use crate::{RagError, Result};
 use conn::{Connection, Failure};
 use postgres::types::Json;
 use std::sync::Arc;
-
-/// Whether `location` names a PostgreSQL database (`postgres://` or `postgresql://`).
-pub fn is_postgres_url(location: &str) -> bool {
-    location.starts_with("postgres://") || location.starts_with("postgresql://")
-}
 
 pub struct PgCatalog {
     conn: Arc<Connection>,
