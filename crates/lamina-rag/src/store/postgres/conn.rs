@@ -26,7 +26,9 @@ impl Connection {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
-        config.application_name("lamina");
+        if config.get_application_name().is_none() {
+            config.application_name("lamina");
+        }
         let conn = Connection { config, shown, client: Mutex::new(None) };
         conn.with(|_| Ok(()))?;
         Ok(conn)
