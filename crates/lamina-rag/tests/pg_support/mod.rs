@@ -66,7 +66,11 @@ impl PgServer {
         let log = dir.path().join("server.log");
         let mut s = PgServer { port: 0, bin, data, log, run_as, child: None, dir };
         let mut initdb = s.command("initdb");
-        initdb.arg("-D").arg(&s.data).args(["-U", USER, "--auth=scram-sha-256", "-E", "UTF8", "--no-locale", "--no-sync"]).arg(format!("--pwfile={}", pwfile.display()));
+        initdb
+            .arg("-D")
+            .arg(&s.data)
+            .args(["-U", USER, "--auth=scram-sha-256", "-E", "UTF8", "--no-locale", "--no-sync"])
+            .arg(format!("--pwfile={}", pwfile.display()));
         run(&mut initdb)?;
         // A port taken between our probe and the server's bind: try another.
         for _ in 0..3 {
@@ -143,10 +147,8 @@ impl PgServer {
             if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
                 return Err(format!("postgres exited with {status}: {}", self.log()));
             }
-            let ready = Command::new(self.bin.join("pg_isready"))
-                .args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()])
-                .status()
-                .is_ok_and(|s| s.success());
+            let ready =
+                Command::new(self.bin.join("pg_isready")).args(["-q", "-h", "127.0.0.1", "-p", &self.port.to_string()]).status().is_ok_and(|s| s.success());
             if ready {
                 self.child = Some(child);
                 return Ok(());

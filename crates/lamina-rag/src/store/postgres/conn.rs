@@ -22,7 +22,8 @@ impl Connection {
     /// refused login is reported at once.
     pub fn open(url: &str) -> Result<Connection> {
         let shown = crate::store::redact_url(url);
-        let mut config: Config = url.parse().map_err(|e: postgres::Error| RagError::Database { url: shown.clone(), reason: format!("not a valid URL: {e}") })?;
+        let mut config: Config =
+            url.parse().map_err(|e: postgres::Error| RagError::Database { url: shown.clone(), reason: format!("not a valid URL: {e}") })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }

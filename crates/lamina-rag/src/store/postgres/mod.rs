@@ -78,7 +78,10 @@ impl Catalog for PgCatalog {
         }
         let id = self.conn.with(|c| {
             let mut tx = c.transaction()?;
-            let row = tx.query_opt("INSERT INTO lamina_collections (name, spec) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING RETURNING id", &[&spec.name, &Json(&spec)])?;
+            let row = tx.query_opt(
+                "INSERT INTO lamina_collections (name, spec) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING RETURNING id",
+                &[&spec.name, &Json(&spec)],
+            )?;
             let id: i64 = row.ok_or_else(|| RagError::CollectionExists(spec.name.clone()))?.get(0);
             schema::create_tables(&mut tx, id, &spec)?;
             tx.commit()?;
