@@ -46,28 +46,7 @@ impl MemoryState {
 
     /// Checks a batch without changing anything: vector lengths, finite values, keys.
     pub fn check(&self, changes: &[Change]) -> Result<()> {
-        for c in changes {
-            if let Change::Put { source, chunks } = c {
-                if source.source.is_empty() {
-                    return Err(RagError::InvalidInput("a source needs a non-empty key".into()));
-                }
-                for ch in chunks {
-                    if ch.vector.len() != self.spec.dimensions {
-                        return Err(RagError::InvalidInput(format!(
-                            "a chunk of `{}` has a {}-dimensional vector; collection `{}` holds {}",
-                            source.source,
-                            ch.vector.len(),
-                            self.spec.name,
-                            self.spec.dimensions
-                        )));
-                    }
-                    if ch.vector.iter().any(|x| !x.is_finite()) {
-                        return Err(RagError::InvalidInput(format!("a chunk of `{}` has a non-finite vector", source.source)));
-                    }
-                }
-            }
-        }
-        Ok(())
+        check_batch(&self.spec, changes)
     }
 
     /// Applies a checked batch; `check` first, or this panics on a wrong vector length.
@@ -79,10 +58,14 @@ impl MemoryState {
                     self.remove(&source.source);
                     source.chunks = chunks.len();
                     let mut ids = Vec::with_capacity(chunks.len());
+                    // One batch into the vector index: the graph links it in one pass.
+                    let new_ids: Vec<ChunkId> = (0..chunks.len() as u64).map(|i| ChunkId(self.next_id + i)).collect();
+                    let flat: Vec<f32> = chunks.iter().flat_map(|c| c.vector.iter().copied()).collect();
+                    let threads = self.vectors.params().threads;
+                    self.vectors.insert_batch(&new_ids, &flat, threads);
                     for ch in chunks {
                         let id = ChunkId(self.next_id);
                         self.next_id += 1;
-                        self.vectors.insert(id, &ch.vector);
                         self.keywords.insert(id, &ch.text);
                         let rec = ChunkRecord {
                             id,
@@ -102,13 +85,13 @@ impl MemoryState {
     }
 
     /// Puts a source back with the chunk ids it had (loading a snapshot); ids to come start
-    /// past them. Check the vectors' lengths first (this panics on a wrong one).
-    pub fn restore(&mut self, source: SourceRecord, chunks: Vec<(ChunkId, NewChunk)>) {
+    /// past them. The chunks' vectors are not indexed here: the loader builds or reads the
+    /// whole vector index at once and hands it over with [`Self::set_vector_index`].
+    pub fn restore_records(&mut self, source: SourceRecord, chunks: Vec<(ChunkId, NewChunk)>) {
         self.remove(&source.source);
         let mut ids = Vec::with_capacity(chunks.len());
         for (id, ch) in chunks {
             self.next_id = self.next_id.max(id.0 + 1);
-            self.vectors.insert(id, &ch.vector);
             self.keywords.insert(id, &ch.text);
             let rec = ChunkRecord {
                 id,
@@ -122,6 +105,32 @@ impl MemoryState {
             ids.push(id);
         }
         self.sources.insert(source.source.clone(), (source, ids));
+    }
+
+    /// Replaces the vector index with one holding exactly the stored chunks' vectors (read
+    /// from disk or built); an index that does not match the chunks is refused.
+    pub fn set_vector_index(&mut self, index: VectorIndex) -> std::result::Result<(), String> {
+        if index.dims() != self.spec.dimensions {
+            return Err(format!("{}-dimensional vectors in a {}-dimensional collection", index.dims(), self.spec.dimensions));
+        }
+        if index.len() != self.chunks.len() {
+            return Err(format!("{} vectors for {} chunks", index.len(), self.chunks.len()));
+        }
+        if let Some(id) = self.chunks.keys().find(|id| index.vector(**id).is_none()) {
+            return Err(format!("no vector for chunk {}", id.0));
+        }
+        self.vectors = index;
+        Ok(())
+    }
+
+    /// Threads for the vector index's graph builds.
+    pub fn set_threads(&mut self, threads: usize) {
+        self.vectors.set_threads(threads);
+    }
+
+    /// The vector index (for saving it).
+    pub fn vector_index(&self) -> &VectorIndex {
+        &self.vectors
     }
 
     /// Raises the next id to at least `next` (ids of removed chunks are not handed out again).
@@ -174,6 +183,33 @@ impl MemoryState {
         v.sort_by_key(|c| c.id);
         v
     }
+}
+
+/// Checks a batch for a collection of `spec` without changing anything: vector lengths,
+/// finite values, keys. Every back-end refuses the same batches.
+pub fn check_batch(spec: &CollectionSpec, changes: &[Change]) -> Result<()> {
+    for c in changes {
+        if let Change::Put { source, chunks } = c {
+            if source.source.is_empty() {
+                return Err(RagError::InvalidInput("a source needs a non-empty key".into()));
+            }
+            for ch in chunks {
+                if ch.vector.len() != spec.dimensions {
+                    return Err(RagError::InvalidInput(format!(
+                        "a chunk of `{}` has a {}-dimensional vector; collection `{}` holds {}",
+                        source.source,
+                        ch.vector.len(),
+                        spec.name,
+                        spec.dimensions
+                    )));
+                }
+                if ch.vector.iter().any(|x| !x.is_finite()) {
+                    return Err(RagError::InvalidInput(format!("a chunk of `{}` has a non-finite vector", source.source)));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// An in-memory collection: lost when dropped. Evaluations and tests use it; the embedded
