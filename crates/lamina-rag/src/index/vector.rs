@@ -28,8 +28,11 @@
 //! sits at 5,000, where an exact query still costs about a millisecond (less than embedding
 //! the query) and is exact, and where building the graph on the way (~0.5–1 ms a vector)
 //! is not yet felt. Above it the scan's cost grows with every vector and the graph's barely.
-//! M 16 (not faiss's 32): on 70,000 MiniLM vectors it needs fewer dot products than faiss
-//! at M 32 for the same recall@10 and holds 1,680 bytes a vector against faiss's 1,808.
+//! Graph parameters, on 70,000 MiniLM vectors with 1,000 held-out queries, by dot products a
+//! query at faiss's recall@10 (0.983 at M 32, efSearch 64, which computes 1,574): M 16 /
+//! ef_construction 100 reaches 0.984 at ef_search 80 with 1,405; M 16 / 64 needs 1,567, M 24
+//! / 80 ~1,480, M 32 / 64 ~1,570. M 16 also holds the least: 1,680 bytes a vector against
+//! faiss's 1,808. ef_search 80 is the smallest width at faiss's recall.
 //!
 //! ## Filters
 //! A filter is a predicate on ids. The graph search returns only accepted, live rows but
