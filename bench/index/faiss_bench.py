@@ -14,7 +14,7 @@ import numpy as np
 base, queries, truth = (np.load(p) for p in sys.argv[1:4])
 threads = int(sys.argv[4])
 m = int(sys.argv[5]) if len(sys.argv) > 5 else 32
-efs = [int(x) for x in (sys.argv[6] if len(sys.argv) > 6 else "16,24,32,48,64,96,128").split(",")]
+efs = [int(x) for x in (sys.argv[6] if len(sys.argv) > 6 else "16,32,48,64,72,80,88,96,128").split(",")]
 faiss.omp_set_num_threads(threads)
 k = 10
 index = faiss.IndexHNSWFlat(base.shape[1], m, faiss.METRIC_INNER_PRODUCT)

@@ -100,7 +100,7 @@ fn main() -> Result<(), String> {
 
     // Exact search against the graph at small sizes: where the graph starts to pay.
     let mut crossover = Vec::new();
-    for size in list(&flag("--crossover", "1000,2000,5000,10000,20000")).into_iter().filter(|&s| s <= n) {
+    for size in list(&flag("--crossover", "1000,2000,5000,10000,20000")).into_iter().filter(|&s| s > 0 && s <= n) {
         let exact = VectorIndex::build(dims, HnswParams { exact_threshold: usize::MAX, ..params }, &ids[..size], &data[..size * dims], threads);
         let graph = VectorIndex::build(dims, params, &ids[..size], &data[..size * dims], threads);
         let time = |ix: &VectorIndex| {
@@ -117,7 +117,7 @@ fn main() -> Result<(), String> {
     let mut ix = VectorIndex::build(dims, params, &ids, &data, threads);
     let build_s = t.elapsed().as_secs_f64();
     let mut runs = Vec::new();
-    for ef in list(&flag("--ef-search", "16,24,32,48,64,96,128")) {
+    for ef in list(&flag("--ef-search", "16,32,48,64,72,80,88,96,128")) {
         ix.set_ef_search(ef);
         ix.search_batch(&qs[..dims * nq.min(100)], k, threads); // warm
         let t = Instant::now();

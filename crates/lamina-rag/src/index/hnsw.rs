@@ -53,7 +53,7 @@ pub struct HnswParams {
 
 impl Default for HnswParams {
     fn default() -> HnswParams {
-        HnswParams { m: 16, ef_construction: 100, ef_search: 64, exact_threshold: 10_000, seed: 0x5eed_1a71_a000_0001, threads: 1 }
+        HnswParams { m: 16, ef_construction: 100, ef_search: 80, exact_threshold: 5_000, seed: 0x5eed_1a71_a000_0001, threads: 1 }
     }
 }
 
