@@ -18,6 +18,7 @@ pub mod document;
 pub mod embed;
 pub mod error;
 pub mod index;
+pub mod ingest;
 pub mod search;
 pub mod store;
 pub mod types;
