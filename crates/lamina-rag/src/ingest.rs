@@ -457,7 +457,7 @@ mod tests {
         assert_eq!(a.metadata.get("title"), Some(&serde_json::json!("Title A")));
         assert_eq!(a.metadata.get("team"), Some(&serde_json::json!("docs")));
         assert_eq!(a.metadata.get("path"), Some(&serde_json::json!(key)));
-        let removed = remove_paths(&mut store, &[sub.clone()]).unwrap();
+        let removed = remove_paths(&mut store, std::slice::from_ref(&sub)).unwrap();
         assert_eq!(removed.len(), 1);
         assert!(removed[0].ends_with("sub/b.txt"));
         // A file deleted from disk can still be removed by its path.
