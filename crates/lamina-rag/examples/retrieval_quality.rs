@@ -102,7 +102,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cached = CachedEmbedder::new(&engine);
     let progress = |what: &'static str| {
         move |done: usize, all: usize| {
-            if done % 512 < 32 || done == all {
+            if done % 256 == 0 || done == all {
                 eprintln!("embedding {what}: {done}/{all}");
             }
         }
@@ -191,7 +191,8 @@ fn tune_variants(set: &EvalSet, store: &MemoryState, tune: &[EvalQuery], held: &
         variants.push((60.0, 1.0, 1.0, Some(c)));
     }
     for (k0, vw, kw, cand) in variants {
-        let req = SearchRequest { candidates: cand, fusion: Fusion { vector_weight: vw, keyword_weight: kw, k0 }, ..SearchRequest::new("-", 10, SearchMode::Hybrid) };
+        let req =
+            SearchRequest { candidates: cand, fusion: Fusion { vector_weight: vw, keyword_weight: kw, k0 }, ..SearchRequest::new("-", 10, SearchMode::Hybrid) };
         let (a, b) = (run(store, tune, &req)?.metrics(), run(store, held, &req)?.metrics());
         let c = cand.map_or("max(4k, 50)".to_string(), |c| c.to_string());
         println!("| {k0} | {vw} | {kw} | {c} | {:.3} | {:.3} | {:.3} | {:.3} |", a.hit_at_1, b.hit_at_1, a.mrr_at_10, b.mrr_at_10);
