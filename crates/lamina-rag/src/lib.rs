@@ -14,6 +14,8 @@
 //! implements them for lamina-engine's `Embedder` and lamina-tokenizer's `Tokenizer`.
 
 pub mod answer;
+pub mod chunk;
+pub mod document;
 pub mod embed;
 pub mod error;
 pub mod eval;
