@@ -1,7 +1,10 @@
 //! Retrieval quality with the real all-MiniLM-L6-v2 on a part of the Alpaca set (records
 //! 0–599 asked and answered, 4000–4199's outputs and 100 Shakespeare passages as
 //! distractors, 4500–4599 unanswerable), over an in-memory collection through `search()`.
-//! The whole set is `bench/rag/quality.sh`'s; docs/retrieval.md has both tables.
+//! The whole set is `bench/rag/quality.sh`'s; docs/retrieval.md has both tables. This part
+//! is easier than the whole (fewer distractors): vector search alone passes 0.75 here, which
+//! it does not on the whole set; what this test holds is the floor of each mode and that
+//! fusion does not lose to either side.
 //!
 //! Vectors are cached under the target folder, so a second run does not embed again.
 
@@ -13,7 +16,7 @@ use std::sync::Arc;
 const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/datasets");
 
 #[test]
-fn hybrid_search_beats_both_sides_and_reaches_the_target() {
+fn hybrid_search_holds_its_floor_and_loses_to_neither_side() {
     let json = std::fs::read_to_string(format!("{SHARED}/alpaca_5000.json")).unwrap();
     let shakespeare = std::fs::read_to_string(format!("{SHARED}/tinyshakespeare.txt")).unwrap();
     let split = AlpacaSplit { answered: 0..600, asked: 0..600, distractors: 4000..4200, unanswerable: 4500..4600, shakespeare_passages: 100 };
@@ -44,10 +47,16 @@ fn hybrid_search_beats_both_sides_and_reaches_the_target() {
     for m in [vector, keyword, hybrid] {
         assert!(m.hit_at_1 <= m.hit_at_10 && m.mrr_at_10 >= m.hit_at_1 && m.mrr_at_10 <= m.hit_at_10, "{m:?}");
     }
-    assert!(hybrid.hit_at_1 >= 0.75, "hybrid hit@1 {:.3} is under the 0.75 target", hybrid.hit_at_1);
-    assert!(hybrid.hit_at_1 > vector.hit_at_1 && hybrid.hit_at_1 > keyword.hit_at_1, "{rows:?}");
-    assert!(hybrid.mrr_at_10 > vector.mrr_at_10 && hybrid.mrr_at_10 > keyword.mrr_at_10, "{rows:?}");
-    assert!(hybrid.hit_at_10 >= 0.9, "{hybrid:?}");
+    // Measured on this part (native arithmetic): vector 0.783 / 0.938 / 0.839, keyword 0.678 /
+    // 0.808 / 0.721, hybrid 0.788 / 0.940 / 0.845 (hit@1 / hit@10 / MRR@10). The floors leave
+    // room for another machine's rounding; a worse analysis or fusion falls through them.
+    assert!(hybrid.hit_at_1 >= 0.77, "hybrid hit@1 {:.3}", hybrid.hit_at_1);
+    assert!(hybrid.hit_at_10 >= 0.92 && hybrid.mrr_at_10 >= 0.83, "{hybrid:?}");
+    assert!(vector.hit_at_1 >= 0.76 && keyword.hit_at_1 >= 0.65, "{rows:?}");
+    // RRF at its paper's settings loses to vector search alone on this data (docs/retrieval.md);
+    // the default fusion must not.
+    assert!(hybrid.hit_at_1 >= vector.hit_at_1 - 0.005 && hybrid.mrr_at_10 >= vector.mrr_at_10 - 0.005, "{rows:?}");
+    assert!(hybrid.hit_at_1 >= keyword.hit_at_1 + 0.05, "{rows:?}");
 
     // The default relevance threshold keeps nearly every answerable question and turns away
     // more of the unanswerable ones than of the answerable ones.
