@@ -223,3 +223,25 @@ pub fn stream_to_stdout() -> lamina_engine::TokenCallback {
         true
     })
 }
+
+/// Where collections live (`lamina index …`, `lamina ask`).
+#[derive(Args, Debug, Clone)]
+pub struct CollectionsArgs {
+    /// A folder of collections or a postgres:// URL (default: $LAMINA_COLLECTIONS, else the
+    /// user's data folder's lamina/collections).
+    #[arg(long, value_name = "DIR|URL")]
+    pub collections: Option<String>,
+}
+
+impl CollectionsArgs {
+    pub fn location(&self) -> Result<String> {
+        if let Some(c) = &self.collections {
+            return Ok(c.clone());
+        }
+        if let Some(c) = std::env::var_os("LAMINA_COLLECTIONS").filter(|c| !c.is_empty()) {
+            return Ok(c.to_string_lossy().into_owned());
+        }
+        let data = dirs::data_dir().ok_or_else(|| anyhow::anyhow!("no data folder for this user: give --collections DIR or set LAMINA_COLLECTIONS"))?;
+        Ok(data.join("lamina").join("collections").to_string_lossy().into_owned())
+    }
+}

@@ -26,6 +26,8 @@ enum Command {
     Embed(commands::embed::EmbedArgs),
     /// Collections of documents for retrieval: add, rm, list, info, search, drop.
     Index(commands::index::IndexArgs),
+    /// Answer a question from a collection, citing its sources (retrieval-augmented).
+    Ask(commands::ask::AskArgs),
     /// Print token ids and pieces of a text.
     Tokenize(commands::tokenize::TokenizeArgs),
     /// Describe a model: architecture, sizes, tensor types, vocabulary, template.
@@ -61,6 +63,7 @@ fn main() {
         Command::Chat(a) => commands::chat::run(a),
         Command::Embed(a) => commands::embed::run(a),
         Command::Index(a) => commands::index::run(a),
+        Command::Ask(a) => commands::ask::run(a),
         Command::Tokenize(a) => commands::tokenize::run(a),
         Command::Info(a) => commands::info::run(a),
         Command::Perplexity(a) => commands::perplexity::run(a),

@@ -23,8 +23,8 @@ use std::ops::Range;
 pub const DEFAULT_THRESHOLD: f32 = 0.30;
 
 /// The instruction the model answers under.
-pub const SYSTEM_PROMPT: &str = "Answer the question using only the numbered sources in the user's message. \
-Cite each source you use by its number in square brackets, like [1] or [2][3]. \
+pub const SYSTEM_PROMPT: &str = "Answer the question in a full sentence, using only the numbered sources in the user's message. \
+After each fact, put the number of the source it comes from in square brackets, for example: The bridge is 40 metres long [2]. \
 If the sources do not contain the answer, say that you don't know.";
 
 /// Tokens a chat template adds around each message (role markers, separators); counted
@@ -104,6 +104,13 @@ pub fn nothing_relevant_answer(collection: &str) -> String {
     format!("I don't know — nothing in `{collection}` matches the question.")
 }
 
+/// Whether no hit is relevant at `threshold` — the "I don't know" case of [`build_prompt`],
+/// decided before any model is loaded: no hits, or hits with similarities none of which
+/// reaches the threshold.
+pub fn nothing_relevant(hits: &[Hit], threshold: f32) -> bool {
+    hits.is_empty() || (hits.iter().any(|h| h.similarity.is_some()) && !hits.iter().any(|h| h.similarity.is_some_and(|s| s >= threshold)))
+}
+
 /// One source as the model sees it: `[n] (source, heading)` and the text below.
 fn source_block(n: usize, hit: &Hit) -> String {
     let c = &hit.chunk;
@@ -136,8 +143,7 @@ pub fn build_prompt(question: &str, hits: &[Hit], counter: &dyn TokenCounter, bu
         )));
     }
 
-    let vector_side = hits.iter().any(|h| h.similarity.is_some());
-    let on_topic = !vector_side || hits.iter().any(|h| h.similarity.is_some_and(|s| s >= threshold));
+    let on_topic = !nothing_relevant(hits, threshold);
     let mut dropped = Vec::new();
     let mut citations = Vec::new();
     let mut blocks = String::new();
@@ -241,7 +247,7 @@ mod tests {
             p.user,
             "Sources:\n\n[1] (doc1.md)\nThe tower is 330 m tall.\n\n[2] (doc2.md, Setup > Install)\nRun make install.\n\nQuestion: How tall is the tower?"
         );
-        assert!(p.system.contains("[1]") && p.system.contains("don't know"));
+        assert!(p.system.contains("[2]") && p.system.contains("don't know"));
         assert_eq!(p.prompt_tokens, Words.count_tokens(&p.system) + Words.count_tokens(&p.user) + 2 * TEMPLATE_TOKENS_PER_MESSAGE);
     }
 
@@ -257,6 +263,7 @@ mod tests {
 
         let p = build_prompt("q", &hits, &Words, ROOMY, 0.9).unwrap();
         assert!(p.nothing_relevant);
+        assert!(nothing_relevant(&hits, 0.9) && !nothing_relevant(&hits, 0.5));
         assert!(p.citations.is_empty());
         assert_eq!(p.dropped.len(), 2);
         assert!(build_prompt("q", &[], &Words, ROOMY, 0.3).unwrap().nothing_relevant);

@@ -57,10 +57,10 @@ pub struct AlpacaSplit {
 }
 
 impl AlpacaSplit {
-    /// The set: records 0–3999 answered and asked, 4000–4499's outputs and 1,000
+    /// The set: records 0–3999 answered and asked, 4000–4499's outputs and 500
     /// Shakespeare passages as distractors, 4500–4999 unanswerable.
     pub fn full() -> AlpacaSplit {
-        AlpacaSplit { answered: 0..4000, asked: 0..4000, distractors: 4000..4500, unanswerable: 4500..5000, shakespeare_passages: 1000 }
+        AlpacaSplit { answered: 0..4000, asked: 0..4000, distractors: 4000..4500, unanswerable: 4500..5000, shakespeare_passages: 500 }
     }
 }
 
@@ -280,8 +280,10 @@ impl<'a> CachedEmbedder<'a> {
         format!("{}-{}.f32", self.inner.model_id().replace(['/', '\\'], "_"), d.iter().take(12).map(|b| format!("{b:02x}")).collect::<String>())
     }
 
-    /// Like [`CachedEmbedder::embed_all`], reading the vectors from `dir` when an earlier
-    /// run saved them there, and saving them after embedding.
+    /// Like [`CachedEmbedder::embed_all`], reading the vectors from `dir` where an earlier
+    /// run saved them, and saving them as it goes: texts are taken [`CACHE_PART`] at a time,
+    /// each part in a file named by [`CachedEmbedder::cache_name`], so an interrupted run
+    /// resumes where it stopped.
     pub fn embed_all_cached(
         &self,
         dir: &std::path::Path,
@@ -290,26 +292,39 @@ impl<'a> CachedEmbedder<'a> {
         batch: usize,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<Vec<f32>>> {
-        let path = dir.join(self.cache_name(texts, kind));
-        let dims = self.inner.dimensions();
-        if let Ok(bytes) = std::fs::read(&path) {
-            if bytes.len() == texts.len() * dims * 4 {
-                let flat: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-                let vectors: Vec<Vec<f32>> = flat.chunks_exact(dims.max(1)).map(<[f32]>::to_vec).collect();
-                let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-                for (t, v) in texts.iter().zip(&vectors) {
-                    cache.insert(Self::key(kind, t), v.clone());
-                }
-                return Ok(vectors);
-            }
-        }
-        let vectors = self.embed_all(texts, kind, batch, progress)?;
-        let bytes: Vec<u8> = vectors.iter().flatten().flat_map(|x| x.to_le_bytes()).collect();
+        let dims = self.inner.dimensions().max(1);
         std::fs::create_dir_all(dir).map_err(|e| RagError::io(format!("creating {}", dir.display()), e))?;
-        lamina_core::fs::write_bytes_atomic(&path, &bytes)?;
-        Ok(vectors)
+        let mut out = Vec::with_capacity(texts.len());
+        for part in texts.chunks(CACHE_PART) {
+            let path = dir.join(self.cache_name(part, kind));
+            let saved = std::fs::read(&path).ok().filter(|b| b.len() == part.len() * dims * 4);
+            let vectors: Vec<Vec<f32>> = match saved {
+                Some(bytes) => {
+                    let flat: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+                    let vectors: Vec<Vec<f32>> = flat.chunks_exact(dims).map(<[f32]>::to_vec).collect();
+                    let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+                    for (t, v) in part.iter().zip(&vectors) {
+                        cache.insert(Self::key(kind, t), v.clone());
+                    }
+                    vectors
+                }
+                None => {
+                    let done = out.len();
+                    let vectors = self.embed_all(part, kind, batch, &mut |n, _| progress(done + n, texts.len()))?;
+                    let bytes: Vec<u8> = vectors.iter().flatten().flat_map(|x| x.to_le_bytes()).collect();
+                    lamina_core::fs::write_bytes_atomic(&path, &bytes)?;
+                    vectors
+                }
+            };
+            out.extend(vectors);
+        }
+        progress(out.len(), texts.len());
+        Ok(out)
     }
 }
+
+/// Texts per cache file of [`CachedEmbedder::embed_all_cached`].
+pub const CACHE_PART: usize = 256;
 
 impl TextEmbedder for CachedEmbedder<'_> {
     fn model_id(&self) -> &str {

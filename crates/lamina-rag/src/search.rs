@@ -2,7 +2,7 @@
 //! side, fuse (hybrid), and fetch the chunks. Written once for every back-end.
 
 use crate::embed::{EmbedKind, TextEmbedder};
-use crate::index::fusion::{reciprocal_rank_fusion, RRF_K};
+use crate::index::fusion::{convex_fusion, reciprocal_rank_fusion, RRF_K};
 use crate::store::Store;
 use crate::types::{Filter, Hit, SearchMode};
 use crate::{RagError, Result};
@@ -20,19 +20,28 @@ pub struct SearchRequest {
     pub fusion: Fusion,
 }
 
-/// Hybrid search's reciprocal rank fusion: a chunk scores Σ weight / (k0 + rank) over the
-/// vector and keyword lists it is in.
+/// How hybrid search fuses its vector and keyword lists.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Fusion {
-    pub vector_weight: f32,
-    pub keyword_weight: f32,
-    pub k0: f32,
+pub enum Fusion {
+    /// Reciprocal rank fusion: Σ weight / (k0 + rank).
+    Rrf { vector_weight: f32, keyword_weight: f32, k0: f32 },
+    /// `vector_weight`·(cosine, min-max normalised) + (1 − `vector_weight`)·(BM25, min-max normalised).
+    Convex { vector_weight: f32 },
 }
+
+/// The default fusion's vector weight, chosen on the tuning half of the Alpaca evaluation
+/// (docs/retrieval.md).
+pub const DEFAULT_VECTOR_WEIGHT: f32 = 0.7;
 
 impl Default for Fusion {
     fn default() -> Fusion {
-        Fusion { vector_weight: 1.0, keyword_weight: 1.0, k0: RRF_K }
+        Fusion::Convex { vector_weight: DEFAULT_VECTOR_WEIGHT }
     }
+}
+
+impl Fusion {
+    /// Reciprocal rank fusion with the paper's k0 and equal weights.
+    pub const RRF: Fusion = Fusion::Rrf { vector_weight: 1.0, keyword_weight: 1.0, k0: RRF_K };
 }
 
 impl SearchRequest {
@@ -82,12 +91,11 @@ pub fn search(store: &dyn Store, embedder: &dyn TextEmbedder, req: &SearchReques
             let v = vector(n)?;
             let kw = store.keyword_search(&req.query, n, &req.filter)?;
             let sim: HashMap<_, _> = v.iter().copied().collect();
-            let f = req.fusion;
-            reciprocal_rank_fusion(&[(&v, f.vector_weight), (&kw, f.keyword_weight)], f.k0)
-                .into_iter()
-                .take(req.k)
-                .map(|f| (f.id, f.score, sim.get(&f.id).copied(), f.ranks[0], f.ranks[1]))
-                .collect()
+            let fused = match req.fusion {
+                Fusion::Rrf { vector_weight, keyword_weight, k0 } => reciprocal_rank_fusion(&[(&v, vector_weight), (&kw, keyword_weight)], k0),
+                Fusion::Convex { vector_weight } => convex_fusion(&v, &kw, vector_weight),
+            };
+            fused.into_iter().take(req.k).map(|f| (f.id, f.score, sim.get(&f.id).copied(), f.ranks[0], f.ranks[1])).collect()
         }
     };
     let ids: Vec<_> = ranked.iter().map(|r| r.0).collect();

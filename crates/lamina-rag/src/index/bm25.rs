@@ -20,7 +20,7 @@ pub struct Bm25Index {
     total_len: u64,
 }
 
-/// The terms of `text` under the default analysis ([`Analyzer::english`]).
+/// The terms of `text` under the default analysis ([`Analyzer::PLAIN`]).
 pub fn terms(text: &str) -> impl Iterator<Item = String> + '_ {
     Analyzer::default().terms(text).into_iter()
 }
@@ -234,16 +234,16 @@ mod persist_tests {
 
     #[test]
     fn the_text_analysis_is_saved_with_the_index() {
-        let mut ix = Bm25Index::with_analyzer(Analyzer::PLAIN);
+        let mut ix = Bm25Index::with_analyzer(Analyzer::english());
         ix.insert(ChunkId(1), "the running dogs");
         let mut bytes = Vec::new();
         ix.write_to(&mut bytes).unwrap();
         let back = Bm25Index::read_from(&mut &bytes[..]).unwrap();
-        assert_eq!(back.analyzer(), Analyzer::PLAIN);
-        // Plain analysis: "the" is a term and "run" is not (no stems).
-        assert_eq!(back.search("the", 5, &|_| true).len(), 1);
-        assert!(back.search("run", 5, &|_| true).is_empty());
-        assert_eq!(Bm25Index::new().analyzer(), Analyzer::english());
+        assert_eq!(back.analyzer(), Analyzer::english());
+        // English analysis: "run" finds "running" (stems), "the" finds nothing (a stop word).
+        assert_eq!(back.search("run", 5, &|_| true).len(), 1);
+        assert!(back.search("the", 5, &|_| true).is_empty());
+        assert_eq!(Bm25Index::new().analyzer(), Analyzer::PLAIN);
     }
 
     #[test]

@@ -1,6 +1,13 @@
-//! Reciprocal rank fusion (Cormack, Clarke & Büttcher, SIGIR 2009): a chunk's fused score is
-//! Σ wᵢ / (k₀ + rankᵢ) over the lists it appears in, rank 1-based. It needs no score
-//! calibration between cosine similarity and BM25, which is why hybrid search uses it.
+//! Fusing ranked lists into one.
+//!
+//! - Reciprocal rank fusion (Cormack, Clarke & Büttcher, SIGIR 2009): a chunk's fused score is
+//!   Σ wᵢ / (k₀ + rankᵢ) over the lists it appears in, rank 1-based. It needs no score
+//!   calibration, but it throws away how far apart the scores are.
+//! - A convex combination of scores normalised per list (Bruch, Gai & Ingber, "An Analysis of
+//!   Fusion Functions for Hybrid Retrieval", TOIS 2023): each list's scores are mapped to
+//!   [0, 1] by its own minimum and maximum, and a chunk scores α·vector + (1 − α)·keyword (0
+//!   for a list it is not in). It keeps the margins, and is what hybrid search uses by default
+//!   (docs/retrieval.md has the measurements).
 
 use crate::types::ChunkId;
 use std::collections::HashMap;
@@ -31,9 +38,49 @@ pub fn reciprocal_rank_fusion(lists: &[(&[(ChunkId, f32)], f32)], k0: f32) -> Ve
     out
 }
 
+/// Fuses two lists (best first) by `alpha`·(first, min-max normalised) + (1 − `alpha`)·(second,
+/// min-max normalised); best first, ties by smaller id. A list whose scores are all equal
+/// maps them to 1.
+pub fn convex_fusion(first: &[(ChunkId, f32)], second: &[(ChunkId, f32)], alpha: f32) -> Vec<Fused> {
+    let mut by_id: HashMap<ChunkId, Fused> = HashMap::new();
+    for (li, (list, w)) in [(first, alpha), (second, 1.0 - alpha)].into_iter().enumerate() {
+        let max = list.iter().map(|x| x.1).fold(f32::NEG_INFINITY, f32::max);
+        let min = list.iter().map(|x| x.1).fold(f32::INFINITY, f32::min);
+        let span = max - min;
+        for (r, &(id, s)) in list.iter().enumerate() {
+            let norm = if span > 0.0 { (s - min) / span } else { 1.0 };
+            let e = by_id.entry(id).or_insert_with(|| Fused { id, score: 0.0, ranks: vec![None; 2] });
+            e.score += w * norm;
+            e.ranks[li] = Some(r + 1);
+        }
+    }
+    let mut out: Vec<Fused> = by_id.into_values().collect();
+    out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn convex_fusion_weighs_normalised_scores() {
+        // Vector 0.9, 0.7, 0.5 → 1, 0.5, 0; keyword 8, 2 → 1, 0.
+        let v = [(ChunkId(1), 0.9), (ChunkId(2), 0.7), (ChunkId(3), 0.5)];
+        let k = [(ChunkId(3), 8.0), (ChunkId(2), 2.0)];
+        let f = convex_fusion(&v, &k, 0.75);
+        let got: Vec<(u64, f32)> = f.iter().map(|x| (x.id.0, x.score)).collect();
+        assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+        for (g, want) in got.iter().zip([0.75, 0.375, 0.25]) {
+            assert!((g.1 - want).abs() < 1e-6, "{got:?}");
+        }
+        assert_eq!(f[2].ranks, vec![Some(3), Some(1)]);
+        // More keyword weight: chunk 3 wins.
+        assert_eq!(convex_fusion(&v, &k, 0.4)[0].id, ChunkId(3));
+        // One item or equal scores: normalised to 1; an empty list adds nothing.
+        let one = convex_fusion(&[(ChunkId(7), 0.3)], &[], 0.5);
+        assert_eq!((one[0].id, one[0].score), (ChunkId(7), 0.5));
+    }
 
     #[test]
     fn fusion_adds_reciprocal_ranks() {
