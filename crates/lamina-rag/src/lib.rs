@@ -13,6 +13,7 @@
 //! [`embed::TextEmbedder`] and [`embed::TokenCounter`] traits. With the `engine` feature it
 //! implements them for lamina-engine's `Embedder` and lamina-tokenizer's `Tokenizer`.
 
+pub mod answer;
 pub mod embed;
 pub mod error;
 pub mod index;
