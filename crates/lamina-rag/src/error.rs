@@ -19,6 +19,10 @@ pub enum RagError {
     Unreadable { path: PathBuf, reason: String },
     #[error("collection `{collection}` is corrupt: {reason}")]
     Corrupt { collection: String, reason: String },
+    #[error("collection `{0}` is being written by another process (another `lamina index add`, or a server); try again when it has finished")]
+    Locked(String),
+    #[error("the saved {index} index is corrupt: {reason}")]
+    CorruptIndex { index: &'static str, reason: String },
     #[error("invalid input: {0}")]
     InvalidInput(String),
     #[error("{context}: {source}")]

@@ -123,3 +123,119 @@ mod tests {
         assert!(ix.search("cat", 10, &|id| id != ChunkId(1)).is_empty());
     }
 }
+
+const BM25_MAGIC: &[u8; 8] = b"LMBM25IX";
+const BM25_VERSION: u32 = 1;
+
+/// Saving and loading, in the checksummed envelope of [`super::persist`]: the vocabulary
+/// (sorted), then each chunk (by id) with its length and its (term, frequency) pairs. The
+/// postings are rebuilt from these on load.
+impl Bm25Index {
+    pub fn write_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        let mut vocab: Vec<&String> = self.postings.keys().collect();
+        vocab.sort();
+        let index: HashMap<&str, u32> = vocab.iter().enumerate().map(|(i, t)| (t.as_str(), i as u32)).collect();
+        let mut tf: HashMap<(ChunkId, u32), u32> = HashMap::new();
+        for (t, p) in &self.postings {
+            for &(id, n) in p {
+                tf.insert((id, index[t.as_str()]), n);
+            }
+        }
+        let mut out = super::persist::Writer::new(w, BM25_MAGIC, BM25_VERSION)?;
+        out.len(vocab.len())?;
+        for t in &vocab {
+            out.str(t)?;
+        }
+        let mut ids: Vec<&ChunkId> = self.docs.keys().collect();
+        ids.sort();
+        out.len(ids.len())?;
+        for id in ids {
+            let (len, distinct) = &self.docs[id];
+            let mut terms: Vec<u32> = distinct.iter().map(|t| index[t.as_str()]).collect();
+            terms.sort_unstable();
+            out.u64(id.0)?;
+            out.u32(*len)?;
+            out.len(terms.len())?;
+            for t in terms {
+                out.u32(t)?;
+                out.u32(tf[&(*id, t)])?;
+            }
+        }
+        out.finish()
+    }
+
+    /// Reads what [`Self::write_to`] wrote; damaged or truncated input is a
+    /// [`crate::RagError::CorruptIndex`], never a panic.
+    pub fn read_from(r: &mut dyn std::io::Read) -> crate::Result<Bm25Index> {
+        let (mut rd, version) = super::persist::Reader::new(r, "keyword", BM25_MAGIC)?;
+        if version != BM25_VERSION {
+            return Err(rd.corrupt(format!("it is format version {version}; this build reads version {BM25_VERSION}")));
+        }
+        let n = rd.len(u32::MAX as usize, "term")?;
+        let mut vocab = Vec::with_capacity(n.min(1 << 16));
+        for _ in 0..n {
+            vocab.push(rd.string(1 << 20)?);
+        }
+        let docs = rd.len(usize::MAX, "chunk")?;
+        let mut ix = Bm25Index::new();
+        for _ in 0..docs {
+            let id = ChunkId(rd.u64()?);
+            let len = rd.u32()?;
+            let count = rd.len(vocab.len(), "chunk term")?;
+            let mut distinct = Vec::with_capacity(count.min(1 << 16));
+            let mut sum = 0u64;
+            for _ in 0..count {
+                let t = rd.u32()? as usize;
+                let f = rd.u32()?;
+                let Some(term) = vocab.get(t) else { return Err(rd.corrupt(format!("chunk {} names term {t} of {}", id.0, vocab.len()))) };
+                if f == 0 {
+                    return Err(rd.corrupt(format!("chunk {} has a zero term frequency", id.0)));
+                }
+                sum += f as u64;
+                ix.postings.entry(term.clone()).or_default().push((id, f));
+                distinct.push(term.clone());
+            }
+            if sum != len as u64 {
+                return Err(rd.corrupt(format!("chunk {}'s length {len} is not the sum of its term frequencies", id.0)));
+            }
+            if ix.docs.insert(id, (len, distinct)).is_some() {
+                return Err(rd.corrupt(format!("chunk {} appears twice", id.0)));
+            }
+            ix.total_len += len as u64;
+        }
+        rd.finish()?;
+        Ok(ix)
+    }
+}
+
+#[cfg(test)]
+mod persist_tests {
+    use super::*;
+
+    #[test]
+    fn bm25_round_trips_with_identical_scores() {
+        let mut ix = Bm25Index::new();
+        let texts = ["the cat sat on the mat", "dogs chase cats", "the cat and the cat", "Ünïcode wörds too", "mat mat mat dogs"];
+        for (i, t) in texts.iter().enumerate() {
+            ix.insert(ChunkId(i as u64 * 10), t);
+        }
+        ix.remove(ChunkId(10));
+        let mut bytes = Vec::new();
+        ix.write_to(&mut bytes).unwrap();
+        let back = Bm25Index::read_from(&mut &bytes[..]).unwrap();
+        assert_eq!(back.len(), ix.len());
+        for q in ["cat", "the mat", "dogs", "wörds", "nothing"] {
+            assert_eq!(back.search(q, 10, &|_| true), ix.search(q, 10, &|_| true), "{q}");
+        }
+        let mut again = Vec::new();
+        back.write_to(&mut again).unwrap();
+        assert_eq!(again, bytes);
+        for cut in [0, 9, 20, bytes.len() / 2, bytes.len() - 1] {
+            assert!(matches!(Bm25Index::read_from(&mut &bytes[..cut]), Err(crate::RagError::CorruptIndex { .. })), "cut {cut}");
+        }
+        let mut bad = bytes.clone();
+        bad[30] ^= 4;
+        assert!(Bm25Index::read_from(&mut &bad[..]).is_err());
+        assert!(Bm25Index::read_from(&mut &b"not an index at all"[..]).is_err());
+    }
+}

@@ -4,7 +4,7 @@
 
 use crate::index::{Bm25Index, VectorIndex};
 use crate::store::Change;
-use crate::types::{ChunkId, ChunkRecord, CollectionInfo, CollectionSpec, Filter, SourceRecord};
+use crate::types::{ChunkId, ChunkRecord, CollectionInfo, CollectionSpec, Filter, NewChunk, SourceRecord};
 use crate::{RagError, Result};
 use std::collections::{BTreeMap, HashMap};
 
@@ -101,6 +101,44 @@ impl MemoryState {
         }
     }
 
+    /// Puts a source back with the chunk ids it had (loading a snapshot); ids to come start
+    /// past them. Check the vectors' lengths first (this panics on a wrong one).
+    pub fn restore(&mut self, source: SourceRecord, chunks: Vec<(ChunkId, NewChunk)>) {
+        self.remove(&source.source);
+        let mut ids = Vec::with_capacity(chunks.len());
+        for (id, ch) in chunks {
+            self.next_id = self.next_id.max(id.0 + 1);
+            self.vectors.insert(id, &ch.vector);
+            self.keywords.insert(id, &ch.text);
+            let rec = ChunkRecord {
+                id,
+                source: source.source.clone(),
+                text: ch.text,
+                byte_range: ch.byte_range,
+                heading: ch.heading,
+                metadata: source.metadata.clone(),
+            };
+            self.chunks.insert(id, rec);
+            ids.push(id);
+        }
+        self.sources.insert(source.source.clone(), (source, ids));
+    }
+
+    /// Raises the next id to at least `next` (ids of removed chunks are not handed out again).
+    pub fn reserve_ids(&mut self, next: u64) {
+        self.next_id = self.next_id.max(next);
+    }
+
+    /// Every source with its chunks' ids, ordered by key.
+    pub fn source_chunks(&self) -> impl Iterator<Item = (&SourceRecord, &[ChunkId])> + '_ {
+        self.sources.values().map(|(s, ids)| (s, ids.as_slice()))
+    }
+
+    /// A stored chunk and its vector.
+    pub fn chunk(&self, id: ChunkId) -> Option<(&ChunkRecord, &[f32])> {
+        Some((self.chunks.get(&id)?, self.vectors.vector(id)?))
+    }
+
     fn remove(&mut self, source: &str) {
         if let Some((_, ids)) = self.sources.remove(source) {
             for id in ids {
@@ -172,7 +210,6 @@ impl crate::store::Store for MemoryState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::NewChunk;
 
     fn src(key: &str) -> SourceRecord {
         SourceRecord { source: key.into(), content_hash: "h".into(), bytes: 1, chunks: 0, added_at: 0, metadata: Default::default() }

@@ -4,7 +4,7 @@
 //! prompts) is written once against the traits.
 
 use crate::types::{ChunkId, ChunkRecord, CollectionInfo, CollectionSpec, Filter, NewChunk, SourceRecord};
-use crate::Result;
+use crate::{RagError, Result};
 
 /// One change to a collection. A batch of changes is applied atomically.
 #[derive(Debug, Clone)]
@@ -51,5 +51,64 @@ pub trait Catalog: Send + Sync {
     fn delete(&self, name: &str) -> Result<()>;
 }
 
+pub mod embedded;
 pub mod memory;
+pub use embedded::{EmbeddedCatalog, EmbeddedStore};
 pub use memory::MemoryState;
+
+/// The catalog at `location`: a `postgres://` or `postgresql://` URL is a PostgreSQL
+/// database (with the `postgres` feature), anything else a folder of embedded collections.
+pub fn open_catalog(location: &str) -> Result<Box<dyn Catalog>> {
+    if location.starts_with("postgres://") || location.starts_with("postgresql://") {
+        #[cfg(feature = "postgres")]
+        return Ok(Box::new(postgres::PgCatalog::connect(location)?));
+        #[cfg(not(feature = "postgres"))]
+        return Err(RagError::InvalidInput(format!(
+            "{}: this lamina was built without PostgreSQL support (build it with the `postgres` feature of lamina-rag), or give a folder",
+            redact_url(location)
+        )));
+    }
+    if location.trim().is_empty() {
+        return Err(RagError::InvalidInput("no collections location given: a folder or a postgres:// URL".into()));
+    }
+    Ok(Box::new(EmbeddedCatalog::open(std::path::Path::new(location))?))
+}
+
+/// A URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{scheme}://{user}@{host}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_password() {
+        assert_eq!(redact_url("postgres://me:secret@db:5432/x"), "postgres://me@db:5432/x");
+        assert_eq!(redact_url("postgres://db/x"), "postgres://db/x");
+        assert_eq!(redact_url("postgresql://me@db/x?sslmode=require"), "postgresql://me@db/x?sslmode=require");
+    }
+
+    #[test]
+    fn a_postgres_url_needs_the_feature_and_a_folder_is_embedded() {
+        #[cfg(not(feature = "postgres"))]
+        {
+            let e = open_catalog("postgres://me:pw@localhost/db").err().expect("refused").to_string();
+            assert!(e.contains("without PostgreSQL support") && !e.contains("pw"), "{e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let c = open_catalog(dir.path().to_str().unwrap()).unwrap();
+        assert_eq!(c.location(), dir.path().display().to_string());
+        assert!(c.list().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,550 @@
+//! A hierarchical navigable small-world graph (Malkov & Yashunin, "Efficient and robust
+//! approximate nearest neighbor search using Hierarchical Navigable Small World graphs",
+//! 2018) over rows of a flat vector array, by dot product (cosine on unit vectors).
+//!
+//! Layout: level-0 neighbour lists in one `Vec<u32>` with a fixed stride of 2M (a list ends
+//! at [`NONE`] or at the stride); the few nodes above level 0 (a fraction 1/M of them) keep
+//! their upper lists in a map, M slots a level. Vectors stay in the caller's contiguous
+//! `f32` array. With M = 16 that is 128 bytes of links a vector beside its 1,536 bytes of
+//! 384-dimensional vector.
+//!
+//! Search (the paper's Algorithms 2 and 5): greedy descent through the upper levels, then a
+//! best-first search of width `ef` at level 0. Removed and filtered-out rows are still
+//! traversed but never returned. The visited set is a byte per node with a generation
+//! counter, reused across the searches a thread makes.
+//!
+//! Insertion (Algorithm 1) with the neighbour-selection heuristic (Algorithm 4, without the
+//! candidate extension, as hnswlib and faiss do) runs in batches, so it is parallel and
+//! still deterministic: each row's level comes from a hash of the seed and the row, the rows
+//! of a batch search the graph as it stood before the batch (in parallel, read-only) and
+//! also consider the batch's earlier rows as candidates; then their links and the reverse
+//! links are written in row order. The graph is therefore the same for any thread count.
+
+use super::simd::DotFn;
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+
+/// An empty neighbour slot.
+pub const NONE: u32 = u32::MAX;
+/// Levels above this are never drawn (the chance of one is M^-16).
+pub const MAX_LEVEL: usize = 16;
+/// Rows inserted together, at most: each considers the batch's earlier rows as candidates,
+/// so a larger batch costs more dot products and buys more parallelism.
+const MAX_BATCH: usize = 256;
+
+/// The graph's shape and the search width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HnswParams {
+    /// Links a node keeps on the upper levels; level 0 keeps up to 2M.
+    pub m: usize,
+    /// Search width while inserting.
+    pub ef_construction: usize,
+    /// Search width while querying (at least `k` is used).
+    pub ef_search: usize,
+    /// Exact search while the index holds at most this many live vectors.
+    pub exact_threshold: usize,
+    /// Seeds the level each row is given.
+    pub seed: u64,
+    /// Threads for the graph builds the index starts on its own (crossing the threshold,
+    /// compaction). Not saved with the index.
+    pub threads: usize,
+}
+
+impl Default for HnswParams {
+    fn default() -> HnswParams {
+        HnswParams { m: 16, ef_construction: 100, ef_search: 64, exact_threshold: 10_000, seed: 0x5eed_1a71_a000_0001, threads: 1 }
+    }
+}
+
+/// A scored node; orders by similarity, then by the smaller node (so results are repeatable).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scored {
+    pub sim: f32,
+    pub node: u32,
+}
+impl Eq for Scored {}
+impl PartialOrd for Scored {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Scored {
+    fn cmp(&self, o: &Self) -> Ordering {
+        self.sim.total_cmp(&o.sim).then(o.node.cmp(&self.node))
+    }
+}
+
+/// The rows' vectors: row `i` is `data[i*dims..(i+1)*dims]`.
+#[derive(Clone, Copy)]
+pub struct Rows<'a> {
+    pub data: &'a [f32],
+    pub dims: usize,
+    pub dot: DotFn,
+}
+
+impl<'a> Rows<'a> {
+    #[inline]
+    pub fn row(&self, i: u32) -> &'a [f32] {
+        let i = i as usize * self.dims;
+        &self.data[i..i + self.dims]
+    }
+
+    #[inline]
+    fn sim(&self, q: &[f32], i: u32) -> f32 {
+        (self.dot)(q, self.row(i))
+    }
+}
+
+/// Per-thread search state, reused across searches.
+#[derive(Default)]
+pub struct Scratch {
+    marks: Vec<u8>,
+    generation: u8,
+    candidates: BinaryHeap<Scored>,
+    results: BinaryHeap<Reverse<Scored>>,
+}
+
+impl Scratch {
+    fn start(&mut self, nodes: usize) {
+        if self.marks.len() < nodes {
+            self.marks.resize(nodes, 0);
+        }
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            self.marks.fill(0);
+            self.generation = 1;
+        }
+        self.candidates.clear();
+        self.results.clear();
+    }
+
+    /// Marks `n` visited; false if it already was.
+    #[inline]
+    fn visit(&mut self, n: u32) -> bool {
+        let m = &mut self.marks[n as usize];
+        if *m == self.generation {
+            false
+        } else {
+            *m = self.generation;
+            true
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.marks.capacity() + (self.candidates.capacity() + self.results.capacity()) * std::mem::size_of::<Scored>()
+    }
+}
+
+pub struct Graph {
+    pub m: usize,
+    /// nodes × 2M slots.
+    pub level0: Vec<u32>,
+    /// node → its levels 1..=L, M slots each.
+    pub upper: HashMap<u32, Vec<u32>>,
+    pub entry: u32,
+    pub max_level: usize,
+    pub nodes: usize,
+}
+
+/// Which level a search walks, and how wide.
+#[derive(Clone, Copy)]
+struct Layer {
+    level: usize,
+    ef: usize,
+}
+
+/// A uniform draw in (0, 1] from the seed and the row (SplitMix64's finaliser).
+fn unit_draw(seed: u64, row: u64) -> f64 {
+    let mut z = seed ^ row.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    ((z >> 11) + 1) as f64 / (1u64 << 53) as f64
+}
+
+/// The level of a row: ⌊−ln(u) · mL⌋ with mL = 1/ln(M), as the paper advises.
+pub fn level_of(seed: u64, row: u64, m: usize) -> usize {
+    let ml = 1.0 / (m.max(2) as f64).ln();
+    ((-unit_draw(seed, row).ln() * ml) as usize).min(MAX_LEVEL)
+}
+
+/// Runs `f` over `0..n` on `threads` scoped threads (one each with its own scratch),
+/// handing out indices from a shared counter; results in index order.
+pub fn parallel_map<T: Send>(n: usize, threads: usize, f: impl Fn(usize, &mut Scratch) -> T + Sync) -> Vec<T> {
+    let threads = threads.clamp(1, n.max(1));
+    if threads == 1 {
+        let mut s = Scratch::default();
+        return (0..n).map(|i| f(i, &mut s)).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let mut parts: Vec<Vec<(usize, T)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut s = Scratch::default();
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, AtomicOrdering::Relaxed);
+                        if i >= n {
+                            break out;
+                        }
+                        out.push((i, f(i, &mut s)));
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("an index worker panicked")).collect()
+    });
+    let mut all: Vec<(usize, T)> = parts.iter_mut().flat_map(std::mem::take).collect();
+    all.sort_by_key(|p| p.0);
+    all.into_iter().map(|p| p.1).collect()
+}
+
+impl Graph {
+    pub fn new(m: usize) -> Graph {
+        Graph { m, level0: Vec::new(), upper: HashMap::new(), entry: NONE, max_level: 0, nodes: 0 }
+    }
+
+    pub fn level(&self, n: u32) -> usize {
+        self.upper.get(&n).map_or(0, |u| u.len() / self.m)
+    }
+
+    fn cap(&self, level: usize) -> usize {
+        if level == 0 {
+            2 * self.m
+        } else {
+            self.m
+        }
+    }
+
+    /// The slots of `n` at `level` (which `n` must have).
+    #[inline]
+    pub fn slots(&self, n: u32, level: usize) -> &[u32] {
+        if level == 0 {
+            let s = 2 * self.m;
+            &self.level0[n as usize * s..(n as usize + 1) * s]
+        } else {
+            &self.upper[&n][(level - 1) * self.m..level * self.m]
+        }
+    }
+
+    fn slots_mut(&mut self, n: u32, level: usize) -> &mut [u32] {
+        if level == 0 {
+            let s = 2 * self.m;
+            &mut self.level0[n as usize * s..(n as usize + 1) * s]
+        } else {
+            let m = self.m;
+            &mut self.upper.get_mut(&n).expect("node has upper levels")[(level - 1) * m..level * m]
+        }
+    }
+
+    #[inline]
+    pub fn links(&self, n: u32, level: usize) -> impl Iterator<Item = u32> + '_ {
+        self.slots(n, level).iter().copied().take_while(|&x| x != NONE)
+    }
+
+    fn set_links(&mut self, n: u32, level: usize, links: &[u32]) {
+        let s = self.slots_mut(n, level);
+        s.fill(NONE);
+        s[..links.len()].copy_from_slice(links);
+    }
+
+    /// Bytes held by the links.
+    pub fn bytes(&self) -> usize {
+        let upper: usize = self.upper.values().map(|v| v.capacity() * 4).sum();
+        // A hash map entry is its key and value plus a control byte, over its bucket count.
+        let entry = std::mem::size_of::<(u32, Vec<u32>)>() + 1;
+        self.level0.capacity() * 4 + upper + self.upper.capacity() * entry
+    }
+
+    /// Greedy descent from the entry point down to `to_level` + 1: the closest node found.
+    fn descend(&self, rows: &Rows, q: &[f32], to_level: usize) -> Scored {
+        let mut cur = Scored { sim: rows.sim(q, self.entry), node: self.entry };
+        for level in (to_level + 1..=self.max_level).rev() {
+            loop {
+                let mut moved = false;
+                for n in self.links(cur.node, level) {
+                    let s = rows.sim(q, n);
+                    if s > cur.sim {
+                        cur = Scored { sim: s, node: n };
+                        moved = true;
+                    }
+                }
+                if !moved {
+                    break;
+                }
+            }
+        }
+        cur
+    }
+
+    /// Best-first search of width `ef` at `level` from `entries`; only nodes `accept`
+    /// passes are returned, but every node is traversed. Best first.
+    fn search_layer(
+        &self,
+        rows: &Rows,
+        q: &[f32],
+        entries: &[Scored],
+        Layer { level, ef }: Layer,
+        s: &mut Scratch,
+        accept: &dyn Fn(u32) -> bool,
+    ) -> Vec<Scored> {
+        s.start(self.nodes);
+        for &e in entries {
+            if s.visit(e.node) {
+                s.candidates.push(e);
+                if accept(e.node) {
+                    s.results.push(Reverse(e));
+                }
+            }
+        }
+        while s.results.len() > ef {
+            s.results.pop();
+        }
+        while let Some(c) = s.candidates.pop() {
+            if s.results.len() >= ef && c.sim < s.results.peek().expect("results are full").0.sim {
+                break;
+            }
+            let slots = self.slots(c.node, level);
+            for (i, &n) in slots.iter().enumerate() {
+                if n == NONE {
+                    break;
+                }
+                if let Some(&next) = slots.get(i + 1) {
+                    if next != NONE {
+                        prefetch(rows.row(next));
+                    }
+                }
+                if !s.visit(n) {
+                    continue;
+                }
+                let sim = rows.sim(q, n);
+                let full = s.results.len() >= ef;
+                if !full || sim > s.results.peek().expect("results are full").0.sim {
+                    s.candidates.push(Scored { sim, node: n });
+                    if accept(n) {
+                        s.results.push(Reverse(Scored { sim, node: n }));
+                        if s.results.len() > ef {
+                            s.results.pop();
+                        }
+                    }
+                }
+            }
+        }
+        let mut out: Vec<Scored> = s.results.drain().map(|r| r.0).collect();
+        out.sort_by(|a, b| b.cmp(a));
+        out
+    }
+
+    /// The `ef` best nodes `accept` passes for `q`, best first.
+    pub fn search(&self, rows: &Rows, q: &[f32], ef: usize, s: &mut Scratch, accept: &dyn Fn(u32) -> bool) -> Vec<Scored> {
+        if self.entry == NONE {
+            return Vec::new();
+        }
+        let start = self.descend(rows, q, 0);
+        self.search_layer(rows, q, &[start], Layer { level: 0, ef }, s, accept)
+    }
+
+    /// Algorithm 4: from candidates sorted best first, keep a candidate only if it is closer
+    /// to the base than to every candidate kept so far; at most `m`.
+    fn select(rows: &Rows, candidates: &[Scored], m: usize) -> Vec<u32> {
+        let mut kept: Vec<u32> = Vec::with_capacity(m);
+        for c in candidates {
+            if kept.len() >= m {
+                break;
+            }
+            let v = rows.row(c.node);
+            if kept.iter().all(|&r| (rows.dot)(v, rows.row(r)) < c.sim) {
+                kept.push(c.node);
+            }
+        }
+        kept
+    }
+
+    /// Adds rows `self.nodes..self.nodes + count` of `rows` (already in the array) to the graph.
+    pub fn insert(&mut self, rows: &Rows, count: usize, ef_construction: usize, seed: u64, threads: usize) {
+        let first = self.nodes;
+        let end = first + count;
+        assert!(end <= u32::MAX as usize, "an index holds fewer than 2^32 vectors");
+        self.level0.resize(end * 2 * self.m, NONE);
+        let m = self.m;
+        let mut levels = Vec::with_capacity(count);
+        for r in first..end {
+            let l = level_of(seed, r as u64, m);
+            if l > 0 {
+                self.upper.insert(r as u32, vec![NONE; l * m]);
+            }
+            levels.push(l);
+        }
+        let mut next = first;
+        while next < end {
+            let batch = if self.entry == NONE { 1 } else { (next / 16).clamp(1, MAX_BATCH) };
+            let batch = next..(next + batch).min(end);
+            self.insert_batch(rows, batch.clone(), &levels[batch.start - first..batch.end - first], ef_construction, threads);
+            next = batch.end;
+        }
+    }
+
+    fn insert_batch(&mut self, rows: &Rows, batch: std::ops::Range<usize>, levels: &[usize], ef_construction: usize, threads: usize) {
+        let m = self.m;
+        let graph = &*self;
+        // 1. Each new row's links, level by level, from the graph before the batch and the
+        //    batch's earlier rows (read-only, in parallel).
+        let chosen: Vec<Vec<Vec<u32>>> = parallel_map(batch.len(), threads, |i, s| {
+            let node = (batch.start + i) as u32;
+            let q = rows.row(node);
+            let level = levels[i];
+            let mut per_level = vec![Vec::new(); level + 1];
+            let mut found: Vec<Vec<Scored>> = vec![Vec::new(); level + 1];
+            if graph.entry != NONE {
+                let top = level.min(graph.max_level);
+                let mut entries = vec![graph.descend(rows, q, top)];
+                for l in (0..=top).rev() {
+                    found[l] = graph.search_layer(rows, q, &entries, Layer { level: l, ef: ef_construction }, s, &|_| true);
+                    entries.clone_from(&found[l]);
+                }
+            }
+            for (j, &pl) in levels[..i].iter().enumerate() {
+                let peer = (batch.start + j) as u32;
+                let sim = rows.sim(q, peer);
+                for f in found.iter_mut().take(pl.min(level) + 1) {
+                    f.push(Scored { sim, node: peer });
+                }
+            }
+            for (l, mut f) in found.into_iter().enumerate() {
+                f.sort_by(|a, b| b.cmp(a));
+                per_level[l] = Graph::select(rows, &f, m);
+            }
+            per_level
+        });
+        // 2. Write the new rows' links, then gather the reverse links by target.
+        let mut reverse: Vec<(u32, usize, u32)> = Vec::new();
+        for (i, per_level) in chosen.iter().enumerate() {
+            let node = (batch.start + i) as u32;
+            for (l, links) in per_level.iter().enumerate() {
+                self.set_links(node, l, links);
+                reverse.extend(links.iter().map(|&t| (t, l, node)));
+            }
+        }
+        reverse.sort_unstable();
+        let mut groups: Vec<(u32, usize, std::ops::Range<usize>)> = Vec::new();
+        for (i, &(t, l, _)) in reverse.iter().enumerate() {
+            match groups.last_mut() {
+                Some(g) if g.0 == t && g.1 == l => g.2.end = i + 1,
+                _ => groups.push((t, l, i..i + 1)),
+            }
+        }
+        // 3. Each target's new list: its links plus the new ones, pruned by the heuristic
+        //    when they overflow (in parallel, read-only), then written.
+        let graph = &*self;
+        let updated: Vec<Option<Vec<u32>>> = parallel_map(groups.len(), threads, |g, _| {
+            let (t, l, ref range) = groups[g];
+            let mut all: Vec<u32> = graph.links(t, l).collect();
+            let before = all.len();
+            for &(_, _, src) in &reverse[range.clone()] {
+                if !all.contains(&src) {
+                    all.push(src);
+                }
+            }
+            if all.len() == before {
+                return None;
+            }
+            if all.len() > graph.cap(l) {
+                let base = rows.row(t);
+                let mut scored: Vec<Scored> = all.iter().map(|&n| Scored { sim: (rows.dot)(base, rows.row(n)), node: n }).collect();
+                scored.sort_by(|a, b| b.cmp(a));
+                all = Graph::select(rows, &scored, graph.cap(l));
+            }
+            Some(all)
+        });
+        for ((t, l, _), links) in groups.iter().zip(updated) {
+            if let Some(links) = links {
+                self.set_links(*t, *l, &links);
+            }
+        }
+        self.nodes = batch.end;
+        for (i, &l) in levels.iter().enumerate() {
+            if self.entry == NONE || l > self.max_level {
+                self.entry = (batch.start + i) as u32;
+                self.max_level = l;
+            }
+        }
+    }
+
+    /// Checks the invariants a loaded graph must hold; the reason if one fails.
+    pub fn check(&self) -> Result<(), String> {
+        let n = self.nodes as u64;
+        if self.level0.len() != self.nodes * 2 * self.m {
+            return Err("level-0 links do not match the node count".into());
+        }
+        if self.nodes > 0 && (self.entry as u64 >= n || self.level(self.entry) != self.max_level) {
+            return Err("the entry point is not a top-level node".into());
+        }
+        let in_range = |x: &u32| *x == NONE || (*x as u64) < n;
+        if !self.level0.iter().all(in_range) {
+            return Err("a level-0 link points past the last node".into());
+        }
+        for (node, links) in &self.upper {
+            if *node as u64 >= n || links.is_empty() || links.len() % self.m != 0 || links.len() / self.m > self.max_level {
+                return Err(format!("node {node}'s upper levels are malformed"));
+            }
+            if !links.iter().all(in_range) {
+                return Err("an upper link points past the last node".into());
+            }
+            // Upper links must point at nodes that have that level.
+            for (l, chunk) in links.chunks(self.m).enumerate() {
+                if chunk.iter().take_while(|&&x| x != NONE).any(|&x| self.level(x) < l + 1) {
+                    return Err(format!("node {node} links at level {} to a node below it", l + 1));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Asks for the start of a vector to be brought into cache ahead of its dot product.
+#[inline(always)]
+fn prefetch(v: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: prefetching is a hint and never faults; both addresses are in the slice
+        // (every row is at least one f32; the second line only when the row reaches it).
+        unsafe {
+            let p = v.as_ptr() as *const i8;
+            _mm_prefetch::<_MM_HINT_T0>(p);
+            if v.len() > 16 {
+                _mm_prefetch::<_MM_HINT_T0>(p.add(64));
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_follow_the_geometric_law_and_the_seed() {
+        let m = 16;
+        let n = 200_000u64;
+        let above: usize = (0..n).filter(|&r| level_of(7, r, m) >= 1).count();
+        // P(level ≥ 1) = 1/M.
+        let p = above as f64 / n as f64;
+        assert!((p - 1.0 / 16.0).abs() < 0.003, "{p}");
+        let two: usize = (0..n).filter(|&r| level_of(7, r, m) >= 2).count();
+        assert!((two as f64 / n as f64 - 1.0 / 256.0).abs() < 0.001);
+        assert_eq!((0..1000).map(|r| level_of(7, r, m)).collect::<Vec<_>>(), (0..1000).map(|r| level_of(7, r, m)).collect::<Vec<_>>());
+        assert_ne!((0..1000).map(|r| level_of(7, r, m)).collect::<Vec<_>>(), (0..1000).map(|r| level_of(8, r, m)).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn parallel_map_keeps_index_order() {
+        let out = parallel_map(1000, 3, |i, _| i * 2);
+        assert_eq!(out, (0..1000).map(|i| i * 2).collect::<Vec<_>>());
+    }
+}
