@@ -222,7 +222,7 @@ impl VectorIndex {
 
     /// `id`'s vector, while it is live.
     pub fn vector(&self, id: ChunkId) -> Option<&[f32]> {
-        self.row.get(&id).map(|&r| &self.data[r * self.dims..(r + 1) * self.dims])
+        self.row_of(id).map(|r| &self.data[r * self.dims..(r + 1) * self.dims])
     }
 
     pub fn remove(&mut self, id: ChunkId) -> bool {
