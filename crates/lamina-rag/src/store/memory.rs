@@ -46,28 +46,7 @@ impl MemoryState {
 
     /// Checks a batch without changing anything: vector lengths, finite values, keys.
     pub fn check(&self, changes: &[Change]) -> Result<()> {
-        for c in changes {
-            if let Change::Put { source, chunks } = c {
-                if source.source.is_empty() {
-                    return Err(RagError::InvalidInput("a source needs a non-empty key".into()));
-                }
-                for ch in chunks {
-                    if ch.vector.len() != self.spec.dimensions {
-                        return Err(RagError::InvalidInput(format!(
-                            "a chunk of `{}` has a {}-dimensional vector; collection `{}` holds {}",
-                            source.source,
-                            ch.vector.len(),
-                            self.spec.name,
-                            self.spec.dimensions
-                        )));
-                    }
-                    if ch.vector.iter().any(|x| !x.is_finite()) {
-                        return Err(RagError::InvalidInput(format!("a chunk of `{}` has a non-finite vector", source.source)));
-                    }
-                }
-            }
-        }
-        Ok(())
+        check_batch(&self.spec, changes)
     }
 
     /// Applies a checked batch; `check` first, or this panics on a wrong vector length.
@@ -204,6 +183,33 @@ impl MemoryState {
         v.sort_by_key(|c| c.id);
         v
     }
+}
+
+/// Checks a batch for a collection of `spec` without changing anything: vector lengths,
+/// finite values, keys. Every back-end refuses the same batches.
+pub fn check_batch(spec: &CollectionSpec, changes: &[Change]) -> Result<()> {
+    for c in changes {
+        if let Change::Put { source, chunks } = c {
+            if source.source.is_empty() {
+                return Err(RagError::InvalidInput("a source needs a non-empty key".into()));
+            }
+            for ch in chunks {
+                if ch.vector.len() != spec.dimensions {
+                    return Err(RagError::InvalidInput(format!(
+                        "a chunk of `{}` has a {}-dimensional vector; collection `{}` holds {}",
+                        source.source,
+                        ch.vector.len(),
+                        spec.name,
+                        spec.dimensions
+                    )));
+                }
+                if ch.vector.iter().any(|x| !x.is_finite()) {
+                    return Err(RagError::InvalidInput(format!("a chunk of `{}` has a non-finite vector", source.source)));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// An in-memory collection: lost when dropped. Evaluations and tests use it; the embedded

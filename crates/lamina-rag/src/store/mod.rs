@@ -53,8 +53,10 @@ pub trait Catalog: Send + Sync {
 
 pub mod embedded;
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub use embedded::{EmbeddedCatalog, EmbeddedStore};
-pub use memory::MemoryState;
+pub use memory::{check_batch, MemoryState};
 
 /// The catalog at `location`: a `postgres://` or `postgresql://` URL is a PostgreSQL
 /// database (with the `postgres` feature), anything else a folder of embedded collections.
@@ -74,18 +76,31 @@ pub fn open_catalog(location: &str) -> Result<Box<dyn Catalog>> {
     Ok(Box::new(EmbeddedCatalog::open(std::path::Path::new(location))?))
 }
 
-/// A URL without its password, for messages.
+/// A URL without its password, for messages: `postgres://user:secret@host/db?password=x`
+/// shows as `postgres://user@host/db`.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
         Some((userinfo, host)) => {
             let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{scheme}://{user}@{host}{path}")
+            format!("{user}@{host}")
         }
-        None => url.to_string(),
-    }
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let kept: Vec<&str> = query.split('&').filter(|kv| !kv.to_ascii_lowercase().starts_with("password=")).collect();
+            if kept.is_empty() {
+                path.to_string()
+            } else {
+                format!("{path}?{}", kept.join("&"))
+            }
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}://{authority}{tail}")
 }
 
 #[cfg(test)]
@@ -97,6 +112,9 @@ mod tests {
         assert_eq!(redact_url("postgres://me:secret@db:5432/x"), "postgres://me@db:5432/x");
         assert_eq!(redact_url("postgres://db/x"), "postgres://db/x");
         assert_eq!(redact_url("postgresql://me@db/x?sslmode=require"), "postgresql://me@db/x?sslmode=require");
+        assert_eq!(redact_url("postgresql://u:p%40ss@h/db?sslmode=disable&password=x"), "postgresql://u@h/db?sslmode=disable");
+        assert_eq!(redact_url("postgres://h:5432/db?password=x"), "postgres://h:5432/db");
+        assert_eq!(redact_url("postgres://u:p@h?password=x"), "postgres://u@h");
     }
 
     #[test]
