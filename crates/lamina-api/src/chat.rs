@@ -12,6 +12,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+use crate::collections::{Citation, RagOptions, RagReport};
 use crate::common::{ChatCompletionChunkObject, ChatCompletionObject, FinishReason, SamplingFields, Seed, Stop, StreamOptions};
 use crate::error::ApiError;
 use crate::response_format::ResponseFormat;
@@ -86,6 +87,10 @@ pub struct ChatCompletionRequest {
     /// Extension: keep generating past the end-of-sequence token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignore_eos: Option<bool>,
+    /// Extension: answer from a collection's documents, with citations
+    /// ([`crate::collections::RagOptions`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rag: Option<RagOptions>,
 }
 
 impl ChatCompletionRequest {
@@ -427,11 +432,27 @@ pub struct ChatCompletion {
     pub system_fingerprint: Option<String>,
     pub choices: Vec<ChatChoice>,
     pub usage: Usage,
+    /// Extension, with `rag` in the request: the sources the answer cited, by number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub citations: Option<Vec<Citation>>,
+    /// Extension, with `rag` in the request: what retrieval did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rag: Option<RagReport>,
 }
 
 impl ChatCompletion {
     pub fn new(id: impl Into<String>, created: u64, model: impl Into<String>, choices: Vec<ChatChoice>, usage: Usage) -> Self {
-        ChatCompletion { id: id.into(), object: ChatCompletionObject, created, model: model.into(), system_fingerprint: None, choices, usage }
+        ChatCompletion {
+            id: id.into(),
+            object: ChatCompletionObject,
+            created,
+            model: model.into(),
+            system_fingerprint: None,
+            choices,
+            usage,
+            citations: None,
+            rag: None,
+        }
     }
 }
 
@@ -512,12 +533,34 @@ pub struct ChatCompletionChunk {
     pub choices: Vec<ChatChunkChoice>,
     #[serde(default)]
     pub usage: Option<Usage>,
+    /// Extension, with `rag` in the request: only on the chunk after every choice
+    /// finished (before the usage chunk): the sources the answer cited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub citations: Option<Vec<Citation>>,
+    /// Extension: on that same chunk, what retrieval did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rag: Option<RagReport>,
 }
 
 impl ChatCompletionChunk {
     /// A chunk carrying `choices` and `"usage": null`.
     pub fn new(id: impl Into<String>, created: u64, model: impl Into<String>, choices: Vec<ChatChunkChoice>) -> Self {
-        ChatCompletionChunk { id: id.into(), object: ChatCompletionChunkObject, created, model: model.into(), system_fingerprint: None, choices, usage: None }
+        ChatCompletionChunk {
+            id: id.into(),
+            object: ChatCompletionChunkObject,
+            created,
+            model: model.into(),
+            system_fingerprint: None,
+            choices,
+            usage: None,
+            citations: None,
+            rag: None,
+        }
+    }
+
+    /// The citations chunk of a RAG answer: empty `choices`, `citations` and `rag` set.
+    pub fn citations(id: impl Into<String>, created: u64, model: impl Into<String>, citations: Vec<Citation>, rag: RagReport) -> Self {
+        ChatCompletionChunk { citations: Some(citations), rag: Some(rag), ..ChatCompletionChunk::new(id, created, model, Vec::new()) }
     }
 
     /// The final usage chunk: empty `choices`, `usage` set.

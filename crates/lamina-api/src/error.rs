@@ -48,6 +48,16 @@ impl ApiError {
         ApiError::new(401, "authentication_error", message).with_code("invalid_api_key")
     }
 
+    /// 403 `permission_error`, code `permission_denied`: a valid key that may not do this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError::new(403, "permission_error", message).with_code("permission_denied")
+    }
+
+    /// 409 `invalid_request_error`, code `conflict`: the object already exists.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        ApiError::new(409, INVALID_REQUEST_ERROR, message).with_code("conflict")
+    }
+
     /// 404 `invalid_request_error` (an unknown route or object).
     pub fn not_found(message: impl Into<String>) -> Self {
         ApiError::new(404, INVALID_REQUEST_ERROR, message)
@@ -197,6 +207,8 @@ mod tests {
         let cases = [
             (ApiError::authentication("x"), 401, "authentication_error", Some("invalid_api_key")),
             (ApiError::not_found("x"), 404, "invalid_request_error", None),
+            (ApiError::forbidden("x"), 403, "permission_error", Some("permission_denied")),
+            (ApiError::conflict("x"), 409, "invalid_request_error", Some("conflict")),
             (ApiError::model_not_found("m"), 404, "invalid_request_error", Some("model_not_found")),
             (ApiError::payload_too_large(10), 413, "invalid_request_error", Some("request_too_large")),
             (ApiError::rate_limited("x"), 429, "rate_limit_error", Some("rate_limit_exceeded")),

@@ -12,6 +12,7 @@
 //! runtime, no global state, and no randomness (the server supplies ids and timestamps).
 
 pub mod chat;
+pub mod collections;
 pub mod common;
 pub mod completions;
 pub mod embeddings;
@@ -33,6 +34,7 @@ pub use chat::{
     FileRef, FunctionCall, FunctionCallDelta, ImageUrl, InputAudio, MessageContent, ResponseMessage, Role, TokenLogprob, ToolCall, ToolCallDelta, ToolType,
     TopLogprob,
 };
+pub use collections::{CollectionList, CollectionObject, RagOptions, RagReport};
 pub use common::{FinishReason, SamplingFields, Seed, Stop, StreamOptions};
 pub use completions::{
     Completion, CompletionChoice, CompletionChunk, CompletionChunkChoice, CompletionLogprobs, CompletionRequest, Prompt, PromptItem, DEFAULT_MAX_TOKENS,

@@ -50,6 +50,9 @@ impl ChatCompletionRequest {
             }
         }
         self.check_response_format()?;
+        if let Some(rag) = &self.rag {
+            rag.validate()?;
+        }
         self.check_tools()
     }
 

@@ -5,9 +5,15 @@
 //! job; the [`ChatStream`] it returns gives [`ChatEvent`]s per choice (start, text, tool
 //! calls, finish) and then the usage, or folds them into a whole [`ChatAnswer`]. Each
 //! front-end renders those in its own wire format.
+//!
+//! With the `rag` extension, [`start`] first grounds the request in a collection
+//! ([`crate::rag`]); when nothing retrieved is relevant the answer says so without the
+//! model being called, and [`ChatStream::take_grounding`] gives what the citations are
+//! reported from.
 
 use crate::jobs::{self, Job, JobEvent, JobSpec, SamplingSpec};
 use crate::models::Loaded;
+use crate::rag::{self, Grounding};
 use crate::structured;
 use crate::tools::{self, reply::Replies, ToolUse};
 use crate::AppState;
@@ -70,10 +76,24 @@ pub struct ChatAnswer {
     pub usage: Usage,
 }
 
-/// Checks `req`, renders its conversation (with its tools) and submits it, constrained
-/// to its `response_format` or, when it must call a tool, to tool calls.
-pub async fn start(state: &AppState, req: &ChatCompletionRequest) -> Result<ChatStream, ApiError> {
+/// Checks `req`, grounds it in its `rag` collection if it names one (`key`: the API key
+/// the request presented), renders its conversation (with its tools) and submits it,
+/// constrained to its `response_format` or, when it must call a tool, to tool calls.
+pub async fn start(state: &AppState, req: &ChatCompletionRequest, key: Option<&str>) -> Result<ChatStream, ApiError> {
     req.validate()?;
+    let grounding = match &req.rag {
+        Some(opts) => {
+            let (model, _inflight) = state.models.get(&req.model).await?;
+            let g = rag::ground(state, req, opts, &model, key).await?;
+            if let Some(text) = g.nothing_relevant_answer() {
+                return Ok(ChatStream::canned(model, req.n() as usize, text, g));
+            }
+            Some(g)
+        }
+        None => None,
+    };
+    let grounded = grounding.as_ref().map(|g| g.apply(req));
+    let req = grounded.as_ref().unwrap_or(req);
     let logprobs = (req.logprobs == Some(true)).then(|| req.top_logprobs.unwrap_or(0) as usize);
     let sampling = SamplingSpec::from_fields(req.sampling(), logprobs, req.max_tokens().map(|m| m as usize))?;
     let tools = ToolUse::of(req);
@@ -97,34 +117,57 @@ pub async fn start(state: &AppState, req: &ChatCompletionRequest) -> Result<Chat
         None => None,
     };
     let pending = (0..n).map(|choice| ChatEvent::Start { choice }).collect();
-    Ok(ChatStream { job, pending, logprobs: logprobs.is_some(), stop: sampling.stop, replies })
+    let (model, n) = (job.model.clone(), job.choices());
+    Ok(ChatStream { job: Some(job), model, n, pending, logprobs: logprobs.is_some(), stop: sampling.stop, replies, grounding })
 }
 
-/// A submitted chat job's events.
+/// A submitted chat job's events (or a fixed answer given without the model).
 pub struct ChatStream {
-    job: Job,
+    job: Option<Job>,
+    model: Arc<Loaded>,
+    n: usize,
     pending: VecDeque<ChatEvent>,
     logprobs: bool,
     /// The request's stop strings.
     stop: Vec<String>,
     /// Tool calls found in the replies, when the request offers tools.
     replies: Option<Replies>,
+    /// What the request was grounded in (`rag`).
+    grounding: Option<Grounding>,
 }
 
 impl ChatStream {
+    /// `n` choices of `text`, without calling the model (nothing relevant was retrieved).
+    fn canned(model: Arc<Loaded>, n: usize, text: String, grounding: Grounding) -> ChatStream {
+        let mut pending = VecDeque::new();
+        for choice in 0..n {
+            pending.push_back(ChatEvent::Start { choice });
+            pending.push_back(ChatEvent::Text { choice, text: text.clone(), logprob: None });
+            pending.push_back(ChatEvent::Finish { choice, reason: FinishReason::Stop, stop_sequence: None });
+        }
+        pending.push_back(ChatEvent::Usage(Usage::new(0, 0, 0)));
+        ChatStream { job: None, model, n, pending, logprobs: false, stop: Vec::new(), replies: None, grounding: Some(grounding) }
+    }
+
     /// The model answering (its served name and tokenizer).
     pub fn model(&self) -> &Arc<Loaded> {
-        &self.job.model
+        &self.model
     }
 
     /// Tokens of the rendered prompt.
     pub fn prompt_tokens(&self) -> usize {
-        self.job.prompt_lens.iter().sum()
+        self.job.as_ref().map_or(0, |j| j.prompt_lens.iter().sum())
     }
 
     /// Choices in the answer.
     pub fn choices(&self) -> usize {
-        self.job.choices()
+        self.n
+    }
+
+    /// What the request was grounded in, when it had `rag`: the renderer reports the
+    /// citations from it once the answer is whole ([`Grounding::report`]).
+    pub fn take_grounding(&mut self) -> Option<Grounding> {
+        self.grounding.take()
     }
 
     /// The next event; `None` after [`ChatEvent::Usage`] or an error.
@@ -133,13 +176,14 @@ impl ChatStream {
             if let Some(ev) = self.pending.pop_front() {
                 return Some(Ok(ev));
             }
-            let ev = match self.job.next().await? {
+            let job = self.job.as_mut()?;
+            let ev = match job.next().await? {
                 Ok(ev) => ev,
                 Err(e) => return Some(Err(e)),
             };
             match ev {
                 JobEvent::Token { choice, text, logprob } => {
-                    let logprob = logprob.filter(|_| self.logprobs).map(|l| wire_logprob(&self.job.model.tokenizer, &l));
+                    let logprob = logprob.filter(|_| self.logprobs).map(|l| wire_logprob(&self.model.tokenizer, &l));
                     if let Some(r) = self.replies.as_mut() {
                         let mut out = Vec::new();
                         r.push(choice, &text, logprob, &mut out);
@@ -149,7 +193,7 @@ impl ChatStream {
                     }
                 }
                 JobEvent::Done { choice, reason, tokens } => {
-                    let stop_sequence = if reason == FinishReason::Stop { stop_string(&self.job.model.tokenizer, &self.stop, &tokens) } else { None };
+                    let stop_sequence = if reason == FinishReason::Stop { stop_string(&self.model.tokenizer, &self.stop, &tokens) } else { None };
                     let reason = match self.replies.as_mut() {
                         Some(r) => {
                             let mut out = Vec::new();

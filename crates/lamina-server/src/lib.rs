@@ -4,6 +4,8 @@
 //! - [`models`]: the models offered, loaded on demand within a memory budget;
 //! - [`jobs`]: a generation request's life on the HTTP side (shared by every endpoint);
 //! - [`chat_core`]: the chat pipeline the chat-shaped endpoints share, typed results out;
+//! - [`collections`]: document collections (`/v1/collections`) and [`rag`], the chat
+//!   extension that answers from one, with citations;
 //! - [`routes`]: one file per endpoint (and the chat page at `/`); [`auth`], [`http_error`], [`metrics`];
 //! - [`response_store`]: past Responses API conversations, for `previous_response_id`;
 //! - [`structured`]: grammars (JSON schemas, Lark, GBNF) compiled per request;
@@ -16,19 +18,22 @@
 
 pub mod auth;
 pub mod chat_core;
+pub mod collections;
 pub mod executor;
 pub mod http_error;
 pub mod jobs;
 pub mod metrics;
 pub mod models;
+pub mod rag;
 pub mod response_store;
 pub mod routes;
 pub mod structured;
 pub mod tools;
 
 use axum::body::Body;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
+use collections::{Collections, CollectionsConfig};
 use lamina_api::ApiError;
 use lamina_kernels::ThreadPool;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -57,6 +62,8 @@ pub struct ServerConfig {
     pub metrics: Option<PrometheusHandle>,
     /// What the Responses API keeps for `previous_response_id`.
     pub response_store: StoreLimits,
+    /// Where collections live, what new ones embed with, and their keys.
+    pub collections: CollectionsConfig,
 }
 
 /// What every handler shares.
@@ -67,11 +74,17 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Past Responses API conversations, for `previous_response_id`.
     pub responses: ResponseStore,
+    pub collections: Collections,
     ids: AtomicU64,
     id_base: u64,
 }
 
 impl AppState {
+    /// Per-collection API keys.
+    pub fn collection_keys(&self) -> &auth::CollectionKeys {
+        self.collections.keys()
+    }
+
     /// A response id unique within this server's life and unlikely to repeat across
     /// restarts (the start time is mixed in).
     pub fn next_id(&self, prefix: &str) -> String {
@@ -121,6 +134,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/embeddings", post(routes::embeddings::handle))
         .route("/v1/models", get(routes::models::list))
         .route("/v1/models/{*id}", get(routes::models::one))
+        .route("/v1/collections", post(routes::collections::create).get(routes::collections::list))
+        .route("/v1/collections/{name}", get(routes::collections::get).delete(routes::collections::delete))
+        .route("/v1/collections/{name}/documents", post(routes::collections::add_documents).get(routes::collections::list_documents))
+        .route("/v1/collections/{name}/documents/{*id}", delete(routes::collections::delete_document))
+        .route("/v1/collections/{name}/search", post(routes::collections::search))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key));
     Router::new()
         .merge(v1)
@@ -150,6 +168,7 @@ pub async fn serve(
         max_body_bytes: config.max_body_bytes,
         metrics: config.metrics,
         responses: ResponseStore::new(config.response_store),
+        collections: Collections::new(config.collections),
         ids: AtomicU64::new(0),
         id_base: unix_now() << 20,
     });

@@ -29,6 +29,10 @@ pub struct ModelSpec {
     pub path: PathBuf,
     pub precision: Precision,
     pub kind: ModelKind,
+    /// Listed by `/v1/models` (and the chat page). An unlisted model is served all the
+    /// same to a request naming it: collections' embedding model when it was not named
+    /// among the models to serve.
+    pub listed: bool,
 }
 
 /// What a model serves.
@@ -115,13 +119,13 @@ pub struct Registry {
     encoders: Mutex<HashMap<String, Arc<Embedder>>>,
     /// The pool embedding requests run on (see [`Registry::embed`]).
     embed_workers: Arc<ThreadPool>,
-    /// One embedding computation at a time.
-    embedding: tokio::sync::Mutex<()>,
+    /// One embedding computation at a time (shared with collections' ingestion and search).
+    embedding: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Registry {
     pub fn new(specs: Vec<ModelSpec>, limits: ModelLimits, workers: Arc<ThreadPool>, commands: mpsc::Sender<Command>) -> Self {
-        let order = specs.iter().map(|s| s.name.clone()).collect();
+        let order = specs.iter().filter(|s| s.listed).map(|s| s.name.clone()).collect();
         let entries = specs
             .into_iter()
             .map(|spec| (spec.name.clone(), Entry { spec, loaded: None, inflight: Arc::new(AtomicUsize::new(0)), last_used: Instant::now() }))
@@ -138,13 +142,18 @@ impl Registry {
             created,
             encoders: Mutex::new(HashMap::new()),
             embed_workers,
-            embedding: tokio::sync::Mutex::new(()),
+            embedding: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
-    /// Model names in the order given.
+    /// Listed model names in the order given.
     pub fn names(&self) -> &[String] {
         &self.order
+    }
+
+    /// Whether a model called `name` is served (listed or not).
+    pub fn serves(&self, name: &str) -> bool {
+        self.entries.lock().expect("registry").contains_key(name)
     }
 
     /// Whether `name`'s weights are in memory now (unknown names: `false`).
@@ -220,6 +229,12 @@ impl Registry {
         })
         .await
         .map_err(|e| lamina_core::Error::Other(format!("the embedding task failed: {e}")))?
+    }
+
+    /// The lock [`Self::embed`] takes: held by any other embedding computation (a
+    /// collection's ingestion and search take it per batch) so they queue as one.
+    pub fn embed_gate(&self) -> Arc<tokio::sync::Mutex<()>> {
+        self.embedding.clone()
     }
 
     pub fn created(&self) -> u64 {

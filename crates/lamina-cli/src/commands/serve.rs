@@ -5,6 +5,8 @@ use crate::common::{ModelArgs, SpeculativeArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use lamina_engine::resolve;
+use lamina_server::auth::CollectionKeys;
+use lamina_server::collections::CollectionsConfig;
 use lamina_server::models::{ModelKind, ModelLimits, ModelSpec};
 use lamina_server::ServerConfig;
 use std::collections::HashSet;
@@ -53,6 +55,20 @@ pub struct ServeArgs {
     /// model is unloaded, loaded with the model; checked against the model's weights).
     #[arg(long)]
     pub cache_dir: Option<PathBuf>,
+    /// Where collections (`/v1/collections`, `rag` in chat completions) live: a folder,
+    /// or a `postgres://` URL (default: `$LAMINA_COLLECTIONS`, else the user's data
+    /// folder's `lamina/collections`, as for `lamina index`). Opened on first use.
+    #[arg(long, value_name = "DIR|URL")]
+    pub collections: Option<String>,
+    /// The model new collections embed with: a served model's name, or a MODEL as for the
+    /// positional arguments (then served too, loaded on first use).
+    #[arg(long, default_value = lamina_core::registry::DEFAULT_EMBEDDING_MODEL)]
+    pub embedding_model: String,
+    /// Per-collection API keys: a JSON file `{"collection": ["key", …], …}`. A listed
+    /// collection is reached only with one of its keys (401 without, 403 with another);
+    /// its keys are accepted wherever the server's own `--api-key(s)` are.
+    #[arg(long, value_name = "FILE")]
+    pub collection_keys: Option<PathBuf>,
     /// Largest request body.
     #[arg(long, default_value = "16MiB", value_parser = parse_size)]
     pub max_body: u64,
@@ -120,6 +136,44 @@ fn read_keys(path: &Path) -> Result<Vec<String>> {
     Ok(keys)
 }
 
+/// Where collections live unless `--collections` says: `$LAMINA_COLLECTIONS`, else the
+/// user's data folder's `lamina/collections`.
+fn default_collections() -> Result<String> {
+    if let Some(v) = std::env::var_os("LAMINA_COLLECTIONS").filter(|v| !v.is_empty()) {
+        return Ok(v.to_string_lossy().into_owned());
+    }
+    let data = dirs::data_dir().context("no data folder is known for this user: give --collections DIR")?;
+    Ok(data.join("lamina").join("collections").to_string_lossy().into_owned())
+}
+
+/// The served model `--embedding-model` names, adding it to `specs` (unlisted) when it is
+/// not one of them. The default (built-in) embedding model is fetched on first use, not at start.
+fn embedding_model(given: &str, specs: &mut Vec<ModelSpec>, precision: lamina_model::Precision) -> Result<String> {
+    if specs.iter().any(|s| s.name == given) {
+        return Ok(given.to_string());
+    }
+    let (name, path, kind) = if given == lamina_core::registry::DEFAULT_EMBEDDING_MODEL {
+        (given.to_string(), PathBuf::from(given), ModelKind::Embedding)
+    } else {
+        let path = resolve::resolve_model_path(Some(given), &mut |m| eprintln!("{m}"))?;
+        let folder = if path.is_file() { path.parent().map(Path::to_path_buf).unwrap_or_default() } else { path.clone() };
+        let (path, kind) = if resolve::is_encoder_dir(&folder) { (folder, ModelKind::Embedding) } else { (path, ModelKind::Chat) };
+        (default_name(given, &path), path, kind)
+    };
+    if let Some(s) = specs.iter().find(|s| s.name == name) {
+        // Served already under that name (`MODEL` given both ways).
+        return Ok(s.name.clone());
+    }
+    specs.push(ModelSpec { name: name.clone(), path, precision, kind, listed: false });
+    Ok(name)
+}
+
+fn read_collection_keys(path: &Path) -> Result<CollectionKeys> {
+    let text = lamina_core::fs::read_regular(path).with_context(|| format!("reading collection keys from {}", path.display()))?;
+    let text = String::from_utf8(text).map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", path.display()))?;
+    CollectionKeys::from_json(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
 pub fn run(args: ServeArgs) -> Result<()> {
     let precision = args.model_args.precision();
     let given = if args.models.is_empty() { vec![lamina_core::registry::DEFAULT_MODEL.to_string()] } else { args.models.clone() };
@@ -138,8 +192,19 @@ pub fn run(args: ServeArgs) -> Result<()> {
         // Encoders (a built-in resolves to its weights file inside the model folder).
         let folder = if path.is_file() { path.parent().map(Path::to_path_buf).unwrap_or_default() } else { path.clone() };
         let (path, kind) = if resolve::is_encoder_dir(&folder) { (folder, ModelKind::Embedding) } else { (path, ModelKind::Chat) };
-        specs.push(ModelSpec { name, path, precision, kind });
+        specs.push(ModelSpec { name, path, precision, kind, listed: true });
     }
+    let collections = CollectionsConfig {
+        location: match &args.collections {
+            Some(c) => c.clone(),
+            None => default_collections()?,
+        },
+        embedding_model: embedding_model(&args.embedding_model, &mut specs, precision)?,
+        keys: match &args.collection_keys {
+            Some(f) => read_collection_keys(f)?,
+            None => CollectionKeys::default(),
+        },
+    };
     let api_keys = match (&args.api_key, &args.api_keys) {
         (Some(k), _) if k.trim().is_empty() => bail!("--api-key is empty"),
         (Some(k), _) => vec![k.trim().to_string()],
@@ -156,7 +221,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let speculative = args.spec.config(&args.model_args)?;
     if let Some(lamina_engine::SpecMethod::DraftModel(d)) = speculative.as_ref().map(|s| &s.method) {
         // Refused now rather than at each model's first request.
-        for spec in &specs {
+        for spec in specs.iter().filter(|s| s.kind == ModelKind::Chat) {
             let tok = resolve::load_tokenizer(&spec.path)?;
             if let Err(e) = lamina_engine::speculative::check_tokenizers(&tok, &d.tokenizer) {
                 bail!("--draft {} cannot draft for model `{}`: its vocabulary is not the model's: {e}", d.model.source.display(), spec.name);
@@ -185,12 +250,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
         threads: args.model_args.threads(),
         metrics: Some(handle),
         response_store: lamina_server::response_store::StoreLimits::default(),
+        collections,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.addr).await.with_context(|| format!("listening on {}", config.addr))?;
         let addr = listener.local_addr()?;
-        let names: Vec<&str> = config.models.iter().map(|m| m.name.as_str()).collect();
+        let names: Vec<&str> = config.models.iter().filter(|m| m.listed).map(|m| m.name.as_str()).collect();
         eprintln!(
             "lamina serve: listening on http://{addr} — models: {} — memory budget {}",
             names.join(", "),

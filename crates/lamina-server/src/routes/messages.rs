@@ -23,7 +23,7 @@ async fn messages(state: Arc<AppState>, body: Body) -> Result<Response, ApiError
     let bytes = read_body(body, state.max_body_bytes).await?;
     let req: MessagesRequest = parse_json(&bytes)?;
     let chat = req.to_chat()?;
-    let answer = chat_core::start(&state, &chat).await?;
+    let answer = chat_core::start(&state, &chat, None).await?;
     let mut message = MessageResponse::new(state.next_object_id("msg"), answer.model().name.clone());
     if req.is_stream() {
         message.usage.input_tokens = answer.prompt_tokens() as u32;

@@ -1,6 +1,7 @@
 //! One file per endpoint.
 
 pub mod chat;
+pub mod collections;
 pub mod completions;
 pub mod embeddings;
 pub mod health;

@@ -34,7 +34,7 @@ async fn responses(state: Arc<AppState>, body: Body) -> Result<Response, ApiErro
         None => Arc::new(Vec::new()),
     };
     let chat = req.to_chat(&history)?;
-    let answer = chat_core::start(&state, &chat).await?;
+    let answer = chat_core::start(&state, &chat, None).await?;
     // What the next turn continues from: the history and this turn, without the
     // instructions (they apply to this response only), then the answer.
     let mut conversation: Vec<ChatMessage> = history.to_vec();
