@@ -21,6 +21,10 @@ const CHUNKS_PER_THREAD: usize = 8;
 /// Activation rows per cache panel.
 const PANEL: usize = 64;
 
+/// From this many activation rows on, f32 weights go through a blocked GEMM (the `gemm`
+/// crate, single-threaded inside each of our pool's chunks) instead of the dot kernels.
+const F32_GEMM_MIN_ROWS: usize = 16;
+
 /// Borrowed weight data of one matrix, by storage type.
 #[derive(Clone, Copy, Debug)]
 pub enum Weights<'a> {
@@ -371,6 +375,37 @@ fn rows_product(
         }};
     }
     match w {
+        // Many activation rows against f32 weights (prefill, encoders): a blocked GEMM
+        // reuses each loaded weight across a register tile of rows, where the dot kernels
+        // reload it for every 4 columns.
+        Weights::F32(b) if n >= F32_GEMM_MIN_ROWS && k.isa != crate::cpu::Isa::Scalar => {
+            assert!(b.len() >= rows.end * cols && x.len() >= n * cols, "f32 matmul operands too small");
+            // SAFETY: the operands are in bounds (checked above); the destination is this
+            // thread's own columns `rows` of the `n × stride_out` output, which overlaps neither input.
+            unsafe {
+                gemm::gemm(
+                    n,
+                    rows.len(),
+                    cols,
+                    out.0.add(rows.start),
+                    1,
+                    stride_out as isize,
+                    false,
+                    x.as_ptr(),
+                    1,
+                    cols as isize,
+                    b.as_ptr().add(rows.start * cols),
+                    cols as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                )
+            }
+        }
         Weights::F32(b) => run!(b, x, k.f32, cols),
         Weights::Q4_0(b) => run!(b, &acts.q8_0[..], k.q4_0, nb),
         Weights::Q4_1(b) => run!(b, &acts.q8_1[..], k.q4_1, nb),

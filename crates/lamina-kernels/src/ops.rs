@@ -134,8 +134,22 @@ pub fn erf(x: f32) -> f32 {
     (if x < 0.0 { -y } else { y }) as f32
 }
 
-/// GELU with the exact error function, `x·Φ(x)` (BERT's `gelu`), in place.
+/// GELU with the exact error function, `x·Φ(x)` (BERT's `gelu`), in place: eight at a
+/// time with AVX2 when the CPU has it (the same approximation of erf in f32 arithmetic,
+/// within 1e-6·max(1, |x|) of [`gelu_erf_scalar`]), else the scalar twin.
 pub fn gelu_erf(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if f16_simd() {
+        // SAFETY: AVX2/FMA detected.
+        let done = unsafe { simd::gelu_erf(x) };
+        gelu_erf_scalar(&mut x[done..]);
+        return;
+    }
+    gelu_erf_scalar(x);
+}
+
+/// [`gelu_erf`]'s scalar twin, with [`erf`] computed in f64.
+pub fn gelu_erf_scalar(x: &mut [f32]) {
     for v in x.iter_mut() {
         let u = *v;
         *v = 0.5 * u * (1.0 + erf(u * std::f32::consts::FRAC_1_SQRT_2));
@@ -283,6 +297,33 @@ pub(crate) mod simd {
         sum
     }
 
+    /// GELU (exact erf form) on the leading multiple of 8 values; returns how many it did.
+    /// erf is Abramowitz & Stegun 7.1.26, as [`super::erf`], with [`exp8`] for exp(-z²).
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn gelu_erf(x: &mut [f32]) -> usize {
+        let n = x.len() / 8 * 8;
+        let (one, half) = (_mm256_set1_ps(1.0), _mm256_set1_ps(0.5));
+        let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+        let sign_mask = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MIN));
+        for i in (0..n).step_by(8) {
+            let p = x.as_mut_ptr().add(i);
+            let u = _mm256_loadu_ps(p);
+            let z = _mm256_mul_ps(u, _mm256_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
+            let za = _mm256_and_ps(z, abs_mask);
+            let t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.327_591_1), za, one));
+            let mut poly = _mm256_set1_ps(1.061_405_4);
+            for c in [-1.453_152_1f32, 1.421_413_8, -0.284_496_72, 0.254_829_6] {
+                poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(c));
+            }
+            poly = _mm256_mul_ps(poly, t);
+            let e = exp8(_mm256_mul_ps(_mm256_xor_ps(za, sign_mask), za));
+            let y = _mm256_fnmadd_ps(poly, e, one);
+            let erf = _mm256_or_ps(y, _mm256_and_ps(z, sign_mask));
+            _mm256_storeu_ps(p, _mm256_mul_ps(_mm256_mul_ps(half, u), _mm256_add_ps(one, erf)));
+        }
+        n
+    }
+
     /// Largest of eight lanes.
     #[inline(always)]
     unsafe fn hmax(v: __m256) -> f32 {
@@ -295,6 +336,18 @@ pub(crate) mod simd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gelu_erf_simd_matches_its_scalar_twin() {
+        let xs: Vec<f32> = (-4000..4000).map(|i| i as f32 * 0.0025).chain([-30.0, -9.5, 12.0, 40.0, f32::MIN_POSITIVE, -0.0]).collect();
+        let mut fast = xs.clone();
+        let mut slow = xs.clone();
+        gelu_erf(&mut fast);
+        gelu_erf_scalar(&mut slow);
+        for ((x, a), b) in xs.iter().zip(&fast).zip(&slow) {
+            assert!((a - b).abs() <= 1e-6 * x.abs().max(1.0), "gelu({x}): simd {a}, scalar {b}");
+        }
+    }
 
     /// `erf` against values from a table (Abramowitz & Stegun, table 7.1), and GELU's shape.
     #[test]

@@ -197,6 +197,47 @@ fn threaded_matmul_equals_single_thread_scalar() {
     assert_eq!(one_dot[0], want[4 * rows + 5]);
 }
 
+/// Many activation rows against f32 weights take the blocked-GEMM path: fused with another
+/// matrix, threaded, with odd shapes, it equals the single-thread scalar dot products.
+#[test]
+fn f32_gemm_path_equals_scalar_dots() {
+    use lamina_kernels::matmul::{matmul_many, MatmulJob};
+    let mut rng = Rng(7);
+    let (cols, n) = (100, 45);
+    let (ra, rb) = (37, 12);
+    let wa: Vec<f32> = (0..ra * cols).map(|_| rng.f()).collect();
+    let wb: Vec<f32> = (0..rb * cols).map(|_| rng.f()).collect();
+    let x: Vec<f32> = (0..n * cols).map(|_| rng.f()).collect();
+    let mut acts = Activations::default();
+    acts.prepare(&x, n, cols, &[ActFormat::F32]);
+    let scalar = Kernels::new(Isa::Scalar).unwrap();
+    let one = ThreadPool::new(1);
+    let (mut ea, mut eb) = (vec![0.0; n * ra], vec![0.0; n * rb]);
+    matmul(&one, &scalar, &x, &acts, Weights::F32(&wa), ra, &mut ea);
+    matmul(&one, &scalar, &x, &acts, Weights::F32(&wb), rb, &mut eb);
+    // The scalar path is the plain definition.
+    let plain: f32 = (0..cols).map(|c| x[3 * cols + c] * wa[5 * cols + c]).sum();
+    assert!((ea[3 * ra + 5] - plain).abs() < 1e-4);
+    for k in simd_paths() {
+        for threads in [1, 2, 3] {
+            let pool = ThreadPool::new(threads);
+            let (mut ga, mut gb) = (vec![f32::NAN; n * ra], vec![f32::NAN; n * rb]);
+            matmul_many(
+                &pool,
+                &k,
+                &x,
+                &acts,
+                &mut [MatmulJob { weights: Weights::F32(&wa), rows: ra, out: &mut ga }, MatmulJob { weights: Weights::F32(&wb), rows: rb, out: &mut gb }],
+            );
+            for (want, got) in [(&ea, &ga), (&eb, &gb)] {
+                for (a, b) in want.iter().zip(got.iter()) {
+                    assert!((a - b).abs() < 1e-4 * a.abs().max(1.0), "{:?} x{threads}: {a} vs {b}", k.isa);
+                }
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Packed (row-interleaved) weights.
 

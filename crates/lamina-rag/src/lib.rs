@@ -13,8 +13,12 @@
 //! [`embed::TextEmbedder`] and [`embed::TokenCounter`] traits. With the `engine` feature it
 //! implements them for lamina-engine's `Embedder` and lamina-tokenizer's `Tokenizer`.
 
+pub mod answer;
+pub mod chunk;
+pub mod document;
 pub mod embed;
 pub mod error;
+pub mod eval;
 pub mod index;
 pub mod search;
 pub mod store;
@@ -22,6 +26,6 @@ pub mod types;
 
 pub use embed::{TextEmbedder, TokenCounter};
 pub use error::{RagError, Result};
-pub use search::{search, SearchRequest};
+pub use search::{search, Fusion, SearchRequest};
 pub use store::{Catalog, Store};
 pub use types::{ChunkId, ChunkRecord, CollectionInfo, CollectionSpec, Condition, Filter, Hit, Metadata, NewChunk, SearchMode, SourceRecord};

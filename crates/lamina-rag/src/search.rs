@@ -16,11 +16,28 @@ pub struct SearchRequest {
     pub filter: Filter,
     /// How many results each side contributes to hybrid fusion (default: max(4k, 50)).
     pub candidates: Option<usize>,
+    /// How hybrid search weighs its two lists.
+    pub fusion: Fusion,
+}
+
+/// Hybrid search's reciprocal rank fusion: a chunk scores Σ weight / (k0 + rank) over the
+/// vector and keyword lists it is in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fusion {
+    pub vector_weight: f32,
+    pub keyword_weight: f32,
+    pub k0: f32,
+}
+
+impl Default for Fusion {
+    fn default() -> Fusion {
+        Fusion { vector_weight: 1.0, keyword_weight: 1.0, k0: RRF_K }
+    }
 }
 
 impl SearchRequest {
     pub fn new(query: &str, k: usize, mode: SearchMode) -> SearchRequest {
-        SearchRequest { query: query.to_string(), k, mode, filter: Filter::default(), candidates: None }
+        SearchRequest { query: query.to_string(), k, mode, filter: Filter::default(), candidates: None, fusion: Fusion::default() }
     }
 }
 
@@ -65,7 +82,8 @@ pub fn search(store: &dyn Store, embedder: &dyn TextEmbedder, req: &SearchReques
             let v = vector(n)?;
             let kw = store.keyword_search(&req.query, n, &req.filter)?;
             let sim: HashMap<_, _> = v.iter().copied().collect();
-            reciprocal_rank_fusion(&[(&v, 1.0), (&kw, 1.0)], RRF_K)
+            let f = req.fusion;
+            reciprocal_rank_fusion(&[(&v, f.vector_weight), (&kw, f.keyword_weight)], f.k0)
                 .into_iter()
                 .take(req.k)
                 .map(|f| (f.id, f.score, sim.get(&f.id).copied(), f.ranks[0], f.ranks[1]))

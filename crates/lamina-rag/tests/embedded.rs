@@ -22,7 +22,7 @@ fn conformance_suite() {
 fn conformance_suite_with_a_checkpoint_after_every_batch() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
-    let opts = EmbeddedOptions { checkpoint_min_bytes: 0 };
+    let opts = EmbeddedOptions { checkpoint_min_bytes: 0, ..EmbeddedOptions::default() };
     let catalog = EmbeddedCatalog::with_options(&root, opts).unwrap();
     conformance::run_all(&catalog, &|| Box::new(EmbeddedCatalog::with_options(&root, opts).unwrap()), "snap");
 }
@@ -103,7 +103,7 @@ fn a_snapshot_and_the_log_after_it_replay_to_the_same_state() {
 #[test]
 fn replacing_a_file_over_and_over_does_not_grow_the_folder() {
     let dir = tempfile::tempdir().unwrap();
-    let catalog = EmbeddedCatalog::with_options(dir.path(), EmbeddedOptions { checkpoint_min_bytes: 64 << 10 }).unwrap();
+    let catalog = EmbeddedCatalog::with_options(dir.path(), EmbeddedOptions { checkpoint_min_bytes: 64 << 10, ..EmbeddedOptions::default() }).unwrap();
     let mut store = catalog.create_store(spec("churn")).unwrap();
     let text = "x".repeat(2000);
     let version = |i: usize| Change::Put {
@@ -215,4 +215,77 @@ fn stored_bytes_are_the_bytes_on_disk() {
     let on_disk: u64 = std::fs::read_dir(store.dir()).unwrap().flatten().map(|e| e.metadata().unwrap().len()).sum();
     assert_eq!(store.info().unwrap().stored_bytes, Some(on_disk));
     assert!(on_disk > 4 * 4 * 4, "the vectors at least");
+}
+
+/// Unit vectors from a seeded generator.
+fn random_unit(seed: &mut u64) -> Vec<f32> {
+    let v: Vec<f32> = (0..conformance::DIMS)
+        .map(|_| {
+            *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((*seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        })
+        .collect();
+    conformance::unit(&v)
+}
+
+#[test]
+fn the_vector_graph_is_saved_with_the_snapshot_and_rebuilt_when_stale_or_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = EmbeddedCatalog::with_options(dir.path(), EmbeddedOptions { threads: 2, ..EmbeddedOptions::default() }).unwrap();
+    let mut store = catalog.create_store(spec("graph")).unwrap();
+    // 12,000 vectors: past the 10,000 below which search is exact, so a graph is built.
+    let mut seed = 7u64;
+    let mut stored = Vec::new();
+    for s in 0..120 {
+        let chunks: Vec<_> = (0..100)
+            .map(|c| {
+                let v = random_unit(&mut seed);
+                stored.push(v.clone());
+                chunk(&format!("chunk {c} of source {s}"), 0, None, v)
+            })
+            .collect();
+        store.apply(vec![Change::Put { source: source(&format!("/s/{s:03}"), "h", &[]), chunks }]).unwrap();
+    }
+    assert!(store.info().unwrap().vector_index.starts_with("hnsw"), "{}", store.info().unwrap().vector_index);
+    store.compact().unwrap();
+    let d = store.dir().to_path_buf();
+    let queries: Vec<Vec<f32>> = (0..20).map(|_| random_unit(&mut seed)).collect();
+    let want: Vec<_> = queries.iter().map(|q| store.vector_search(q, 10, &Filter::default()).unwrap()).collect();
+    drop(store);
+
+    // Saved and read back: the same graph, the same answers.
+    let store = catalog.open_store("graph").unwrap();
+    assert!(store.vector_index_loaded());
+    assert!(store.info().unwrap().vector_index.starts_with("hnsw"));
+    for (q, w) in queries.iter().zip(&want) {
+        assert_eq!(&store.vector_search(q, 10, &Filter::default()).unwrap(), w);
+    }
+    drop(store);
+
+    // Damaged, missing or of an older snapshot: rebuilt from the snapshot's vectors.
+    let idx = d.join("vectors.idx");
+    let good = std::fs::read(&idx).unwrap();
+    let mut bad = good.clone();
+    let at = bad.len() / 3;
+    bad[at] ^= 0x10;
+    std::fs::write(&idx, &bad).unwrap();
+    let check = |store: &lamina_rag::store::EmbeddedStore| {
+        assert!(!store.vector_index_loaded());
+        assert_eq!(store.info().unwrap().chunks, 12_000);
+        // A stored vector finds its own chunk first.
+        for i in [0, 4_321, 11_999] {
+            let top = store.vector_search(&stored[i], 1, &Filter::default()).unwrap();
+            assert!((top[0].1 - 1.0).abs() < 1e-5, "vector {i}: {top:?}");
+        }
+    };
+    check(&catalog.open_store("graph").unwrap());
+    std::fs::remove_file(&idx).unwrap();
+    check(&catalog.open_store("graph").unwrap());
+    std::fs::write(&idx, &good).unwrap();
+    let mut store = catalog.open_store("graph").unwrap();
+    assert!(store.vector_index_loaded());
+    store.compact().unwrap();
+    drop(store);
+    std::fs::write(&idx, &good).unwrap();
+    check(&catalog.open_store("graph").unwrap());
 }

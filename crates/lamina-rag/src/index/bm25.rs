@@ -1,6 +1,7 @@
 //! BM25 keyword search (Robertson & Zaragoza, "The Probabilistic Relevance Framework:
 //! BM25 and Beyond", 2009), with Lucene's non-negative idf: ln(1 + (N − df + 0.5)/(df + 0.5)).
 
+use super::analyzer::Analyzer;
 use super::vector::TopK;
 use crate::types::ChunkId;
 use std::collections::HashMap;
@@ -11,6 +12,7 @@ pub const B: f32 = 0.75;
 
 #[derive(Default)]
 pub struct Bm25Index {
+    analyzer: Analyzer,
     /// term → (chunk, term frequency)
     postings: HashMap<String, Vec<(ChunkId, u32)>>,
     /// chunk → (length in terms, its distinct terms)
@@ -18,14 +20,23 @@ pub struct Bm25Index {
     total_len: u64,
 }
 
-/// Lower-cased alphanumeric runs.
+/// The terms of `text` under the default analysis ([`Analyzer::english`]).
 pub fn terms(text: &str) -> impl Iterator<Item = String> + '_ {
-    text.split(|c: char| !c.is_alphanumeric()).filter(|t| !t.is_empty()).map(|t| t.to_lowercase())
+    Analyzer::default().terms(text).into_iter()
 }
 
 impl Bm25Index {
     pub fn new() -> Bm25Index {
         Bm25Index::default()
+    }
+
+    /// An index that analyses texts and queries with `analyzer`.
+    pub fn with_analyzer(analyzer: Analyzer) -> Bm25Index {
+        Bm25Index { analyzer, ..Bm25Index::default() }
+    }
+
+    pub fn analyzer(&self) -> Analyzer {
+        self.analyzer
     }
 
     pub fn len(&self) -> usize {
@@ -40,7 +51,7 @@ impl Bm25Index {
         self.remove(id);
         let mut tf: HashMap<String, u32> = HashMap::new();
         let mut len = 0u32;
-        for t in terms(text) {
+        for t in self.analyzer.terms(text) {
             *tf.entry(t).or_default() += 1;
             len += 1;
         }
@@ -75,7 +86,7 @@ impl Bm25Index {
             return Vec::new();
         }
         let avg = self.total_len as f32 / n;
-        let mut q: Vec<String> = terms(query).collect();
+        let mut q: Vec<String> = self.analyzer.terms(query);
         q.sort();
         q.dedup();
         let mut scores: HashMap<ChunkId, f32> = HashMap::new();
@@ -105,7 +116,7 @@ mod tests {
 
     #[test]
     fn bm25_scores_match_a_hand_computation() {
-        let mut ix = Bm25Index::new();
+        let mut ix = Bm25Index::with_analyzer(Analyzer::PLAIN);
         ix.insert(ChunkId(1), "the cat sat on the mat");
         ix.insert(ChunkId(2), "dogs chase cats");
         ix.insert(ChunkId(3), "the cat and the cat");
@@ -125,11 +136,14 @@ mod tests {
 }
 
 const BM25_MAGIC: &[u8; 8] = b"LMBM25IX";
-const BM25_VERSION: u32 = 1;
+/// Version 2 names the text analysis after the header; version 1 (before it was named) was
+/// the plain analysis.
+const BM25_VERSION: u32 = 2;
 
-/// Saving and loading, in the checksummed envelope of [`super::persist`]: the vocabulary
-/// (sorted), then each chunk (by id) with its length and its (term, frequency) pairs. The
-/// postings are rebuilt from these on load.
+/// Saving and loading, in the checksummed envelope of [`super::persist`]: the analysis
+/// ([`Analyzer::id`]), the vocabulary (sorted), then each chunk (by id) with its length and
+/// its (term, frequency) pairs. The postings are rebuilt from these on load, and queries are
+/// analysed as the saved texts were.
 impl Bm25Index {
     pub fn write_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
         let mut vocab: Vec<&String> = self.postings.keys().collect();
@@ -142,6 +156,7 @@ impl Bm25Index {
             }
         }
         let mut out = super::persist::Writer::new(w, BM25_MAGIC, BM25_VERSION)?;
+        out.str(&self.analyzer.id())?;
         out.len(vocab.len())?;
         for t in &vocab {
             out.str(t)?;
@@ -168,16 +183,21 @@ impl Bm25Index {
     /// [`crate::RagError::CorruptIndex`], never a panic.
     pub fn read_from(r: &mut dyn std::io::Read) -> crate::Result<Bm25Index> {
         let (mut rd, version) = super::persist::Reader::new(r, "keyword", BM25_MAGIC)?;
-        if version != BM25_VERSION {
-            return Err(rd.corrupt(format!("it is format version {version}; this build reads version {BM25_VERSION}")));
-        }
+        let analyzer = match version {
+            1 => Analyzer::PLAIN,
+            BM25_VERSION => {
+                let id = rd.string(256)?;
+                Analyzer::from_id(&id).ok_or_else(|| rd.corrupt(format!("its text analysis `{id}` is unknown to this build")))?
+            }
+            _ => return Err(rd.corrupt(format!("it is format version {version}; this build reads versions 1 to {BM25_VERSION}"))),
+        };
         let n = rd.len(u32::MAX as usize, "term")?;
         let mut vocab = Vec::with_capacity(n.min(1 << 16));
         for _ in 0..n {
             vocab.push(rd.string(1 << 20)?);
         }
         let docs = rd.len(usize::MAX, "chunk")?;
-        let mut ix = Bm25Index::new();
+        let mut ix = Bm25Index::with_analyzer(analyzer);
         for _ in 0..docs {
             let id = ChunkId(rd.u64()?);
             let len = rd.u32()?;
@@ -211,6 +231,20 @@ impl Bm25Index {
 #[cfg(test)]
 mod persist_tests {
     use super::*;
+
+    #[test]
+    fn the_text_analysis_is_saved_with_the_index() {
+        let mut ix = Bm25Index::with_analyzer(Analyzer::PLAIN);
+        ix.insert(ChunkId(1), "the running dogs");
+        let mut bytes = Vec::new();
+        ix.write_to(&mut bytes).unwrap();
+        let back = Bm25Index::read_from(&mut &bytes[..]).unwrap();
+        assert_eq!(back.analyzer(), Analyzer::PLAIN);
+        // Plain analysis: "the" is a term and "run" is not (no stems).
+        assert_eq!(back.search("the", 5, &|_| true).len(), 1);
+        assert!(back.search("run", 5, &|_| true).is_empty());
+        assert_eq!(Bm25Index::new().analyzer(), Analyzer::english());
+    }
 
     #[test]
     fn bm25_round_trips_with_identical_scores() {

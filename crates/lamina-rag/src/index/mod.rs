@@ -4,6 +4,7 @@
 //! reciprocal-rank fusion ([`fusion`]). Both indexes save to and load from a versioned,
 //! checksummed binary format ([`persist`]).
 
+pub mod analyzer;
 pub mod bm25;
 pub mod fusion;
 pub mod hnsw;
@@ -11,6 +12,7 @@ pub mod persist;
 pub mod simd;
 pub mod vector;
 
+pub use analyzer::Analyzer;
 pub use bm25::Bm25Index;
 pub use fusion::{reciprocal_rank_fusion, Fused};
 pub use hnsw::HnswParams;

@@ -208,8 +208,8 @@ impl VectorIndex {
         for &id in ids {
             self.remove_row(id);
         }
-        self.ids.reserve_exact(ids.len());
-        self.data.reserve_exact(vectors.len());
+        hnsw::grow(&mut self.ids, ids.len());
+        hnsw::grow(&mut self.data, vectors.len());
         for (&id, v) in ids.iter().zip(vectors.chunks_exact(self.dims.max(1))) {
             if self.row_of(id).is_some() {
                 // The same id twice in one batch: the later vector wins.
@@ -309,19 +309,29 @@ impl VectorIndex {
 
     /// Searches many queries (row-major, `dims` each) on `threads` threads, no filter.
     pub fn search_batch(&self, queries: &[f32], k: usize, threads: usize) -> Vec<Vec<(ChunkId, f32)>> {
+        self.search_batch_counted(queries, k, threads).0
+    }
+
+    /// [`Self::search_batch`], also returning how many dot products it computed (a measure of
+    /// the work per query that does not depend on the machine's load, for benchmarks).
+    pub fn search_batch_counted(&self, queries: &[f32], k: usize, threads: usize) -> (Vec<Vec<(ChunkId, f32)>>, u64) {
         assert_eq!(queries.len() % self.dims.max(1), 0, "query length");
         let n = queries.len() / self.dims.max(1);
         let all = |_: ChunkId| true;
-        hnsw::parallel_map(n, threads, |i, s| {
+        let out = hnsw::parallel_map(n, threads, |i, s| {
             let q = &queries[i * self.dims..(i + 1) * self.dims];
             if k == 0 || self.live_count == 0 {
-                return Vec::new();
+                return (Vec::new(), 0);
             }
             if !self.uses_graph() {
-                return self.exact(q, k, &all);
+                return (self.exact(q, k, &all), self.live_count as u64);
             }
-            self.graph_search(q, k, &all, s).unwrap_or_else(|| self.exact(q, k, &all))
-        })
+            let before = s.dots;
+            let hits = self.graph_search(q, k, &all, s).unwrap_or_else(|| self.exact(q, k, &all));
+            (hits, s.dots - before)
+        });
+        let dots = out.iter().map(|o| o.1).sum();
+        (out.into_iter().map(|o| o.0).collect(), dots)
     }
 
     /// The graph's answer, or `None` when it found fewer than `k` (the caller scans).
@@ -635,5 +645,46 @@ mod tests {
         let back = VectorIndex::read_from(&mut &a[..]).unwrap();
         let q = &data[n * dims..(n + 1) * dims];
         assert_eq!(back.search(q, 10, &|_| true), one.search(q, 10, &|_| true));
+    }
+
+    #[test]
+    fn one_at_a_time_inserts_cross_the_threshold_and_removals_compact() {
+        let (n, dims) = (2500, 16);
+        let data = clustered(n, dims, 20, 5);
+        let params = HnswParams { exact_threshold: 1000, ..HnswParams::default() };
+        let mut ix = VectorIndex::with_params(dims, params);
+        for i in 0..n {
+            ix.insert(ChunkId(i as u64), &data[i * dims..(i + 1) * dims]);
+            if i == 999 {
+                assert_eq!(ix.describe(), "exact");
+            }
+        }
+        assert!(ix.describe().starts_with("hnsw"));
+        // Growth one row at a time keeps the slack small: vectors + ids within 1/8 + a row.
+        let floor = n * (dims * 4 + 8);
+        assert!(ix.memory_bytes() < floor + floor / 8 + ix.graph.as_ref().unwrap().bytes() + 4096, "{} bytes", ix.memory_bytes());
+        let check = |ix: &VectorIndex, keep: &dyn Fn(u64) -> bool| {
+            let mut hit = 0;
+            for qi in 0..40 {
+                let q = &data[qi * 61 * dims..(qi * 61 + 1) * dims];
+                let truth: Vec<ChunkId> = ix.exact(q, 10, &|_| true).into_iter().map(|h| h.0).collect();
+                let got = ix.search(q, 10, &|_| true);
+                assert!(got.iter().all(|h| keep(h.0 .0)));
+                hit += got.iter().filter(|h| truth.contains(&h.0)).count();
+            }
+            hit as f64 / 400.0
+        };
+        assert!(check(&ix, &|_| true) >= 0.95);
+        // Remove three rows in four: once more are dead than live the rows are compacted;
+        // 625 stay, under the threshold, so exact search answers.
+        for i in 0..n as u64 {
+            if i % 4 != 0 {
+                assert!(ix.remove(ChunkId(i)));
+            }
+        }
+        assert_eq!(ix.len(), 625);
+        assert!(ix.ids.len() < n, "compacted");
+        assert_eq!(ix.describe(), "exact");
+        assert_eq!(check(&ix, &|id| id % 4 == 0), 1.0);
     }
 }

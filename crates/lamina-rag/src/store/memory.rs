@@ -58,10 +58,14 @@ impl MemoryState {
                     self.remove(&source.source);
                     source.chunks = chunks.len();
                     let mut ids = Vec::with_capacity(chunks.len());
+                    // One batch into the vector index: the graph links it in one pass.
+                    let new_ids: Vec<ChunkId> = (0..chunks.len() as u64).map(|i| ChunkId(self.next_id + i)).collect();
+                    let flat: Vec<f32> = chunks.iter().flat_map(|c| c.vector.iter().copied()).collect();
+                    let threads = self.vectors.params().threads;
+                    self.vectors.insert_batch(&new_ids, &flat, threads);
                     for ch in chunks {
                         let id = ChunkId(self.next_id);
                         self.next_id += 1;
-                        self.vectors.insert(id, &ch.vector);
                         self.keywords.insert(id, &ch.text);
                         let rec = ChunkRecord {
                             id,
@@ -81,13 +85,13 @@ impl MemoryState {
     }
 
     /// Puts a source back with the chunk ids it had (loading a snapshot); ids to come start
-    /// past them. Check the vectors' lengths first (this panics on a wrong one).
-    pub fn restore(&mut self, source: SourceRecord, chunks: Vec<(ChunkId, NewChunk)>) {
+    /// past them. The chunks' vectors are not indexed here: the loader builds or reads the
+    /// whole vector index at once and hands it over with [`Self::set_vector_index`].
+    pub fn restore_records(&mut self, source: SourceRecord, chunks: Vec<(ChunkId, NewChunk)>) {
         self.remove(&source.source);
         let mut ids = Vec::with_capacity(chunks.len());
         for (id, ch) in chunks {
             self.next_id = self.next_id.max(id.0 + 1);
-            self.vectors.insert(id, &ch.vector);
             self.keywords.insert(id, &ch.text);
             let rec = ChunkRecord {
                 id,
@@ -101,6 +105,32 @@ impl MemoryState {
             ids.push(id);
         }
         self.sources.insert(source.source.clone(), (source, ids));
+    }
+
+    /// Replaces the vector index with one holding exactly the stored chunks' vectors (read
+    /// from disk or built); an index that does not match the chunks is refused.
+    pub fn set_vector_index(&mut self, index: VectorIndex) -> std::result::Result<(), String> {
+        if index.dims() != self.spec.dimensions {
+            return Err(format!("{}-dimensional vectors in a {}-dimensional collection", index.dims(), self.spec.dimensions));
+        }
+        if index.len() != self.chunks.len() {
+            return Err(format!("{} vectors for {} chunks", index.len(), self.chunks.len()));
+        }
+        if let Some(id) = self.chunks.keys().find(|id| index.vector(**id).is_none()) {
+            return Err(format!("no vector for chunk {}", id.0));
+        }
+        self.vectors = index;
+        Ok(())
+    }
+
+    /// Threads for the vector index's graph builds.
+    pub fn set_threads(&mut self, threads: usize) {
+        self.vectors.set_threads(threads);
+    }
+
+    /// The vector index (for saving it).
+    pub fn vector_index(&self) -> &VectorIndex {
+        &self.vectors
     }
 
     /// Raises the next id to at least `next` (ids of removed chunks are not handed out again).

@@ -3,6 +3,9 @@
 //! `<root>/<name>/` holds
 //! - `spec.json` — the [`CollectionSpec`], written once at creation;
 //! - `snapshot.bin` — the state at the last checkpoint ([`snapshot`]), if there was one;
+//! - `vectors.idx` — the vector index (HNSW graph) saved with the snapshot, so opening a big
+//!   collection does not rebuild it (rebuilt from the snapshot's vectors when missing, stale
+//!   or damaged);
 //! - `log-<generation>.bin` — every batch applied since, one checksummed record each ([`log`]);
 //! - `lock` — the writer lock ([`lock`]).
 //!
@@ -42,11 +45,14 @@ pub struct EmbeddedOptions {
     /// The log is checkpointed into a new snapshot once it is bigger than this and than half
     /// the snapshot.
     pub checkpoint_min_bytes: u64,
+    /// Threads for building the vector index's graph (on open, when it has to be rebuilt,
+    /// and as a collection grows past the exact-search threshold).
+    pub threads: usize,
 }
 
 impl Default for EmbeddedOptions {
     fn default() -> EmbeddedOptions {
-        EmbeddedOptions { checkpoint_min_bytes: 8 << 20 }
+        EmbeddedOptions { checkpoint_min_bytes: 8 << 20, threads: 1 }
     }
 }
 
@@ -74,13 +80,14 @@ pub struct EmbeddedStore {
     log_valid_len: u64,
     snapshot_bytes: u64,
     writer: Option<Writer>,
+    vector_index_loaded: bool,
 }
 
 impl EmbeddedStore {
     /// Opens the collection in `dir` (read-only until the first [`Store::apply`]).
     pub fn open(dir: &Path, options: EmbeddedOptions) -> Result<EmbeddedStore> {
         let spec = read_spec(dir)?;
-        let loaded = load(dir, &spec)?;
+        let loaded = load(dir, &spec, options)?;
         Ok(EmbeddedStore {
             dir: dir.to_path_buf(),
             state: loaded.state,
@@ -89,7 +96,14 @@ impl EmbeddedStore {
             log_valid_len: loaded.log_valid_len,
             snapshot_bytes: loaded.snapshot_bytes,
             writer: None,
+            vector_index_loaded: loaded.vector_index_loaded,
         })
+    }
+
+    /// Whether opening read the saved vector index (`false`: there was none to read, or it
+    /// was rebuilt from the snapshot's vectors).
+    pub fn vector_index_loaded(&self) -> bool {
+        self.vector_index_loaded
     }
 
     pub fn dir(&self) -> &Path {
@@ -119,7 +133,7 @@ impl EmbeddedStore {
         }
         let lock = lock::WriterLock::try_take(&self.dir, &self.state.spec().name)?;
         if current_mark(&self.dir).map_err(|e| self.corrupt(e))? != self.mark {
-            let loaded = load(&self.dir, self.state.spec())?;
+            let loaded = load(&self.dir, self.state.spec(), self.options)?;
             self.state = loaded.state;
             self.mark = loaded.mark;
             self.log_valid_len = loaded.log_valid_len;
@@ -146,6 +160,10 @@ impl EmbeddedStore {
     fn checkpoint(&mut self) -> Result<()> {
         let next = self.mark.generation + 1;
         self.snapshot_bytes = snapshot::write(&self.dir, &self.state, next)?;
+        // A cache beside the snapshot: if writing it fails, the next open rebuilds it.
+        if let Err(e) = snapshot::write_index(&self.dir, self.state.vector_index(), next) {
+            tracing::warn!("collection `{}`: saving the vector index: {e}", self.state.spec().name);
+        }
         let old = log::path(&self.dir, self.mark.generation);
         let fresh = log::Writer::create(&self.dir, next).map_err(|e| RagError::io(log::path(&self.dir, next).display(), e))?;
         self.mark = DiskMark { generation: next, log_len: fresh.len() };
@@ -245,15 +263,34 @@ struct Loaded {
     mark: DiskMark,
     log_valid_len: u64,
     snapshot_bytes: u64,
+    vector_index_loaded: bool,
 }
 
 /// Reads the snapshot and replays its log. A writer may checkpoint meanwhile (new snapshot,
 /// new log, old log removed): then the log read is missing while a newer one exists, and
 /// the read starts over.
-fn load(dir: &Path, spec: &CollectionSpec) -> Result<Loaded> {
+fn load(dir: &Path, spec: &CollectionSpec, options: EmbeddedOptions) -> Result<Loaded> {
     let corrupt = |reason: String| RagError::Corrupt { collection: spec.name.clone(), reason };
     for _ in 0..8 {
-        let (generation, mut state) = snapshot::read(dir, spec).map_err(corrupt)?.unwrap_or_else(|| (0, MemoryState::new(spec.clone())));
+        let (generation, mut state, vector_index_loaded) = match snapshot::read(dir, spec).map_err(corrupt)? {
+            None => (0, MemoryState::new(spec.clone()), false),
+            Some(snap) => {
+                let mut state = snap.state;
+                let saved = snapshot::read_index(dir, snap.generation).and_then(|ix| state.set_vector_index(ix));
+                let loaded = match saved {
+                    Ok(()) => true,
+                    Err(why) => {
+                        tracing::info!("collection `{}`: rebuilding the vector index ({why})", spec.name);
+                        let params = crate::index::HnswParams { threads: options.threads.max(1), ..Default::default() };
+                        let ix = crate::index::VectorIndex::build(spec.dimensions, params, &snap.ids, &snap.vectors, options.threads.max(1));
+                        state.set_vector_index(ix).map_err(|e| corrupt(format!("{}: {e}", snapshot::path(dir).display())))?;
+                        false
+                    }
+                };
+                (snap.generation, state, loaded)
+            }
+        };
+        state.set_threads(options.threads.max(1));
         let snapshot_bytes = std::fs::metadata(snapshot::path(dir)).map(|m| m.len()).unwrap_or(0);
         let path = log::path(dir, generation);
         let scan = log::read(&path, generation).map_err(corrupt)?;
@@ -270,7 +307,7 @@ fn load(dir: &Path, spec: &CollectionSpec) -> Result<Loaded> {
         if let Some(why) = &scan.torn {
             tracing::info!("collection `{}`: dropped a torn log tail ({why}): a batch that was not committed", spec.name);
         }
-        return Ok(Loaded { state, mark: DiskMark { generation, log_len: scan.file_len }, log_valid_len: scan.valid_len, snapshot_bytes });
+        return Ok(Loaded { state, mark: DiskMark { generation, log_len: scan.file_len }, log_valid_len: scan.valid_len, snapshot_bytes, vector_index_loaded });
     }
     Err(corrupt("the collection kept changing while it was being read; try again".into()))
 }
@@ -304,7 +341,7 @@ fn remove_stale_files(dir: &Path, generation: u64) {
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
         let stale_log = log::generation_of(name).is_some_and(|g| g < generation);
-        if stale_log || name.starts_with("snapshot.bin.tmp-") {
+        if stale_log || name.starts_with("snapshot.bin.tmp-") || name.starts_with("vectors.idx.tmp-") {
             let _ = std::fs::remove_file(e.path());
         }
     }

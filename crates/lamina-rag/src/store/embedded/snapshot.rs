@@ -6,18 +6,69 @@
 //! every source with its chunks — ids, text, byte ranges, headings, vectors as raw
 //! little-endian f32. It is written to a temporary file, fsynced and renamed into place
 //! (then the folder fsynced), so a crash leaves the old snapshot or the new one.
+//!
+//! Beside it, `vectors.idx` saves the vector index (the HNSW graph) of the same generation,
+//! so a big collection opens without rebuilding its graph. It is a cache: missing, of another
+//! generation, or damaged, the index is rebuilt from the snapshot's vectors.
 
 use super::codec::{DecodeResult, Decoder, Encoder};
+use crate::index::VectorIndex;
 use crate::store::MemoryState;
 use crate::types::{ChunkId, CollectionSpec};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"LMSNAP\0\x01";
+const INDEX_MAGIC: &[u8; 8] = b"LMSNAPIX";
 const TRAILER_LEN: usize = 12;
 
 pub fn path(dir: &Path) -> PathBuf {
     dir.join("snapshot.bin")
+}
+
+pub fn index_path(dir: &Path) -> PathBuf {
+    dir.join("vectors.idx")
+}
+
+/// A snapshot read back: the state with its records and keyword index, and the vectors
+/// (row-major, one row per id) its vector index is to hold.
+pub struct Snapshot {
+    pub generation: u64,
+    pub state: MemoryState,
+    pub ids: Vec<ChunkId>,
+    pub vectors: Vec<f32>,
+}
+
+/// Saves `index` as the vector index of snapshot `generation`.
+pub fn write_index(dir: &Path, index: &VectorIndex, generation: u64) -> lamina_core::Result<()> {
+    let path = index_path(dir);
+    lamina_core::fs::write_atomic(&path, |file| {
+        let io = |e| lamina_core::Error::io(&path, e);
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        out.write_all(INDEX_MAGIC).map_err(io)?;
+        out.write_all(&generation.to_le_bytes()).map_err(io)?;
+        index.write_to(&mut out).map_err(io)?;
+        out.flush().map_err(io)
+    })
+}
+
+/// The saved vector index of snapshot `generation`, if there is one of that generation that
+/// reads whole. `Err` says why not (for the log); the caller rebuilds the index.
+pub fn read_index(dir: &Path, generation: u64) -> std::result::Result<VectorIndex, String> {
+    use std::io::Read;
+    let path = index_path(dir);
+    let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut r = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut head = [0u8; 16];
+    r.read_exact(&mut head).map_err(|e| format!("{}: {e}", path.display()))?;
+    if &head[..8] != INDEX_MAGIC {
+        return Err(format!("{} is not a saved vector index", path.display()));
+    }
+    let g = u64::from_le_bytes(head[8..].try_into().expect("8 bytes"));
+    if g != generation {
+        return Err(format!("{} is of generation {g}, the snapshot of {generation}", path.display()));
+    }
+    VectorIndex::read_from(&mut r).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Writes `state` as the snapshot that log `generation` follows. Returns its size in bytes.
@@ -67,7 +118,7 @@ pub fn write(dir: &Path, state: &MemoryState, generation: u64) -> lamina_core::R
 
 /// Reads the snapshot in `dir`: its generation and the state it holds, or `None` when the
 /// collection has none yet. A damaged file is an error (in words), never a panic.
-pub fn read(dir: &Path, spec: &CollectionSpec) -> std::result::Result<Option<(u64, MemoryState)>, String> {
+pub fn read(dir: &Path, spec: &CollectionSpec) -> std::result::Result<Option<Snapshot>, String> {
     let path = path(dir);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
@@ -86,7 +137,7 @@ pub fn read(dir: &Path, spec: &CollectionSpec) -> std::result::Result<Option<(u6
     decode(body, spec).map(Some).map_err(|e| format!("{}: {}", path.display(), e.0))
 }
 
-fn decode(body: &[u8], spec: &CollectionSpec) -> DecodeResult<(u64, MemoryState)> {
+fn decode(body: &[u8], spec: &CollectionSpec) -> DecodeResult<Snapshot> {
     let mut d = Decoder::new(body);
     let generation = d.u64()?;
     let next_id = d.u64()?;
@@ -95,6 +146,7 @@ fn decode(body: &[u8], spec: &CollectionSpec) -> DecodeResult<(u64, MemoryState)
         return Err(super::codec::DecodeError(format!("{dims}-dimensional vectors in a {}-dimensional collection", spec.dimensions)));
     }
     let mut state = MemoryState::new(spec.clone());
+    let (mut ids, mut vectors) = (Vec::new(), Vec::new());
     let n = d.len(8)?;
     for _ in 0..n {
         let source = d.source()?;
@@ -102,13 +154,19 @@ fn decode(body: &[u8], spec: &CollectionSpec) -> DecodeResult<(u64, MemoryState)
         let mut chunks = Vec::with_capacity(k);
         for _ in 0..k {
             let id = ChunkId(d.u64()?);
-            chunks.push((id, d.chunk(spec.dimensions)?));
+            let mut c = d.chunk(spec.dimensions)?;
+            if id.0 >= next_id {
+                return Err(super::codec::DecodeError(format!("chunk id {} is past the next id {next_id}", id.0)));
+            }
+            ids.push(id);
+            vectors.append(&mut c.vector);
+            chunks.push((id, c));
         }
-        state.restore(source, chunks);
+        state.restore_records(source, chunks);
     }
     d.finish()?;
     state.reserve_ids(next_id);
-    Ok((generation, state))
+    Ok(Snapshot { generation, state, ids, vectors })
 }
 
 /// The chunks of a restored state are [`NewChunk`]s again (for tests comparing states).
@@ -152,8 +210,10 @@ mod tests {
         let s = state();
         let size = write(dir.path(), &s, 7).unwrap();
         assert_eq!(size, std::fs::metadata(path(dir.path())).unwrap().len());
-        let (g, back) = read(dir.path(), s.spec()).unwrap().unwrap();
-        assert_eq!(g, 7);
+        let snap = read(dir.path(), s.spec()).unwrap().unwrap();
+        assert_eq!(snap.generation, 7);
+        let mut back = snap.state;
+        back.set_vector_index(VectorIndex::build(3, Default::default(), &snap.ids, &snap.vectors, 1)).unwrap();
         assert_eq!(chunks_of(&back), chunks_of(&s));
         assert_eq!(back.sources(), s.sources());
         assert_eq!(back.next_id(), 4, "the removed chunk's id is not reused");
