@@ -24,6 +24,8 @@ enum Command {
     Chat(commands::chat::ChatArgs),
     /// Sentence embeddings, one per input line (JSONL or .npy).
     Embed(commands::embed::EmbedArgs),
+    /// Collections of documents for retrieval: add, rm, list, info, search, drop.
+    Index(commands::index::IndexArgs),
     /// Print token ids and pieces of a text.
     Tokenize(commands::tokenize::TokenizeArgs),
     /// Describe a model: architecture, sizes, tensor types, vocabulary, template.
@@ -58,6 +60,7 @@ fn main() {
         Command::Run(a) => commands::run::run(a),
         Command::Chat(a) => commands::chat::run(a),
         Command::Embed(a) => commands::embed::run(a),
+        Command::Index(a) => commands::index::run(a),
         Command::Tokenize(a) => commands::tokenize::run(a),
         Command::Info(a) => commands::info::run(a),
         Command::Perplexity(a) => commands::perplexity::run(a),

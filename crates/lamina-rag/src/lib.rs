@@ -20,6 +20,7 @@ pub mod embed;
 pub mod error;
 pub mod eval;
 pub mod index;
+pub mod ingest;
 pub mod search;
 pub mod store;
 pub mod types;

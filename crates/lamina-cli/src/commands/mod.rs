@@ -2,6 +2,7 @@ pub mod bench;
 pub mod bench_spec;
 pub mod chat;
 pub mod embed;
+pub mod index;
 pub mod info;
 pub mod perplexity;
 pub mod quantize;
