@@ -37,6 +37,17 @@ const MIGRATIONS: &[&str] = &[
 pub const MAX_DIMENSIONS: usize = 16_000;
 pub const MAX_HNSW_DIMENSIONS: usize = 2_000;
 
+/// The oldest pgvector with iterative index scans (`hnsw.iterative_scan`).
+const PGVECTOR_MIN: (u32, u32) = (0, 8);
+
+/// Whether version `v` ("0.8.1") is at least `min` (major, minor).
+fn at_least(v: &str, min: (u32, u32)) -> bool {
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) >= min
+}
+
 /// Serialises schema changes between clients (`pg_advisory_xact_lock`): "lamina" in ASCII.
 const SETUP_LOCK: i64 = 0x6c61_6d69_6e61;
 
@@ -56,6 +67,13 @@ pub fn prepare(client: &mut Client) -> Result<(), Failure> {
             tx.batch_execute("CREATE EXTENSION IF NOT EXISTS vector")?;
         }
         Some(_) => {}
+    }
+    let installed: String = tx.query_one("SELECT extversion FROM pg_extension WHERE extname = 'vector'", &[])?.get(0);
+    if !at_least(&installed, PGVECTOR_MIN) {
+        return Err(Failure::Reason(format!(
+            "pgvector {installed} is installed in this database; lamina needs {}.{} or later (its iterative index scans): run `ALTER EXTENSION vector UPDATE`",
+            PGVECTOR_MIN.0, PGVECTOR_MIN.1
+        )));
     }
     tx.batch_execute("CREATE TABLE IF NOT EXISTS lamina_meta (key text PRIMARY KEY, value text NOT NULL)")?;
     let version: i64 = match tx.query_opt("SELECT value FROM lamina_meta WHERE key = 'schema_version'", &[])? {
@@ -129,4 +147,16 @@ pub fn create_tables(tx: &mut impl GenericClient, id: i64, spec: &CollectionSpec
 pub fn drop_tables(tx: &mut impl GenericClient, id: i64) -> Result<(), postgres::Error> {
     let (sources, chunks) = tables(id);
     tx.batch_execute(&format!("DROP TABLE IF EXISTS {chunks}, {sources}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pgvector_versions_compare_by_number() {
+        assert!(super::at_least("0.8.0", (0, 8)));
+        assert!(super::at_least("0.10.1", (0, 8)));
+        assert!(super::at_least("1.0", (0, 8)));
+        assert!(!super::at_least("0.7.4", (0, 8)));
+        assert!(!super::at_least("garbage", (0, 8)));
+    }
 }
