@@ -102,7 +102,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cached = CachedEmbedder::new(&engine);
     let progress = |what: &'static str| {
         move |done: usize, all: usize| {
-            if done % 256 == 0 || done == all {
+            if done.is_multiple_of(256) || done == all {
                 eprintln!("embedding {what}: {done}/{all}");
             }
         }
