@@ -213,13 +213,7 @@ mod tests {
     use super::*;
     use crate::types::ChunkRecord;
 
-    /// One token per whitespace-separated word: easy to count by hand.
-    struct Words;
-    impl TokenCounter for Words {
-        fn count_tokens(&self, text: &str) -> usize {
-            text.split_whitespace().count()
-        }
-    }
+    use crate::embed::WordCounter as Words;
 
     fn hit(id: u64, text: &str, similarity: Option<f32>, keyword_rank: Option<usize>) -> Hit {
         let chunk = ChunkRecord {

@@ -131,13 +131,7 @@ impl Headings {
 mod tests {
     use super::*;
 
-    /// One token per whitespace-separated word.
-    struct Words;
-    impl TokenCounter for Words {
-        fn count_tokens(&self, text: &str) -> usize {
-            text.split_whitespace().count()
-        }
-    }
+    use crate::embed::WordCounter as Words;
 
     fn doc(kind: DocKind, text: &str) -> Document {
         Document { kind, text: text.to_string(), title: None }

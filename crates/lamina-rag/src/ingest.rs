@@ -364,13 +364,7 @@ mod tests {
     use super::*;
     use crate::store::MemoryState;
 
-    /// Words as tokens.
-    struct Words;
-    impl TokenCounter for Words {
-        fn count_tokens(&self, text: &str) -> usize {
-            text.split_whitespace().count()
-        }
-    }
+    use crate::embed::WordCounter as Words;
 
     /// Two features a text is easy to tell by: its length and its count of `e`s.
     struct Shape;

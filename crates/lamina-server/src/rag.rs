@@ -118,14 +118,9 @@ impl Grounding {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lamina_rag::{ChunkId, ChunkRecord, TokenCounter};
+    use lamina_rag::{ChunkId, ChunkRecord};
 
-    struct Words;
-    impl TokenCounter for Words {
-        fn count_tokens(&self, text: &str) -> usize {
-            text.split_whitespace().count()
-        }
-    }
+    use lamina_rag::embed::WordCounter as Words;
 
     fn hit(id: u64, source: &str, text: &str, similarity: f32) -> Hit {
         let chunk = ChunkRecord {
