@@ -235,13 +235,55 @@ pub struct CollectionsArgs {
 
 impl CollectionsArgs {
     pub fn location(&self) -> Result<String> {
-        if let Some(c) = &self.collections {
-            return Ok(c.clone());
+        collections_location(self.collections.as_deref())
+    }
+}
+
+/// Where collections live: `flag` (`--collections`) when given, else `$LAMINA_COLLECTIONS`,
+/// else the user's data folder's `lamina/collections` (`lamina index`, `ask`, `serve`).
+pub fn collections_location(flag: Option<&str>) -> Result<String> {
+    if let Some(c) = flag {
+        return Ok(c.to_string());
+    }
+    if let Some(c) = std::env::var_os("LAMINA_COLLECTIONS").filter(|c| !c.is_empty()) {
+        return Ok(c.to_string_lossy().into_owned());
+    }
+    let data = dirs::data_dir().ok_or_else(|| anyhow::anyhow!("no data folder for this user: give --collections DIR or set LAMINA_COLLECTIONS"))?;
+    Ok(data.join("lamina").join("collections").to_string_lossy().into_owned())
+}
+
+/// Reranking a search's first hits with a chat model (`lamina index search`, `lamina ask`).
+#[derive(Args, Debug, Clone)]
+pub struct RerankArgs {
+    /// Rerank the first N hits (5 when N is left out) with the chat model: how much likelier
+    /// the question makes each passage as its answer. Better first hits for about N × 100
+    /// tokens of prefill a query.
+    #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "5")]
+    pub rerank: Option<usize>,
+    /// The chat model that reranks (default: the built-in chat model; for `ask`, its MODEL).
+    #[arg(long, value_name = "MODEL")]
+    pub rerank_model: Option<String>,
+    /// The reranker's weight against the search score, 0–1 (1: the reranker alone).
+    #[arg(long, value_name = "W", default_value_t = lamina_rag::rerank::DEFAULT_RERANK_WEIGHT)]
+    pub rerank_weight: f32,
+}
+
+impl RerankArgs {
+    /// The options when reranking is asked for, checked.
+    pub fn options(&self) -> Result<Option<lamina_rag::RerankOptions>> {
+        let Some(candidates) = self.rerank else { return Ok(None) };
+        if candidates < 2 {
+            anyhow::bail!("--rerank {candidates}: reranking needs at least 2 candidates");
         }
-        if let Some(c) = std::env::var_os("LAMINA_COLLECTIONS").filter(|c| !c.is_empty()) {
-            return Ok(c.to_string_lossy().into_owned());
+        if !(0.0..=1.0).contains(&self.rerank_weight) {
+            anyhow::bail!("--rerank-weight {}: a weight between 0 and 1", self.rerank_weight);
         }
-        let data = dirs::data_dir().ok_or_else(|| anyhow::anyhow!("no data folder for this user: give --collections DIR or set LAMINA_COLLECTIONS"))?;
-        Ok(data.join("lamina").join("collections").to_string_lossy().into_owned())
+        Ok(Some(lamina_rag::RerankOptions { candidates, weight: self.rerank_weight }))
+    }
+
+    /// The reranker on `model` (already loaded, as `name`) with `threads` threads.
+    pub fn reranker(name: &str, model: Arc<Model>, tok: Arc<Tokenizer>, threads: usize) -> Result<lamina_rag::rerank::EngineReranker> {
+        let workers = Arc::new(ThreadPool::new(threads));
+        Ok(lamina_rag::rerank::EngineReranker::new(name, model, tok, workers, lamina_rag::rerank::DEFAULT_PASSAGE_TOKENS)?)
     }
 }

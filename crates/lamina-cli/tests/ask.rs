@@ -1,7 +1,8 @@
 //! `lamina ask` end to end: a collection of small documents, each holding one distinct fact,
 //! embedded with the real all-MiniLM-L6-v2; the real binary answers with the default chat
 //! model and cites the document that holds the answer. A question none of them answers
-//! gets "I don't know" without the chat model being loaded.
+//! gets "I don't know" without the chat model being loaded. `--rerank` reorders the hits with
+//! the chat model and keeps the right source first.
 
 use lamina_rag::embed::{EmbedKind, EngineEmbedder, TextEmbedder};
 use lamina_rag::store::{open_catalog, Change};
@@ -82,6 +83,19 @@ fn ask_cites_the_document_that_holds_the_answer_and_knows_when_none_does() {
     let zorbium = format!("/docs/zorbium.md:bytes 0–{} (Zorbium)", DOCS[0].1.len());
     assert!(text.contains(&format!("[1] {zorbium}")), "{text}");
 
+    // Reranked by the chat model: the same first source, every used hit with its reranker
+    // score, and the answer still from the right document.
+    let out = ask(
+        dir.path(),
+        &["facts", "When should tomato seedlings go outdoors in a cold climate?", "--rerank", "--json", "--temperature", "0", "-n", "30", "-k", "2"],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hits = v["hits"].as_array().unwrap();
+    assert_eq!(hits.len(), 2, "-k 2 after reranking 5 candidates: {v}");
+    assert_eq!(hits[0]["source"], "/docs/garden.md", "{v}");
+    assert!(hits.iter().all(|h| h["rerank_score"].is_number()), "{v}");
+
     // Off topic: nothing passes the threshold, and the chat model (here one that does not
     // exist) is never loaded.
     let out = ask(dir.path(), &["facts", "Who painted the Mona Lisa?", "/nonexistent/chat-model.gguf", "--json"]);
@@ -100,6 +114,8 @@ fn ask_cites_the_document_that_holds_the_answer_and_knows_when_none_does() {
         (&["nope", "q"][..], "no collection named `nope`"),
         (&["facts", " "][..], "the question is empty"),
         (&["facts", "q", "--threshold", "2"][..], "between -1 and 1"),
+        (&["facts", "q", "--rerank", "1"][..], "at least 2 candidates"),
+        (&["facts", "q", "--rerank", "--rerank-weight", "1.5"][..], "between 0 and 1"),
     ] {
         let out = ask(dir.path(), args);
         let err = String::from_utf8_lossy(&out.stderr);

@@ -125,6 +125,12 @@ fn add_search_replace_remove_and_bad_input() {
     assert!(v.iter().all(|h| h["source"] == canonical(&bread)) && !v.is_empty(), "{v:?}");
     let (plain, _) = ok(r, &["search", "kb", "ocean tides", "-k", "1"]);
     assert!(plain.starts_with(" 1. ") && plain.contains(&format!("{}:0-", canonical(&tides))), "{plain}");
+    // Reranked by the default chat model: every hit rescored, the answer still first, -k kept.
+    let v = hits(&ok(r, &["search", "kb", "how do I bake bread at home", "-k", "2", "--rerank", "3", "--json"]).0);
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert_eq!(v[0]["source"], canonical(&bread), "{v:?}");
+    assert!(v.iter().all(|h| h["rerank_score"].is_number()), "{v:?}");
+    fails(r, &["search", "kb", "x", "--rerank", "0"], &["at least 2 candidates"]);
 
     // Unchanged files are not added again; a changed one replaces its chunks.
     let (out, _) = ok(r, &["add", "kb", d]);

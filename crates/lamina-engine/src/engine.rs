@@ -474,20 +474,40 @@ impl Engine {
     /// empty cache (`rows.len() × vocab` values into `out`). Nothing is cached. Needs the
     /// blocks for `tokens` free (perplexity runs this on an otherwise idle engine).
     pub fn logits_of(&mut self, tokens: &[u32], rows: &[usize], out: &mut Vec<f32>) -> Result<()> {
-        let need = tokens.len().div_ceil(self.config.block_size);
-        if tokens.len() > self.config.context_length || need > self.blocks.free() {
-            return Err(Error::InvalidInput(format!(
-                "{} tokens need {need} free KV blocks; {} are free (context {})",
-                tokens.len(),
-                self.blocks.free(),
-                self.config.context_length
-            )));
+        self.logits_of_batch(&[tokens], rows, out)
+    }
+
+    /// [`logits_of`](Self::logits_of) for several fresh sequences in one forward pass:
+    /// `rows` index their tokens laid back to back (the second sequence's first token is
+    /// row `seqs[0].len()`). Needs the blocks for all of them free.
+    pub fn logits_of_batch(&mut self, seqs: &[&[u32]], rows: &[usize], out: &mut Vec<f32>) -> Result<()> {
+        let bs = self.config.block_size;
+        let need: usize = seqs.iter().map(|s| s.len().div_ceil(bs)).sum();
+        if let Some(long) = seqs.iter().find(|s| s.len() > self.config.context_length) {
+            return Err(Error::InvalidInput(format!("a sequence of {} tokens exceeds the context length {}", long.len(), self.config.context_length)));
         }
-        let table: Vec<u32> = (0..need).map(|_| self.blocks.allocate().expect("checked free blocks")).collect();
-        let chunk = [SeqChunk { len: tokens.len(), start: 0, blocks: &table }];
-        let result = self.model.forward(BatchInput { tokens, seqs: &chunk, logits_rows: rows }, &mut self.kv, &mut self.scratch, &self.workers, out);
-        self.blocks.release_all(&table);
+        if need > self.blocks.free() {
+            let total: usize = seqs.iter().map(|s| s.len()).sum();
+            return Err(Error::InvalidInput(format!("{total} tokens need {need} free KV blocks; {} are free", self.blocks.free())));
+        }
+        let tables: Vec<Vec<u32>> =
+            seqs.iter().map(|s| (0..s.len().div_ceil(bs)).map(|_| self.blocks.allocate().expect("checked free blocks")).collect()).collect();
+        let chunks: Vec<SeqChunk<'_>> = seqs.iter().zip(&tables).map(|(s, t)| SeqChunk { len: s.len(), start: 0, blocks: t }).collect();
+        let tokens: Vec<u32> = seqs.concat();
+        let result = self.model.forward(BatchInput { tokens: &tokens, seqs: &chunks, logits_rows: rows }, &mut self.kv, &mut self.scratch, &self.workers, out);
+        for t in &tables {
+            self.blocks.release_all(t);
+        }
         result
+    }
+
+    /// KV blocks free now.
+    pub fn free_blocks(&self) -> usize {
+        self.blocks.free()
+    }
+
+    pub fn block_size(&self) -> usize {
+        self.config.block_size
     }
 
     /// Saves the prefix cache to `path` (atomically). Returns the blocks written.

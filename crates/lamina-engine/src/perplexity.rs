@@ -49,9 +49,7 @@ pub fn perplexity(engine: &mut Engine, tokens: &[u32], ctx: usize, bos: Option<u
         for (j, &r) in rows.iter().enumerate() {
             let row = &logits[j * vocab..(j + 1) * vocab];
             let target = window[r + 1] as usize;
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-            let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
-            nll += max + sum.ln() - row[target] as f64;
+            nll -= crate::loglikelihood::log_softmax_at(row, target);
             count += 1;
         }
         let ppl = (nll / count as f64).exp();

@@ -2,15 +2,18 @@
 //! vector, keyword and hybrid search with all-MiniLM-L6-v2, on the tuning half (records
 //! 0–1999), the held-out half (2000–3999) and all of it; the cosine of the best hit of
 //! answerable and unanswerable questions (for the relevance threshold); with `--tune`, the
-//! analysis and fusion variants docs/retrieval.md reports.
+//! analysis and fusion variants docs/retrieval.md reports; with `--rerank`, hybrid search's
+//! first hits reranked by the default chat model (`lamina_rag::rerank::EngineReranker`).
 //!
 //! cargo run -p lamina-rag --features engine --example retrieval_quality -- [--tune] [--threads N]
 //!   [--precision native|f32] [--shared DIR] [--cache DIR]
+//!   [--rerank [--rerank-queries N (400; 0: all)] [--candidates C (10)] [--rerank-tokens T (128)]]
 
 use lamina_rag::embed::{EmbedKind, EngineEmbedder, TextEmbedder};
 use lamina_rag::eval::{self, AlpacaSplit, CachedEmbedder, EvalQuery, Metrics};
 use lamina_rag::index::analyzer::StopWords;
 use lamina_rag::index::{Analyzer, Bm25Index};
+use lamina_rag::rerank::{EngineReranker, DEFAULT_RERANK_CANDIDATES, DEFAULT_RERANK_WEIGHT};
 use lamina_rag::store::{Change, MemoryState, Store};
 use lamina_rag::{ChunkId, ChunkRecord, CollectionInfo, CollectionSpec, Filter, Fusion, RagError, SearchMode, SearchRequest, SourceRecord};
 use std::path::PathBuf;
@@ -66,11 +69,26 @@ struct Args {
     precision: String,
     shared: PathBuf,
     cache: PathBuf,
+    /// Rerank hybrid search's candidates with the default chat model.
+    rerank: bool,
+    rerank_queries: usize,
+    rerank_tokens: usize,
+    candidates: usize,
 }
 
 fn args() -> Args {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut a = Args { tune: false, threads: 0, precision: "native".into(), shared: root.join("../shared"), cache: root.join("target/rag-eval") };
+    let mut a = Args {
+        tune: false,
+        threads: 0,
+        precision: "native".into(),
+        shared: root.join("../shared"),
+        cache: root.join("target/rag-eval"),
+        rerank: false,
+        rerank_queries: 400,
+        rerank_tokens: 128,
+        candidates: 10,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{x} needs a value"));
@@ -80,6 +98,10 @@ fn args() -> Args {
             "--precision" => a.precision = value(),
             "--shared" => a.shared = value().into(),
             "--cache" => a.cache = value().into(),
+            "--rerank" => a.rerank = true,
+            "--rerank-queries" => a.rerank_queries = value().parse().expect("--rerank-queries N (0: all)"),
+            "--rerank-tokens" => a.rerank_tokens = value().parse().expect("--rerank-tokens N"),
+            "--candidates" => a.candidates = value().parse().expect("--candidates N"),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -135,6 +157,84 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     if a.tune {
         tune_variants(&store, &tune, &held, &run)?;
+    }
+    if a.rerank {
+        rerank_study(&a, &store, &cached, &set, &tune, &held)?;
+    }
+    Ok(())
+}
+
+/// Every `n`-th question of `qs`, `count` of them at most (spread over the whole half).
+fn spread(qs: &[EvalQuery], count: usize) -> Vec<EvalQuery> {
+    let step = qs.len().div_ceil(count.max(1)).max(1);
+    qs.iter().step_by(step).cloned().collect()
+}
+
+/// Hybrid search's first `--candidates` rescored by the default chat model, on a spread of
+/// `--rerank-queries` questions from each half (0: every question); hit@1 and MRR@10 for
+/// several candidate counts and weights. Scores are cached in the cache folder.
+fn rerank_study(
+    a: &Args,
+    store: &MemoryState,
+    embedder: &dyn TextEmbedder,
+    set: &eval::EvalSet,
+    tune: &[EvalQuery],
+    held: &[EvalQuery],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let threads = lamina_core::Threads::resolve(a.threads).used;
+    let pool = Arc::new(lamina_kernels::ThreadPool::new(threads));
+    let (model, tok) = lamina_engine::resolve::load(None, lamina_model::Precision::Native, &mut |m| eprintln!("{m}"))?;
+    let reranker = EngineReranker::new(lamina_core::registry::DEFAULT_MODEL, Arc::new(model), Arc::new(tok), pool, a.rerank_tokens)?;
+    let req = SearchRequest::new("-", 10, SearchMode::Hybrid);
+    let pick = |qs: &[EvalQuery]| if a.rerank_queries == 0 { qs.to_vec() } else { spread(qs, a.rerank_queries / 2) };
+    let mut halves = Vec::new();
+    let t = std::time::Instant::now();
+    let mut scored = 0;
+    for (name, qs) in [("tune", pick(tune)), ("held-out", pick(held))] {
+        let path = a.cache.join(format!("rerank-pmi-{}-{}-{name}-{}.json", a.rerank_tokens, a.candidates, qs.len()));
+        let rescored: Vec<eval::Rescored> = match std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+            Some(r) => r,
+            None => {
+                let r = eval::rescore(store, embedder, set, &qs, &req, &reranker, a.candidates, &mut |d, n| {
+                    if d % 100 == 0 || d == n {
+                        eprintln!("reranking {name}: {d}/{n} ({:.2} s a question)", t.elapsed().as_secs_f64() / (scored + d) as f64);
+                    }
+                })?;
+                scored += r.len();
+                lamina_core::fs::write_bytes_atomic(&path, &serde_json::to_vec(&r)?)?;
+                r
+            }
+        };
+        halves.push((name, rescored));
+    }
+    let metrics = |rs: &[eval::Rescored], k: usize, w: f32| eval::metrics(&rs.iter().map(|x| x.rank(k, w)).collect::<Vec<_>>());
+    println!(
+        "## Reranking hybrid search's first hits with {} (passages cut to {} tokens; {} + {} questions)\n",
+        lamina_core::registry::DEFAULT_MODEL,
+        a.rerank_tokens,
+        halves[0].1.len(),
+        halves[1].1.len()
+    );
+    println!("| candidates | weight | hit@1 tune | held-out | MRR@10 tune | held-out |\n| ---: | ---: | ---: | ---: | ---: | ---: |");
+    let mut ks = vec![3, 5, a.candidates];
+    ks.retain(|&k| k <= a.candidates);
+    ks.dedup();
+    for k in ks {
+        for w in [0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0] {
+            let (m0, m1) = (metrics(&halves[0].1, k, w), metrics(&halves[1].1, k, w));
+            println!("| {k} | {w:.1} | {:.3} | {:.3} | {:.3} | {:.3} |", m0.hit_at_1, m1.hit_at_1, m0.mrr_at_10, m1.mrr_at_10);
+        }
+    }
+    let all: Vec<eval::Rescored> = halves.iter().flat_map(|(_, r)| r.iter().cloned()).collect();
+    let (before, after) = (metrics(&all, 0, 0.0), metrics(&all, DEFAULT_RERANK_CANDIDATES, DEFAULT_RERANK_WEIGHT));
+    println!("\n| run | queries | hit@1 | hit@10 | MRR@10 |\n| --- | ---: | ---: | ---: | ---: |");
+    println!("| hybrid | {} | {:.3} | {:.3} | {:.3} |", before.queries, before.hit_at_1, before.hit_at_10, before.mrr_at_10);
+    println!(
+        "| hybrid + rerank (defaults: {DEFAULT_RERANK_CANDIDATES} candidates, weight {DEFAULT_RERANK_WEIGHT}) | {} | {:.3} | {:.3} | {:.3} |",
+        after.queries, after.hit_at_1, after.hit_at_10, after.mrr_at_10
+    );
+    if scored > 0 {
+        println!("\nreranking: {:.2} s a question ({scored} questions, {} candidates each)", t.elapsed().as_secs_f64() / scored as f64, a.candidates);
     }
     Ok(())
 }

@@ -224,7 +224,7 @@ mod tests {
             heading: (id == 2).then(|| "Setup > Install".to_string()),
             metadata: Default::default(),
         };
-        Hit { chunk, score: similarity.unwrap_or(1.0), similarity, vector_rank: similarity.map(|_| id as usize), keyword_rank }
+        Hit { chunk, score: similarity.unwrap_or(1.0), similarity, vector_rank: similarity.map(|_| id as usize), keyword_rank, rerank_score: None }
     }
 
     const ROOMY: Budget = Budget { context_window: 4096, reserved_for_answer: 256 };

@@ -227,6 +227,62 @@ pub fn run(store: &dyn Store, embedder: &dyn TextEmbedder, set: &EvalSet, querie
     Ok(out)
 }
 
+/// One question's first-stage candidates scored by both stages, so that combination weights
+/// can be compared without running the reranker again.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Rescored {
+    pub record: usize,
+    /// The answer's 1-based rank in the first stage's ten best.
+    pub first_rank: Option<usize>,
+    /// The first stage's scores of its first candidates, best first.
+    pub first: Vec<f32>,
+    /// The reranker's scores of the same candidates.
+    pub second: Vec<f32>,
+}
+
+impl Rescored {
+    /// The answer's rank once the first `candidates` are reordered with `weight`
+    /// ([`crate::rerank::combine`]); an answer past them keeps its rank.
+    pub fn rank(&self, candidates: usize, weight: f32) -> Option<usize> {
+        let n = candidates.min(self.first.len());
+        match self.first_rank {
+            Some(r) if r <= n => {
+                let order = crate::rerank::combine(&self.first[..n], &self.second[..n], weight);
+                order.iter().position(|&i| i == r - 1).map(|p| p + 1)
+            }
+            other => other,
+        }
+    }
+}
+
+/// Searches each of `queries` as [`run`] does and scores its first `candidates` hits with
+/// `reranker`; `progress` gets the count done.
+#[allow(clippy::too_many_arguments)]
+pub fn rescore(
+    store: &dyn Store,
+    embedder: &dyn TextEmbedder,
+    set: &EvalSet,
+    queries: &[EvalQuery],
+    template: &SearchRequest,
+    reranker: &dyn crate::rerank::Reranker,
+    candidates: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<Rescored>> {
+    let mut out = Vec::with_capacity(queries.len());
+    for (i, q) in queries.iter().enumerate() {
+        let req = SearchRequest { query: q.text.clone(), k: template.k.max(10).max(candidates), ..template.clone() };
+        let hits = search(store, embedder, &req)?;
+        let want = q.relevant.map(|i| set.corpus[i].key.as_str());
+        let first_rank = want.and_then(|key| hits.iter().take(10).position(|h| h.chunk.source == key).map(|p| p + 1));
+        let top = &hits[..candidates.min(hits.len())];
+        let texts: Vec<&str> = top.iter().map(|h| h.chunk.text.as_str()).collect();
+        let second = reranker.score(&q.text, &texts)?;
+        out.push(Rescored { record: q.record, first_rank, first: top.iter().map(|h| h.score).collect(), second });
+        progress(i + 1, queries.len());
+    }
+    Ok(out)
+}
+
 /// The modes in the order tables list them.
 pub const MODES: [SearchMode; 3] = [SearchMode::Vector, SearchMode::Keyword, SearchMode::Hybrid];
 

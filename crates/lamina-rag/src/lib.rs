@@ -21,12 +21,14 @@ pub mod error;
 pub mod eval;
 pub mod index;
 pub mod ingest;
+pub mod rerank;
 pub mod search;
 pub mod store;
 pub mod types;
 
 pub use embed::{TextEmbedder, TokenCounter};
 pub use error::{RagError, Result};
+pub use rerank::{rerank, RerankOptions, Reranker};
 pub use search::{search, Fusion, SearchRequest};
 pub use store::{Catalog, Store};
 pub use types::{ChunkId, ChunkRecord, CollectionInfo, CollectionSpec, Condition, Filter, Hit, Metadata, NewChunk, SearchMode, SourceRecord};

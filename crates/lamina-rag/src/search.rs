@@ -103,7 +103,7 @@ pub fn search(store: &dyn Store, embedder: &dyn TextEmbedder, req: &SearchReques
     Ok(ranked
         .into_iter()
         .filter_map(|(id, score, similarity, vector_rank, keyword_rank)| {
-            records.remove(&id).map(|chunk| Hit { chunk, score, similarity, vector_rank, keyword_rank })
+            records.remove(&id).map(|chunk| Hit { chunk, score, similarity, vector_rank, keyword_rank, rerank_score: None })
         })
         .collect())
 }

@@ -197,6 +197,8 @@ pub struct Hit {
     /// 1-based ranks in each list the hybrid fusion saw.
     pub vector_rank: Option<usize>,
     pub keyword_rank: Option<usize>,
+    /// The reranker's score, when a reranker reordered this hit ([`crate::rerank`]).
+    pub rerank_score: Option<f32>,
 }
 
 #[cfg(test)]

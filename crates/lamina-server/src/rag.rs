@@ -131,7 +131,7 @@ mod tests {
             heading: None,
             metadata: Default::default(),
         };
-        Hit { chunk, score: similarity, similarity: Some(similarity), vector_rank: Some(id as usize), keyword_rank: None }
+        Hit { chunk, score: similarity, similarity: Some(similarity), vector_rank: Some(id as usize), keyword_rank: None, rerank_score: None }
     }
 
     fn grounding() -> Grounding {

@@ -2,7 +2,7 @@
 //! model, put the best chunks in the chat model's prompt as numbered sources
 //! (`lamina_rag::answer`), stream the answer, then list the sources it cited.
 
-use crate::common::{self, CollectionsArgs, ModelArgs, SamplingArgs};
+use crate::common::{self, CollectionsArgs, ModelArgs, RerankArgs, SamplingArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use lamina_rag::answer::{self, Budget, Citation, RagPrompt};
@@ -45,6 +45,8 @@ pub struct AskArgs {
     pub model_args: ModelArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub rerank: RerankArgs,
 }
 
 /// `path:bytes a–b (heading)`.
@@ -67,9 +69,24 @@ fn hits_json(hits: &[Hit]) -> serde_json::Value {
                 "similarity": h.similarity,
                 "vector_rank": h.vector_rank,
                 "keyword_rank": h.keyword_rank,
+                "rerank_score": h.rerank_score,
             })
         })
         .collect()
+}
+
+/// The answer when no hit reaches the threshold.
+fn nothing_relevant(args: &AskArgs, collection: &str, hits: &[Hit]) -> Result<()> {
+    let text = answer::nothing_relevant_answer(collection);
+    if args.json {
+        let out = serde_json::json!({
+            "answer": text, "nothing_relevant": true, "cited": [], "citations": [], "dropped": [], "hits": hits_json(hits), "threshold": args.threshold,
+        });
+        println!("{out}");
+    } else {
+        println!("{text}");
+    }
+    Ok(())
 }
 
 pub fn run(args: AskArgs) -> Result<()> {
@@ -80,6 +97,7 @@ pub fn run(args: AskArgs) -> Result<()> {
         bail!("--threshold {}: a cosine similarity is between -1 and 1", args.threshold);
     }
     let params = args.sampling.params()?;
+    let rerank = args.rerank.options()?;
     let mode = SearchMode::parse(&args.mode)?;
     let filter = Filter::parse_cli(&args.filter)?;
     let catalog = lamina_rag::store::open_catalog(&args.collections.location()?)?;
@@ -91,26 +109,37 @@ pub fn run(args: AskArgs) -> Result<()> {
     let embedder = lamina_engine::resolve::load_embedder(Some(&spec.embedding_model), args.model_args.precision(), pool, None, &mut |m| eprintln!("{m}"))
         .with_context(|| format!("loading `{}`, the embedding model of collection `{}`", spec.embedding_model, spec.name))?;
     let embedder = EngineEmbedder { model_id: spec.embedding_model.clone(), embedder: Arc::new(embedder) };
-    let request = SearchRequest { filter, ..SearchRequest::new(&args.question, args.k, mode) };
-    let hits = lamina_rag::search(store.as_ref(), &embedder, &request)?;
+    let retrieve = rerank.map_or(args.k, |o| args.k.max(o.candidates));
+    let request = SearchRequest { filter, ..SearchRequest::new(&args.question, retrieve, mode) };
+    let mut hits = lamina_rag::search(store.as_ref(), &embedder, &request)?;
 
     // Nothing relevant: say so without loading the chat model.
     if answer::nothing_relevant(&hits, args.threshold) {
-        let text = answer::nothing_relevant_answer(&spec.name);
-        if args.json {
-            let out = serde_json::json!({
-                "answer": text, "nothing_relevant": true, "cited": [], "citations": [], "dropped": [], "hits": hits_json(&hits), "threshold": args.threshold,
-            });
-            println!("{out}");
-        } else {
-            println!("{text}");
-        }
-        return Ok(());
+        return nothing_relevant(&args, &spec.name, &hits);
     }
 
     let (model, tok) = common::load(args.model.as_deref(), &args.model_args)?;
     if tok.chat_template().is_none() {
         bail!("this model has no chat template; `lamina ask` needs a chat model");
+    }
+    if let Some(options) = rerank {
+        let reranker = match &args.rerank.rerank_model {
+            Some(m) => {
+                let (rm, rt) = common::load(Some(m), &args.model_args)?;
+                RerankArgs::reranker(m, rm, rt, args.model_args.threads())?
+            }
+            None => RerankArgs::reranker(
+                args.model.as_deref().unwrap_or(lamina_core::registry::DEFAULT_MODEL),
+                model.clone(),
+                tok.clone(),
+                args.model_args.threads(),
+            )?,
+        };
+        hits = lamina_rag::rerank(hits, &args.question, &reranker, options)?;
+        hits.truncate(args.k);
+        if answer::nothing_relevant(&hits, args.threshold) {
+            return nothing_relevant(&args, &spec.name, &hits);
+        }
     }
     let ctx = args.model_args.context(&model);
     let reserved = params.max_tokens.min(ctx / 2);

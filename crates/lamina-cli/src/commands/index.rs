@@ -2,7 +2,7 @@
 //! info, search, drop. The work is lamina-rag's (`ingest`, `search`, `store`); this file
 //! turns arguments into calls and results into lines.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use lamina_engine::resolve;
 use lamina_kernels::ThreadPool;
@@ -110,6 +110,8 @@ pub struct SearchArgs {
     pub model: Option<String>,
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub rerank: crate::common::RerankArgs,
 }
 
 #[derive(Args, Debug)]
@@ -118,7 +120,7 @@ pub struct DropArgs {
 }
 
 pub fn run(args: IndexArgs) -> Result<()> {
-    let location = collections_location(args.collections.as_deref())?;
+    let location = crate::common::collections_location(args.collections.as_deref())?;
     let catalog = open_catalog(&location)?;
     match args.command {
         IndexCommand::Add(a) => add(catalog.as_ref(), a),
@@ -132,20 +134,6 @@ pub fn run(args: IndexArgs) -> Result<()> {
             Ok(())
         }
     }
-}
-
-/// `--collections`, else `$LAMINA_COLLECTIONS`, else `<data dir>/lamina/collections`.
-pub fn collections_location(flag: Option<&str>) -> Result<String> {
-    if let Some(l) = flag {
-        return Ok(l.to_string());
-    }
-    if let Ok(l) = std::env::var("LAMINA_COLLECTIONS") {
-        if !l.is_empty() {
-            return Ok(l);
-        }
-    }
-    let data = dirs::data_dir().context("no data folder for this user: give --collections DIR or set LAMINA_COLLECTIONS")?;
-    Ok(data.join("lamina").join("collections").display().to_string())
 }
 
 /// An unknown collection's error, saying where it was looked for.
@@ -358,11 +346,23 @@ fn info(catalog: &dyn Catalog, a: InfoArgs) -> Result<()> {
 }
 
 fn search(catalog: &dyn Catalog, a: SearchArgs) -> Result<()> {
+    let rerank = a.rerank.options()?;
     let store = catalog.open(&a.name).map_err(|e| located(e, catalog))?;
     let mut req = SearchRequest::new(&a.query, a.k, SearchMode::parse(&a.mode)?);
     req.filter = Filter::parse_cli(&a.filter)?;
     let embedder = collection_embedder(store.spec(), a.model.as_deref(), a.threads)?;
-    let hits = lamina_rag::search(store.as_ref(), &embedder, &req)?;
+    if let Some(o) = &rerank {
+        req.k = req.k.max(o.candidates);
+    }
+    let mut hits = lamina_rag::search(store.as_ref(), &embedder, &req)?;
+    if let Some(options) = rerank {
+        let name = a.rerank.rerank_model.as_deref().unwrap_or(lamina_core::registry::DEFAULT_MODEL);
+        let (model, tok) = lamina_engine::resolve::load(Some(name), lamina_model::Precision::Native, &mut |m| eprintln!("{m}"))?;
+        let threads = lamina_core::Threads::resolve(a.threads.unwrap_or(0)).used;
+        let reranker = crate::common::RerankArgs::reranker(name, Arc::new(model), Arc::new(tok), threads)?;
+        hits = lamina_rag::rerank(hits, &a.query, &reranker, options)?;
+        hits.truncate(a.k);
+    }
     if a.json {
         for (i, h) in hits.iter().enumerate() {
             let v = serde_json::json!({
@@ -371,6 +371,7 @@ fn search(catalog: &dyn Catalog, a: SearchArgs) -> Result<()> {
                 "similarity": h.similarity,
                 "vector_rank": h.vector_rank,
                 "keyword_rank": h.keyword_rank,
+                "rerank_score": h.rerank_score,
                 "chunk_id": h.chunk.id.0,
                 "source": h.chunk.source,
                 "byte_start": h.chunk.byte_range.start,

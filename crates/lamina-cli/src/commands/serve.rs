@@ -136,16 +136,6 @@ fn read_keys(path: &Path) -> Result<Vec<String>> {
     Ok(keys)
 }
 
-/// Where collections live unless `--collections` says: `$LAMINA_COLLECTIONS`, else the
-/// user's data folder's `lamina/collections`.
-fn default_collections() -> Result<String> {
-    if let Some(v) = std::env::var_os("LAMINA_COLLECTIONS").filter(|v| !v.is_empty()) {
-        return Ok(v.to_string_lossy().into_owned());
-    }
-    let data = dirs::data_dir().context("no data folder is known for this user: give --collections DIR")?;
-    Ok(data.join("lamina").join("collections").to_string_lossy().into_owned())
-}
-
 /// The served model `--embedding-model` names, adding it to `specs` (unlisted) when it is
 /// not one of them. The default (built-in) embedding model is fetched on first use, not at start.
 fn embedding_model(given: &str, specs: &mut Vec<ModelSpec>, precision: lamina_model::Precision) -> Result<String> {
@@ -195,10 +185,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         specs.push(ModelSpec { name, path, precision, kind, listed: true });
     }
     let collections = CollectionsConfig {
-        location: match &args.collections {
-            Some(c) => c.clone(),
-            None => default_collections()?,
-        },
+        location: crate::common::collections_location(args.collections.as_deref())?,
         embedding_model: embedding_model(&args.embedding_model, &mut specs, precision)?,
         keys: match &args.collection_keys {
             Some(f) => read_collection_keys(f)?,
