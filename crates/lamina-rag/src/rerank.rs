@@ -222,12 +222,11 @@ mod engine_impl {
                     Ok(ids)
                 })
                 .collect::<Result<_>>()?;
-            if room == 0 || cut.iter().any(|c| c.is_empty()) {
-                return Err(RagError::InvalidInput(format!(
-                    "a query of {} tokens leaves no room for a passage in {}'s context window",
-                    with.len(),
-                    self.model_id
-                )));
+            if room == 0 {
+                return Err(RagError::InvalidInput(format!("a query of {} tokens leaves no room for a passage in {}'s context window", with.len(), self.model_id)));
+            }
+            if let Some(i) = cut.iter().position(|c| c.is_empty()) {
+                return Err(RagError::InvalidInput(format!("passage {i} to rerank is empty")));
             }
             let mut items: Vec<Continuation<'_>> = cut.iter().map(|c| Continuation { context: &with, continuation: c }).collect();
             let missing: Vec<usize> = (0..passages.len()).filter(|&i| !unconditional.contains_key(passages[i])).collect();

@@ -58,6 +58,8 @@ fn the_chat_model_reranks_answers_above_look_alikes() {
     assert_eq!(r.score(question, &passages).unwrap(), scores);
     let err = r.score(&"word ".repeat(5000), &passages[..1]).unwrap_err();
     assert!(err.to_string().contains("no room"), "{err}");
+    let err = r.score(question, &[passages[0], ""]).unwrap_err();
+    assert!(err.to_string().contains("passage 1 to rerank is empty"), "{err}");
 }
 
 #[test]
