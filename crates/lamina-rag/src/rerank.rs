@@ -223,7 +223,11 @@ mod engine_impl {
                 })
                 .collect::<Result<_>>()?;
             if room == 0 {
-                return Err(RagError::InvalidInput(format!("a query of {} tokens leaves no room for a passage in {}'s context window", with.len(), self.model_id)));
+                return Err(RagError::InvalidInput(format!(
+                    "a query of {} tokens leaves no room for a passage in {}'s context window",
+                    with.len(),
+                    self.model_id
+                )));
             }
             if let Some(i) = cut.iter().position(|c| c.is_empty()) {
                 return Err(RagError::InvalidInput(format!("passage {i} to rerank is empty")));
