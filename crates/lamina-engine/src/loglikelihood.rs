@@ -21,16 +21,16 @@ pub struct LogLikelihood {
     pub logprob: f64,
     /// The continuation's length.
     pub tokens: usize,
-    /// Every continuation token was the most likely one.
+    /// Every continuation token was the most likely one (or tied with it).
     pub greedy: bool,
 }
 
 /// log P(`target`) under the softmax of `row`, in f64 (a vocabulary of 50,000 logits sums
-/// without visible rounding).
-pub fn log_softmax_at(row: &[f32], target: usize) -> f64 {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
-    row[target] as f64 - max - sum.ln()
+/// without visible rounding), and whether `target` has the largest logit (ties included).
+pub fn log_softmax_at(row: &[f32], target: usize) -> (f64, bool) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = row.iter().map(|&v| (v as f64 - max as f64).exp()).sum();
+    (row[target] as f64 - max as f64 - sum.ln(), row[target] >= max)
 }
 
 /// Most logit rows one forward pass returns (rows × vocabulary f32 values are held at once:
@@ -88,9 +88,9 @@ pub fn loglikelihoods(engine: &mut Engine, items: &[Continuation<'_>], max_batch
             let (mut logprob, mut greedy) = (0.0, true);
             for &t in it.continuation {
                 let row = &logits[r * vocab..(r + 1) * vocab];
-                logprob += log_softmax_at(row, t as usize);
-                let best = row.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0;
-                greedy &= best == t as usize;
+                let (lp, most_likely) = log_softmax_at(row, t as usize);
+                logprob += lp;
+                greedy &= most_likely;
                 r += 1;
             }
             out.push(LogLikelihood { logprob, tokens: it.continuation.len(), greedy });

@@ -49,7 +49,7 @@ pub fn perplexity(engine: &mut Engine, tokens: &[u32], ctx: usize, bos: Option<u
         for (j, &r) in rows.iter().enumerate() {
             let row = &logits[j * vocab..(j + 1) * vocab];
             let target = window[r + 1] as usize;
-            nll -= crate::loglikelihood::log_softmax_at(row, target);
+            nll -= crate::loglikelihood::log_softmax_at(row, target).0;
             count += 1;
         }
         let ppl = (nll / count as f64).exp();

@@ -213,6 +213,12 @@ impl Run {
     }
 }
 
+/// The 1-based rank of `q`'s answer in `hits` (passages are told apart by source key).
+fn answer_rank(set: &EvalSet, q: &EvalQuery, hits: &[crate::types::Hit]) -> Option<usize> {
+    let key = set.corpus[q.relevant?].key.as_str();
+    hits.iter().position(|h| h.chunk.source == key).map(|p| p + 1)
+}
+
 /// Asks each of `queries` of `set` with `template`'s settings (its query is replaced), the
 /// ten best, and finds where the answer ranks. Passages are told apart by source key.
 pub fn run(store: &dyn Store, embedder: &dyn TextEmbedder, set: &EvalSet, queries: &[EvalQuery], template: &SearchRequest) -> Result<Run> {
@@ -220,8 +226,7 @@ pub fn run(store: &dyn Store, embedder: &dyn TextEmbedder, set: &EvalSet, querie
     for q in queries {
         let req = SearchRequest { query: q.text.clone(), k: template.k.max(10), ..template.clone() };
         let hits = search(store, embedder, &req)?;
-        let want = q.relevant.map(|i| set.corpus[i].key.as_str());
-        out.ranks.push(want.and_then(|key| hits.iter().position(|h| h.chunk.source == key).map(|p| p + 1)));
+        out.ranks.push(answer_rank(set, q, &hits));
         out.best_similarity.push(hits.iter().filter_map(|h| h.similarity).reduce(f32::max));
     }
     Ok(out)
@@ -232,7 +237,7 @@ pub fn run(store: &dyn Store, embedder: &dyn TextEmbedder, set: &EvalSet, querie
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Rescored {
     pub record: usize,
-    /// The answer's 1-based rank in the first stage's ten best.
+    /// The answer's 1-based rank among the first stage's hits (the ten best, or more when more are candidates).
     pub first_rank: Option<usize>,
     /// The first stage's scores of its first candidates, best first.
     pub first: Vec<f32>,
@@ -272,8 +277,7 @@ pub fn rescore(
     for (i, q) in queries.iter().enumerate() {
         let req = SearchRequest { query: q.text.clone(), k: template.k.max(10).max(candidates), ..template.clone() };
         let hits = search(store, embedder, &req)?;
-        let want = q.relevant.map(|i| set.corpus[i].key.as_str());
-        let first_rank = want.and_then(|key| hits.iter().take(10).position(|h| h.chunk.source == key).map(|p| p + 1));
+        let first_rank = answer_rank(set, q, &hits);
         let top = &hits[..candidates.min(hits.len())];
         let texts: Vec<&str> = top.iter().map(|h| h.chunk.text.as_str()).collect();
         let second = reranker.score(&q.text, &texts)?;

@@ -3,6 +3,7 @@
 //! The crate needs no model for it: scores come in through [`Reranker`] (the `engine`
 //! feature implements it with a chat model's log-likelihoods: `EngineReranker`).
 
+use crate::index::fusion::min_max;
 use crate::types::Hit;
 use crate::Result;
 
@@ -38,17 +39,11 @@ impl Default for RerankOptions {
     }
 }
 
-/// Min-max normalised copies of `v` (all equal: all 1).
-fn normalised(v: &[f32]) -> Vec<f32> {
-    let (lo, hi) = v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-    v.iter().map(|&x| if hi > lo { (x - lo) / (hi - lo) } else { 1.0 }).collect()
-}
-
 /// Combines first-stage scores and reranker scores as [`RerankOptions`] says: the order of
 /// the candidates, best first (indexes into the inputs; ties keep the first stage's order).
 pub fn combine(first_stage: &[f32], reranker: &[f32], weight: f32) -> Vec<usize> {
     assert_eq!(first_stage.len(), reranker.len());
-    let (a, b) = (normalised(first_stage), normalised(reranker));
+    let (a, b) = (min_max(first_stage), min_max(reranker));
     let combined: Vec<f32> = a.iter().zip(&b).map(|(a, b)| (1.0 - weight) * a + weight * b).collect();
     let mut order: Vec<usize> = (0..combined.len()).collect();
     order.sort_by(|&i, &j| combined[j].total_cmp(&combined[i]).then(i.cmp(&j)));
@@ -157,6 +152,8 @@ mod engine_impl {
 
     struct State {
         engine: Engine,
+        /// The chat template's empty user turn, ready for the answer: the second term's context.
+        without: Vec<u32>,
         /// log P(passage | an empty turn) by passage text.
         unconditional: HashMap<String, f64>,
     }
@@ -186,10 +183,11 @@ mod engine_impl {
                 kv_blocks: BATCH_TOKENS / bs + 64,
                 ..EngineConfig::default()
             };
+            let without = user_turn(&tokenizer, "")?;
             let engine = Engine::new(model, tokenizer, workers, config).map_err(err)?;
             Ok(EngineReranker {
                 model_id: model_id.to_string(),
-                state: Mutex::new(State { engine, unconditional: HashMap::new() }),
+                state: Mutex::new(State { engine, without, unconditional: HashMap::new() }),
                 max_passage_tokens: max_passage_tokens.max(1),
             })
         }
@@ -199,6 +197,11 @@ mod engine_impl {
         RagError::Embed(format!("reranking: {e}"))
     }
 
+    /// `user` as the user's turn through the chat template, with the assistant's turn opened.
+    fn user_turn(tok: &Tokenizer, user: &str) -> Result<Vec<u32>> {
+        tok.encode(&tok.apply_chat_template(&[ChatMessage::user(user)], true).map_err(err)?, true).map_err(err)
+    }
+
     impl Reranker for EngineReranker {
         fn model_id(&self) -> &str {
             &self.model_id
@@ -206,12 +209,9 @@ mod engine_impl {
 
         fn score(&self, query: &str, passages: &[&str]) -> Result<Vec<f32>> {
             let mut state = self.state.lock().map_err(|_| RagError::Embed("the reranker failed earlier".into()))?;
-            let State { engine, unconditional } = &mut *state;
+            let State { engine, without, unconditional } = &mut *state;
             let tok = engine.tokenizer.clone();
-            let turn =
-                |user: &str| -> Result<Vec<u32>> { tok.encode(&tok.apply_chat_template(&[ChatMessage::user(user)], true).map_err(err)?, true).map_err(err) };
-            let with = turn(query.trim())?;
-            let without = turn("")?;
+            let with = user_turn(&tok, query.trim())?;
             // The context window holds the longer turn and the passage.
             let room = engine.context_length().saturating_sub(with.len().max(without.len()));
             let cut: Vec<Vec<u32>> = passages
@@ -234,7 +234,7 @@ mod engine_impl {
             }
             let mut items: Vec<Continuation<'_>> = cut.iter().map(|c| Continuation { context: &with, continuation: c }).collect();
             let missing: Vec<usize> = (0..passages.len()).filter(|&i| !unconditional.contains_key(passages[i])).collect();
-            items.extend(missing.iter().map(|&i| Continuation { context: &without, continuation: &cut[i] }));
+            items.extend(missing.iter().map(|&i| Continuation { context: without, continuation: &cut[i] }));
             let ll = loglikelihoods(engine, &items, BATCH_TOKENS).map_err(err)?;
             if unconditional.len() + missing.len() > REMEMBERED {
                 unconditional.clear();

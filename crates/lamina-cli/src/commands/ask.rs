@@ -123,18 +123,15 @@ pub fn run(args: AskArgs) -> Result<()> {
         bail!("this model has no chat template; `lamina ask` needs a chat model");
     }
     if let Some(options) = rerank {
-        let reranker = match &args.rerank.rerank_model {
+        // The answering model reranks unless --rerank-model names another.
+        let (name, rm, rt) = match &args.rerank.rerank_model {
             Some(m) => {
                 let (rm, rt) = common::load(Some(m), &args.model_args)?;
-                RerankArgs::reranker(m, rm, rt, args.model_args.threads())?
+                (m.as_str(), rm, rt)
             }
-            None => RerankArgs::reranker(
-                args.model.as_deref().unwrap_or(lamina_core::registry::DEFAULT_MODEL),
-                model.clone(),
-                tok.clone(),
-                args.model_args.threads(),
-            )?,
+            None => (args.model.as_deref().unwrap_or(lamina_core::registry::DEFAULT_MODEL), model.clone(), tok.clone()),
         };
+        let reranker = RerankArgs::reranker(name, rm, rt, args.model_args.threads())?;
         hits = lamina_rag::rerank(hits, &args.question, &reranker, options)?;
         hits.truncate(args.k);
         if answer::nothing_relevant(&hits, args.threshold) {

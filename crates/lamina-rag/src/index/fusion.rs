@@ -38,17 +38,20 @@ pub fn reciprocal_rank_fusion(lists: &[(&[(ChunkId, f32)], f32)], k0: f32) -> Ve
     out
 }
 
+/// `scores` mapped to [0, 1] by their minimum and maximum; all equal: all 1.
+pub fn min_max(scores: &[f32]) -> Vec<f32> {
+    let (lo, hi) = scores.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    scores.iter().map(|&x| if hi > lo { (x - lo) / (hi - lo) } else { 1.0 }).collect()
+}
+
 /// Fuses two lists (best first) by `alpha`·(first, min-max normalised) + (1 − `alpha`)·(second,
 /// min-max normalised); best first, ties by smaller id. A list whose scores are all equal
 /// maps them to 1.
 pub fn convex_fusion(first: &[(ChunkId, f32)], second: &[(ChunkId, f32)], alpha: f32) -> Vec<Fused> {
     let mut by_id: HashMap<ChunkId, Fused> = HashMap::new();
     for (li, (list, w)) in [(first, alpha), (second, 1.0 - alpha)].into_iter().enumerate() {
-        let max = list.iter().map(|x| x.1).fold(f32::NEG_INFINITY, f32::max);
-        let min = list.iter().map(|x| x.1).fold(f32::INFINITY, f32::min);
-        let span = max - min;
-        for (r, &(id, s)) in list.iter().enumerate() {
-            let norm = if span > 0.0 { (s - min) / span } else { 1.0 };
+        let norm = min_max(&list.iter().map(|x| x.1).collect::<Vec<_>>());
+        for (r, (&(id, _), norm)) in list.iter().zip(norm).enumerate() {
             let e = by_id.entry(id).or_insert_with(|| Fused { id, score: 0.0, ranks: vec![None; 2] });
             e.score += w * norm;
             e.ranks[li] = Some(r + 1);
