@@ -91,6 +91,11 @@ pub struct ChatCompletionRequest {
     /// ([`crate::collections::RagOptions`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rag: Option<RagOptions>,
+    /// Extension (vLLM's name): the last message is an assistant turn to continue rather
+    /// than a finished one — the reply carries on from its text, which is not repeated.
+    /// The gateway uses it to complete a stream that failed midway on another backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continue_final_message: Option<bool>,
 }
 
 impl ChatCompletionRequest {
@@ -98,6 +103,15 @@ impl ChatCompletionRequest {
     /// (up to the context length). `validate` has checked that the two agree.
     pub fn max_tokens(&self) -> Option<u32> {
         self.max_completion_tokens.or(self.max_tokens)
+    }
+
+    /// The assistant text to continue from (`continue_final_message`), if any; `validate`
+    /// has checked that the last message is then an assistant turn.
+    pub fn continued_text(&self) -> Option<String> {
+        if self.continue_final_message != Some(true) {
+            return None;
+        }
+        self.messages.last().map(text_of)
     }
 
     /// The stop strings as a list (empty when none).

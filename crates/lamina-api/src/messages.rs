@@ -208,8 +208,11 @@ impl MessagesRequest {
         for (i, m) in self.messages.iter().enumerate() {
             messages.extend(chat_messages(m, i)?);
         }
+        // A final assistant turn is a prefill, as Anthropic's API treats it: the reply continues it.
+        let prefill = messages.last().is_some_and(|m| m.role == Role::Assistant && m.tool_calls.as_ref().is_none_or(|c| c.is_empty()));
         let mut chat = ChatCompletionRequest {
             model: self.model.clone(),
+            continue_final_message: prefill.then_some(true),
             messages,
             max_completion_tokens: Some(self.max_tokens),
             temperature: self.temperature,

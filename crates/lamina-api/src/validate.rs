@@ -53,7 +53,25 @@ impl ChatCompletionRequest {
         if let Some(rag) = &self.rag {
             rag.validate()?;
         }
+        self.check_continuation()?;
         self.check_tools()
+    }
+
+    fn check_continuation(&self) -> Result<(), ApiError> {
+        if self.continue_final_message != Some(true) {
+            return Ok(());
+        }
+        let param = "continue_final_message";
+        match self.messages.last() {
+            Some(m) if m.role != Role::Assistant => {
+                Err(ApiError::invalid_param(param, "continue_final_message needs the last message to be an assistant turn to continue"))
+            }
+            Some(m) if m.tool_calls.as_ref().is_some_and(|c| !c.is_empty()) => {
+                Err(ApiError::invalid_param(param, "continue_final_message cannot continue an assistant turn that made tool calls"))
+            }
+            _ if self.n.is_some_and(|n| n > 1) => Err(ApiError::invalid_param(param, "continue_final_message takes one choice (n = 1)")),
+            _ => Ok(()),
+        }
     }
 
     fn check_response_format(&self) -> Result<(), ApiError> {

@@ -324,3 +324,27 @@ fn floats_are_forwarded_as_written() {
     assert!(text.contains(r#""top_p":0.95,"#), "{text}");
     assert!(text.contains(r#""logit_bias":{"11":0.1}"#), "{text}");
 }
+
+#[test]
+fn a_final_assistant_message_can_be_continued() {
+    let req = parse(
+        r#"{"model": "m", "continue_final_message": true,
+            "messages": [{"role": "user", "content": "Count to five."}, {"role": "assistant", "content": "1, 2, 3"}]}"#,
+    );
+    assert_eq!(req.continued_text().as_deref(), Some("1, 2, 3"));
+    // Without the flag the assistant turn is a finished one.
+    let plain = parse(r#"{"model": "m", "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}"#);
+    assert_eq!(plain.continued_text(), None);
+    let bad = |body: &str| {
+        let req: ChatCompletionRequest = parse_json(body.as_bytes()).expect("parses");
+        let e = req.validate().expect_err("refused");
+        assert_eq!(e.param.as_deref(), Some("continue_final_message"), "{e:?}");
+        e.message
+    };
+    assert!(bad(r#"{"model": "m", "continue_final_message": true, "messages": [{"role": "user", "content": "a"}]}"#)
+        .contains("last message to be an assistant turn"));
+    assert!(bad(
+        r#"{"model": "m", "continue_final_message": true, "n": 2, "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}"#
+    )
+    .contains("n = 1"));
+}

@@ -30,7 +30,14 @@ fn system_and_string_content_become_chat_messages_with_the_sampling_fields() {
     assert_eq!((chat.max_tokens(), chat.temperature, chat.top_p, chat.top_k()), (Some(7), Some(0.2), Some(0.8), Some(40)));
     assert_eq!(chat.stop_list(), ["\n\n", "END"]);
     assert!(chat.is_stream());
+    assert_eq!(chat.continued_text(), None, "a final user turn is answered, not continued");
     chat.validate().unwrap();
+    // A final assistant turn is Anthropic's prefill: the reply continues it.
+    let prefill = req(json!({"model": "m", "max_tokens": 7, "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Well,"}]}))
+        .to_chat()
+        .unwrap();
+    assert_eq!(prefill.continued_text().as_deref(), Some("Well,"));
+    prefill.validate().unwrap();
 }
 
 #[test]

@@ -50,6 +50,8 @@ enum Command {
     Bench(commands::bench::BenchArgs),
     /// Serve models over an OpenAI-compatible HTTP API.
     Serve(commands::serve::ServeArgs),
+    /// An OpenAI-compatible gateway in front of several backends: routing, fallbacks, costs, budgets, logs.
+    Gateway(commands::gateway::GatewayArgs),
 }
 
 fn main() {
@@ -69,6 +71,7 @@ fn main() {
         Command::Perplexity(a) => commands::perplexity::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Serve(a) => commands::serve::run(a),
+        Command::Gateway(a) => commands::gateway::run(a),
         Command::Quantize(a) => commands::quantize::run(a),
         Command::Generate(a) => commands::run::generate(a),
         Command::Tokenizer(a) => train_cmds::run_tokenizer(a),

@@ -172,6 +172,7 @@ impl OutputPipeline {
     /// accepted when it is the token returned, and the distribution is the same.
     pub fn next(&mut self, logits: &mut [f32], tokens: &[u32], room: usize, tokenizer: &Tokenizer, draft: Option<u32>) -> Result<TokenOutput> {
         let generated = &tokens[tokens.len() - self.generated..];
+        mask_past_vocabulary(logits, tokenizer.vocab_size());
         let lse = self.params.logprobs.map(|_| log_sum_exp(logits));
         let top = match self.params.logprobs {
             Some(k) if k > 0 => top_k(logits, k, lse.unwrap_or(0.0)),
@@ -238,6 +239,15 @@ impl OutputPipeline {
     }
 }
 
+/// Rules out ids the tokenizer cannot decode: a model's embedding table is often padded
+/// past the tokenizer's vocabulary (to a multiple of 64, say), and those rows' logits are
+/// not tokens. Their probability is 0 for sampling and log-probabilities alike.
+fn mask_past_vocabulary(logits: &mut [f32], vocab: usize) {
+    if let Some(extra) = logits.get_mut(vocab..) {
+        extra.fill(f32::NEG_INFINITY);
+    }
+}
+
 /// `log Σ exp(x)`, in f64 for a vocabulary-sized sum (NaN logits count as -inf).
 fn log_sum_exp(x: &[f32]) -> f32 {
     let m = x.iter().copied().filter(|v| !v.is_nan()).fold(f32::NEG_INFINITY, f32::max);
@@ -278,6 +288,17 @@ mod tests {
         let p: f64 = [0usize, 1, 2, 4].iter().map(|&i| ((logits[i] - lse) as f64).exp()).sum();
         assert!((p - 1.0).abs() < 1e-6);
         assert_eq!(top_k(&logits, 10, lse).len(), 4);
+    }
+
+    #[test]
+    fn ids_past_the_tokenizer_are_never_chosen() {
+        let mut logits = vec![0.0f32, 1.0, 5.0, 9.0];
+        mask_past_vocabulary(&mut logits, 2);
+        assert_eq!(logits[..2], [0.0, 1.0]);
+        assert!(logits[2..].iter().all(|&l| l == f32::NEG_INFINITY));
+        let mut same = vec![0.5f32; 3];
+        mask_past_vocabulary(&mut same, 3);
+        assert_eq!(same, [0.5; 3]);
     }
 
     #[test]

@@ -3,6 +3,7 @@ pub mod bench;
 pub mod bench_spec;
 pub mod chat;
 pub mod embed;
+pub mod gateway;
 pub mod index;
 pub mod info;
 pub mod perplexity;

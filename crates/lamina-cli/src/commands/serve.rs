@@ -249,14 +249,14 @@ pub fn run(args: ServeArgs) -> Result<()> {
             names.join(", "),
             lamina_core::memory::human_bytes(config.limits.memory_budget)
         );
-        lamina_server::serve(config, listener, shutdown_signal()).await.context("serving")?;
+        lamina_server::serve(config, listener, shutdown_signal("lamina serve")).await.context("serving")?;
         eprintln!("lamina serve: stopped");
         Ok(())
     })
 }
 
-/// SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
+/// SIGTERM or Ctrl-C (`who` names the command in the message).
+pub(crate) async fn shutdown_signal(who: &'static str) {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -275,7 +275,7 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
-    eprintln!("lamina serve: shutting down (finishing running requests)");
+    eprintln!("{who}: shutting down (finishing running requests)");
 }
 
 #[cfg(test)]

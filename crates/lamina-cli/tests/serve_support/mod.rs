@@ -21,16 +21,24 @@ impl Server {
     /// Starts `lamina serve ARGS --port P` and waits until `/health` answers.
     pub fn start(args: &[&str]) -> Server {
         let port = free_port();
+        let mut all: Vec<String> = vec!["serve".into()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        all.extend(["--port".into(), port.to_string(), "--threads".into(), "2".into()]);
+        Server::spawn(all, port)
+    }
+
+    /// Starts `lamina gateway --config CONFIG --listen 127.0.0.1:P` and waits until
+    /// `/health` answers.
+    pub fn gateway(config: &std::path::Path) -> Server {
+        let port = free_port();
+        let args = vec!["gateway".into(), "--config".into(), config.display().to_string(), "--listen".into(), format!("127.0.0.1:{port}")];
+        Server::spawn(args, port)
+    }
+
+    fn spawn(args: Vec<String>, port: u16) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("server.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_lamina"))
-            .arg("serve")
-            .args(args)
-            .args(["--port", &port.to_string(), "--threads", "2"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_lamina")).args(&args).stdout(Stdio::null()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
         let mut s = Server { child, port, log, _dir: dir };
         let t0 = Instant::now();
         loop {
@@ -40,10 +48,10 @@ impl Server {
                 }
             }
             if let Some(status) = s.child.try_wait().unwrap() {
-                panic!("lamina serve exited with {status}: {}", s.log());
+                panic!("lamina {} exited with {status}: {}", args[0], s.log());
             }
-            assert!(t0.elapsed() < Duration::from_secs(120), "server did not come up: {}", s.log());
-            std::thread::sleep(Duration::from_millis(100));
+            assert!(t0.elapsed() < Duration::from_secs(120), "lamina {} did not come up: {}", args[0], s.log());
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

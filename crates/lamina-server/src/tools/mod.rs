@@ -100,8 +100,13 @@ impl CallCheck {
 
 /// The prompt text for a chat request: its messages (tool calls and results included)
 /// rendered with the model's template, and the tools shown to the model.
+/// With `continue_final_message`, the last (assistant) message is left out of the template
+/// and its text follows the assistant turn's opening, so the reply carries on from it.
 pub fn render_prompt(req: &ChatCompletionRequest, tools: Option<&ToolUse>, tokenizer: &Tokenizer) -> Result<String, ApiError> {
-    render_messages(&req.messages, tools, tokenizer, true)
+    match req.continued_text() {
+        Some(prefix) => Ok(render_messages(&req.messages[..req.messages.len() - 1], tools, tokenizer, true)? + &prefix),
+        None => render_messages(&req.messages, tools, tokenizer, true),
+    }
 }
 
 /// A conversation rendered with the model's template (tool calls and results included,

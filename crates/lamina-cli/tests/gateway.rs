@@ -1,0 +1,476 @@
+//! `lamina gateway` end to end on loopback: a backend that fails on command
+//! (`gateway_support`) for every fallback path, and real `lamina serve` replicas for a
+//! transparent proxy, a replica killed mid-stream, and the `openai` Python client.
+
+mod gateway_support;
+mod serve_support;
+
+use gateway_support::{FaultBackend, OK_TEXT};
+use serde_json::{json, Value};
+use serve_support::{free_port, openai_python, stream_events, stream_text, Server};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+struct Setup {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Setup {
+    /// A configuration `body` with the request log in a temporary folder.
+    fn new(body: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("gateway.toml");
+        let text = format!("[gateway]\nlog = \"{}\"\n\n{body}", dir.path().join("requests.jsonl").display());
+        std::fs::write(&config, text).unwrap();
+        Setup { dir, config }
+    }
+
+    fn start(&self) -> Server {
+        Server::gateway(&self.config)
+    }
+
+    fn log(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.dir.path().join("requests.jsonl")).unwrap_or_default();
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l}"))).collect()
+    }
+}
+
+fn chat(model: &str, content: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 50})
+}
+
+fn check(config: &Path, envs: &[(&str, &str)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_lamina")).args(["gateway", "--check", "--config"]).arg(config).envs(envs.iter().copied()).output().unwrap()
+}
+
+/// A loopback port nothing listens on.
+fn dead_url() -> String {
+    format!("http://127.0.0.1:{}/v1", free_port())
+}
+
+fn fault_backend(name: &str, kind: &str, url: &str) -> String {
+    format!("[[backend]]\nname = \"{name}\"\nkind = \"{kind}\"\nurl = \"{url}\"\ntimeout = \"400ms\"\nstream_idle_timeout = \"400ms\"\n\n")
+}
+
+const FAST_RETRY: &str = "[retry]\nattempts = 1\nbackoff = \"1ms\"\nmax_backoff = \"5ms\"\n\n[health]\nfailures = 1000\n\n";
+
+#[test]
+fn configuration_errors_name_the_line_and_column() {
+    let backend = "[[backend]]\nname = \"a\"\nkind = \"lamina\"\nurl = \"http://127.0.0.1:1/v1\"\n";
+    let model = "[[model]]\nname = \"chat\"\ndeployments = [{ backend = \"a\", model = \"m\" }]\n";
+    let cases: Vec<(String, &str, &str)> = vec![
+        (format!("{backend}colour = \"red\"\n"), ":5:1:", "unknown field `colour`"),
+        (format!("{backend}\n[[model]]\nname = \"chat\"\ndeployments = [{{ backend = \"b\", model = \"m\" }}]\n"), ":8:28:", "unknown backend `b` (known: a)"),
+        (format!("{backend}timeout = \"30\"\n"), ":5:11:", "timeout: `30` has no unit"),
+        (format!("{backend}{model}fallbacks = [\"other\"]\n[[model]]\nname = \"other\"\ndeployments = [{{ backend = \"a\", model = \"m\" }}]\nfallbacks = [\"chat\"]\n"), ":8:14:", "lead back to it"),
+        (format!("{backend}{model}price = {{ input = 0.0000001 }}\n"), ":8:9:", "more than 6 decimal places"),
+        (format!("{backend}{model}[[key]]\nname = \"k\"\nkey = \"s1\"\nkey_env = \"X\"\n"), ":9:8:", "exactly one of `key` and `key_env`"),
+        (format!("{backend}kind2 = 3\n"), ":5:1:", "unknown field `kind2`"),
+        (format!("{backend}\n[[model]]\nname = \"chat\"\ndeployments = []\n"), ":8:15:", "has no deployments"),
+        ("[gateway]\nlisten = 4000\n".to_string(), ":2:10:", "invalid type"),
+    ];
+    for (text, at, message) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, &text).unwrap();
+        let out = check(&path, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "accepted:\n{text}");
+        assert!(err.contains(&format!("gateway.toml{at}")) && err.contains(message), "expected `{at}` and `{message}` for\n{text}\ngot: {err}");
+    }
+    // Secrets come from the environment; a missing one is named, a present one never printed.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, format!("{backend}api_key_env = \"LAMINA_GW_TEST_BACKEND_KEY\"\n{model}")).unwrap();
+    let out = check(&path, &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("environment variable LAMINA_GW_TEST_BACKEND_KEY is not set"), "{out:?}");
+    let out = check(&path, &[("LAMINA_GW_TEST_BACKEND_KEY", "sk-secret-value")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("1 backend(s), 1 model route(s) (chat)"), "{out:?}");
+    assert!(!stdout.contains("sk-secret-value"));
+    let out = check(&dir.path().join("missing.toml"), &[]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the configuration"), "{out:?}");
+}
+
+#[test]
+fn every_failure_falls_back_to_the_next_deployment() {
+    let fb = FaultBackend::start();
+    let deployments =
+        ["status:500", "status:429", "malformed", "no-choices", "hang", "ok"].map(|m| format!("{{ backend = \"fault\", model = \"{m}\" }}")).join(", ");
+    let setup = Setup::new(&format!(
+        "{FAST_RETRY}{}{}[[model]]\nname = \"chat\"\ndeployments = [{{ backend = \"down\", model = \"m\" }}, {deployments}]\n",
+        fault_backend("down", "openai", &dead_url()),
+        fault_backend("fault", "openai", &fb.url())
+    ));
+    let gw = setup.start();
+    let r = gw.post_json("/v1/chat/completions", &chat("chat", "hi"));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["choices"][0]["message"]["content"], OK_TEXT);
+    assert_eq!(r.json()["model"], "chat");
+    assert_eq!(r.header("x-lamina-backend"), Some("fault"));
+    // Retryable failures are tried twice (attempts = 1 retry); a hung backend once.
+    for (m, n) in [("status:500", 2), ("status:429", 2), ("malformed", 2), ("no-choices", 2), ("hang", 1), ("ok", 1)] {
+        assert_eq!(fb.count(m), n, "{m}");
+    }
+    let log = setup.log();
+    assert_eq!(log.len(), 1);
+    let outcomes: Vec<&str> = log[0]["attempts"].as_array().unwrap().iter().map(|a| a["outcome"].as_str().unwrap()).collect();
+    assert_eq!(
+        outcomes,
+        [
+            "connect",
+            "connect",
+            "server_error",
+            "server_error",
+            "rate_limited",
+            "rate_limited",
+            "malformed",
+            "malformed",
+            "malformed",
+            "malformed",
+            "timeout",
+            "ok"
+        ]
+    );
+    assert_eq!(log[0]["fallback"], true);
+    assert_eq!(log[0]["backend"], "fault");
+
+    // Everything down: a 502 that lists what was tried, in OpenAI's error shape.
+    let setup = Setup::new(&format!(
+        "{FAST_RETRY}{}[[model]]\nname = \"chat\"\ndeployments = [{{ backend = \"down\", model = \"m\" }}]\n",
+        fault_backend("down", "openai", &dead_url())
+    ));
+    let gw = setup.start();
+    let r = gw.post_json("/v1/chat/completions", &chat("chat", "hi"));
+    assert_eq!(r.status, 502);
+    assert!(r.error()["message"].as_str().unwrap().contains("down (m): cannot connect"), "{}", r.error());
+    // Bad requests to the gateway itself.
+    let r = gw.request("POST", "/v1/chat/completions", &[], b"{not json");
+    assert_eq!((r.status, r.error()["type"].as_str()), (400, Some("invalid_request_error")));
+    let r = gw.post_json("/v1/chat/completions", &chat("nope", "hi"));
+    assert_eq!(r.status, 404);
+    assert!(r.error()["message"].as_str().unwrap().contains("this gateway routes: chat"));
+    let r = gw.request("POST", "/v1/chat/completions", &[], &[0xff, 0xfe, b'{']);
+    assert_eq!(r.status, 400);
+    let r = gw.post_json("/v1/embeddings", &json!({"model": "chat", "input": "x", "stream": true}));
+    assert_eq!(r.status, 400);
+}
+
+#[test]
+fn client_errors_pass_through_and_context_overflows_go_to_a_larger_window() {
+    let fb = FaultBackend::start();
+    let setup = Setup::new(&format!(
+        "{FAST_RETRY}{}[[model]]\nname = \"strict\"\ndeployments = [{{ backend = \"fault\", model = \"bad-request\" }}, {{ backend = \"fault\", model = \"ok\" }}]\n\n\
+         [[model]]\nname = \"small\"\ncontext_window = 20\ndeployments = [{{ backend = \"fault\", model = \"overflow\" }}]\nfallbacks = [\"big\"]\n\n\
+         [[model]]\nname = \"big\"\ncontext_window = 1000\ndeployments = [{{ backend = \"fault\", model = \"slow:1\" }}]\n",
+        fault_backend("fault", "openai", &fb.url())
+    ));
+    let gw = setup.start();
+    // A 400 about the request is the client's: passed back as the backend sent it, not retried.
+    let r = gw.post_json("/v1/chat/completions", &chat("strict", "hi"));
+    assert_eq!(r.status, 400);
+    assert_eq!(r.error()["message"], "temperature must be at most 2");
+    assert_eq!((fb.count("bad-request"), fb.count("ok")), (1, 0));
+    // The backend says the prompt is too long: the fallback with a larger window answers.
+    let r = gw.post_json("/v1/chat/completions", &chat("small", "hi"));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-lamina-route"), Some("big"));
+    assert_eq!(fb.count("overflow"), 1);
+    // The gateway's own estimate (about 100 tokens) skips the small window altogether.
+    let r = gw.post_json("/v1/chat/completions", &chat("small", &"word ".repeat(80)));
+    assert_eq!(r.status, 200);
+    assert_eq!((fb.count("overflow"), fb.count("slow:1")), (1, 2));
+    // Too long for every window: 400 context_length_exceeded.
+    let r = gw.post_json("/v1/chat/completions", &chat("small", &"word ".repeat(1000)));
+    assert_eq!(r.status, 400);
+    assert_eq!(r.error()["code"], "context_length_exceeded");
+}
+
+/// 1234 prompt tokens (200 cached) and 77 completion tokens (7 reasoning) at 0.15 / 0.075 /
+/// 0.60 / 2.40 per million: 1034 × 0.15 + 200 × 0.075 + 70 × 0.6 + 7 × 2.4 = 228.9 millionths.
+const PRICE: &str = "price = { input = 0.15, cached_input = 0.075, output = 0.60, reasoning = 2.40 }\n";
+const COST: &str = "0.0002289";
+
+#[test]
+fn costs_are_exact_for_every_token_kind_streamed_or_not() {
+    let fb = FaultBackend::start();
+    let setup = Setup::new(&format!(
+        "{}[[model]]\nname = \"chat\"\ndeployments = [{{ backend = \"fault\", model = \"ok\" }}]\n{PRICE}",
+        fault_backend("fault", "openai", &fb.url())
+    ));
+    let gw = setup.start();
+    let r = gw.post_json("/v1/chat/completions", &chat("chat", "hi"));
+    assert_eq!(r.header("x-lamina-cost"), Some(COST));
+    let usage = &r.json()["usage"];
+    assert_eq!(usage["cost"].as_f64(), Some(0.0002289));
+    assert_eq!((usage["prompt_tokens"].as_u64(), usage["prompt_tokens_details"]["cached_tokens"].as_u64()), (Some(1234), Some(200)));
+
+    // Streamed with include_usage: OpenAI's usage chunk (no choices) carries the cost.
+    let mut body = chat("chat", "hi");
+    body["stream"] = true.into();
+    body["stream_options"] = json!({"include_usage": true});
+    let (status, events) = stream_events(gw.port, "/v1/chat/completions", &body, |_| false);
+    assert_eq!(status, 200);
+    assert_eq!(stream_text(&events, 0), OK_TEXT);
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    let usage_chunk = &events[events.len() - 2];
+    assert_eq!(usage_chunk["choices"], json!([]));
+    assert_eq!(usage_chunk["usage"]["cost"].as_f64(), Some(0.0002289));
+    assert!(events.iter().all(|e| e == "[DONE]" || e["model"] == "chat"));
+    // Streamed without it: the final chunk (the one with the finish reason) carries usage.
+    body.as_object_mut().unwrap().remove("stream_options");
+    let (_, events) = stream_events(gw.port, "/v1/chat/completions", &body, |_| false);
+    let last = &events[events.len() - 2];
+    assert_eq!(last["choices"][0]["finish_reason"], "stop");
+    assert_eq!(last["usage"]["cost"].as_f64(), Some(0.0002289));
+    // The backend was asked for usage either way.
+    assert!(fb.bodies("ok").iter().filter(|b| b["stream"] == true).all(|b| b["stream_options"]["include_usage"] == true));
+
+    // Three requests: the totals and every log line are exact.
+    let spend = gw.request("GET", "/gateway/spend", &[], b"").json();
+    assert_eq!(spend["model"]["chat"]["cost_decimal"], "0.0006867");
+    assert_eq!(spend["model"]["chat"]["requests"], 3);
+    assert_eq!(spend["model"]["chat"]["tokens"]["reasoning"], 21);
+    let log = setup.log();
+    assert_eq!(log.len(), 3);
+    assert!(log.iter().all(|l| l["cost"] == COST && l["tokens"]["completion"] == 77), "{log:?}");
+    assert!(log[1]["stream"] == true && log[1]["ttft_ms"].is_number());
+    let metrics = String::from_utf8(gw.request("GET", "/metrics", &[], b"").body).unwrap();
+    assert!(metrics.contains("lamina_gateway_cost_micro_units_total{model=\"chat\"} 686"), "{metrics}");
+}
+
+#[test]
+fn a_stream_that_breaks_midway_is_completed_from_a_fallback() {
+    let fb = FaultBackend::start();
+    let route = |name: &str, first: &str, second_backend: &str| {
+        format!("[[model]]\nname = \"{name}\"\ndeployments = [{{ backend = \"lamina-like\", model = \"{first}\" }}, {{ backend = \"{second_backend}\", model = \"continue\" }}]\n\n")
+    };
+    let setup = Setup::new(&format!(
+        "{FAST_RETRY}{}{}{}{}{}{}",
+        fault_backend("lamina-like", "lamina", &fb.url()),
+        fault_backend("plain", "openai", &fb.url()),
+        route("cut", "cut-after:3", "lamina-like"),
+        route("garbage", "garbage-after:2", "lamina-like"),
+        route("before", "cut-before", "lamina-like"),
+        route("stuck", "cut-after:2", "plain"),
+    ));
+    let gw = setup.start();
+    let stream = |model: &str| {
+        let mut body = chat(model, "hi");
+        body["stream"] = true.into();
+        stream_events(gw.port, "/v1/chat/completions", &body, |_| false)
+    };
+    // Three chunks, then the connection drops: the fallback continues the same answer.
+    let (status, events) = stream("cut");
+    assert_eq!(status, 200);
+    assert_eq!(stream_text(&events, 0), "w0 w1 w2 <continued:w0 w1 w2 >");
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    assert_eq!(events.iter().filter(|e| e["choices"][0]["delta"].get("role").is_some()).count(), 1, "{events:?}");
+    let ids: std::collections::HashSet<&str> = events.iter().filter_map(|e| e["id"].as_str()).collect();
+    assert_eq!(ids.len(), 1, "one id throughout: {ids:?}");
+    let cont = fb.bodies("continue").pop().unwrap();
+    assert_eq!(cont["continue_final_message"], true);
+    assert_eq!(cont["messages"].as_array().unwrap().last().unwrap(), &json!({"role": "assistant", "content": "w0 w1 w2 "}));
+    assert_eq!(cont["max_tokens"], 47, "the continuation's limit counts what was sent");
+    let line = setup.log().pop().unwrap();
+    assert_eq!((line["resumed"].as_bool(), line["status"].as_u64()), (Some(true), Some(200)));
+    // An event that does not parse is a break too.
+    let (_, events) = stream("garbage");
+    assert_eq!(stream_text(&events, 0), "w0 w1 <continued:w0 w1 >");
+    // A stream that closes before its first event is an ordinary failure: nothing was
+    // sent, so the fallback answers from the start.
+    let (status, events) = stream("before");
+    assert_eq!(status, 200);
+    assert_eq!(stream_text(&events, 0), "<fresh>");
+    // No fallback can continue (a plain OpenAI backend): a clean error event, and neither
+    // a finish reason nor [DONE] — the half answer is not passed off as whole.
+    let (status, events) = stream("stuck");
+    assert_eq!(status, 200);
+    assert_eq!(stream_text(&events, 0), "w0 w1 ");
+    let last = events.last().unwrap();
+    assert!(last["error"]["message"].as_str().unwrap().contains("the answer is incomplete"), "{last}");
+    assert!(events.iter().all(|e| e != "[DONE]" && e["choices"][0]["finish_reason"].is_null()));
+    assert_eq!(setup.log().pop().unwrap()["status"], 502);
+}
+
+#[test]
+fn budgets_rate_limits_and_keys_refuse_with_the_right_status() {
+    let fb = FaultBackend::start();
+    let setup = Setup::new(&format!(
+        "{}[[model]]\nname = \"chat\"\ndeployments = [{{ backend = \"fault\", model = \"ok\" }}]\n{PRICE}\n\
+         [[model]]\nname = \"other\"\ndeployments = [{{ backend = \"fault\", model = \"ok\" }}]\n\n\
+         [[key]]\nname = \"fast\"\nkey = \"sk-fast\"\nrpm = 2\n\n\
+         [[key]]\nname = \"thrifty\"\nkey = \"sk-thrifty\"\nbudget = 0.0003\nuser = \"alice\"\ntags = [\"team-a\"]\n\n\
+         [[key]]\nname = \"narrow\"\nkey = \"sk-narrow\"\nmodels = [\"other\"]\n",
+        fault_backend("fault", "openai", &fb.url())
+    ));
+    let gw = setup.start();
+    let post = |key: Option<&str>, model: &str| {
+        let auth = key.map(|k| format!("Bearer {k}"));
+        let mut headers = vec![("Content-Type", "application/json")];
+        if let Some(a) = &auth {
+            headers.push(("Authorization", a));
+        }
+        gw.request("POST", "/v1/chat/completions", &headers, chat(model, "hi").to_string().as_bytes())
+    };
+    assert_eq!(post(None, "chat").status, 401);
+    assert_eq!(post(Some("sk-wrong"), "chat").status, 401);
+    let r = post(Some("sk-narrow"), "chat");
+    assert_eq!(r.status, 403);
+    assert!(r.error()["message"].as_str().unwrap().contains("may not use model `chat`"));
+    assert_eq!(post(Some("sk-narrow"), "other").status, 200);
+    // Two requests a minute, then 429 with Retry-After.
+    assert_eq!(post(Some("sk-fast"), "chat").status, 200);
+    assert_eq!(post(Some("sk-fast"), "chat").status, 200);
+    let r = post(Some("sk-fast"), "chat");
+    assert_eq!(r.status, 429);
+    assert!(r.error()["message"].as_str().unwrap().contains("2 requests per minute"));
+    assert!(r.header("retry-after").and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| (1..=60).contains(&s)));
+    // A budget of 0.0003: two requests of 0.0002289 are admitted (the second starts below it), then 429.
+    assert_eq!(post(Some("sk-thrifty"), "chat").status, 200);
+    assert_eq!(post(Some("sk-thrifty"), "chat").status, 200);
+    let r = post(Some("sk-thrifty"), "chat");
+    assert_eq!(r.status, 429);
+    assert!(r.error()["message"].as_str().unwrap().contains("spent its budget of 0.000300 (0.0004578 spent)"), "{}", r.error());
+    // Totals by key, user and tag.
+    let spend = gw.request("GET", "/gateway/spend", &[("Authorization", "Bearer sk-fast")], b"").json();
+    assert_eq!(spend["key"]["thrifty"]["cost_decimal"], "0.0004578");
+    assert_eq!(spend["user"]["alice"]["requests"], 2);
+    assert_eq!(spend["tag"]["team-a"]["cost_decimal"], "0.0004578");
+    assert_eq!(spend["key"]["fast"]["requests"], 2);
+    assert_eq!(gw.request("GET", "/gateway/spend", &[], b"").status, 401);
+    // The model list follows the key.
+    let models = gw.request("GET", "/v1/models", &[("Authorization", "Bearer sk-narrow")], b"").json();
+    assert_eq!(models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect::<Vec<_>>(), ["other"]);
+}
+
+#[test]
+fn exact_cache_hits_are_free_and_marked() {
+    let fb = FaultBackend::start();
+    let setup = Setup::new(&format!(
+        "{}[[model]]\nname = \"chat\"\ndeployments = [{{ backend = \"fault\", model = \"ok\" }}]\n{PRICE}cache = {{ ttl = \"1m\" }}\n",
+        fault_backend("fault", "openai", &fb.url())
+    ));
+    let gw = setup.start();
+    let r = gw.post_json("/v1/chat/completions", &chat("chat", "hi"));
+    assert_eq!((r.header("x-lamina-cache"), r.header("x-lamina-cost")), (Some("miss"), Some(COST)));
+    // The same request, its fields in another order: a hit, priced 0, not sent on.
+    let same: Value = serde_json::from_str(r#"{"max_tokens": 50, "messages": [{"content": "hi", "role": "user"}], "model": "chat"}"#).unwrap();
+    let r = gw.post_json("/v1/chat/completions", &same);
+    assert_eq!((r.header("x-lamina-cache"), r.header("x-lamina-cost")), (Some("hit"), Some("0.000000")));
+    let v = r.json();
+    assert_eq!(v["choices"][0]["message"]["content"], OK_TEXT);
+    assert_eq!((v["usage"]["cost"].as_f64(), v["usage"]["cache_hit"].as_bool()), (Some(0.0), Some(true)));
+    assert_eq!(fb.count("ok"), 1);
+    // Streamed from the cache.
+    let mut body = chat("chat", "hi");
+    body["stream"] = true.into();
+    body["stream_options"] = json!({"include_usage": true});
+    let (_, events) = stream_events(gw.port, "/v1/chat/completions", &body, |_| false);
+    assert_eq!(stream_text(&events, 0), OK_TEXT);
+    assert_eq!(events[events.len() - 2]["usage"]["cost"].as_f64(), Some(0.0));
+    assert_eq!(fb.count("ok"), 1);
+    // Another question misses; a stream fills the cache for a later plain request.
+    let mut other = chat("chat", "hello");
+    other["stream"] = true.into();
+    let (_, events) = stream_events(gw.port, "/v1/chat/completions", &other, |_| false);
+    assert_eq!(stream_text(&events, 0), OK_TEXT);
+    other.as_object_mut().unwrap().remove("stream");
+    let r = gw.post_json("/v1/chat/completions", &other);
+    assert_eq!(r.header("x-lamina-cache"), Some("hit"));
+    assert_eq!(r.json()["choices"][0]["message"]["content"], OK_TEXT);
+    assert_eq!(fb.count("ok"), 2);
+    let log = setup.log();
+    let caches: Vec<&str> = log.iter().map(|l| l["cache"].as_str().unwrap()).collect();
+    assert_eq!(caches, ["miss", "hit", "hit", "miss", "hit"]);
+}
+
+const SMOL: &str = "smollm2-135m-instruct";
+
+fn lamina_routes(a: &Server, b: &Server) -> String {
+    format!(
+        "[retry]\nbackoff = \"1ms\"\n\n\
+         [[backend]]\nname = \"a\"\nkind = \"lamina\"\nurl = \"{}\"\n\n\
+         [[backend]]\nname = \"b\"\nkind = \"lamina\"\nurl = \"{}\"\n\n\
+         [[model]]\nname = \"smol\"\ndeployments = [{{ backend = \"a\", model = \"{SMOL}\" }}, {{ backend = \"b\", model = \"{SMOL}\" }}]\n{PRICE}",
+        a.base_url(),
+        b.base_url()
+    )
+}
+
+fn greedy(model: &str, content: &str, max_tokens: u64) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens, "temperature": 0})
+}
+
+#[test]
+fn a_replica_killed_mid_stream_is_taken_over_by_another() {
+    let mut a = Server::start(&["--ctx", "1024"]);
+    let b = Server::start(&["--ctx", "1024"]);
+    let setup = Setup::new(&lamina_routes(&a, &b));
+    let gw = setup.start();
+    let question = "Write a short story about a lighthouse keeper.";
+    // Transparent: the gateway's answer is the replica's, with the exact cost.
+    let direct = b.post_json("/v1/chat/completions", &greedy(SMOL, question, 48)).json();
+    let via = gw.post_json("/v1/chat/completions", &greedy("smol", question, 48));
+    assert_eq!(via.header("x-lamina-backend"), Some("a"));
+    let v = via.json();
+    assert_eq!(v["choices"][0]["message"]["content"], direct["choices"][0]["message"]["content"]);
+    let (p, c) = (v["usage"]["prompt_tokens"].as_u64().unwrap(), v["usage"]["completion_tokens"].as_u64().unwrap());
+    let cached = v["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap();
+    let pico = (p - cached) * 150_000 + cached * 75_000 + c * 600_000;
+    assert_eq!(v["usage"]["cost"].as_f64(), Some(pico as f64 / 1e12));
+
+    // Kill replica a after the stream's fourth content chunk: b finishes the answer.
+    let mut body = greedy("smol", question, 48);
+    body["stream"] = true.into();
+    let mut chunks = 0;
+    let mut killed = false;
+    let pid = a.child.id();
+    let (status, events) = stream_events(gw.port, "/v1/chat/completions", &body, |e| {
+        if e["choices"][0]["delta"]["content"].as_str().is_some_and(|t| !t.is_empty()) {
+            chunks += 1;
+        }
+        if chunks == 4 && !killed {
+            Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+            killed = true;
+        }
+        false
+    });
+    let _ = a.child.wait();
+    assert_eq!(status, 200);
+    assert_eq!(events.last().unwrap(), "[DONE]", "{events:?}\n{}", gw.log());
+    let text = stream_text(&events, 0);
+    let line = setup.log().pop().unwrap();
+    assert_eq!((line["resumed"].as_bool(), line["backend"].as_str()), (Some(true), Some("b")), "{line}");
+    // What b was asked: to continue the text the client had when a died. Asked directly,
+    // b continues it the same way (greedy), so the client's answer is the sent text plus b's.
+    let sent = line["resumed_at"][0].as_u64().unwrap() as usize;
+    assert!(sent > 0 && sent < text.len(), "{sent} of {text:?}");
+    let mut cont = greedy(SMOL, question, 64);
+    cont["messages"].as_array_mut().unwrap().push(json!({"role": "assistant", "content": &text[..sent]}));
+    cont["continue_final_message"] = true.into();
+    let rest = b.post_json("/v1/chat/completions", &cont).json()["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    assert!(rest.starts_with(&text[sent..]), "the answer after the break is b's continuation:\n{:?}\n{rest:?}", &text[sent..]);
+    // It begins as the uninterrupted answer does (the break came after the fourth chunk).
+    let whole = direct["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(whole.starts_with(&text[..sent]), "{whole:?} / {text:?}");
+    // Later requests skip the dead replica after a refused connection.
+    let r = gw.post_json("/v1/chat/completions", &greedy("smol", "Hi", 4));
+    assert_eq!((r.status, r.header("x-lamina-backend")), (200, Some("b")));
+}
+
+#[test]
+fn the_openai_python_client_works_through_the_gateway() {
+    let Some(python) = openai_python() else { return };
+    let a = Server::start(&["--ctx", "1024"]);
+    let b = Server::start(&["--ctx", "1024"]);
+    let setup = Setup::new(&format!("{}\n[[key]]\nname = \"py\"\nkey = \"sk-py\"\n", lamina_routes(&a, &b)));
+    let gw = setup.start();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openai/check_gateway.py");
+    let out = Command::new(python).arg(script).args([&gw.base_url(), "sk-py", "smol"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}");
+    assert!(out.status.success(), "openai client checks failed:\n{stdout}\n{}\ngateway log:\n{}", String::from_utf8_lossy(&out.stderr), gw.log());
+    assert!(stdout.contains("all checks passed"));
+}

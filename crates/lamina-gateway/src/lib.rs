@@ -1,0 +1,121 @@
+//! `lamina gateway`: an OpenAI-compatible endpoint in front of several backends
+//! (`lamina serve` instances, llama-server, any OpenAI-compatible URL).
+//!
+//! - [`config`]: the TOML file — backends, model routes, prices, keys, policies — checked
+//!   strictly, errors with line and column;
+//! - [`router`]: the order in which a request tries deployments (strategy, health,
+//!   fallback routes, context windows); [`health`]: in-flight counts, latency, ejection;
+//! - [`backend`]: the HTTP client of one backend and what its failures mean;
+//! - [`proxy`]: retries with back-off and jitter, fallbacks, the non-streamed answer and
+//!   every request's accounting; [`relay`]: streams, completed from a fallback when they
+//!   break midway;
+//! - [`price`]: exact integer costs; [`limits`]: budgets, rate limits and spend totals;
+//!   [`cache`]: the exact response cache; [`log`]: one JSON line per request;
+//!   [`metrics`]: Prometheus; [`routes`]: the HTTP endpoints.
+//!
+//! The gateway speaks HTTP to its backends and links no model code. It holds no global
+//! state: everything lives in one [`Gateway`] value, and the binary installs the metrics
+//! recorder and resolves secrets from the environment.
+
+pub mod backend;
+pub mod cache;
+pub mod config;
+pub mod health;
+pub mod limits;
+pub mod log;
+pub mod metrics;
+pub mod price;
+pub mod proxy;
+pub mod relay;
+pub mod router;
+pub mod routes;
+
+use backend::Backend;
+use cache::ExactCache;
+use config::Config;
+use health::BackendHealth;
+use limits::{KeyLimits, Ledger, Totals};
+use metrics_exporter_prometheus::PrometheusHandle;
+use price::Cost;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the request log {path}: {source}")]
+    Log { path: std::path::PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Backend(String),
+    #[error("two keys have the same secret (`{0}` and `{1}`)")]
+    DuplicateSecret(String, String),
+}
+
+/// Everything the gateway's handlers share.
+pub struct Gateway {
+    pub config: Config,
+    backends: Vec<Backend>,
+    health: Vec<BackendHealth>,
+    ledger: Ledger,
+    totals: Totals,
+    cache: ExactCache,
+    log: Option<log::RequestLog>,
+    metrics: Option<PrometheusHandle>,
+    /// Client secret → index in `config.keys`.
+    secrets: HashMap<String, usize>,
+    ids: AtomicU64,
+    id_base: u64,
+}
+
+impl Gateway {
+    /// A gateway for `config`, whose secrets must already be resolved.
+    pub fn new(config: Config, metrics: Option<PrometheusHandle>) -> Result<Gateway, StartError> {
+        let backends = config.backends.iter().map(|b| Backend::new(b.clone()).map_err(|e| StartError::Backend(e.message))).collect::<Result<Vec<_>, _>>()?;
+        let log = match &config.log {
+            Some(p) => Some(log::RequestLog::open(p).map_err(|source| StartError::Log { path: p.clone(), source })?),
+            None => None,
+        };
+        let mut secrets = HashMap::new();
+        for (i, k) in config.keys.iter().enumerate() {
+            let secret = k.key.clone().ok_or_else(|| StartError::Backend(format!("key `{}` has no secret (resolve_secrets first)", k.name)))?;
+            if let Some(j) = secrets.insert(secret, i) {
+                return Err(StartError::DuplicateSecret(config.keys[j].name.clone(), k.name.clone()));
+            }
+        }
+        let now = Instant::now();
+        let ledger = Ledger::new(config.keys.iter().map(|k| KeyLimits { budget: k.budget.map(Cost::from_units), rpm: k.rpm, tpm: k.tpm }).collect(), now);
+        let id_base = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        Ok(Gateway {
+            health: config.backends.iter().map(|_| BackendHealth::default()).collect(),
+            cache: ExactCache::new(config.cache_entries),
+            totals: Totals::default(),
+            config,
+            backends,
+            ledger,
+            log,
+            metrics,
+            secrets,
+            ids: AtomicU64::new(0),
+            id_base,
+        })
+    }
+
+    fn next_id(&self) -> String {
+        format!("gw-{:x}{:06x}", self.id_base & 0xffff_ffff_ffff, self.ids.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Spend totals by key, user, tag and model (as `GET /gateway/spend` shows them).
+    pub fn totals(&self) -> serde_json::Value {
+        self.totals.to_json()
+    }
+}
+
+/// Serves `gateway` on `listener` until `shutdown` resolves; streams in flight finish.
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, routes::router(gateway)).with_graceful_shutdown(shutdown).await
+}
