@@ -386,6 +386,59 @@ fn exact_cache_hits_are_free_and_marked() {
     assert_eq!(caches, ["miss", "hit", "hit", "miss", "hit"]);
 }
 
+#[test]
+fn a_reload_on_sighup_keeps_streams_in_flight_and_spend() {
+    let fb = FaultBackend::start();
+    let backend = fault_backend("fault", "openai", &fb.url());
+    let setup = Setup::new(&format!("{backend}[[model]]\nname = \"chat\"\ndeployments = [{{ backend = \"fault\", model = \"drip:150\" }}]\n{PRICE}"));
+    let gw = setup.start();
+    let port = gw.port;
+    let mut body = chat("chat", "hi");
+    body["stream"] = true.into();
+    let in_flight = std::thread::spawn(move || stream_events(port, "/v1/chat/completions", &body, |_| false));
+    while fb.count("drip:150") == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // The new configuration: another deployment at twice the price, and a new route.
+    let doubled = "price = { input = 0.30, cached_input = 0.15, output = 1.20, reasoning = 4.80 }\n";
+    let v2 = format!(
+        "{backend}[[model]]\nname = \"chat\"\ndeployments = [{{ backend = \"fault\", model = \"ok\" }}]\n{doubled}\n[[model]]\nname = \"added\"\ndeployments = [{{ backend = \"fault\", model = \"ok\" }}]\n"
+    );
+    std::fs::write(&setup.config, format!("[gateway]\nlog = \"{}\"\n\n{v2}", setup.dir.path().join("requests.jsonl").display())).unwrap();
+    let hup = || assert!(Command::new("kill").args(["-HUP", &gw.child.id().to_string()]).status().unwrap().success());
+    hup();
+    let routes = || {
+        gw.request("GET", "/v1/models", &[], b"").json()["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    let t0 = std::time::Instant::now();
+    while !routes().contains(&"added".to_string()) {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(20), "not reloaded: {}", gw.log());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // The stream that started before the reload ends whole, on its old route and price.
+    let (status, events) = in_flight.join().unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(stream_text(&events, 0), OK_TEXT);
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    assert_eq!(events[events.len() - 2]["usage"]["cost"].as_f64(), Some(0.0002289));
+    // New requests follow the new file; the spend so far carries over.
+    let r = gw.post_json("/v1/chat/completions", &chat("chat", "hi"));
+    assert_eq!(r.header("x-lamina-cost"), Some("0.0004578"));
+    assert_eq!(gw.post_json("/v1/chat/completions", &chat("added", "hi")).status, 200);
+    let spend = gw.request("GET", "/gateway/spend", &[], b"").json();
+    assert_eq!(spend["model"]["chat"]["cost_decimal"], "0.0006867");
+    // A broken file is refused with its line; the configuration in force stays.
+    std::fs::write(&setup.config, "[[model]]\nname = 3\n").unwrap();
+    hup();
+    let t0 = std::time::Instant::now();
+    while !gw.log().contains("reload refused") {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(20), "no refusal: {}", gw.log());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(gw.log().contains("gateway.toml:2:8"), "{}", gw.log());
+    assert_eq!(gw.post_json("/v1/chat/completions", &chat("added", "hi")).status, 200);
+}
+
 const SMOL: &str = "smollm2-135m-instruct";
 
 fn lamina_routes(a: &Server, b: &Server) -> String {

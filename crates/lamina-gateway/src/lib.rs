@@ -39,7 +39,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use price::Cost;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,30 +52,51 @@ pub enum StartError {
     DuplicateSecret(String, String),
 }
 
-/// Everything the gateway's handlers share.
-pub struct Gateway {
-    pub config: Config,
-    backends: Vec<Backend>,
-    health: Vec<BackendHealth>,
+/// What outlives a configuration reload: spend and rate windows, totals, the cache, the
+/// log and the metrics.
+pub struct Shared {
     ledger: Ledger,
     totals: Totals,
     cache: ExactCache,
     log: Option<log::RequestLog>,
     metrics: Option<PrometheusHandle>,
-    /// Client secret → index in `config.keys`.
-    secrets: HashMap<String, usize>,
     ids: AtomicU64,
     id_base: u64,
+}
+
+/// One configuration in force: its routes, backends (with their connection pools and
+/// health) and keys, over the [`Shared`] state.
+pub struct Gateway {
+    pub config: Config,
+    backends: Vec<Backend>,
+    health: Vec<BackendHealth>,
+    /// Client secret → index in `config.keys`.
+    secrets: HashMap<String, usize>,
+    shared: Arc<Shared>,
 }
 
 impl Gateway {
     /// A gateway for `config`, whose secrets must already be resolved.
     pub fn new(config: Config, metrics: Option<PrometheusHandle>) -> Result<Gateway, StartError> {
-        let backends = config.backends.iter().map(|b| Backend::new(b.clone()).map_err(|e| StartError::Backend(e.message))).collect::<Result<Vec<_>, _>>()?;
         let log = match &config.log {
             Some(p) => Some(log::RequestLog::open(p).map_err(|source| StartError::Log { path: p.clone(), source })?),
             None => None,
         };
+        let id_base = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        let shared = Shared {
+            ledger: Ledger::new(Instant::now()),
+            totals: Totals::default(),
+            cache: ExactCache::new(config.cache_entries),
+            log,
+            metrics,
+            ids: AtomicU64::new(0),
+            id_base,
+        };
+        Gateway::with_shared(config, Arc::new(shared))
+    }
+
+    fn with_shared(config: Config, shared: Arc<Shared>) -> Result<Gateway, StartError> {
+        let backends = config.backends.iter().map(|b| Backend::new(b.clone()).map_err(|e| StartError::Backend(e.message))).collect::<Result<Vec<_>, _>>()?;
         let mut secrets = HashMap::new();
         for (i, k) in config.keys.iter().enumerate() {
             let secret = k.key.clone().ok_or_else(|| StartError::Backend(format!("key `{}` has no secret (resolve_secrets first)", k.name)))?;
@@ -83,39 +104,51 @@ impl Gateway {
                 return Err(StartError::DuplicateSecret(config.keys[j].name.clone(), k.name.clone()));
             }
         }
-        let now = Instant::now();
-        let ledger = Ledger::new(config.keys.iter().map(|k| KeyLimits { budget: k.budget.map(Cost::from_units), rpm: k.rpm, tpm: k.tpm }).collect(), now);
-        let id_base = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
-        Ok(Gateway {
-            health: config.backends.iter().map(|_| BackendHealth::default()).collect(),
-            cache: ExactCache::new(config.cache_entries),
-            totals: Totals::default(),
-            config,
-            backends,
-            ledger,
-            log,
-            metrics,
-            secrets,
-            ids: AtomicU64::new(0),
-            id_base,
-        })
+        shared.ledger.sync(config.keys.iter().map(|k| (k.name.as_str(), KeyLimits { budget: k.budget.map(Cost::from_units), rpm: k.rpm, tpm: k.tpm })));
+        Ok(Gateway { health: config.backends.iter().map(|_| BackendHealth::default()).collect(), config, backends, secrets, shared })
     }
 
     fn next_id(&self) -> String {
-        format!("gw-{:x}{:06x}", self.id_base & 0xffff_ffff_ffff, self.ids.fetch_add(1, Ordering::Relaxed))
+        let s = &self.shared;
+        format!("gw-{:x}{:06x}", s.id_base & 0xffff_ffff_ffff, s.ids.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Spend totals by key, user, tag and model (as `GET /gateway/spend` shows them).
     pub fn totals(&self) -> serde_json::Value {
-        self.totals.to_json()
+        self.shared.totals.to_json()
     }
 }
 
-/// Serves `gateway` on `listener` until `shutdown` resolves; streams in flight finish.
+/// The gateway in force, replaced as a whole by [`Live::reload`]. A request keeps the
+/// configuration it started with to its end, so a reload never cuts a stream; spend,
+/// limits, totals and the cache carry over. The listen address, the log file and the
+/// cache's capacity stay as they were at start.
+pub struct Live {
+    current: RwLock<Arc<Gateway>>,
+}
+
+impl Live {
+    pub fn new(gateway: Gateway) -> Live {
+        Live { current: RwLock::new(Arc::new(gateway)) }
+    }
+
+    pub fn get(&self) -> Arc<Gateway> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Puts `config` (secrets resolved) in force; on error the old one stays.
+    pub fn reload(&self, config: Config) -> Result<(), StartError> {
+        let next = Gateway::with_shared(config, self.get().shared.clone())?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        Ok(())
+    }
+}
+
+/// Serves the gateway in force on `listener` until `shutdown` resolves; streams in flight finish.
 pub async fn serve(
-    gateway: Arc<Gateway>,
+    live: Arc<Live>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, routes::router(gateway)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, routes::router(live)).with_graceful_shutdown(shutdown).await
 }

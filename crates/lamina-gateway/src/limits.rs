@@ -7,7 +7,7 @@
 
 use crate::price::{Cost, Tokens};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -58,6 +58,7 @@ pub struct Refusal {
     pub retry_after: Option<Duration>,
 }
 
+#[derive(Clone, Debug, PartialEq)]
 pub struct KeyLimits {
     pub budget: Option<Cost>,
     pub rpm: Option<u32>,
@@ -71,66 +72,81 @@ struct KeyState {
     tokens: Window,
 }
 
-/// The limits and spend of every configured key, in memory.
+/// The limits and spend of every key, by name, in memory. Spend and windows outlive a
+/// configuration reload: [`Ledger::sync`] changes a key's limits, not what it has used.
 pub struct Ledger {
-    keys: Vec<Mutex<KeyState>>,
+    origin: Instant,
+    keys: Mutex<HashMap<String, KeyState>>,
 }
 
 impl Ledger {
-    pub fn new(keys: Vec<KeyLimits>, now: Instant) -> Ledger {
-        Ledger {
-            keys: keys
-                .into_iter()
-                .map(|limits| Mutex::new(KeyState { limits, spent: Cost::ZERO, requests: Window::new(now), tokens: Window::new(now) }))
-                .collect(),
+    pub fn new(now: Instant) -> Ledger {
+        Ledger { origin: now, keys: Mutex::new(HashMap::new()) }
+    }
+
+    /// Sets the keys' limits (adding keys not seen before; keys no longer configured keep
+    /// their spend, in case they come back).
+    pub fn sync<'a>(&self, keys: impl IntoIterator<Item = (&'a str, KeyLimits)>) {
+        let mut map = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, limits) in keys {
+            match map.get_mut(name) {
+                Some(k) => k.limits = limits,
+                None => {
+                    map.insert(name.to_string(), KeyState { limits, spent: Cost::ZERO, requests: Window::new(self.origin), tokens: Window::new(self.origin) });
+                }
+            }
         }
     }
 
-    fn key(&self, key: usize) -> std::sync::MutexGuard<'_, KeyState> {
-        self.keys[key].lock().unwrap_or_else(|p| p.into_inner())
+    fn with<T>(&self, name: &str, f: impl FnOnce(&mut KeyState) -> T) -> Option<T> {
+        let mut map = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        map.get_mut(name).map(f)
     }
 
-    /// Admits a request for `key` (counting it) or says why not.
-    pub fn admit(&self, key: usize, name: &str, now: Instant) -> Result<(), Refusal> {
-        let mut k = self.key(key);
-        if let Some(budget) = k.limits.budget {
-            if k.spent >= budget {
-                return Err(Refusal {
-                    message: format!("key `{name}` has spent its budget of {} ({} spent)", budget.decimal(), k.spent.decimal()),
-                    retry_after: None,
-                });
+    /// Admits a request for key `name` (counting it) or says why not.
+    pub fn admit(&self, name: &str, now: Instant) -> Result<(), Refusal> {
+        self.with(name, |k| {
+            if let Some(budget) = k.limits.budget {
+                if k.spent >= budget {
+                    return Err(Refusal {
+                        message: format!("key `{name}` has spent its budget of {} ({} spent)", budget.decimal(), k.spent.decimal()),
+                        retry_after: None,
+                    });
+                }
             }
-        }
-        if let Some(rpm) = k.limits.rpm {
-            if k.requests.sum(now) >= rpm as u64 {
-                return Err(Refusal {
-                    message: format!("key `{name}` is over its rate limit of {rpm} requests per minute"),
-                    retry_after: Some(k.requests.retry_after(now)),
-                });
+            if let Some(rpm) = k.limits.rpm {
+                if k.requests.sum(now) >= rpm as u64 {
+                    return Err(Refusal {
+                        message: format!("key `{name}` is over its rate limit of {rpm} requests per minute"),
+                        retry_after: Some(k.requests.retry_after(now)),
+                    });
+                }
             }
-        }
-        if let Some(tpm) = k.limits.tpm {
-            let used = k.tokens.sum(now);
-            if used >= tpm {
-                return Err(Refusal {
-                    message: format!("key `{name}` is over its rate limit of {tpm} tokens per minute ({used} used)"),
-                    retry_after: Some(k.tokens.retry_after(now)),
-                });
+            if let Some(tpm) = k.limits.tpm {
+                let used = k.tokens.sum(now);
+                if used >= tpm {
+                    return Err(Refusal {
+                        message: format!("key `{name}` is over its rate limit of {tpm} tokens per minute ({used} used)"),
+                        retry_after: Some(k.tokens.retry_after(now)),
+                    });
+                }
             }
-        }
-        k.requests.add(now, 1);
-        Ok(())
+            k.requests.add(now, 1);
+            Ok(())
+        })
+        .unwrap_or(Ok(()))
     }
 
     /// Charges a finished request.
-    pub fn charge(&self, key: usize, cost: Cost, tokens: u64, now: Instant) {
-        let mut k = self.key(key);
-        k.spent += cost;
-        k.tokens.add(now, tokens);
+    pub fn charge(&self, name: &str, cost: Cost, tokens: u64, now: Instant) {
+        self.with(name, |k| {
+            k.spent += cost;
+            k.tokens.add(now, tokens);
+        });
     }
 
-    pub fn spent(&self, key: usize) -> Cost {
-        self.key(key).spent
+    pub fn spent(&self, name: &str) -> Cost {
+        self.with(name, |k| k.spent).unwrap_or(Cost::ZERO)
     }
 }
 
@@ -190,19 +206,24 @@ mod tests {
     #[test]
     fn budgets_refuse_once_spent_and_rates_over_a_sliding_minute() {
         let t0 = Instant::now();
-        let l = Ledger::new(vec![KeyLimits { budget: Some(Cost(1000)), rpm: Some(2), tpm: Some(100) }], t0);
-        assert!(l.admit(0, "k", t0).is_ok());
-        assert!(l.admit(0, "k", t0 + Duration::from_secs(10)).is_ok());
-        let r = l.admit(0, "k", t0 + Duration::from_secs(30)).unwrap_err();
+        let l = Ledger::new(t0);
+        l.sync([("k", KeyLimits { budget: Some(Cost(1000)), rpm: Some(2), tpm: Some(100) })]);
+        assert!(l.admit("k", t0).is_ok());
+        assert!(l.admit("k", t0 + Duration::from_secs(10)).is_ok());
+        let r = l.admit("k", t0 + Duration::from_secs(30)).unwrap_err();
         assert!(r.message.contains("2 requests per minute"), "{r:?}");
         assert_eq!(r.retry_after, Some(Duration::from_secs(30)));
         // The first request leaves the window at 60 s.
-        assert!(l.admit(0, "k", t0 + Duration::from_secs(61)).is_ok());
-        l.charge(0, Cost(999), 100, t0 + Duration::from_secs(61));
-        assert!(l.admit(0, "k", t0 + Duration::from_secs(75)).unwrap_err().message.contains("tokens per minute"));
-        assert!(l.admit(0, "k", t0 + Duration::from_secs(200)).is_ok());
-        l.charge(0, Cost(1), 0, t0 + Duration::from_secs(200));
-        assert!(l.admit(0, "k", t0 + Duration::from_secs(300)).unwrap_err().message.contains("budget"));
-        assert_eq!(l.spent(0), Cost(1000));
+        assert!(l.admit("k", t0 + Duration::from_secs(61)).is_ok());
+        l.charge("k", Cost(999), 100, t0 + Duration::from_secs(61));
+        assert!(l.admit("k", t0 + Duration::from_secs(75)).unwrap_err().message.contains("tokens per minute"));
+        assert!(l.admit("k", t0 + Duration::from_secs(200)).is_ok());
+        l.charge("k", Cost(1), 0, t0 + Duration::from_secs(200));
+        assert!(l.admit("k", t0 + Duration::from_secs(300)).unwrap_err().message.contains("budget"));
+        assert_eq!(l.spent("k"), Cost(1000));
+        // A reload that raises the budget keeps what was spent.
+        l.sync([("k", KeyLimits { budget: Some(Cost(1001)), rpm: None, tpm: None })]);
+        assert_eq!(l.spent("k"), Cost(1000));
+        assert!(l.admit("k", t0 + Duration::from_secs(300)).is_ok());
     }
 }

@@ -107,8 +107,8 @@ impl Request {
         let route = o.target.map(|t| gw.config.models[t.route].name.clone());
         let backend = o.target.map(|t| gw.backends[gw.config.models[t.route].deployments[t.deployment].backend].config.name.clone());
         let key_name = self.key.map(|k| gw.config.keys[k].name.clone());
-        if let Some(k) = self.key {
-            gw.ledger.charge(k, o.cost, o.tokens.total(), now);
+        if let Some(k) = &key_name {
+            gw.shared.ledger.charge(k, o.cost, o.tokens.total(), now);
         }
         if o.status < 400 {
             let mut groups: Vec<(&'static str, &str)> = vec![("model", self.alias.as_str())];
@@ -119,7 +119,7 @@ impl Request {
                 groups.push(("user", u));
             }
             groups.extend(self.tags.iter().map(|t| ("tag", t.as_str())));
-            gw.totals.add(&groups, &o.tokens, o.cost);
+            gw.shared.totals.add(&groups, &o.tokens, o.cost);
         }
         let fallback = self.attempts.iter().any(|a| a.outcome != "ok") && o.status < 400;
         crate::metrics::request(
@@ -129,11 +129,11 @@ impl Request {
             o.cache,
             fallback,
             &o.tokens,
-            gw.totals.cost_of("model", &self.alias),
+            gw.shared.totals.cost_of("model", &self.alias),
             self.started.elapsed(),
             o.ttft,
         );
-        if let Some(log) = &gw.log {
+        if let Some(log) = &gw.shared.log {
             log.write(&LogLine {
                 time: now_rfc3339(),
                 id: self.id.clone(),

@@ -14,7 +14,7 @@ use crate::price::{Cost, Tokens};
 use crate::proxy::{answer, failure_response, usage_json, Endpoint, Outcome, Request};
 use crate::relay;
 use crate::router::plan;
-use crate::Gateway;
+use crate::{Gateway, Live};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -25,7 +25,7 @@ use lamina_api::ApiError;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub fn router(gw: Arc<Gateway>) -> Router {
+pub fn router(live: Arc<Live>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(|s, h, b| proxied(s, Endpoint::Chat, h, b)))
         .route("/v1/completions", post(|s, h, b| proxied(s, Endpoint::Completions, h, b)))
@@ -35,7 +35,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/metrics", get(metrics))
         .route("/gateway/spend", get(spend))
         .fallback(|| async { error(&ApiError::not_found("no such endpoint on this gateway")) })
-        .with_state(gw)
+        .with_state(live)
 }
 
 fn json(status: u16, body: Vec<u8>, headers: &[(&'static str, String)]) -> Response {
@@ -92,7 +92,8 @@ fn estimate_tokens(endpoint: Endpoint, body: &serde_json::Map<String, serde_json
     body.get(field).map_or(0, text_bytes).div_ceil(4) as u64
 }
 
-async fn proxied(State(gw): State<Arc<Gateway>>, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
+async fn proxied(State(live): State<Arc<Live>>, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
+    let gw = live.get();
     match admit(&gw, endpoint, &headers, body).await {
         Ok(req) => send(gw, req).await,
         Err(Refused { error: e, retry_after: Some(after) }) => json(e.status, e.to_json().into_bytes(), &[("retry-after", after.as_secs().max(1).to_string())]),
@@ -146,7 +147,7 @@ async fn admit(gw: &Gateway, endpoint: Endpoint, headers: &HeaderMap, body: Body
         if !cfg.models.is_empty() && !cfg.models.contains(&route) {
             return Err(ApiError::forbidden(format!("key `{}` may not use model `{alias}`", cfg.name)).into());
         }
-        gw.ledger.admit(k, &cfg.name, started).map_err(|r| Refused { error: ApiError::rate_limited(r.message), retry_after: r.retry_after })?;
+        gw.shared.ledger.admit(&cfg.name, started).map_err(|r| Refused { error: ApiError::rate_limited(r.message), retry_after: r.retry_after })?;
     }
     let mut tags: Vec<String> = key.map(|k| gw.config.keys[k].tags.clone()).unwrap_or_default();
     if let Some(h) = headers.get("x-lamina-tags").and_then(|v| v.to_str().ok()) {
@@ -162,7 +163,7 @@ async fn admit(gw: &Gateway, endpoint: Endpoint, headers: &HeaderMap, body: Body
 async fn send(gw: Arc<Gateway>, mut req: Request) -> Response {
     let include_usage = req.body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(|v| v.as_bool()).unwrap_or(false);
     if let Some(key) = req.cache_key {
-        if let Some(hit) = gw.cache.get(&key, Instant::now()) {
+        if let Some(hit) = gw.shared.cache.get(&key, Instant::now()) {
             let tokens = Tokens::from_usage(&hit["usage"]).unwrap_or_default();
             let usage = usage_json(&tokens, Cost::ZERO, true);
             let headers = vec![("x-lamina-route", req.alias.clone()), ("x-lamina-cache", "hit".to_string()), ("x-lamina-cost", Cost::ZERO.decimal())];
@@ -215,7 +216,7 @@ async fn send(gw: Arc<Gateway>, mut req: Request) -> Response {
             let backend = gw.backends[m.deployments[t.deployment].backend].config.name.clone();
             let cached = req.cache_key.is_some();
             if let (Some(key), Some(ttl)) = (req.cache_key, gw.config.models[req.route].cache_ttl) {
-                gw.cache.put(key, v.clone(), ttl, Instant::now());
+                gw.shared.cache.put(key, v.clone(), ttl, Instant::now());
             }
             let headers = vec![
                 ("x-lamina-route", m.name.clone()),
@@ -250,7 +251,8 @@ async fn send(gw: Arc<Gateway>, mut req: Request) -> Response {
     }
 }
 
-async fn models(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+async fn models(State(live): State<Arc<Live>>, headers: HeaderMap) -> Response {
+    let gw = live.get();
     let key = match authenticate(&gw, &headers) {
         Ok(k) => k,
         Err(e) => return error(&e),
@@ -266,7 +268,8 @@ async fn models(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response 
     json(200, serde_json::to_vec(&serde_json::json!({"object": "list", "data": data})).unwrap_or_default(), &[])
 }
 
-async fn health(State(gw): State<Arc<Gateway>>) -> Response {
+async fn health(State(live): State<Arc<Live>>) -> Response {
+    let gw = live.get();
     let now = Instant::now();
     let backends: Vec<serde_json::Value> = gw
         .backends
@@ -284,14 +287,16 @@ async fn health(State(gw): State<Arc<Gateway>>) -> Response {
     json(200, serde_json::to_vec(&serde_json::json!({"status": "ok", "backends": backends})).unwrap_or_default(), &[])
 }
 
-async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
-    match &gw.metrics {
+async fn metrics(State(live): State<Arc<Live>>) -> Response {
+    let gw = live.get();
+    match &gw.shared.metrics {
         Some(h) => Response::builder().header("content-type", "text/plain; version=0.0.4").body(Body::from(h.render())).unwrap_or_default(),
         None => error(&ApiError::not_found("metrics are off")),
     }
 }
 
-async fn spend(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+async fn spend(State(live): State<Arc<Live>>, headers: HeaderMap) -> Response {
+    let gw = live.get();
     if let Err(e) = authenticate(&gw, &headers) {
         return error(&e);
     }

@@ -1,11 +1,13 @@
 //! `lamina gateway --config FILE`: the gateway (`lamina-gateway`) on a socket until
-//! SIGTERM or Ctrl-C; `--check` validates the configuration and exits.
+//! SIGTERM or Ctrl-C; SIGHUP reloads the file (a bad one is refused and the old one kept);
+//! `--check` validates the configuration and exits.
 
 use anyhow::{Context, Result};
 use clap::Args;
 use lamina_gateway::config::Config;
-use lamina_gateway::Gateway;
+use lamina_gateway::{Gateway, Live};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -23,9 +25,31 @@ pub struct GatewayArgs {
     pub listen: Option<SocketAddr>,
 }
 
-pub fn run(args: GatewayArgs) -> Result<()> {
-    let mut config = Config::load(&args.config)?;
+fn load(path: &Path) -> Result<Config, lamina_gateway::config::ConfigError> {
+    let mut config = Config::load(path)?;
     config.resolve_secrets(|var| std::env::var(var).ok())?;
+    Ok(config)
+}
+
+/// Reloads the configuration on every SIGHUP.
+async fn reload_on_hangup(live: Arc<Live>, path: PathBuf) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            let result = load(&path).map_err(anyhow::Error::from).and_then(|c| live.reload(c).map_err(anyhow::Error::from));
+            match result {
+                Ok(()) => eprintln!("lamina gateway: reloaded {}", path.display()),
+                Err(e) => eprintln!("lamina gateway: reload refused, the previous configuration stays in force: {e:#}"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (live, path);
+}
+
+pub fn run(args: GatewayArgs) -> Result<()> {
+    let mut config = load(&args.config)?;
     if let Some(l) = args.listen {
         config.listen = l;
     }
@@ -34,15 +58,18 @@ pub fn run(args: GatewayArgs) -> Result<()> {
         return Ok(());
     }
     let handle = lamina_gateway::metrics::prometheus_builder().install_recorder().context("installing the metrics recorder")?;
-    let gateway = Arc::new(Gateway::new(config, Some(handle))?);
+    let live = Arc::new(Live::new(Gateway::new(config, Some(handle))?));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async move {
+        let gateway = live.get();
         let addr = gateway.config.listen;
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
         let local = listener.local_addr()?;
         let routes: Vec<&str> = gateway.config.models.iter().map(|m| m.name.as_str()).collect();
         eprintln!("lamina gateway: listening on http://{local} — routes: {} — backends: {}", routes.join(", "), gateway.config.backends.len());
-        lamina_gateway::serve(gateway, listener, super::serve::shutdown_signal("lamina gateway")).await.context("serving")?;
+        drop(gateway);
+        tokio::spawn(reload_on_hangup(live.clone(), args.config.clone()));
+        lamina_gateway::serve(live, listener, super::serve::shutdown_signal("lamina gateway")).await.context("serving")?;
         eprintln!("lamina gateway: stopped");
         Ok(())
     })

@@ -8,6 +8,7 @@
 //! - `overflow` — 400 `context_length_exceeded`; `bad-request` — 400 about `temperature`;
 //! - `flaky:N` — status 500 for the first N requests, then `ok`;
 //! - `slow:MS` — `ok` after MS milliseconds; `hang` — nothing for a minute;
+//! - `drip:MS` — `ok`, streamed with MS milliseconds between chunks;
 //! - `malformed` — 200 with a body that is not JSON; `no-choices` — 200 with `{}`;
 //! - `cut-before` — a stream's headers, then the connection closes;
 //! - `cut-after:N` — N content chunks (`w0 w1 ...`), then the connection closes;
@@ -176,6 +177,9 @@ fn handle(mut conn: TcpStream, bodies: &Mutex<HashMap<String, Vec<Value>>>) -> s
     for (i, w) in words.iter().enumerate() {
         let delta = if i == 0 { json!({"role": "assistant", "content": w}) } else { json!({"content": w}) };
         send(&mut conn, &chunk(delta, Value::Null))?;
+        if mode == "drip" {
+            std::thread::sleep(Duration::from_millis(arg_n));
+        }
     }
     send(&mut conn, &chunk(json!({}), json!("stop")))?;
     if req["stream_options"]["include_usage"] == true {
