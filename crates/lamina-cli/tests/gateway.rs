@@ -69,6 +69,8 @@ fn configuration_errors_name_the_line_and_column() {
         (format!("{backend}kind2 = 3\n"), ":5:1:", "unknown field `kind2`"),
         (format!("{backend}\n[[model]]\nname = \"chat\"\ndeployments = []\n"), ":8:15:", "has no deployments"),
         ("[gateway]\nlisten = 4000\n".to_string(), ":2:10:", "invalid type"),
+        (format!("{backend}{model}[[rule]]\nroute = \"nope\"\n"), ":9:9:", "rule 1: unknown route `nope` (known: chat)"),
+        (format!("{backend}{model}[[rule]]\nlast_message = \"(\"\nroute = \"chat\"\n"), ":9:16:", "not a regular expression"),
     ];
     for (text, at, message) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -185,6 +187,50 @@ fn client_errors_pass_through_and_context_overflows_go_to_a_larger_window() {
     let r = gw.post_json("/v1/chat/completions", &chat("small", &"word ".repeat(1000)));
     assert_eq!(r.status, 400);
     assert_eq!(r.error()["code"], "context_length_exceeded");
+}
+
+#[test]
+fn rules_route_requests_by_what_they_ask_for() {
+    let fb = FaultBackend::start();
+    let setup = Setup::new(&format!(
+        "{}[[model]]\nname = \"small\"\ndeployments = [{{ backend = \"fault\", model = \"ok\" }}]\n\n\
+         [[model]]\nname = \"big\"\ndeployments = [{{ backend = \"fault\", model = \"slow:1\" }}]\n\n\
+         [[rule]]\nname = \"json to big\"\nmodel = [\"auto\"]\njson_mode = true\nroute = \"big\"\n\n\
+         [[rule]]\nmodel = [\"auto\"]\nlast_message = '(?i)\\btranslate\\b'\nroute = \"big\"\n\n\
+         [[rule]]\nmodel = [\"auto\"]\nmin_prompt_tokens = 50\nroute = \"big\"\n\n\
+         [[rule]]\nmodel = [\"auto\"]\nheaders = {{ x-task = \"code\" }}\nroute = \"big\"\n\n\
+         [[rule]]\nmodel = [\"auto\", \"small\"]\ntools = true\nroute = \"big\"\n\n\
+         [[rule]]\nname = \"default\"\nmodel = [\"auto\"]\nroute = \"small\"\n",
+        fault_backend("fault", "openai", &fb.url())
+    ));
+    let gw = setup.start();
+    let route_of = |body: Value, headers: &[(&str, &str)]| {
+        let mut h = vec![("Content-Type", "application/json")];
+        h.extend_from_slice(headers);
+        let r = gw.request("POST", "/v1/chat/completions", &h, body.to_string().as_bytes());
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["model"], r.header("x-lamina-route").unwrap());
+        r.header("x-lamina-route").unwrap().to_string()
+    };
+    assert_eq!(route_of(chat("auto", "hello"), &[]), "small");
+    let mut json_mode = chat("auto", "hello");
+    json_mode["response_format"] = json!({"type": "json_object"});
+    assert_eq!(route_of(json_mode, &[]), "big");
+    assert_eq!(route_of(chat("auto", "Please translate this into French."), &[]), "big");
+    assert_eq!(route_of(chat("auto", "Translations are hard."), &[]), "small", "the regex wants the whole word");
+    assert_eq!(route_of(chat("auto", &"long ".repeat(60)), &[]), "big");
+    assert_eq!(route_of(chat("auto", "hello"), &[("x-task", "code")]), "big");
+    let mut tools = chat("small", "hello");
+    tools["tools"] = json!([{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]);
+    assert_eq!(route_of(tools, &[]), "big");
+    assert_eq!(route_of(chat("small", "hello"), &[]), "small");
+    assert_eq!(gw.post_json("/v1/chat/completions", &chat("nope", "hi")).status, 404);
+    let log = setup.log();
+    assert_eq!((log[1]["requested"].as_str(), log[1]["rule"].as_str(), log[1]["model"].as_str()), (Some("auto"), Some("json to big"), Some("big")));
+    assert_eq!(log[0]["rule"], "default");
+    assert!(log[7].get("rule").is_none() && log[7].get("requested").is_none(), "{}", log[7]);
+    let models = gw.request("GET", "/v1/models", &[], b"").json();
+    assert_eq!(models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect::<Vec<_>>(), ["small", "big", "auto"]);
 }
 
 /// 1234 prompt tokens (200 cached) and 77 completion tokens (7 reasoning) at 0.15 / 0.075 /

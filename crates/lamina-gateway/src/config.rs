@@ -24,6 +24,7 @@
 //! ```
 
 use crate::price::Price;
+use crate::rules::Rule;
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -173,6 +174,8 @@ pub struct Config {
     pub backends: Vec<BackendConfig>,
     pub models: Vec<ModelRoute>,
     pub keys: Vec<KeyConfig>,
+    /// Routing by task, tried in order before the requested name is looked up.
+    pub rules: Vec<Rule>,
 }
 
 // ---- the file as written -------------------------------------------------------------
@@ -192,6 +195,26 @@ struct RawConfig {
     model: Vec<RawModel>,
     #[serde(default)]
     key: Vec<RawKey>,
+    #[serde(default)]
+    rule: Vec<RawRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: Option<String>,
+    #[serde(default)]
+    model: Vec<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+    min_prompt_tokens: Option<u64>,
+    max_prompt_tokens: Option<u64>,
+    json_mode: Option<bool>,
+    tools: Option<bool>,
+    last_message: Option<Spanned<String>>,
+    route: Spanned<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -502,6 +525,32 @@ impl Config {
             });
         }
 
+        let mut rules = Vec::new();
+        for (i, r) in raw.rule.iter().enumerate() {
+            let name = r.name.clone().unwrap_or_else(|| format!("rule {}", i + 1));
+            let Some(&route) = model_ids.get(r.route.get_ref()) else {
+                return Err(c.at(r.route.span(), format!("{name}: unknown route `{}` ({})", r.route.get_ref(), known(&model_ids))));
+            };
+            let last_message = match &r.last_message {
+                None => None,
+                Some(re) => {
+                    Some(regex::Regex::new(re.get_ref()).map_err(|e| c.at(re.span(), format!("{name}: last_message is not a regular expression: {e}")))?)
+                }
+            };
+            rules.push(Rule {
+                name,
+                models: r.model.clone(),
+                tags: r.tags.clone(),
+                headers: r.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
+                min_prompt_tokens: r.min_prompt_tokens,
+                max_prompt_tokens: r.max_prompt_tokens,
+                json_mode: r.json_mode,
+                tools: r.tools,
+                last_message,
+                route,
+            });
+        }
+
         let config = Config {
             file: file.to_path_buf(),
             listen,
@@ -513,6 +562,7 @@ impl Config {
             backends,
             models,
             keys,
+            rules,
         };
         if let Some((route, at)) = config.fallback_cycle() {
             let span = raw.model[route].fallbacks.get(at).map_or(raw.model[route].name.span(), |f| f.span());
@@ -565,14 +615,28 @@ impl Config {
         self.models.iter().position(|m| m.name == name)
     }
 
+    /// Names clients may send as `model`: the routes, then names that exist only in rules.
+    pub fn model_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.models.iter().map(|m| m.name.as_str()).collect();
+        for r in &self.rules {
+            for m in &r.models {
+                if !names.contains(&m.as_str()) {
+                    names.push(m);
+                }
+            }
+        }
+        names
+    }
+
     /// A one-screen summary for `--check`.
     pub fn summary(&self) -> String {
         format!(
-            "{}: {} backend(s), {} model route(s) ({}), {} key(s); listens on {}",
+            "{}: {} backend(s), {} model route(s) ({}), {} rule(s), {} key(s); listens on {}",
             self.file.display(),
             self.backends.len(),
             self.models.len(),
             self.models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "),
+            self.rules.len(),
             self.keys.len(),
             self.listen
         )

@@ -3,6 +3,7 @@
 //!
 //! - [`config`]: the TOML file — backends, model routes, prices, keys, policies — checked
 //!   strictly, errors with line and column;
+//! - [`rules`]: routing by task (tags, headers, prompt size, JSON mode, tools, a regex);
 //! - [`router`]: the order in which a request tries deployments (strategy, health,
 //!   fallback routes, context windows); [`health`]: in-flight counts, latency, ejection;
 //! - [`backend`]: the HTTP client of one backend and what its failures mean;
@@ -29,6 +30,7 @@ pub mod proxy;
 pub mod relay;
 pub mod router;
 pub mod routes;
+pub mod rules;
 
 use backend::Backend;
 use cache::ExactCache;

@@ -28,7 +28,13 @@ pub struct LogLine {
     pub time: String,
     pub id: String,
     pub endpoint: &'static str,
+    /// The route chosen.
     pub model: String,
+    /// The `model` the client sent, when a rule chose another.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -54,14 +54,21 @@ pub struct Request {
     pub id: String,
     pub endpoint: Endpoint,
     pub started: Instant,
-    /// The client's body (its `model` is the route's name).
+    /// The client's body as sent.
     pub body: serde_json::Map<String, serde_json::Value>,
+    /// The `model` the client asked for.
+    pub requested: String,
+    /// The route chosen (by a rule, or the requested name itself); replies carry it as `model`.
     pub alias: String,
+    /// The routing rule that chose the route.
+    pub rule: Option<String>,
     pub route: usize,
     pub key: Option<usize>,
     pub user: Option<String>,
     pub tags: Vec<String>,
     pub stream: bool,
+    /// The prompt's estimated size in tokens.
+    pub estimate: u64,
     pub cache_key: Option<CacheKey>,
     pub attempts: Vec<Attempt>,
 }
@@ -139,6 +146,8 @@ impl Request {
                 id: self.id.clone(),
                 endpoint: self.endpoint.name(),
                 model: self.alias.clone(),
+                requested: (self.requested != self.alias).then(|| self.requested.clone()),
+                rule: self.rule.clone(),
                 key: key_name,
                 user: self.user.clone(),
                 tags: self.tags.clone(),

@@ -14,6 +14,7 @@ use crate::price::{Cost, Tokens};
 use crate::proxy::{answer, failure_response, usage_json, Endpoint, Outcome, Request};
 use crate::relay;
 use crate::router::plan;
+use crate::rules;
 use crate::{Gateway, Live};
 use axum::body::Body;
 use axum::extract::State;
@@ -123,17 +124,11 @@ async fn admit(gw: &Gateway, endpoint: Endpoint, headers: &HeaderMap, body: Body
     let serde_json::Value::Object(body) = value else {
         return Err(ApiError::invalid_request("the body must be a JSON object").into());
     };
-    let alias = match body.get("model") {
+    let requested = match body.get("model") {
         Some(serde_json::Value::String(m)) if !m.is_empty() => m.clone(),
         Some(_) => return Err(ApiError::invalid_param("model", "`model` must be a non-empty string").into()),
         None => return Err(ApiError::invalid_param("model", "`model` is required").into()),
     };
-    let route = gw.config.route(&alias).ok_or_else(|| {
-        let names: Vec<&str> = gw.config.models.iter().map(|m| m.name.as_str()).collect();
-        ApiError::not_found(format!("The model `{alias}` does not exist or you do not have access to it (this gateway routes: {}).", names.join(", ")))
-            .with_param("model")
-            .with_code("model_not_found")
-    })?;
     let stream = match body.get("stream") {
         None | Some(serde_json::Value::Null) => false,
         Some(serde_json::Value::Bool(b)) => *b,
@@ -142,6 +137,46 @@ async fn admit(gw: &Gateway, endpoint: Endpoint, headers: &HeaderMap, body: Body
     if stream && endpoint == Endpoint::Embeddings {
         return Err(ApiError::invalid_param("stream", "embeddings are not streamed").into());
     }
+    let mut tags: Vec<String> = key.map(|k| gw.config.keys[k].tags.clone()).unwrap_or_default();
+    if let Some(h) = headers.get("x-lamina-tags").and_then(|v| v.to_str().ok()) {
+        tags.extend(h.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_string));
+    }
+    tags.sort();
+    tags.dedup();
+    let estimate = estimate_tokens(endpoint, &body);
+    let chosen = if gw.config.rules.is_empty() {
+        None
+    } else {
+        let header = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let last = rules::last_message(&body);
+        let facts = rules::Facts {
+            model: &requested,
+            tags: &tags,
+            header: &header,
+            prompt_tokens: estimate,
+            json_mode: rules::json_mode(&body),
+            tools: rules::has_tools(&body),
+            last_message: &last,
+        };
+        rules::choose(&gw.config.rules, &facts).map(|r| (r.route, r.name.clone()))
+    };
+    let (route, rule) = match chosen {
+        Some((route, name)) => (route, Some(name)),
+        None => {
+            let route = gw.config.route(&requested).ok_or_else(|| {
+                let names = gw.config.model_names();
+                let known = names.contains(&requested.as_str());
+                let why = if known {
+                    format!("no rule for `{requested}` matches this request")
+                } else {
+                    format!("The model `{requested}` does not exist or you do not have access to it")
+                };
+                ApiError::not_found(format!("{why} (this gateway routes: {}).", names.join(", "))).with_param("model").with_code("model_not_found")
+            })?;
+            (route, None)
+        }
+    };
+    let alias = gw.config.models[route].name.clone();
     if let Some(k) = key {
         let cfg = &gw.config.keys[k];
         if !cfg.models.is_empty() && !cfg.models.contains(&route) {
@@ -149,15 +184,13 @@ async fn admit(gw: &Gateway, endpoint: Endpoint, headers: &HeaderMap, body: Body
         }
         gw.shared.ledger.admit(&cfg.name, started).map_err(|r| Refused { error: ApiError::rate_limited(r.message), retry_after: r.retry_after })?;
     }
-    let mut tags: Vec<String> = key.map(|k| gw.config.keys[k].tags.clone()).unwrap_or_default();
-    if let Some(h) = headers.get("x-lamina-tags").and_then(|v| v.to_str().ok()) {
-        tags.extend(h.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_string));
-    }
-    tags.sort();
-    tags.dedup();
     let user = body.get("user").and_then(|u| u.as_str()).map(str::to_string).or_else(|| key.and_then(|k| gw.config.keys[k].user.clone()));
-    let cache_key = gw.config.models[route].cache_ttl.map(|_| cache::key(endpoint.name(), &body));
-    Ok(Request { id: gw.next_id(), endpoint, started, body, alias, route, key, user, tags, stream, cache_key, attempts: Vec::new() })
+    let cache_key = gw.config.models[route].cache_ttl.map(|_| {
+        let mut normal = body.clone();
+        normal.insert("model".into(), alias.clone().into());
+        cache::key(endpoint.name(), &normal)
+    });
+    Ok(Request { id: gw.next_id(), endpoint, started, body, requested, alias, rule, route, key, user, tags, stream, estimate, cache_key, attempts: Vec::new() })
 }
 
 async fn send(gw: Arc<Gateway>, mut req: Request) -> Response {
@@ -190,8 +223,7 @@ async fn send(gw: Arc<Gateway>, mut req: Request) -> Response {
             return response;
         }
     }
-    let estimate = estimate_tokens(req.endpoint, &req.body);
-    let targets = match plan(&gw.config, &gw.health, req.route, estimate, Instant::now(), &mut rand::rng()) {
+    let targets = match plan(&gw.config, &gw.health, req.route, req.estimate, Instant::now(), &mut rand::rng()) {
         Ok(t) => t,
         Err(too_long) => {
             let e = ApiError::invalid_request(format!(
@@ -257,13 +289,17 @@ async fn models(State(live): State<Arc<Live>>, headers: HeaderMap) -> Response {
         Ok(k) => k,
         Err(e) => return error(&e),
     };
+    let allowed =
+        |name: &str| key.is_none_or(|k| gw.config.keys[k].models.is_empty() || gw.config.route(name).is_some_and(|r| gw.config.keys[k].models.contains(&r)));
     let data: Vec<serde_json::Value> = gw
         .config
-        .models
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| key.is_none_or(|k| gw.config.keys[k].models.is_empty() || gw.config.keys[k].models.contains(i)))
-        .map(|(_, m)| serde_json::json!({"id": m.name, "object": "model", "created": 0, "owned_by": "lamina-gateway", "context_window": m.context_window}))
+        .model_names()
+        .into_iter()
+        .filter(|n| gw.config.route(n).is_none() || allowed(n))
+        .map(|n| {
+            let window = gw.config.route(n).and_then(|r| gw.config.models[r].context_window);
+            serde_json::json!({"id": n, "object": "model", "created": 0, "owned_by": "lamina-gateway", "context_window": window})
+        })
         .collect();
     json(200, serde_json::to_vec(&serde_json::json!({"object": "list", "data": data})).unwrap_or_default(), &[])
 }
