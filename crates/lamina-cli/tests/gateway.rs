@@ -8,6 +8,7 @@ mod serve_support;
 use gateway_support::{FaultBackend, OK_TEXT};
 use serde_json::{json, Value};
 use serve_support::{free_port, openai_python, stream_events, stream_text, Server};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -284,6 +285,24 @@ fn costs_are_exact_for_every_token_kind_streamed_or_not() {
     assert!(log[1]["stream"] == true && log[1]["ttft_ms"].is_number());
     let metrics = String::from_utf8(gw.request("GET", "/metrics", &[], b"").body).unwrap();
     assert!(metrics.contains("lamina_gateway_cost_micro_units_total{model=\"chat\"} 686"), "{metrics}");
+
+    // `lamina gateway report` sums the log exactly; a torn last line is named, not fatal.
+    let log = setup.dir.path().join("requests.jsonl");
+    std::fs::OpenOptions::new().append(true).open(&log).unwrap().write_all(b"{\"model\": \"chat\", \"sta").unwrap();
+    let report = |json: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lamina"));
+        cmd.args(["gateway", "report"]).arg(&log);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let r: Value = serde_json::from_str(&report(true)).unwrap();
+    assert_eq!((r["by_model"]["chat"]["cost"].as_str(), r["by_model"]["chat"]["requests"].as_u64()), (Some("0.0006867"), Some(3)));
+    assert_eq!((r["bad_line_count"].as_u64(), r["bad_lines"][0].as_u64()), (Some(1), Some(4)));
+    assert!(report(false).contains("1 line(s) are not log records (line 4)"));
 }
 
 #[test]

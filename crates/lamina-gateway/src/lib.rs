@@ -12,7 +12,7 @@
 //!   break midway;
 //! - [`price`]: exact integer costs; [`limits`]: budgets, rate limits and spend totals;
 //!   [`cache`]: the exact response cache; [`log`]: one JSON line per request;
-//!   [`metrics`]: Prometheus; [`routes`]: the HTTP endpoints.
+//!   [`metrics`]: Prometheus; [`routes`]: the HTTP endpoints; [`report`]: a log summarised.
 //!
 //! The gateway speaks HTTP to its backends and links no model code. It holds no global
 //! state: everything lives in one [`Gateway`] value, and the binary installs the metrics
@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod price;
 pub mod proxy;
 pub mod relay;
+pub mod report;
 pub mod router;
 pub mod routes;
 pub mod rules;

@@ -83,6 +83,17 @@ impl Cost {
         format!("{whole}.{shown}")
     }
 
+    /// Reads [`Cost::decimal`]'s form back exactly (up to 12 decimal places).
+    pub fn parse_decimal(s: &str) -> Option<Cost> {
+        let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+        if whole.is_empty() || frac.len() > 12 || !whole.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let w: u128 = whole.parse().ok()?;
+        let f: u128 = if frac.is_empty() { 0 } else { format!("{frac:0<12}").parse().ok()? };
+        Some(Cost(w.checked_mul(1_000_000_000_000)?.checked_add(f)?))
+    }
+
     pub fn from_units(units: f64) -> Cost {
         Cost((units.max(0.0) * 1e12).round() as u128)
     }
@@ -155,6 +166,11 @@ mod tests {
         assert_eq!(Cost(228_000_000).decimal(), "0.000228");
         assert_eq!(Cost(3 * 1_000_000_000_000 + 1).decimal(), "3.000000000001");
         assert_eq!(Cost::ZERO.decimal(), "0.000000");
+        for c in [Cost(228_900_000), Cost(3 * 1_000_000_000_000 + 1), Cost::ZERO] {
+            assert_eq!(Cost::parse_decimal(&c.decimal()), Some(c));
+        }
+        assert_eq!(Cost::parse_decimal("2"), Some(Cost(2_000_000_000_000)));
+        assert!(Cost::parse_decimal("-1").is_none() && Cost::parse_decimal("0.0000000000001").is_none() && Cost::parse_decimal(".5").is_none());
     }
 
     #[test]

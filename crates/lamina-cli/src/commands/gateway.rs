@@ -1,9 +1,10 @@
 //! `lamina gateway --config FILE`: the gateway (`lamina-gateway`) on a socket until
 //! SIGTERM or Ctrl-C; SIGHUP reloads the file (a bad one is refused and the old one kept);
-//! `--check` validates the configuration and exits.
+//! `--check` validates the configuration and exits; `lamina gateway report LOG` summarises
+//! a request log.
 
 use anyhow::{Context, Result};
-use clap::Args;
+use clap::{Args, Subcommand};
 use lamina_gateway::config::Config;
 use lamina_gateway::{Gateway, Live};
 use std::net::SocketAddr;
@@ -12,10 +13,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct GatewayArgs {
+    #[command(subcommand)]
+    pub command: Option<GatewayCommand>,
     /// The configuration file (TOML): backends, model routes, prices, keys — see docs/gateway.md.
-    #[arg(long, short)]
-    pub config: PathBuf,
+    #[arg(long, short, required = true)]
+    pub config: Option<PathBuf>,
     /// Check the configuration (and that every key's environment variable is set), print a
     /// summary and exit.
     #[arg(long)]
@@ -48,8 +52,36 @@ async fn reload_on_hangup(live: Arc<Live>, path: PathBuf) {
     let _ = (live, path);
 }
 
+#[derive(Subcommand, Debug)]
+pub enum GatewayCommand {
+    /// Summarise a request log: spend, tokens, latency percentiles, errors, fallbacks and
+    /// cache hits by model and by key.
+    Report {
+        /// The log (the `log` file of the gateway's configuration).
+        log: PathBuf,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn report(log: &Path, json: bool) -> Result<()> {
+    let file = std::fs::File::open(log).with_context(|| format!("reading the request log {}", log.display()))?;
+    let r = lamina_gateway::report::summarize(std::io::BufReader::new(file)).with_context(|| format!("reading the request log {}", log.display()))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print!("{}", r.render());
+    }
+    Ok(())
+}
+
 pub fn run(args: GatewayArgs) -> Result<()> {
-    let mut config = load(&args.config)?;
+    if let Some(GatewayCommand::Report { log, json }) = &args.command {
+        return report(log, *json);
+    }
+    let path = args.config.clone().context("--config FILE is required")?;
+    let mut config = load(&path)?;
     if let Some(l) = args.listen {
         config.listen = l;
     }
@@ -68,7 +100,7 @@ pub fn run(args: GatewayArgs) -> Result<()> {
         let routes: Vec<&str> = gateway.config.models.iter().map(|m| m.name.as_str()).collect();
         eprintln!("lamina gateway: listening on http://{local} — routes: {} — backends: {}", routes.join(", "), gateway.config.backends.len());
         drop(gateway);
-        tokio::spawn(reload_on_hangup(live.clone(), args.config.clone()));
+        tokio::spawn(reload_on_hangup(live.clone(), path));
         lamina_gateway::serve(live, listener, super::serve::shutdown_signal("lamina gateway")).await.context("serving")?;
         eprintln!("lamina gateway: stopped");
         Ok(())
