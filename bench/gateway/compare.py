@@ -69,6 +69,8 @@ def main():
     ap.add_argument("--concurrency", type=int, default=32)
     a = ap.parse_args()
     tmp = tempfile.mkdtemp()
+    # Both gateways check a client key (LiteLLM refuses to start without a master key).
+    secret = "sk-" + os.urandom(32).hex()
     procs = []
     try:
         bport = free_port()
@@ -82,7 +84,8 @@ def main():
         with open(cfg, "w") as f:
             f.write(f'[[backend]]\nname = "fast"\nkind = "openai"\nurl = "{base}"\n\n'
                     f'[[model]]\nname = "fast"\ndeployments = [{{ backend = "fast", model = "fast" }}]\n'
-                    f'price = {{ input = 0.15, output = 0.60 }}\n')
+                    f'price = {{ input = 0.15, output = 0.60 }}\n\n'
+                    f'[[key]]\nname = "bench"\nkey = "{secret}"\n')
         lamina = subprocess.Popen([a.lamina, "gateway", "--config", cfg, "--listen", f"127.0.0.1:{lport}"], stderr=subprocess.DEVNULL)
         procs.append(lamina)
         lamina_start = wait_healthy(f"http://127.0.0.1:{lport}/health", lamina)
@@ -92,6 +95,7 @@ def main():
         with open(lcfg, "w") as f:
             f.write(f"model_list:\n  - model_name: fast\n    litellm_params:\n      model: openai/fast\n"
                     f"      api_base: {base}\n      api_key: none\n"
+                    f"general_settings:\n  master_key: {secret}\n"
                     f"litellm_settings:\n  telemetry: false\n")
         env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_TELEMETRY="False", LITELLM_LOG="ERROR")
         litellm = subprocess.Popen([a.litellm, "--config", lcfg, "--host", "127.0.0.1", "--port", str(tport), "--num_workers", "1"],
@@ -100,7 +104,7 @@ def main():
         litellm_start = wait_healthy(f"http://127.0.0.1:{tport}/health/liveliness", litellm)
 
         targets = {"direct": (base, a.n), "lamina": (f"http://127.0.0.1:{lport}/v1", a.n), "litellm": (f"http://127.0.0.1:{tport}/v1", max(50, a.n // 4))}
-        key = ["--key", "sk-none"]
+        key = ["--key", secret]
         res = {}
         for name, (url, n) in targets.items():
             load(a.examples, url, "--requests", "50", *key)  # warm up connections and caches

@@ -153,5 +153,11 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // TCP_NODELAY: each relayed chunk goes out at once; with Nagle's algorithm a chunk
+    // written while the previous one is unacknowledged waits for the client's delayed ACK
+    // (about 40 ms on Linux).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, routes::router(live)).with_graceful_shutdown(shutdown).await
 }

@@ -71,6 +71,18 @@ pub struct Request {
     pub estimate: u64,
     pub cache_key: Option<CacheKey>,
     pub attempts: Vec<Attempt>,
+    /// For the log line of a request dropped before it finished (the client hung up).
+    pub gateway: std::sync::Arc<Gateway>,
+    pub finished: bool,
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        if !self.finished {
+            let gw = self.gateway.clone();
+            self.finish(&gw, Outcome::failed(499, "the client went away before the answer".into()));
+        }
+    }
 }
 
 /// How a request ended, for [`Request::finish`].
@@ -109,7 +121,8 @@ impl Request {
     }
 
     /// Charges, counts and logs the finished request.
-    pub fn finish(&self, gw: &Gateway, o: Outcome) {
+    pub fn finish(&mut self, gw: &Gateway, o: Outcome) {
+        self.finished = true;
         let now = Instant::now();
         let route = o.target.map(|t| gw.config.models[t.route].name.clone());
         let backend = o.target.map(|t| gw.backends[gw.config.models[t.route].deployments[t.deployment].backend].config.name.clone());

@@ -115,7 +115,7 @@ impl From<ApiError> for Refused {
 }
 
 /// Everything before a backend is asked: authentication, body, route, key's models, limits.
-async fn admit(gw: &Gateway, endpoint: Endpoint, headers: &HeaderMap, body: Body) -> Result<Request, Refused> {
+async fn admit(gw: &Arc<Gateway>, endpoint: Endpoint, headers: &HeaderMap, body: Body) -> Result<Request, Refused> {
     let started = Instant::now();
     let key = authenticate(gw, headers)?;
     let limit = gw.config.max_body_bytes;
@@ -190,7 +190,25 @@ async fn admit(gw: &Gateway, endpoint: Endpoint, headers: &HeaderMap, body: Body
         normal.insert("model".into(), alias.clone().into());
         cache::key(endpoint.name(), &normal)
     });
-    Ok(Request { id: gw.next_id(), endpoint, started, body, requested, alias, rule, route, key, user, tags, stream, estimate, cache_key, attempts: Vec::new() })
+    Ok(Request {
+        id: gw.next_id(),
+        endpoint,
+        started,
+        body,
+        requested,
+        alias,
+        rule,
+        route,
+        key,
+        user,
+        tags,
+        stream,
+        estimate,
+        cache_key,
+        attempts: Vec::new(),
+        gateway: gw.clone(),
+        finished: false,
+    })
 }
 
 async fn send(gw: Arc<Gateway>, mut req: Request) -> Response {

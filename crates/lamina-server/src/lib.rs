@@ -182,6 +182,11 @@ pub async fn serve(
     let executor = executor::Executor::new(rx, config.max_queue, config.idle_unload, on_unload);
     let engine_thread = std::thread::Builder::new().name("lamina-engine".into()).spawn(move || executor.run())?;
     let app = router(state.clone());
+    // TCP_NODELAY: a stream's small chunks go out at once instead of waiting on Nagle's
+    // algorithm for the client's (delayed) ACK of the previous one.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     state.models.send(executor::Command::Shutdown);
     drop(state);
