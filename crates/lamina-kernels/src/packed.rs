@@ -395,8 +395,14 @@ pub mod x86 {
                             for c in 0..N {
                                 let k = &*sc.add(c * stride + i);
                                 let p = _mm256_cvtepi32_ps(if FIVE { $fin16w(s[c], s2[c]) } else { $fin16(s[c], _mm256_setzero_si256()) });
-                                acc[c] = _mm256_fmadd_ps(p, _mm256_mul_ps(dw, _mm256_set1_ps(k[0])), acc[c]);
-                                acc2[c] = _mm256_fmadd_ps(mw, _mm256_set1_ps(k[1]), acc2[c]);
+                                if $asm4 {
+                                    // The rounding order of the four-column assembly.
+                                    acc[c] = _mm256_fmadd_ps(mw, _mm256_set1_ps(k[1]), acc[c]);
+                                    acc[c] = _mm256_fmadd_ps(p, _mm256_mul_ps(dw, _mm256_set1_ps(k[0])), acc[c]);
+                                } else {
+                                    acc[c] = _mm256_fmadd_ps(p, _mm256_mul_ps(dw, _mm256_set1_ps(k[0])), acc[c]);
+                                    acc2[c] = _mm256_fmadd_ps(mw, _mm256_set1_ps(k[1]), acc2[c]);
+                                }
                             }
                         } else {
                             for c in 0..N {
@@ -405,7 +411,7 @@ pub mod x86 {
                                 // The offset of the values (8, or 16 for Q5_0) times d_x * sum(q_x).
                                 let off = if FIVE { 2.0 * k[3] } else { k[3] };
                                 let t = _mm256_fmadd_ps(p, _mm256_set1_ps(k[0]), _mm256_set1_ps(off));
-                                if i % 2 == 0 {
+                                if $asm4 || i % 2 == 0 {
                                     acc[c] = _mm256_fmadd_ps(t, dw, acc[c]);
                                 } else {
                                     acc2[c] = _mm256_fmadd_ps(t, dw, acc2[c]);
@@ -455,6 +461,11 @@ pub mod x86 {
                         for c in 0..N {
                             let k = &*sc.add(c * stride + i);
                             let p = _mm256_cvtepi32_ps(_mm256_add_epi32(s[c], s2[c]));
+                            if $asm4 {
+                                // The rounding order of the four-column assembly.
+                                acc[c] = _mm256_fmadd_ps(p, _mm256_mul_ps(_mm256_set1_ps(k[0]), dw), acc[c]);
+                                continue;
+                            }
                             let t = _mm256_mul_ps(p, _mm256_set1_ps(k[0]));
                             if i % 2 == 0 {
                                 acc[c] = _mm256_fmadd_ps(t, dw, acc[c]);
@@ -557,7 +568,10 @@ pub mod x86 {
     /// cycle. Here every value has a fixed register (measured: Q4_1 at 4 columns 91-93
     /// GMAC/s per core against 77-80, `examples/packed_bench.rs`). The arithmetic is that
     /// of the intrinsic kernels (exact integer block sums, then the f32 scales), so the
-    /// same scalar-twin tests cover them.
+    /// same scalar-twin tests cover them, and the AVX2 intrinsics round in this code's
+    /// order (one accumulator per column, offset term first): a column's result is the
+    /// same bits whether it is computed alone or with three others, so greedy output does
+    /// not depend on batching (`tests/simd.rs` checks the bits).
     ///
     /// Registers: ymm0-3 the four columns' block sums, ymm4-7 their f32 accumulators,
     /// ymm8/ymm9 the weight operands, ymm10/ymm11 broadcast activations and scale

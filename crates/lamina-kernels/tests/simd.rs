@@ -297,11 +297,25 @@ fn packed_kernels_match_scalar_twin() {
                 let (x, sc) = random_acts(&mut rng, 4, stride);
                 for k in &paths {
                     for g in 0..pm.groups {
+                        let mut alone = vec![[0.0f32; GROUP]; 4];
+                        for (c, out) in alone.iter_mut().enumerate() {
+                            (k.packed)(&pm, g, &x[c * stride..], &sc[c * stride..], stride, std::slice::from_mut(out));
+                        }
                         for cols in 1..=4 {
                             let mut want = vec![[0.0f32; GROUP]; cols];
                             let mut got = vec![[0.0f32; GROUP]; cols];
                             packed_scalar(&pm, g, &x, &sc, stride, &mut want);
                             (k.packed)(&pm, g, &x, &sc, stride, &mut got);
+                            // Batch invariance: a column's result does not depend on how
+                            // many columns share the call (greedy serving relies on it).
+                            for c in 0..cols {
+                                assert_eq!(
+                                    got[c].map(f32::to_bits),
+                                    alone[c].map(f32::to_bits),
+                                    "{} {kind:?} nb={nb} rows={rows} g={g}: column {c} of {cols} differs from the column alone",
+                                    k.isa.name()
+                                );
+                            }
                             for c in 0..cols {
                                 for r in 0..GROUP {
                                     let (a, b) = (want[c][r], got[c][r]);
