@@ -297,7 +297,7 @@ fn packed_kernels_match_scalar_twin() {
                 let (x, sc) = random_acts(&mut rng, 4, stride);
                 for k in &paths {
                     for g in 0..pm.groups {
-                        let mut alone = vec![[0.0f32; GROUP]; 4];
+                        let mut alone = [[0.0f32; GROUP]; 4];
                         for (c, out) in alone.iter_mut().enumerate() {
                             (k.packed)(&pm, g, &x[c * stride..], &sc[c * stride..], stride, std::slice::from_mut(out));
                         }
