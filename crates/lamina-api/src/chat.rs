@@ -479,6 +479,10 @@ pub struct ChatChoice {
     #[serde(default)]
     pub logprobs: Option<ChatLogprobs>,
     pub finish_reason: FinishReason,
+    /// Extension (vLLM's name): the stop string that ended the choice; omitted otherwise.
+    /// Anthropic's `stop_sequence` is read from it where the answer is translated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
 }
 
 /// The assistant's message in a response. `content` and `refusal` are always present
@@ -593,17 +597,22 @@ pub struct ChatChunkChoice {
     pub logprobs: Option<ChatLogprobs>,
     #[serde(default)]
     pub finish_reason: Option<FinishReason>,
+    /// Extension, on the closing chunk: the stop string that ended the choice (as in
+    /// [`ChatChoice::stop_reason`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
 }
 
 impl ChatChunkChoice {
     /// A choice whose delta is `delta`, not finished.
     pub fn new(index: u32, delta: ChatDelta) -> Self {
-        ChatChunkChoice { index, delta, logprobs: None, finish_reason: None }
+        ChatChunkChoice { index, delta, logprobs: None, finish_reason: None, stop_reason: None }
     }
 
-    /// The closing chunk of a choice: empty delta, `finish_reason` set.
-    pub fn finished(index: u32, reason: FinishReason) -> Self {
-        ChatChunkChoice { finish_reason: Some(reason), ..ChatChunkChoice::new(index, ChatDelta::default()) }
+    /// The closing chunk of a choice: empty delta, `finish_reason` set (and the stop
+    /// string that ended it, if one did).
+    pub fn finished(index: u32, reason: FinishReason, stop: Option<String>) -> Self {
+        ChatChunkChoice { finish_reason: Some(reason), stop_reason: stop, ..ChatChunkChoice::new(index, ChatDelta::default()) }
     }
 }
 

@@ -528,3 +528,94 @@ pub fn anthropic_error(e: &ApiError) -> (u16, ErrorBody) {
     };
     (status, ErrorBody { kind: crate::common::ErrorTag, error: ErrorDetail { kind: kind.into(), message } })
 }
+
+/// The kind of the content block being streamed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OpenBlock {
+    Text,
+    ToolUse,
+}
+
+/// Anthropic's stream built from an answer's pieces, in its order: `message_start` and a
+/// `ping`, each content block started, filled by deltas and stopped, `message_delta`
+/// with the stop reason and usage, `message_stop`. Each method returns the events that
+/// piece makes. Written once for every producer of such a stream (`lamina serve` from its
+/// chat events, the gateway from chat completion chunks).
+#[derive(Clone, Debug)]
+pub struct MessageStream {
+    message: MessageResponse,
+    open: Option<OpenBlock>,
+    /// Blocks started so far (the next block's index).
+    blocks: usize,
+    stop: Option<MessageDelta>,
+}
+
+impl MessageStream {
+    /// A stream of `message` (its id, model and the usage known at the start).
+    pub fn new(message: MessageResponse) -> Self {
+        MessageStream { message, open: None, blocks: 0, stop: None }
+    }
+
+    pub fn start(&mut self) -> Vec<StreamEvent> {
+        vec![StreamEvent::MessageStart { message: self.message.clone() }, StreamEvent::Ping]
+    }
+
+    /// Text, appended to the open text block (one is started when none is open).
+    pub fn text(&mut self, text: String) -> Vec<StreamEvent> {
+        let mut out = Vec::new();
+        if text.is_empty() {
+            return out;
+        }
+        if self.open != Some(OpenBlock::Text) {
+            self.start_block(&mut out, OpenBlock::Text, ResponseBlock::Text { text: String::new() });
+        }
+        out.push(StreamEvent::ContentBlockDelta { index: self.blocks - 1, delta: BlockDelta::TextDelta { text } });
+        out
+    }
+
+    /// A tool call's start: a new `tool_use` block.
+    pub fn tool_call(&mut self, id: String, name: String) -> Vec<StreamEvent> {
+        let mut out = Vec::new();
+        self.start_block(&mut out, OpenBlock::ToolUse, ResponseBlock::ToolUse { id, name, input: serde_json::json!({}) });
+        out
+    }
+
+    /// A fragment of the open tool call's arguments (ignored when no tool call is open).
+    pub fn tool_arguments(&mut self, partial_json: String) -> Vec<StreamEvent> {
+        if self.open != Some(OpenBlock::ToolUse) {
+            return Vec::new();
+        }
+        vec![StreamEvent::ContentBlockDelta { index: self.blocks - 1, delta: BlockDelta::InputJsonDelta { partial_json } }]
+    }
+
+    /// The answer's end: the open block stopped (an answer with no content is one empty
+    /// text block, as when whole), the stop reason kept for [`MessageStream::end`].
+    pub fn finish(&mut self, reason: FinishReason, stop_sequence: Option<String>) -> Vec<StreamEvent> {
+        let mut out = Vec::new();
+        if self.blocks == 0 {
+            self.start_block(&mut out, OpenBlock::Text, ResponseBlock::Text { text: String::new() });
+        }
+        self.stop_block(&mut out);
+        self.stop = Some(MessageDelta { stop_reason: StopReason::from_finish(reason, stop_sequence.as_deref()), stop_sequence });
+        out
+    }
+
+    /// `message_delta` with the final usage, and `message_stop`.
+    pub fn end(&mut self, usage: MessagesUsage) -> Vec<StreamEvent> {
+        let delta = self.stop.take().unwrap_or(MessageDelta { stop_reason: StopReason::EndTurn, stop_sequence: None });
+        vec![StreamEvent::MessageDelta { delta, usage }, StreamEvent::MessageStop]
+    }
+
+    fn start_block(&mut self, out: &mut Vec<StreamEvent>, kind: OpenBlock, content_block: ResponseBlock) {
+        self.stop_block(out);
+        out.push(StreamEvent::ContentBlockStart { index: self.blocks, content_block });
+        self.open = Some(kind);
+        self.blocks += 1;
+    }
+
+    fn stop_block(&mut self, out: &mut Vec<StreamEvent>) {
+        if self.open.take().is_some() {
+            out.push(StreamEvent::ContentBlockStop { index: self.blocks - 1 });
+        }
+    }
+}

@@ -50,6 +50,7 @@ fn chat_completion() {
             message: ResponseMessage::assistant("\n\nHello there, how may I assist you today?"),
             logprobs: None,
             finish_reason: FinishReason::Stop,
+            stop_reason: None,
         }],
         usage_9_12_21(),
     );
@@ -104,6 +105,7 @@ fn chat_completion_with_tool_calls() {
             },
             logprobs: None,
             finish_reason: FinishReason::ToolCalls,
+            stop_reason: None,
         }],
         Usage::new(82, 17, 0),
     );
@@ -146,6 +148,7 @@ fn chat_completion_with_logprobs() {
             refusal: None,
         }),
         finish_reason: FinishReason::Stop,
+        stop_reason: None,
     };
     assert_eq!(
         value(&choice)["logprobs"],
@@ -183,7 +186,7 @@ fn chat_stream_chunks() {
     );
     let middle = ChatCompletionChunk::new("chatcmpl-123", 1694268190, "gpt-4o-mini", vec![ChatChunkChoice::new(0, ChatDelta::content("Hello"))]);
     assert_eq!(value(&middle)["choices"], json!([{"index": 0, "delta": {"content": "Hello"}, "logprobs": null, "finish_reason": null}]));
-    let last = ChatCompletionChunk::new("chatcmpl-123", 1694268190, "gpt-4o-mini", vec![ChatChunkChoice::finished(0, FinishReason::Length)]);
+    let last = ChatCompletionChunk::new("chatcmpl-123", 1694268190, "gpt-4o-mini", vec![ChatChunkChoice::finished(0, FinishReason::Length, None)]);
     assert_eq!(value(&last)["choices"], json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": "length"}]));
     assert_eq!(value(&last)["usage"], Value::Null);
 }

@@ -113,7 +113,7 @@ fn invalid_utf8_is_replaced() {
 #[test]
 fn round_trips_a_server_stream() {
     let mut wire = String::new();
-    let chunk = ChatCompletionChunk::new("chatcmpl-1", 1, "m", vec![lamina_api::ChatChunkChoice::finished(0, FinishReason::Stop)]);
+    let chunk = ChatCompletionChunk::new("chatcmpl-1", 1, "m", vec![lamina_api::ChatChunkChoice::finished(0, FinishReason::Stop, None)]);
     wire.push_str(&sse::data(&chunk));
     wire.push_str(KEEP_ALIVE);
     wire.push_str(DONE);

@@ -226,10 +226,17 @@ fn kill_minus_nine_during_add_leaves_only_whole_files() {
     let mut rng = Rng(0x5eed_1234_abcd_0001);
     let mut partial_rounds = 0;
     let mut last = 1;
-    for round in 0..5 {
+    // The time a whole add takes past its start, as far as we know: the clean run's at
+    // first (its caches were cold, so it may be long), less each time an add finishes
+    // before its kill.
+    let mut work = (clean_secs - start_secs).max(0.1);
+    for round in 0..10 {
+        if partial_rounds >= 2 {
+            break;
+        }
         // A random point of what is left to do: the start, then a share of the files to go.
         let left = (clean.len() - last) as f64 / clean.len() as f64;
-        let delay = Duration::from_secs_f64(0.8 * start_secs + (clean_secs - start_secs) * left * (0.1 + 0.8 * rng.next_f64()));
+        let delay = Duration::from_secs_f64(0.8 * start_secs + work * left * (0.1 + 0.8 * rng.next_f64()));
         let mut child =
             lamina(&root, &[&["add", "crash", d, "--commit-every", "3"][..], &chunking].concat()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         std::thread::sleep(delay);
@@ -244,13 +251,23 @@ fn kill_minus_nine_during_add_leaves_only_whole_files() {
         }
         assert_eq!(i["chunks"].as_u64().unwrap(), got.values().map(|v| v.0).sum::<u64>(), "no stray chunks");
         assert!(got.len() >= last, "committed files stay committed");
-        last = got.len();
         eprintln!("round {round}: killed after {delay:?} ({status}): {} of {} files committed", got.len(), clean.len());
-        if got.len() > 1 && got.len() < clean.len() {
+        if got.len() > last && got.len() < clean.len() {
             partial_rounds += 1;
         }
         let v = hits(&ok(&root, &["search", "crash", "facts about comets", "-k", "3", "--json"]).0);
         assert!(!v.is_empty() && v.iter().all(|h| clean.contains_key(h["source"].as_str().unwrap())));
+        last = got.len();
+        if status.success() {
+            // It finished first: the rest took less than the delay.
+            work = work.min((delay.as_secs_f64() - 0.8 * start_secs).max(0.05) / left.max(1e-3));
+        }
+        if last == clean.len() && partial_rounds < 2 {
+            // Nothing left to interrupt: start the collection again.
+            std::fs::remove_dir_all(&root).unwrap();
+            ok(&root, &[&["add", "crash", files[0].to_str().unwrap()][..], &chunking].concat());
+            last = 1;
+        }
     }
     assert!(partial_rounds >= 1, "no kill landed in the middle of an add (clean run: {clean_secs:.1} s, start {start_secs:.1} s)");
 

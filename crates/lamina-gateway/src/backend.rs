@@ -1,12 +1,17 @@
 //! One backend: an HTTP client for an OpenAI-compatible server (`lamina serve`,
-//! llama-server, vLLM, OpenAI), and the classification of everything that can go wrong
-//! with it into a [`Failure`] the router acts on.
+//! llama-server, vLLM, OpenAI) or Anthropic's Messages API (translated both ways by
+//! [`crate::anthropic`]), and the classification of everything that can go wrong with
+//! it into a [`Failure`] the router acts on.
 
-use crate::config::BackendConfig;
+use crate::anthropic;
+use crate::config::{BackendConfig, BackendKind};
+use crate::proxy::Endpoint;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use lamina_api::ApiError;
+use lamina_api::SseDecoder;
+use serde_json::{Map, Value};
 use std::time::Duration;
 
 /// What went wrong with one try of one backend.
@@ -31,6 +36,9 @@ pub enum Failure {
     Malformed(String),
     /// A stream ended before its end (no `[DONE]`, no finish reason).
     Dropped(String),
+    /// This backend's API cannot carry the request (an Anthropic backend asked for
+    /// several choices, say): the next deployment is tried; no retry, no health mark.
+    Unsupported(String),
 }
 
 impl Failure {
@@ -41,7 +49,7 @@ impl Failure {
 
     /// Counts against the backend's health (ejection after repeated failures).
     pub fn is_backend_fault(&self) -> bool {
-        !matches!(self, Failure::Client { .. } | Failure::ContextOverflow(_))
+        !matches!(self, Failure::Client { .. } | Failure::ContextOverflow(_) | Failure::Unsupported(_))
     }
 
     /// A short label for logs and metrics.
@@ -56,6 +64,7 @@ impl Failure {
             Failure::Client { .. } => "client_error",
             Failure::Malformed(_) => "malformed",
             Failure::Dropped(_) => "dropped",
+            Failure::Unsupported(_) => "unsupported",
         }
     }
 
@@ -70,6 +79,7 @@ impl Failure {
             Failure::Client { status, body } => format!("status {status}: {}", String::from_utf8_lossy(body)),
             Failure::Malformed(m) => format!("malformed reply: {m}"),
             Failure::Dropped(m) => format!("stream ended early: {m}"),
+            Failure::Unsupported(m) => m.clone(),
         }
     }
 }
@@ -98,6 +108,7 @@ pub fn classify(status: u16, retry_after: Option<Duration>, body: Bytes) -> Fail
         let code = v["error"]["code"].as_str().unwrap_or_default();
         code == "context_length_exceeded"
             || (status == 400 && message.contains("context") && (message.contains("exceed") || message.contains("too long") || message.contains("longer than")))
+            || (status == 400 && message.starts_with("prompt is too long"))
     };
     match status {
         429 => Failure::RateLimited { retry_after, message },
@@ -157,25 +168,60 @@ impl Backend {
 
     fn request(&self, path: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
         let mut r = self.client.post(format!("{}{path}", self.config.url)).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
-        if let Some(k) = &self.config.api_key {
+        if self.config.kind == BackendKind::Anthropic {
+            r = r.header("anthropic-version", anthropic::VERSION);
+            if let Some(k) = &self.config.api_key {
+                r = r.header("x-api-key", k);
+            }
+        } else if let Some(k) = &self.config.api_key {
             r = r.bearer_auth(k);
         }
         r
     }
 
-    /// A non-streamed request: the reply's JSON, which must be an object holding `expect`
-    /// (`choices` or `data`), within the backend's timeout.
-    pub async fn call(&self, path: &str, body: Vec<u8>, expect: &str) -> Result<serde_json::Value, Failure> {
+    /// The path and bytes of `body` for this backend's API.
+    fn encode(&self, endpoint: Endpoint, body: &Map<String, Value>) -> Result<(&'static str, Vec<u8>), Failure> {
+        if self.config.kind != BackendKind::Anthropic {
+            return Ok((endpoint.path(), serde_json::to_vec(body).unwrap_or_default()));
+        }
+        if endpoint != Endpoint::Chat {
+            return Err(Failure::Unsupported(format!(
+                "backend `{}` speaks Anthropic's Messages API, which has no {} endpoint",
+                self.config.name,
+                endpoint.name()
+            )));
+        }
+        let messages = anthropic::request(body, self.config.max_tokens)?;
+        Ok(("/messages", serde_json::to_vec(&messages).unwrap_or_default()))
+    }
+
+    /// A non-2xx reply as a [`Failure`]; an Anthropic error body passed back to the
+    /// client is reshaped as OpenAI's.
+    fn failure(&self, status: u16, after: Option<Duration>, bytes: Bytes) -> Failure {
+        match classify(status, after, bytes) {
+            Failure::Client { status, body } if self.config.kind == BackendKind::Anthropic => {
+                Failure::Client { status, body: anthropic::openai_error(status, &body) }
+            }
+            f => f,
+        }
+    }
+
+    /// A non-streamed request: the reply's JSON, which must be an object holding the
+    /// endpoint's array (`choices` or `data`), within the backend's timeout.
+    pub async fn call(&self, endpoint: Endpoint, body: &Map<String, Value>) -> Result<Value, Failure> {
         let timeout = self.config.timeout;
+        let (path, bytes) = self.encode(endpoint, body)?;
         let work = async {
-            let resp = self.request(path, body).send().await.map_err(|e| transport(e, timeout))?;
+            let resp = self.request(path, bytes).send().await.map_err(|e| transport(e, timeout))?;
             let status = resp.status().as_u16();
             let after = retry_after(resp.headers());
             let bytes = resp.bytes().await.map_err(|e| transport(e, timeout))?;
             if !(200..300).contains(&status) {
-                return Err(classify(status, after, bytes));
+                return Err(self.failure(status, after, bytes));
             }
-            let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| Failure::Malformed(format!("the body is not JSON ({e})")))?;
+            let v: Value = serde_json::from_slice(&bytes).map_err(|e| Failure::Malformed(format!("the body is not JSON ({e})")))?;
+            let v = if self.config.kind == BackendKind::Anthropic { anthropic::reply(v)? } else { v };
+            let expect = endpoint.expect();
             if !v.get(expect).is_some_and(|c| c.is_array()) {
                 return Err(Failure::Malformed(format!("the reply has no `{expect}` array")));
             }
@@ -185,19 +231,35 @@ impl Backend {
     }
 
     /// Opens a stream: the status is checked (a non-2xx reply is read and classified)
-    /// within the backend's timeout, and the body comes back as bytes.
-    pub async fn open_stream(&self, path: &str, body: Vec<u8>) -> Result<ByteStream, Failure> {
+    /// within the backend's timeout, and the body comes back as bytes of OpenAI's chunk
+    /// stream (an Anthropic stream translated as it comes).
+    pub async fn open_stream(&self, endpoint: Endpoint, body: &Map<String, Value>) -> Result<ByteStream, Failure> {
         let timeout = self.config.timeout;
+        let (path, bytes) = self.encode(endpoint, body)?;
         let work = async {
-            let resp = self.request(path, body).header(reqwest::header::ACCEPT, "text/event-stream").send().await.map_err(|e| transport(e, timeout))?;
+            let resp = self.request(path, bytes).header(reqwest::header::ACCEPT, "text/event-stream").send().await.map_err(|e| transport(e, timeout))?;
             let status = resp.status().as_u16();
             if !(200..300).contains(&status) {
                 let after = retry_after(resp.headers());
                 let bytes = resp.bytes().await.map_err(|e| transport(e, timeout))?;
-                return Err(classify(status, after, bytes));
+                return Err(self.failure(status, after, bytes));
             }
             let idle = self.config.stream_idle_timeout;
-            Ok(resp.bytes_stream().map(move |r| r.map_err(|e| transport(e, idle))).boxed())
+            let raw = resp.bytes_stream().map(move |r| r.map_err(|e| transport(e, idle)));
+            if self.config.kind != BackendKind::Anthropic {
+                return Ok(raw.boxed());
+            }
+            let mut decoder = SseDecoder::new();
+            let mut translator = anthropic::StreamTranslator::default();
+            Ok(raw
+                .map(move |r| {
+                    let mut out = String::new();
+                    for e in decoder.feed(&r?) {
+                        out.extend(translator.event(&e)?);
+                    }
+                    Ok(Bytes::from(out))
+                })
+                .boxed())
         };
         tokio::time::timeout(timeout, work).await.unwrap_or(Err(Failure::Timeout(timeout)))
     }

@@ -14,7 +14,7 @@
 //!
 //! [[backend]]
 //! name = "local"
-//! kind = "lamina"                     # lamina | openai | llama-server
+//! kind = "lamina"                     # lamina | openai | llama-server | anthropic
 //! url = "http://127.0.0.1:8080/v1"
 //!
 //! [[model]]
@@ -54,6 +54,8 @@ pub enum BackendKind {
     Openai,
     /// llama.cpp's `llama-server`.
     LlamaServer,
+    /// Anthropic's Messages API (`{url}/messages`, `x-api-key`); chat only.
+    Anthropic,
 }
 
 /// How a backend is asked to continue an answer that another backend started (a stream
@@ -65,7 +67,7 @@ pub enum Continuation {
     /// (lamina serve, vLLM).
     ContinueFinalMessage,
     /// The text so far as a final assistant message, which the server continues
-    /// (llama-server's assistant prefill).
+    /// (llama-server's assistant prefill, Anthropic's prefilled assistant turn).
     AssistantPrefill,
     /// This backend cannot continue: a stream that fails after its first token ends with
     /// an error event.
@@ -101,6 +103,9 @@ pub struct BackendConfig {
     /// Longest silence between a stream's events before it counts as failed.
     pub stream_idle_timeout: Duration,
     pub continuation: Continuation,
+    /// The `max_tokens` sent to an Anthropic backend when the request names none (its
+    /// API requires one).
+    pub max_tokens: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -252,6 +257,7 @@ struct RawBackend {
     timeout: Option<Spanned<String>>,
     stream_idle_timeout: Option<Spanned<String>>,
     continuation: Option<Continuation>,
+    max_tokens: Option<Spanned<u32>>,
 }
 
 #[derive(Deserialize)]
@@ -405,9 +411,12 @@ impl Config {
             }
             let continuation = b.continuation.unwrap_or(match b.kind {
                 BackendKind::Lamina => Continuation::ContinueFinalMessage,
-                BackendKind::LlamaServer => Continuation::AssistantPrefill,
+                BackendKind::LlamaServer | BackendKind::Anthropic => Continuation::AssistantPrefill,
                 BackendKind::Openai => Continuation::None,
             });
+            if let Some(m) = b.max_tokens.as_ref().filter(|m| *m.get_ref() == 0) {
+                return Err(c.at(m.span(), format!("backend `{name}`: max_tokens must be at least 1")));
+            }
             backends.push(BackendConfig {
                 name,
                 kind: b.kind,
@@ -418,6 +427,7 @@ impl Config {
                 timeout: c.duration(&b.timeout, "timeout", Duration::from_secs(60))?,
                 stream_idle_timeout: c.duration(&b.stream_idle_timeout, "stream_idle_timeout", Duration::from_secs(30))?,
                 continuation,
+                max_tokens: b.max_tokens.as_ref().map_or(4096, |m| *m.get_ref()),
             });
         }
 

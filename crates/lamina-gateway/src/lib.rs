@@ -18,12 +18,14 @@
 //! state: everything lives in one [`Gateway`] value, and the binary installs the metrics
 //! recorder and resolves secrets from the environment.
 
+pub mod anthropic;
 pub mod backend;
 pub mod cache;
 pub mod config;
 pub mod health;
 pub mod limits;
 pub mod log;
+pub mod messages;
 pub mod metrics;
 pub mod price;
 pub mod proxy;

@@ -111,6 +111,12 @@ impl Request {
     pub fn body_for(&self, gw: &Gateway, target: Target) -> serde_json::Map<String, serde_json::Value> {
         let mut body = self.body.clone();
         body.insert("model".into(), gw.config.models[target.route].deployments[target.deployment].model.clone().into());
+        if can_continue(gw, target) == Continuation::AssistantPrefill {
+            // These servers continue a final assistant message without being asked to
+            // (and may not know the fields).
+            body.remove("continue_final_message");
+            body.remove("add_generation_prompt");
+        }
         if self.stream {
             let opts = body.entry("stream_options").or_insert_with(|| serde_json::json!({}));
             if let Some(o) = opts.as_object_mut() {
@@ -207,11 +213,11 @@ pub async fn try_targets<'g, T, F, Fut>(
     req: &mut Request,
     targets: &[Target],
     from: usize,
-    mut body_for: impl FnMut(&Request, Target) -> Vec<u8>,
+    mut body_for: impl FnMut(&Request, Target) -> serde_json::Map<String, serde_json::Value>,
     call: F,
 ) -> Result<(usize, T), Failure>
 where
-    F: Fn(&'g Backend, Vec<u8>) -> Fut,
+    F: Fn(&'g Backend, serde_json::Map<String, serde_json::Value>) -> Fut,
     Fut: Future<Output = Result<T, Failure>>,
 {
     let mut last = Failure::Connect("no deployment to try".into());
@@ -278,6 +284,9 @@ pub fn failure_response(req: &Request, last: &Failure) -> Result<(u16, Vec<u8>),
     let e = match last {
         Failure::ContextOverflow(m) => ApiError::invalid_request(format!("no model of route `{}` or its fallbacks has room for this request: {m}", req.alias))
             .with_code("context_length_exceeded"),
+        _ if req.attempts.iter().all(|a| a.outcome == "unsupported") => {
+            ApiError::invalid_request(format!("no backend of `{}` can serve this request: {}", req.alias, tried.join("; "))).with_code("unsupported_request")
+        }
         _ if all_limited => ApiError::rate_limited(format!("every backend of `{}` is rate limited: {}", req.alias, tried.join("; "))),
         Failure::Timeout(_) => ApiError::new(504, "upstream_timeout", format!("no backend of `{}` answered in time: {}", req.alias, tried.join("; "))),
         _ => ApiError::new(502, "upstream_error", format!("every backend of `{}` failed: {}", req.alias, tried.join("; "))),
@@ -306,15 +315,7 @@ pub fn usage_json(t: &Tokens, cost: Cost, cache_hit: bool) -> serde_json::Value 
 /// `usage`) with the target and accounting.
 pub async fn answer(gw: &Gateway, req: &mut Request, targets: &[Target]) -> Result<(Target, serde_json::Value, Tokens, Cost), Failure> {
     let endpoint = req.endpoint;
-    let (i, mut v) = try_targets(
-        gw,
-        req,
-        targets,
-        0,
-        |r, t| serde_json::to_vec(&r.body_for(gw, t)).unwrap_or_default(),
-        |b, body| b.call(endpoint.path(), body, endpoint.expect()),
-    )
-    .await?;
+    let (i, mut v) = try_targets(gw, req, targets, 0, |r, t| r.body_for(gw, t), |b, body| async move { b.call(endpoint, &body).await }).await?;
     let t = targets[i];
     let tokens = Tokens::from_usage(&v["usage"]).unwrap_or_default();
     let cost = gw.config.models[t.route].price.cost(&tokens);

@@ -72,8 +72,8 @@ fn check_event(e: &SseEvent) -> Result<(), Failure> {
 }
 
 /// Opens a stream and waits for its first event (within the backend's timeout).
-async fn open(b: &Backend, path: &str, body: Vec<u8>) -> Result<Opened, Failure> {
-    let stream = b.open_stream(path, body).await?;
+async fn open(b: &Backend, endpoint: Endpoint, body: serde_json::Map<String, serde_json::Value>) -> Result<Opened, Failure> {
+    let stream = b.open_stream(endpoint, &body).await?;
     let mut o = Opened { stream, decoder: SseDecoder::new(), pending: VecDeque::new(), idle: b.config.timeout };
     let first = o.next_event().await?;
     check_event(&first)?;
@@ -333,9 +333,8 @@ fn sse_response(rx: mpsc::Receiver<Bytes>, headers: Vec<(&'static str, String)>)
 
 /// Serves a streamed request over `targets`.
 pub async fn stream(gw: Arc<Gateway>, mut req: Request, targets: Vec<Target>, include_usage: bool) -> Result<Response, (u16, Vec<u8>)> {
-    let path = req.endpoint.path();
-    let opened =
-        try_targets(&gw, &mut req, &targets, 0, |r, t| serde_json::to_vec(&r.body_for(&gw, t)).unwrap_or_default(), |b, body| open(b, path, body)).await;
+    let endpoint = req.endpoint;
+    let opened = try_targets(&gw, &mut req, &targets, 0, |r, t| r.body_for(&gw, t), |b, body| open(b, endpoint, body)).await;
     let (i, opened) = match opened {
         Ok(x) => x,
         Err(last) => {
@@ -408,19 +407,11 @@ async fn run(gw: Arc<Gateway>, mut req: Request, targets: Vec<Target>, mut at: u
                 let fresh = resumable && text.is_empty();
                 let body = |r: &Request, t: Target| if fresh { Some(r.body_for(&gw, t)) } else { continuation_body(&gw, r, t, &text, generated) };
                 let rest: Vec<Target> = targets[at + 1..].iter().copied().filter(|&t| resumable && body(&req, t).is_some()).collect();
-                let path = req.endpoint.path();
+                let endpoint = req.endpoint;
                 let next = if rest.is_empty() {
                     Err(f.clone())
                 } else {
-                    try_targets(
-                        &gw,
-                        &mut req,
-                        &rest,
-                        0,
-                        |r, t| serde_json::to_vec(&body(r, t).unwrap_or_default()).unwrap_or_default(),
-                        |b, body| open(b, path, body),
-                    )
-                    .await
+                    try_targets(&gw, &mut req, &rest, 0, |r, t| body(r, t).unwrap_or_default(), |b, body| open(b, endpoint, body)).await
                 };
                 match next {
                     Ok((j, opened)) => {
@@ -487,7 +478,13 @@ pub fn replay(endpoint: Endpoint, cached: &serde_json::Value, usage: serde_json:
     let last = choices.len().saturating_sub(1);
     for (k, c) in choices.iter().enumerate() {
         let fin = match endpoint {
-            Endpoint::Chat => serde_json::json!([{"index": c["index"], "delta": {}, "finish_reason": c["finish_reason"]}]),
+            Endpoint::Chat => {
+                let mut fin = serde_json::json!({"index": c["index"], "delta": {}, "finish_reason": c["finish_reason"]});
+                if c["stop_reason"].is_string() {
+                    fin["stop_reason"] = c["stop_reason"].clone();
+                }
+                serde_json::json!([fin])
+            }
             _ => serde_json::json!([{"index": c["index"], "text": "", "finish_reason": c["finish_reason"]}]),
         };
         let mut chunk = base(fin);

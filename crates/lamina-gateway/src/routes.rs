@@ -1,5 +1,6 @@
 //! The gateway's HTTP endpoints: `/v1/chat/completions`, `/v1/completions`,
-//! `/v1/embeddings` (proxied), `/v1/models` (the routes), `/health` (backend state),
+//! `/v1/embeddings` (proxied), `/v1/messages` (Anthropic's clients, see
+//! [`crate::messages`]), `/v1/models` (the routes), `/health` (backend state),
 //! `/metrics` (Prometheus) and `/gateway/spend` (totals by key, user, tag and model).
 //!
 //! A proxied request is authenticated (when keys are configured: `Authorization: Bearer`
@@ -31,6 +32,7 @@ pub fn router(live: Arc<Live>) -> Router {
         .route("/v1/chat/completions", post(|s, h, b| proxied(s, Endpoint::Chat, h, b)))
         .route("/v1/completions", post(|s, h, b| proxied(s, Endpoint::Completions, h, b)))
         .route("/v1/embeddings", post(|s, h, b| proxied(s, Endpoint::Embeddings, h, b)))
+        .route("/v1/messages", post(crate::messages::handle))
         .route("/v1/models", get(models))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
@@ -47,7 +49,7 @@ fn json(status: u16, body: Vec<u8>, headers: &[(&'static str, String)]) -> Respo
     r.body(Body::from(body)).unwrap_or_default()
 }
 
-fn error(e: &ApiError) -> Response {
+pub(crate) fn error(e: &ApiError) -> Response {
     let mut headers = Vec::new();
     if e.status == 401 {
         headers.push(("www-authenticate", "Bearer".to_string()));
@@ -64,7 +66,7 @@ fn presented(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The key's index; `None` when the gateway has no keys (open).
-fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Option<usize>, ApiError> {
+pub(crate) fn authenticate(gw: &Gateway, headers: &HeaderMap) -> Result<Option<usize>, ApiError> {
     if gw.config.keys.is_empty() {
         return Ok(None);
     }
@@ -95,7 +97,35 @@ fn estimate_tokens(endpoint: Endpoint, body: &serde_json::Map<String, serde_json
 
 async fn proxied(State(live): State<Arc<Live>>, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
     let gw = live.get();
-    match admit(&gw, endpoint, &headers, body).await {
+    let started = Instant::now();
+    match read_json(&gw, &headers, body).await {
+        Ok(body) => respond(gw, endpoint, &headers, body, started).await,
+        Err(e) => error(&e),
+    }
+}
+
+/// The body of an authenticated request, read within the size limit, as a JSON object.
+async fn read_json(gw: &Gateway, headers: &HeaderMap, body: Body) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    authenticate(gw, headers)?;
+    let limit = gw.config.max_body_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::payload_too_large(limit))?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid_request(format!("the body is not valid JSON: {e}")))?;
+    match value {
+        serde_json::Value::Object(body) => Ok(body),
+        _ => Err(ApiError::invalid_request("the body must be a JSON object")),
+    }
+}
+
+/// Admits `body` (OpenAI's shape, for `endpoint`) and answers it; refusals are OpenAI's
+/// error JSON (with `retry-after` for rate limits).
+pub(crate) async fn respond(
+    gw: Arc<Gateway>,
+    endpoint: Endpoint,
+    headers: &HeaderMap,
+    body: serde_json::Map<String, serde_json::Value>,
+    started: Instant,
+) -> Response {
+    match admit(&gw, endpoint, headers, body, started) {
         Ok(req) => send(gw, req).await,
         Err(Refused { error: e, retry_after: Some(after) }) => json(e.status, e.to_json().into_bytes(), &[("retry-after", after.as_secs().max(1).to_string())]),
         Err(Refused { error: e, .. }) => error(&e),
@@ -114,16 +144,15 @@ impl From<ApiError> for Refused {
     }
 }
 
-/// Everything before a backend is asked: authentication, body, route, key's models, limits.
-async fn admit(gw: &Arc<Gateway>, endpoint: Endpoint, headers: &HeaderMap, body: Body) -> Result<Request, Refused> {
-    let started = Instant::now();
+/// Everything before a backend is asked: authentication, route, key's models, limits.
+fn admit(
+    gw: &Arc<Gateway>,
+    endpoint: Endpoint,
+    headers: &HeaderMap,
+    body: serde_json::Map<String, serde_json::Value>,
+    started: Instant,
+) -> Result<Request, Refused> {
     let key = authenticate(gw, headers)?;
-    let limit = gw.config.max_body_bytes;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::payload_too_large(limit))?;
-    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid_request(format!("the body is not valid JSON: {e}")))?;
-    let serde_json::Value::Object(body) = value else {
-        return Err(ApiError::invalid_request("the body must be a JSON object").into());
-    };
     let requested = match body.get("model") {
         Some(serde_json::Value::String(m)) if !m.is_empty() => m.clone(),
         Some(_) => return Err(ApiError::invalid_param("model", "`model` must be a non-empty string").into()),

@@ -59,7 +59,7 @@ fn completion(id: String, created: u64, model: String, answer: ChatAnswer) -> Ch
                 message.content = message.content.filter(|t| !t.is_empty());
             }
             let logprobs = c.logprobs.map(|l| ChatLogprobs { content: Some(l), refusal: None });
-            ChatChoice { index: i as u32, message, logprobs, finish_reason: c.finish_reason }
+            ChatChoice { index: i as u32, message, logprobs, finish_reason: c.finish_reason, stop_reason: c.stop_sequence }
         })
         .collect();
     ChatCompletion::new(id, created, model, choices, answer.usage)
@@ -109,7 +109,7 @@ impl Render<ChatEvent> for ChatChunks {
                 let function = FunctionCallDelta { name: None, arguments: Some(fragment) };
                 self.tool_delta(choice, ToolCallDelta { index: index as u32, id: None, kind: None, function: Some(function) })
             }
-            ChatEvent::Finish { choice, reason, .. } => self.chunk(ChatChunkChoice::finished(choice as u32, reason)),
+            ChatEvent::Finish { choice, reason, stop_sequence } => self.chunk(ChatChunkChoice::finished(choice as u32, reason, stop_sequence)),
             ChatEvent::Usage(usage) => {
                 let mut out = Vec::new();
                 if let Some(g) = self.grounding.take() {

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::response::sse::Event as SseEvent;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use lamina_api::messages::{anthropic_error, content_blocks, BlockDelta, MessageDelta, MessageResponse, MessagesUsage, ResponseBlock, StopReason, StreamEvent};
+use lamina_api::messages::{anthropic_error, content_blocks, MessageResponse, MessageStream, MessagesUsage, StopReason, StreamEvent};
 use lamina_api::{parse_json, ApiError, MessagesRequest};
 use std::sync::Arc;
 
@@ -27,7 +27,7 @@ async fn messages(state: Arc<AppState>, body: Body) -> Result<Response, ApiError
     let mut message = MessageResponse::new(state.next_object_id("msg"), answer.model().name.clone());
     if req.is_stream() {
         message.usage.input_tokens = answer.prompt_tokens() as u32;
-        return Ok(sse(answer.into_stream(), MessageEvents { message, block: None, blocks: 0, stop: None }));
+        return Ok(sse(answer.into_stream(), MessageEvents(MessageStream::new(message))));
     }
     let whole = answer.collect().await?;
     let choice = whole.choices.into_iter().next().ok_or_else(|| ApiError::server_error("the answer has no choice"))?;
@@ -38,38 +38,8 @@ async fn messages(state: Arc<AppState>, body: Body) -> Result<Response, ApiError
     Ok(Json(message).into_response())
 }
 
-/// The kind of the content block being streamed.
-#[derive(PartialEq)]
-enum Open {
-    Text,
-    ToolUse,
-}
-
-/// Renders chat events as Anthropic's stream: `message_start`, a `ping`, each content
-/// block started, filled by deltas and stopped, `message_delta` with the stop reason and
-/// usage, `message_stop`.
-struct MessageEvents {
-    message: MessageResponse,
-    block: Option<Open>,
-    /// Blocks started so far (the next block's index).
-    blocks: usize,
-    stop: Option<MessageDelta>,
-}
-
-impl MessageEvents {
-    fn start_block(&mut self, out: &mut Vec<StreamEvent>, kind: Open, content_block: ResponseBlock) {
-        self.stop_block(out);
-        out.push(StreamEvent::ContentBlockStart { index: self.blocks, content_block });
-        self.block = Some(kind);
-        self.blocks += 1;
-    }
-
-    fn stop_block(&mut self, out: &mut Vec<StreamEvent>) {
-        if self.block.take().is_some() {
-            out.push(StreamEvent::ContentBlockStop { index: self.blocks - 1 });
-        }
-    }
-}
+/// Renders chat events as Anthropic's stream (see [`MessageStream`]).
+struct MessageEvents(MessageStream);
 
 impl Render<ChatEvent> for MessageEvents {
     fn event(&mut self, ev: ChatEvent) -> Vec<SseEvent> {
@@ -90,50 +60,26 @@ impl Render<ChatEvent> for MessageEvents {
 impl MessageEvents {
     /// The Messages API events one chat event makes.
     fn typed(&mut self, ev: ChatEvent) -> Vec<StreamEvent> {
-        let mut out = Vec::new();
+        let s = &mut self.0;
         match ev {
-            ChatEvent::Start { .. } => {
-                out.push(StreamEvent::MessageStart { message: self.message.clone() });
-                out.push(StreamEvent::Ping);
-            }
-            ChatEvent::Text { text, .. } if !text.is_empty() => {
-                if self.block != Some(Open::Text) {
-                    self.start_block(&mut out, Open::Text, ResponseBlock::Text { text: String::new() });
-                }
-                out.push(StreamEvent::ContentBlockDelta { index: self.blocks - 1, delta: BlockDelta::TextDelta { text } });
-            }
-            ChatEvent::Text { .. } => {}
-            ChatEvent::ToolCallStart { id, name, .. } => {
-                self.start_block(&mut out, Open::ToolUse, ResponseBlock::ToolUse { id, name, input: serde_json::json!({}) });
-            }
-            ChatEvent::ToolCallArguments { fragment, .. } => {
-                out.push(StreamEvent::ContentBlockDelta { index: self.blocks - 1, delta: BlockDelta::InputJsonDelta { partial_json: fragment } });
-            }
-            ChatEvent::Finish { reason, stop_sequence, .. } => {
-                // A reply with no content is one empty text block, as when whole.
-                if self.blocks == 0 {
-                    self.start_block(&mut out, Open::Text, ResponseBlock::Text { text: String::new() });
-                }
-                self.stop_block(&mut out);
-                self.stop = Some(MessageDelta { stop_reason: StopReason::from_finish(reason, stop_sequence.as_deref()), stop_sequence });
-            }
-            ChatEvent::Usage(usage) => {
-                let delta = self.stop.take().unwrap_or(MessageDelta { stop_reason: StopReason::EndTurn, stop_sequence: None });
-                out.push(StreamEvent::MessageDelta { delta, usage: MessagesUsage::from(usage) });
-                out.push(StreamEvent::MessageStop);
-            }
+            ChatEvent::Start { .. } => s.start(),
+            ChatEvent::Text { text, .. } => s.text(text),
+            ChatEvent::ToolCallStart { id, name, .. } => s.tool_call(id, name),
+            ChatEvent::ToolCallArguments { fragment, .. } => s.tool_arguments(fragment),
+            ChatEvent::Finish { reason, stop_sequence, .. } => s.finish(reason, stop_sequence),
+            ChatEvent::Usage(usage) => s.end(MessagesUsage::from(usage)),
         }
-        out
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lamina_api::messages::{BlockDelta, ResponseBlock};
     use lamina_api::{FinishReason, FunctionCall, ToolCall, ToolType, Usage};
 
     fn events(chat: Vec<ChatEvent>) -> Vec<StreamEvent> {
-        let mut m = MessageEvents { message: MessageResponse::new("msg_1", "m"), block: None, blocks: 0, stop: None };
+        let mut m = MessageEvents(MessageStream::new(MessageResponse::new("msg_1", "m")));
         chat.into_iter().flat_map(|ev| m.typed(ev)).collect()
     }
 
