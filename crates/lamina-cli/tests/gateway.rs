@@ -1,13 +1,14 @@
 //! `lamina gateway` end to end on loopback: a backend that fails on command
 //! (`gateway_support`) for every fallback path, and real `lamina serve` replicas for a
-//! transparent proxy, a replica killed mid-stream, and the `openai` Python client.
+//! transparent proxy, a replica killed mid-stream, and the `openai` and `anthropic`
+//! Python clients (an Anthropic-dialect backend, and `/v1/messages` in front).
 
 mod gateway_support;
 mod serve_support;
 
 use gateway_support::{FaultBackend, OK_TEXT};
 use serde_json::{json, Value};
-use serve_support::{free_port, openai_python, stream_events, stream_text, Server};
+use serve_support::{anthropic_python, free_port, openai_python, stream_events, stream_text, Server};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -591,4 +592,68 @@ fn the_openai_python_client_works_through_the_gateway() {
     eprintln!("{stdout}");
     assert!(out.status.success(), "openai client checks failed:\n{stdout}\n{}\ngateway log:\n{}", String::from_utf8_lossy(&out.stderr), gw.log());
     assert!(stdout.contains("all checks passed"));
+}
+
+/// Runs one of `tests/openai/`'s client scripts; panics with its output and the gateway's
+/// log unless it ends with "all checks passed".
+fn run_client(python: &Path, script: &str, args: &[&str], gw: &Server) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/openai").join(script);
+    let out = Command::new(python).arg(&path).args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{script} {args:?}\n{stdout}");
+    assert!(
+        out.status.success() && stdout.contains("all checks passed"),
+        "{script} {args:?} failed:\n{stdout}\n{}\ngateway log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.log()
+    );
+}
+
+#[test]
+fn the_anthropic_dialect_works_both_ways_through_the_gateway() {
+    let Some(python) = anthropic_python() else { return };
+    let a = Server::start(&["--ctx", "1024"]);
+    let b = Server::start(&["--ctx", "1024"]);
+    // Route "smol" goes to a in OpenAI's dialect; route "claude" to b in Anthropic's
+    // (lamina serve has /v1/messages), so every request on it is translated there and back.
+    let config = format!(
+        "[[backend]]\nname = \"a\"\nkind = \"lamina\"\nurl = \"{}\"\n\n\
+         [[backend]]\nname = \"c\"\nkind = \"anthropic\"\nurl = \"{}\"\n\n\
+         [[model]]\nname = \"smol\"\ndeployments = [{{ backend = \"a\", model = \"{SMOL}\" }}]\n{PRICE}\n\
+         [[model]]\nname = \"claude\"\ndeployments = [{{ backend = \"c\", model = \"{SMOL}\" }}]\n{PRICE}\n\
+         [[key]]\nname = \"py\"\nkey = \"sk-py\"\n",
+        a.base_url(),
+        b.base_url()
+    );
+    let setup = Setup::new(&config);
+    let gw = setup.start();
+    let root = format!("http://127.0.0.1:{}", gw.port);
+    // The anthropic client on /v1/messages, over both dialects behind.
+    for route in ["smol", "claude"] {
+        run_client(&python, "check_anthropic.py", &[&root, "sk-py", route, "--via-gateway"], &gw);
+        run_client(&python, "check_anthropic.py", &[&root, "sk-py", route, "--tools", "--via-gateway"], &gw);
+    }
+    // The openai client on an Anthropic backend.
+    run_client(&python, "check_gateway.py", &[&gw.base_url(), "sk-py", "claude", "--backends", "c", "--chat-only"], &gw);
+    // Translation loses nothing: a greedy answer through c is b's own answer, token for token.
+    let question = "Write a haiku about rain.";
+    let direct = b.post_json("/v1/chat/completions", &greedy(SMOL, question, 32)).json();
+    let post = |body: &Value| {
+        let headers = [("Content-Type", "application/json"), ("Authorization", "Bearer sk-py")];
+        gw.request("POST", "/v1/chat/completions", &headers, body.to_string().as_bytes())
+    };
+    let via = post(&greedy("claude", question, 32)).json();
+    assert_eq!(via["choices"][0]["message"]["content"], direct["choices"][0]["message"]["content"], "{via}");
+    assert_eq!(via["choices"][0]["finish_reason"], direct["choices"][0]["finish_reason"]);
+    assert_eq!(via["usage"]["completion_tokens"], direct["usage"]["completion_tokens"]);
+    // A field Anthropic's API has no place for is refused, not dropped.
+    let mut n2 = greedy("claude", question, 8);
+    n2["n"] = 2.into();
+    let r = post(&n2);
+    let body = String::from_utf8_lossy(&r.body).to_string();
+    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (400, Some("unsupported_request")), "{body}");
+    // Every request is logged with its route and backend.
+    let log = setup.log();
+    assert!(log.iter().any(|l| l["model"] == "claude" && l["backend"] == "c" && l["status"] == 200), "{log:?}");
+    assert!(log.iter().any(|l| l["model"] == "smol" && l["backend"] == "a" && l["status"] == 200), "{log:?}");
 }

@@ -1,8 +1,11 @@
 """The official `anthropic` Python client against a running `lamina serve`'s /v1/messages.
 
 Run by crates/lamina-cli/tests/serve_apis.rs with the venv serve_support sets up:
-    python check_anthropic.py BASE_URL API_KEY MODEL [--tools]
-(BASE_URL without /v1: the client adds it.) Without --tools: plain and streamed
+    python check_anthropic.py BASE_URL API_KEY MODEL [--tools] [--via-gateway]
+(BASE_URL without /v1: the client adds it.) crates/lamina-cli/tests/gateway.rs runs it
+against `lamina gateway` with --via-gateway: a gateway's message_start cannot know the
+usage yet (the backend may change mid-stream), so the full usage is checked on
+message_delta instead. Without --tools: plain and streamed
 messages, stop sequences, prompt caching, authentication and errors. With --tools: a
 tool-use round trip, streamed and not, which needs the chat pipeline's tool calls. Every
 check asserts; one line per check, exit non-zero on the first failure.
@@ -15,6 +18,7 @@ from anthropic import Anthropic
 
 base, key, model = sys.argv[1:4]
 tools_mode = "--tools" in sys.argv[4:]
+via_gateway = "--via-gateway" in sys.argv[4:]
 client = Anthropic(base_url=base, api_key=key, max_retries=0, timeout=120)
 USER = [{"role": "user", "content": "Name three colours."}]
 # This client version has no `temperature` argument; the API still takes the field, and
@@ -75,7 +79,14 @@ if not tools_mode:
     types = [e.type for e in events]
     check("stream event order", types[0] == "message_start" and types[1] == "content_block_start" and types[-3:] == ["content_block_stop", "message_delta", "message_stop"], types)
     check("stream deltas", all(e.delta.type == "text_delta" for e in events if e.type == "content_block_delta") and types.count("content_block_delta") >= 1, types)
-    check("message_start usage", events[0].message.usage.input_tokens > 0 and events[0].message.stop_reason is None, events[0])
+    if via_gateway:
+        d = events[-2].usage
+        check("message_delta usage", d.input_tokens is not None and d.input_tokens + (d.cache_read_input_tokens or 0) > 0 and d.output_tokens > 0, d)
+        fu = final.usage
+        check("streamed input usage equals the whole", fu.input_tokens + (fu.cache_read_input_tokens or 0) == u.input_tokens + u.cache_read_input_tokens, (fu, u))
+    else:
+        check("message_start usage", events[0].message.usage.input_tokens > 0, events[0])
+    check("message_start has no stop_reason", events[0].message.stop_reason is None, events[0])
 
     # A stop sequence taken from the greedy text: the text ends before it, and the answer says which.
     words = greedy.split()
