@@ -129,6 +129,18 @@ pub struct ModelRoute {
     pub price: Price,
     /// Exact-match response cache with this time to live (opt-in per route).
     pub cache_ttl: Option<Duration>,
+    /// The semantic cache beside the exact one (needs `cache_ttl`).
+    pub semantic: Option<SemanticCacheConfig>,
+}
+
+/// A route's semantic cache: a request whose last message is close enough in meaning to
+/// a cached one's, with everything else the same, is answered from the cache.
+#[derive(Clone, Copy, Debug)]
+pub struct SemanticCacheConfig {
+    /// The route that embeds the last message (its deployments serve `/v1/embeddings`).
+    pub embeddings: usize,
+    /// The least cosine similarity that counts as a hit.
+    pub similarity: f32,
 }
 
 #[derive(Clone, Debug)]
@@ -299,6 +311,8 @@ struct RawPrice {
 #[serde(deny_unknown_fields)]
 struct RawCache {
     ttl: Spanned<String>,
+    similarity: Option<Spanned<f64>>,
+    embeddings: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -489,6 +503,25 @@ impl Config {
                 None => None,
                 Some(cache) => Some(parse_duration(cache.ttl.get_ref()).map_err(|e| c.at(cache.ttl.span(), format!("cache ttl: {e}")))?),
             };
+            let semantic = match m.cache.as_ref().map(|cache| (&cache.similarity, &cache.embeddings)) {
+                None | Some((None, None)) => None,
+                Some((Some(sim), None)) => {
+                    return Err(c.at(sim.span(), format!("model `{name}`: a semantic cache needs `embeddings`, the route that embeds messages")))
+                }
+                Some((None, Some(e))) => {
+                    return Err(c.at(e.span(), format!("model `{name}`: a semantic cache needs `similarity`, the least cosine similarity of a hit")))
+                }
+                Some((Some(sim), Some(e))) => {
+                    let Some(&embeddings) = model_ids.get(e.get_ref()) else {
+                        return Err(c.at(e.span(), format!("model `{name}`: unknown embeddings route `{}` ({})", e.get_ref(), known(&model_ids))));
+                    };
+                    let v = *sim.get_ref();
+                    if !(v > 0.0 && v <= 1.0) {
+                        return Err(c.at(sim.span(), format!("model `{name}`: similarity must be above 0 and at most 1, not {v}")));
+                    }
+                    Some(SemanticCacheConfig { embeddings, similarity: v as f32 })
+                }
+            };
             models.push(ModelRoute {
                 name,
                 deployments,
@@ -497,6 +530,7 @@ impl Config {
                 context_window: m.context_window,
                 price,
                 cache_ttl,
+                semantic,
             });
         }
 

@@ -1,5 +1,5 @@
 //! `lamina gateway`: an OpenAI-compatible endpoint in front of several backends
-//! (`lamina serve` instances, llama-server, any OpenAI-compatible URL).
+//! (`lamina serve` instances, llama-server, any OpenAI-compatible URL, Anthropic's API).
 //!
 //! - [`config`]: the TOML file — backends, model routes, prices, keys, policies — checked
 //!   strictly, errors with line and column;
@@ -11,7 +11,9 @@
 //!   every request's accounting; [`relay`]: streams, completed from a fallback when they
 //!   break midway;
 //! - [`price`]: exact integer costs; [`limits`]: budgets, rate limits and spend totals;
-//!   [`cache`]: the exact response cache; [`log`]: one JSON line per request;
+//!   [`cache`]: the exact response cache; [`semantic`]: the semantic cache;
+//!   [`anthropic`]: Anthropic backends; [`messages`]: `/v1/messages` for Anthropic's
+//!   clients; [`log`]: one JSON line per request;
 //!   [`metrics`]: Prometheus; [`routes`]: the HTTP endpoints; [`report`]: a log summarised.
 //!
 //! The gateway speaks HTTP to its backends and links no model code. It holds no global
@@ -34,6 +36,7 @@ pub mod report;
 pub mod router;
 pub mod routes;
 pub mod rules;
+pub mod semantic;
 
 use backend::Backend;
 use cache::ExactCache;
@@ -42,6 +45,7 @@ use health::BackendHealth;
 use limits::{KeyLimits, Ledger, Totals};
 use metrics_exporter_prometheus::PrometheusHandle;
 use price::Cost;
+use semantic::SemanticCache;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -63,6 +67,7 @@ pub struct Shared {
     ledger: Ledger,
     totals: Totals,
     cache: ExactCache,
+    semantic: SemanticCache,
     log: Option<log::RequestLog>,
     metrics: Option<PrometheusHandle>,
     ids: AtomicU64,
@@ -92,6 +97,7 @@ impl Gateway {
             ledger: Ledger::new(Instant::now()),
             totals: Totals::default(),
             cache: ExactCache::new(config.cache_entries),
+            semantic: SemanticCache::new(config.cache_entries),
             log,
             metrics,
             ids: AtomicU64::new(0),

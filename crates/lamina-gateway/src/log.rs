@@ -62,8 +62,11 @@ pub struct LogLine {
     pub latency_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ttft_ms: Option<f64>,
-    /// `hit`, `miss` or `off`.
+    /// `hit` (exact), `semantic` (a semantic hit), `miss` or `off`.
     pub cache: &'static str,
+    /// The semantic cache's lookup: the embedding backend, the best similarity, time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub semantic: Option<crate::semantic::Lookup>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }

@@ -9,6 +9,7 @@ use crate::config::Continuation;
 use crate::log::{now_rfc3339, Attempt, LogLine};
 use crate::price::{Cost, Tokens};
 use crate::router::Target;
+use crate::semantic::{Lookup, Probe};
 use crate::Gateway;
 use lamina_api::ApiError;
 use rand::Rng;
@@ -70,6 +71,10 @@ pub struct Request {
     /// The prompt's estimated size in tokens.
     pub estimate: u64,
     pub cache_key: Option<CacheKey>,
+    /// Where the answer goes in the semantic cache (after a lookup that missed).
+    pub probe: Option<Probe>,
+    /// The semantic cache lookup, for the log.
+    pub lookup: Option<Lookup>,
     pub attempts: Vec<Attempt>,
     /// For the log line of a request dropped before it finished (the client hung up).
     pub gateway: std::sync::Arc<Gateway>,
@@ -124,6 +129,18 @@ impl Request {
             }
         }
         body
+    }
+
+    /// Keeps a successful answer in the route's caches (those the request was looked up in).
+    pub fn store(&mut self, gw: &Gateway, answer: &serde_json::Value) {
+        let Some(ttl) = gw.config.models[self.route].cache_ttl else { return };
+        let now = Instant::now();
+        if let Some(key) = self.cache_key {
+            gw.shared.cache.put(key, answer.clone(), ttl, now);
+        }
+        if let Some(probe) = self.probe.take() {
+            gw.shared.semantic.put(probe, answer.clone(), ttl, now);
+        }
     }
 
     /// Charges, counts and logs the finished request.
@@ -183,6 +200,7 @@ impl Request {
                 latency_ms: ms(self.started.elapsed()),
                 ttft_ms: o.ttft.map(ms),
                 cache: o.cache,
+                semantic: self.lookup.clone(),
                 error: o.error,
             });
         }

@@ -376,8 +376,8 @@ async fn run(gw: Arc<Gateway>, mut req: Request, targets: Vec<Target>, mut at: u
             }
             Ok(Step::Done) => {
                 let _ = tx.send(Bytes::from(relay.closing())).await;
-                if let (Some(key), Some(ttl), Some(v)) = (req.cache_key, gw.config.models[req.route].cache_ttl, relay.assembled()) {
-                    gw.shared.cache.put(key, v, ttl, Instant::now());
+                if let Some(v) = relay.assembled().filter(|_| req.cache_key.is_some()) {
+                    req.store(&gw, &v);
                 }
                 req.finish(&gw, relay.outcome(200, targets[at], if req.cache_key.is_some() { "miss" } else { "off" }, &resumed_at, None));
                 return;

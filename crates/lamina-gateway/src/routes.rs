@@ -16,6 +16,7 @@ use crate::proxy::{answer, failure_response, usage_json, Endpoint, Outcome, Requ
 use crate::relay;
 use crate::router::plan;
 use crate::rules;
+use crate::semantic;
 use crate::{Gateway, Live};
 use axum::body::Body;
 use axum::extract::State;
@@ -234,40 +235,48 @@ fn admit(
         stream,
         estimate,
         cache_key,
+        probe: None,
+        lookup: None,
         attempts: Vec::new(),
         gateway: gw.clone(),
         finished: false,
     })
 }
 
+/// A cached answer, at no cost, marked as a hit of the `kind` of cache that held it
+/// (whole, or replayed as a stream when the client asked for one).
+fn from_cache(gw: &Gateway, mut req: Request, hit: &serde_json::Value, kind: &'static str, include_usage: bool) -> Response {
+    let tokens = Tokens::from_usage(&hit["usage"]).unwrap_or_default();
+    let usage = usage_json(&tokens, Cost::ZERO, true);
+    let mut headers = vec![("x-lamina-route", req.alias.clone()), ("x-lamina-cache", kind.to_string()), ("x-lamina-cost", Cost::ZERO.decimal())];
+    if let Some(s) = req.lookup.as_ref().and_then(|l| l.similarity) {
+        headers.push(("x-lamina-cache-similarity", format!("{s:.4}")));
+    }
+    let response = if req.stream {
+        relay::sse_body(relay::replay(req.endpoint, hit, usage, include_usage), headers)
+    } else {
+        let mut v = hit.clone();
+        v["usage"] = usage;
+        json(200, serde_json::to_vec(&v).unwrap_or_default(), &headers)
+    };
+    let ttft = Some(req.started.elapsed());
+    req.finish(gw, Outcome { status: 200, target: None, tokens, cost: Cost::ZERO, ttft, cache: kind, resumed_at: Vec::new(), error: None });
+    response
+}
+
 async fn send(gw: Arc<Gateway>, mut req: Request) -> Response {
     let include_usage = req.body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(|v| v.as_bool()).unwrap_or(false);
     if let Some(key) = req.cache_key {
         if let Some(hit) = gw.shared.cache.get(&key, Instant::now()) {
-            let tokens = Tokens::from_usage(&hit["usage"]).unwrap_or_default();
-            let usage = usage_json(&tokens, Cost::ZERO, true);
-            let headers = vec![("x-lamina-route", req.alias.clone()), ("x-lamina-cache", "hit".to_string()), ("x-lamina-cost", Cost::ZERO.decimal())];
-            let response = if req.stream {
-                relay::sse_body(relay::replay(req.endpoint, &hit, usage, include_usage), headers)
-            } else {
-                let mut v = (*hit).clone();
-                v["usage"] = usage;
-                json(200, serde_json::to_vec(&v).unwrap_or_default(), &headers)
-            };
-            req.finish(
-                &gw,
-                Outcome {
-                    status: 200,
-                    target: None,
-                    tokens,
-                    cost: Cost::ZERO,
-                    ttft: Some(req.started.elapsed()),
-                    cache: "hit",
-                    resumed_at: Vec::new(),
-                    error: None,
-                },
-            );
-            return response;
+            return from_cache(&gw, req, &hit, "hit", include_usage);
+        }
+        if let Some(cfg) = gw.config.models[req.route].semantic {
+            let (probe, hit, lookup) = semantic::look_up(&gw, cfg, req.endpoint, &req.body).await;
+            req.lookup = lookup;
+            if let Some(hit) = hit {
+                return from_cache(&gw, req, &hit, "semantic", include_usage);
+            }
+            req.probe = probe;
         }
     }
     let targets = match plan(&gw.config, &gw.health, req.route, req.estimate, Instant::now(), &mut rand::rng()) {
@@ -294,9 +303,7 @@ async fn send(gw: Arc<Gateway>, mut req: Request) -> Response {
             let m = &gw.config.models[t.route];
             let backend = gw.backends[m.deployments[t.deployment].backend].config.name.clone();
             let cached = req.cache_key.is_some();
-            if let (Some(key), Some(ttl)) = (req.cache_key, gw.config.models[req.route].cache_ttl) {
-                gw.shared.cache.put(key, v.clone(), ttl, Instant::now());
-            }
+            req.store(&gw, &v);
             let headers = vec![
                 ("x-lamina-route", m.name.clone()),
                 ("x-lamina-backend", backend),
