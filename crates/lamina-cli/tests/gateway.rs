@@ -55,6 +55,10 @@ fn fault_backend(name: &str, kind: &str, url: &str) -> String {
     format!("[[backend]]\nname = \"{name}\"\nkind = \"{kind}\"\nurl = \"{url}\"\ntimeout = \"400ms\"\nstream_idle_timeout = \"400ms\"\n\n")
 }
 
+fn lamina_backend(name: &str, server: &Server) -> String {
+    format!("[[backend]]\nname = \"{name}\"\nkind = \"lamina\"\nurl = \"{}\"\n\n", server.base_url())
+}
+
 const FAST_RETRY: &str = "[retry]\nattempts = 1\nbackoff = \"1ms\"\nmax_backoff = \"5ms\"\n\n[health]\nfailures = 1000\n\n";
 
 #[test]
@@ -73,6 +77,10 @@ fn configuration_errors_name_the_line_and_column() {
         ("[gateway]\nlisten = 4000\n".to_string(), ":2:10:", "invalid type"),
         (format!("{backend}{model}[[rule]]\nroute = \"nope\"\n"), ":9:9:", "rule 1: unknown route `nope` (known: chat)"),
         (format!("{backend}{model}[[rule]]\nlast_message = \"(\"\nroute = \"chat\"\n"), ":9:16:", "not a regular expression"),
+        (format!("{backend}{model}cache = {{ ttl = \"1m\", similarity = 0.9 }}\n"), ":8:36:", "a semantic cache needs `embeddings`"),
+        (format!("{backend}{model}cache = {{ ttl = \"1m\", embeddings = \"chat\" }}\n"), ":8:36:", "a semantic cache needs `similarity`"),
+        (format!("{backend}{model}cache = {{ ttl = \"1m\", similarity = 0.9, embeddings = \"nope\" }}\n"), ":8:54:", "unknown embeddings route `nope` (known: chat)"),
+        (format!("{backend}{model}cache = {{ ttl = \"1m\", similarity = 1.5, embeddings = \"chat\" }}\n"), ":8:36:", "above 0 and at most 1, not 1.5"),
     ];
     for (text, at, message) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -411,6 +419,16 @@ fn budgets_rate_limits_and_keys_refuse_with_the_right_status() {
     assert_eq!(models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect::<Vec<_>>(), ["other"]);
 }
 
+/// Streams `body` (with usage) and checks the fault backend's text came back at no cost.
+fn streamed_free(gw: &Server, body: &Value) {
+    let mut body = body.clone();
+    body["stream"] = true.into();
+    body["stream_options"] = json!({"include_usage": true});
+    let (_, events) = stream_events(gw.port, "/v1/chat/completions", &body, |_| false);
+    assert_eq!(stream_text(&events, 0), OK_TEXT);
+    assert_eq!(events[events.len() - 2]["usage"]["cost"].as_f64(), Some(0.0));
+}
+
 #[test]
 fn exact_cache_hits_are_free_and_marked() {
     let fb = FaultBackend::start();
@@ -430,12 +448,7 @@ fn exact_cache_hits_are_free_and_marked() {
     assert_eq!((v["usage"]["cost"].as_f64(), v["usage"]["cache_hit"].as_bool()), (Some(0.0), Some(true)));
     assert_eq!(fb.count("ok"), 1);
     // Streamed from the cache.
-    let mut body = chat("chat", "hi");
-    body["stream"] = true.into();
-    body["stream_options"] = json!({"include_usage": true});
-    let (_, events) = stream_events(gw.port, "/v1/chat/completions", &body, |_| false);
-    assert_eq!(stream_text(&events, 0), OK_TEXT);
-    assert_eq!(events[events.len() - 2]["usage"]["cost"].as_f64(), Some(0.0));
+    streamed_free(&gw, &chat("chat", "hi"));
     assert_eq!(fb.count("ok"), 1);
     // Another question misses; a stream fills the cache for a later plain request.
     let mut other = chat("chat", "hello");
@@ -450,6 +463,83 @@ fn exact_cache_hits_are_free_and_marked() {
     let log = setup.log();
     let caches: Vec<&str> = log.iter().map(|l| l["cache"].as_str().unwrap()).collect();
     assert_eq!(caches, ["miss", "hit", "hit", "miss", "hit"]);
+}
+
+/// The reference embedding of `text` (sentence-transformers' all-MiniLM-L6-v2, in
+/// `../shared/reference/`).
+fn reference_embedding(text: &str) -> Vec<f64> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/reference/minilm_embeddings.jsonl");
+    let file = std::fs::read_to_string(path).unwrap();
+    let line = file.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).find(|v| v["text"] == text).unwrap();
+    line["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+}
+
+fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let dot = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f64>();
+    dot(a, b) / (dot(a, a) * dot(b, b)).sqrt()
+}
+
+#[test]
+fn semantic_cache_hits_paraphrases_and_nothing_else() {
+    lamina_core::registry::default_embedding_model_dir().unwrap();
+    let fb = FaultBackend::start();
+    let embedder = Server::start(&["chat=smollm2-135m-instruct", "embed=all-minilm-l6-v2", "--ctx", "512"]);
+    let dead = dead_url();
+    let setup = Setup::new(&format!(
+        "{FAST_RETRY}{}{}{}         [[model]]\nname = \"embed\"\ndeployments = [{{ backend = \"e\", model = \"embed\" }}]\n\n         [[model]]\nname = \"gone\"\ndeployments = [{{ backend = \"dead\", model = \"embed\" }}]\n\n         [[model]]\nname = \"chat\"\ndeployments = [{{ backend = \"fault\", model = \"ok\" }}]\n{PRICE}         cache = {{ ttl = \"1m\", similarity = 0.7, embeddings = \"embed\" }}\n\n         [[model]]\nname = \"blind\"\ndeployments = [{{ backend = \"fault\", model = \"ok\" }}]\n{PRICE}         cache = {{ ttl = \"1m\", similarity = 0.7, embeddings = \"gone\" }}\n",
+        fault_backend("fault", "openai", &fb.url()),
+        fault_backend("dead", "openai", &dead),
+        lamina_backend("e", &embedder),
+    ));
+    let gw = setup.start();
+    let (asked, paraphrase, unrelated) = ("How do I reset my password?", "Steps to change your account password", "Paris is the capital of France.");
+    // The reference says how close the paraphrase is (0.77) and how far the other (0.03).
+    let close = cosine(&reference_embedding(asked), &reference_embedding(paraphrase));
+    let far = cosine(&reference_embedding(asked), &reference_embedding(unrelated));
+    assert!(close > 0.75 && far < 0.1, "{close} {far}");
+    let r = gw.post_json("/v1/chat/completions", &chat("chat", asked));
+    assert_eq!((r.header("x-lamina-cache"), r.header("x-lamina-cost")), (Some("miss"), Some(COST)));
+    // The paraphrase is answered from the cache, free, with the similarity the reference
+    // gives (lamina's MiniLM is 1e-3 off it on this pair; 5e-3 allowed, a tenth of the
+    // margin to the threshold).
+    let r = gw.post_json("/v1/chat/completions", &chat("chat", paraphrase));
+    assert_eq!((r.header("x-lamina-cache"), r.header("x-lamina-cost")), (Some("semantic"), Some("0.000000")), "{}", gw.log());
+    let similarity: f64 = r.header("x-lamina-cache-similarity").unwrap().parse().unwrap();
+    assert!((similarity - close).abs() < 5e-3, "{similarity} vs the reference's {close}");
+    let v = r.json();
+    assert_eq!(v["choices"][0]["message"]["content"], OK_TEXT);
+    assert_eq!((v["usage"]["cost"].as_f64(), v["usage"]["cache_hit"].as_bool()), (Some(0.0), Some(true)));
+    assert_eq!(fb.count("ok"), 1);
+    // Streamed, too.
+    streamed_free(&gw, &chat("chat", paraphrase));
+    assert_eq!(fb.count("ok"), 1);
+    // Another question is sent on; so is the paraphrase at another temperature or under a
+    // system prompt (everything but the last message must match exactly).
+    let r = gw.post_json("/v1/chat/completions", &chat("chat", unrelated));
+    assert_eq!(r.header("x-lamina-cache"), Some("miss"));
+    let mut warm = chat("chat", paraphrase);
+    warm["temperature"] = 0.5.into();
+    assert_eq!(gw.post_json("/v1/chat/completions", &warm).header("x-lamina-cache"), Some("miss"));
+    let mut system = chat("chat", paraphrase);
+    system["messages"] = json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": paraphrase}]);
+    assert_eq!(gw.post_json("/v1/chat/completions", &system).header("x-lamina-cache"), Some("miss"));
+    assert_eq!(fb.count("ok"), 4);
+    // The answer to the other question is cached in turn, under its own meaning.
+    let r = gw.post_json("/v1/chat/completions", &chat("chat", "What is the capital city of France?"));
+    assert_eq!(r.header("x-lamina-cache"), Some("semantic"), "{}", gw.log());
+    assert_eq!(fb.count("ok"), 4);
+    // A dead embeddings route costs the cache, not the request.
+    let r = gw.post_json("/v1/chat/completions", &chat("blind", asked));
+    assert_eq!((r.status, r.header("x-lamina-cache")), (200, Some("miss")));
+    assert_eq!(fb.count("ok"), 5);
+    let log = setup.log();
+    let caches: Vec<&str> = log.iter().map(|l| l["cache"].as_str().unwrap()).collect();
+    assert_eq!(caches, ["miss", "semantic", "semantic", "miss", "miss", "miss", "semantic", "miss"]);
+    let logged = log[1]["semantic"]["similarity"].as_f64().unwrap();
+    assert!((logged - close).abs() < 5e-3 && log[1]["semantic"]["backend"] == "e", "{}", log[1]);
+    let nearest = log[3]["semantic"]["similarity"].as_f64().unwrap();
+    assert!((nearest - far).abs() < 5e-3, "the miss logs how close it came: {}", log[3]);
+    assert!(log[7]["semantic"]["error"].as_str().is_some_and(|e| !e.is_empty()), "{}", log[7]);
 }
 
 #[test]

@@ -42,8 +42,8 @@ pub fn request(
     if fallback {
         counter!(FALLBACKS, "model" => model.clone()).increment(1);
     }
-    if cache == "hit" {
-        counter!(CACHE_HITS, "model" => model.clone()).increment(1);
+    if cache == "hit" || cache == "semantic" {
+        counter!(CACHE_HITS, "model" => model.clone(), "cache" => cache.to_string()).increment(1);
     }
     counter!(TOKENS, "model" => model.clone(), "kind" => "prompt").increment(tokens.prompt);
     counter!(TOKENS, "model" => model.clone(), "kind" => "completion").increment(tokens.completion);

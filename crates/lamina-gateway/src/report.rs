@@ -15,6 +15,7 @@ struct Group {
     fallbacks: u64,
     resumed: u64,
     cache_hits: u64,
+    semantic_hits: u64,
     tokens: Tokens,
     cost: Cost,
     latency: Vec<f64>,
@@ -29,7 +30,10 @@ pub struct Summary {
     pub errors: u64,
     pub fallbacks: u64,
     pub resumed: u64,
+    /// Exact hits.
     pub cache_hits: u64,
+    /// Semantic hits.
+    pub semantic_hits: u64,
     pub tokens: Tokens,
     /// Exact decimal.
     pub cost: String,
@@ -64,6 +68,7 @@ impl Group {
         self.fallbacks += (v["fallback"] == true) as u64;
         self.resumed += (v["resumed"] == true) as u64;
         self.cache_hits += (v["cache"] == "hit") as u64;
+        self.semantic_hits += (v["cache"] == "semantic") as u64;
         let t = &v["tokens"];
         let n = |k: &str| t[k].as_u64().unwrap_or(0);
         self.tokens.add(&Tokens { prompt: n("prompt"), cached: n("cached"), completion: n("completion"), reasoning: n("reasoning") });
@@ -91,6 +96,7 @@ impl Group {
             fallbacks: self.fallbacks,
             resumed: self.resumed,
             cache_hits: self.cache_hits,
+            semantic_hits: self.semantic_hits,
             tokens: self.tokens,
             cost: self.cost.decimal(),
             latency_ms_p50: percentile(&self.latency, 0.5),
@@ -143,17 +149,18 @@ impl Report {
         let mut out = String::new();
         for (title, groups) in [("model", &self.by_model), ("key", &self.by_key)] {
             out.push_str(&format!(
-                "{:<24} {:>8} {:>6} {:>9} {:>7} {:>10} {:>10} {:>14} {:>8} {:>8} {:>8} {:>9}\n",
-                title, "requests", "errors", "fallbacks", "cached", "prompt", "completion", "cost", "p50 ms", "p90 ms", "p99 ms", "ttft p50"
+                "{:<24} {:>8} {:>6} {:>9} {:>7} {:>8} {:>10} {:>10} {:>14} {:>8} {:>8} {:>8} {:>9}\n",
+                title, "requests", "errors", "fallbacks", "cached", "semantic", "prompt", "completion", "cost", "p50 ms", "p90 ms", "p99 ms", "ttft p50"
             ));
             for (name, s) in groups.iter().chain(std::iter::once((&"(all)".to_string(), &self.total))) {
                 out.push_str(&format!(
-                    "{:<24} {:>8} {:>6} {:>9} {:>7} {:>10} {:>10} {:>14} {:>8} {:>8} {:>8} {:>9}\n",
+                    "{:<24} {:>8} {:>6} {:>9} {:>7} {:>8} {:>10} {:>10} {:>14} {:>8} {:>8} {:>8} {:>9}\n",
                     name,
                     s.requests,
                     s.errors,
                     s.fallbacks,
                     s.cache_hits,
+                    s.semantic_hits,
                     s.tokens.prompt,
                     s.tokens.completion,
                     s.cost,
@@ -189,14 +196,17 @@ mod tests {
             r#"{"model":"chat","key":"b","status":502,"cost":"0.000000","tokens":{},"latency_ms":30.0,"attempts":[{"outcome":"timeout"}],"cache":"off"}"#,
             "\n{\"model\": \"chat\", \"sta\n",
             r#"{"model":"big","status":200,"cost":"1.000000000001","tokens":{"prompt":1,"completion":1},"latency_ms":20.0,"ttft_ms":4.0,"cache":"hit"}"#,
+            "\n",
+            r#"{"model":"big","status":200,"cost":"0","tokens":{"prompt":1,"completion":1},"latency_ms":3.0,"ttft_ms":3.0,"cache":"semantic"}"#,
             "\n"
         );
         let r = summarize(log.as_bytes()).unwrap();
-        assert_eq!((r.total.requests, r.total.errors, r.total.fallbacks, r.total.cache_hits), (3, 1, 1, 1));
+        assert_eq!((r.total.requests, r.total.errors, r.total.fallbacks, r.total.cache_hits), (4, 1, 1, 1));
+        assert_eq!((r.by_model["big"].semantic_hits, r.by_model["chat"].semantic_hits), (1, 0));
         assert_eq!(r.total.cost, "1.000228900001");
         assert_eq!(r.by_model["chat"].cost, "0.0002289");
         assert_eq!(r.by_model["chat"].latency_ms_p50, Some(30.0));
-        assert_eq!(r.by_key["(no key)"].requests, 1);
+        assert_eq!(r.by_key["(no key)"].requests, 2);
         assert_eq!(r.total.failed_tries, BTreeMap::from([("connect".to_string(), 1), ("timeout".to_string(), 1)]));
         assert_eq!((r.bad_line_count, r.bad_lines.clone()), (1, vec![3]));
         assert!(r.render().contains("1 line(s) are not log records (line 3)"));

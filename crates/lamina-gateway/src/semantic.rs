@@ -12,8 +12,8 @@
 //! up: an embedding of their text alone would call different requests the same.
 //!
 //! Entries live as long as the route's `ttl`; a lookup scans the live entries of its
-//! partition (384 floats each for MiniLM: a full cache of 10,000 entries is about 4
-//! million multiply-adds, under 2 ms on one core).
+//! partition, stored as one block of floats (384 each for MiniLM: 10,000 entries take
+//! 0.9 ms on one core, on par with NumPy's BLAS — `bench/gateway/semantic.sh`).
 
 use crate::backend::Backend;
 use crate::cache::{self, CacheKey};
@@ -23,6 +23,7 @@ use crate::router::plan;
 use crate::Gateway;
 use serde::Serialize;
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -164,52 +165,208 @@ pub async fn look_up(
     }
 }
 
-struct Entry {
-    partition: CacheKey,
-    vector: Vec<f32>,
-    value: Arc<Value>,
-    expires: Instant,
+/// One partition's entries, their vectors in one contiguous block (row `i` is entry `i`),
+/// so a lookup streams through memory once.
+struct Partition {
+    dim: usize,
+    vectors: Vec<f32>,
+    values: Vec<Arc<Value>>,
+    expires: Vec<Instant>,
+}
+
+impl Partition {
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Drops entry `i` by moving the last one into its place.
+    fn swap_remove(&mut self, i: usize) {
+        let last = self.len() - 1;
+        if i != last {
+            let (head, tail) = self.vectors.split_at_mut(last * self.dim);
+            head[i * self.dim..(i + 1) * self.dim].copy_from_slice(&tail[..self.dim]);
+        }
+        self.vectors.truncate(last * self.dim);
+        self.values.swap_remove(i);
+        self.expires.swap_remove(i);
+    }
+
+    fn drop_expired(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.len() {
+            if self.expires[i] > now {
+                i += 1;
+            } else {
+                self.swap_remove(i);
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Entries {
+    partitions: HashMap<CacheKey, Partition>,
+    count: usize,
+}
+
+impl Entries {
+    fn drop_expired(&mut self, now: Instant) {
+        for p in self.partitions.values_mut() {
+            p.drop_expired(now);
+        }
+        self.partitions.retain(|_, p| p.len() > 0);
+        self.count = self.partitions.values().map(Partition::len).sum();
+    }
 }
 
 pub struct SemanticCache {
-    entries: Mutex<Vec<Entry>>,
+    entries: Mutex<Entries>,
     capacity: usize,
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+/// The dot product in sixteen independent sums, so the compiler keeps them in vector
+/// registers (a single running sum would be one long dependency chain).
+#[inline(always)]
+fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let body = n / 16 * 16;
+    let mut acc = [0.0f32; 16];
+    let mut j = 0;
+    while j < body {
+        let (x, y): (&[f32; 16], &[f32; 16]) = (a[j..j + 16].try_into().unwrap(), b[j..j + 16].try_into().unwrap());
+        for l in 0..16 {
+            acc[l] += x[l] * y[l];
+        }
+        j += 16;
+    }
+    let mut sum: f32 = acc.iter().sum();
+    while j < n {
+        sum += a[j] * b[j];
+        j += 1;
+    }
+    sum
+}
+
+/// The similarity of `probe` with each row of `rows` (`dim` floats a row); the best row
+/// and its score.
+fn best_row_scalar(rows: &[f32], dim: usize, probe: &[f32]) -> Option<(usize, f32)> {
+    // Plain loops: an iterator adaptor's closure may be compiled out of line, without the
+    // caller's target features.
+    let mut best: Option<(usize, f32)> = None;
+    let mut i = 0;
+    while (i + 1) * dim <= rows.len() {
+        let s = dot_lanes(&rows[i * dim..(i + 1) * dim], probe);
+        if best.is_none_or(|(_, b)| s > b) {
+            best = Some((i, s));
+        }
+        i += 1;
+    }
+    best
+}
+
+/// [`best_row_scalar`] in AVX2 and FMA: four accumulators a row, so four FMA chains run
+/// at once.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn best_row_avx2(rows: &[f32], dim: usize, probe: &[f32]) -> Option<(usize, f32)> {
+    use std::arch::x86_64::*;
+    let body = dim.min(probe.len()) / 32 * 32;
+    let mut best: Option<(usize, f32)> = None;
+    for (i, row) in rows.chunks_exact(dim).enumerate() {
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut j = 0;
+        while j < body {
+            for (k, a) in acc.iter_mut().enumerate() {
+                // SAFETY: j + 32 <= body, which is at most the length of `row` and `probe`.
+                unsafe {
+                    let x = _mm256_loadu_ps(row.as_ptr().add(j + 8 * k));
+                    let y = _mm256_loadu_ps(probe.as_ptr().add(j + 8 * k));
+                    *a = _mm256_fmadd_ps(x, y, *a);
+                }
+            }
+            j += 32;
+        }
+        let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        let mut s = _mm_cvtss_f32(_mm_add_ss(h, _mm_shuffle_ps(h, h, 1)));
+        for (x, y) in row[body..].iter().zip(&probe[body..]) {
+            s += x * y;
+        }
+        if best.is_none_or(|(_, b)| s > b) {
+            best = Some((i, s));
+        }
+    }
+    best
+}
+
+/// [`best_row_scalar`], compiled for AVX2 and FMA where the CPU has them.
+fn best_row(rows: &[f32], dim: usize, probe: &[f32]) -> Option<(usize, f32)> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has both features the function is compiled for.
+        return unsafe { best_row_avx2(rows, dim, probe) };
+    }
+    best_row_scalar(rows, dim, probe)
 }
 
 impl SemanticCache {
     pub fn new(capacity: usize) -> SemanticCache {
-        SemanticCache { entries: Mutex::new(Vec::new()), capacity }
+        SemanticCache { entries: Mutex::new(Entries::default()), capacity }
     }
 
     /// The live entry of the probe's partition closest to it, and its similarity.
     pub fn nearest(&self, probe: &Probe, now: Instant) -> Option<(Arc<Value>, f32)> {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.retain(|e| e.expires > now);
-        entries
-            .iter()
-            .filter(|e| e.partition == probe.partition && e.vector.len() == probe.vector.len())
-            .map(|e| (e, dot(&e.vector, &probe.vector)))
-            .max_by(|a, b| a.1.total_cmp(&b.1))
-            .map(|(e, s)| (e.value.clone(), s))
+        let mut guard = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let entries = &mut *guard;
+        let p = entries.partitions.get_mut(&probe.partition)?;
+        let before = p.len();
+        p.drop_expired(now);
+        entries.count -= before - p.len();
+        if p.dim != probe.vector.len() {
+            return None;
+        }
+        let (i, s) = best_row(&p.vectors, p.dim, &probe.vector)?;
+        Some((p.values[i].clone(), s))
     }
 
     pub fn put(&self, probe: Probe, value: Value, ttl: Duration, now: Instant) {
-        if self.capacity == 0 {
+        if self.capacity == 0 || probe.vector.is_empty() {
             return;
         }
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.retain(|e| e.expires > now);
-        if entries.len() >= self.capacity {
+        let mut guard = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let entries = &mut *guard;
+        if entries.count >= self.capacity {
+            entries.drop_expired(now);
+        }
+        if entries.count >= self.capacity {
             // Still full: drop the entry closest to expiry.
-            if let Some(i) = entries.iter().enumerate().min_by_key(|(_, e)| e.expires).map(|(i, _)| i) {
-                entries.swap_remove(i);
+            let oldest = entries
+                .partitions
+                .iter()
+                .flat_map(|(k, p)| p.expires.iter().enumerate().map(move |(i, e)| (*e, *k, i)))
+                .min_by_key(|(e, _, _)| *e)
+                .map(|(_, k, i)| (k, i));
+            if let Some((k, i)) = oldest {
+                if let Some(p) = entries.partitions.get_mut(&k) {
+                    p.swap_remove(i);
+                }
+                entries.count -= 1;
             }
         }
-        entries.push(Entry { partition: probe.partition, vector: probe.vector, value: Arc::new(value), expires: now + ttl });
+        let dim = probe.vector.len();
+        let p = entries.partitions.entry(probe.partition).or_insert_with(|| Partition { dim, vectors: Vec::new(), values: Vec::new(), expires: Vec::new() });
+        let mut dropped = 0;
+        if p.dim != dim {
+            // The embeddings route now answers in another size: the old entries cannot be
+            // compared with new ones.
+            dropped = p.len();
+            *p = Partition { dim, vectors: Vec::new(), values: Vec::new(), expires: Vec::new() };
+        }
+        p.vectors.extend_from_slice(&probe.vector);
+        p.values.push(Arc::new(value));
+        p.expires.push(now + ttl);
+        entries.count = entries.count + 1 - dropped;
     }
 }
 
@@ -278,6 +435,46 @@ mod tests {
         c.put(probe(1, &[1.0, 1.0]), json!("c"), Duration::from_secs(20), t0);
         let (v, _) = c.nearest(&probe(1, &[1.0, 0.0]), t0).unwrap();
         assert_eq!(v.as_str(), Some("c"), "`a` expired first, so it was dropped");
+    }
+
+    #[test]
+    fn the_scan_finds_the_best_row_on_every_path() {
+        // Rows of 387 floats (a body of whole vector blocks and a tail), scores checked
+        // against f64 sums; the SIMD path against the scalar one where the CPU has it.
+        let dim = 387;
+        let mut rng = rand::rng();
+        let rows: Vec<f32> = (0..50 * dim).map(|_| rand::Rng::random_range(&mut rng, -1.0f32..1.0)).collect();
+        let probe: Vec<f32> = (0..dim).map(|_| rand::Rng::random_range(&mut rng, -1.0f32..1.0)).collect();
+        let exact: Vec<f64> = rows.chunks(dim).map(|r| r.iter().zip(&probe).map(|(x, y)| *x as f64 * *y as f64).sum()).collect();
+        let want = (0..exact.len()).max_by(|a, b| exact[*a].total_cmp(&exact[*b])).unwrap();
+        let check = |(i, s): (usize, f32), path: &str| {
+            assert_eq!(i, want, "{path}");
+            // 387 products of numbers below 1 summed in f32: within 1e-4 of the f64 sum.
+            assert!((s as f64 - exact[want]).abs() < 1e-4, "{path}: {s} vs {}", exact[want]);
+        };
+        check(best_row_scalar(&rows, dim, &probe).unwrap(), "scalar");
+        check(best_row(&rows, dim, &probe).unwrap(), "dispatched");
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has the features.
+            check(unsafe { best_row_avx2(&rows, dim, &probe) }.unwrap(), "avx2");
+        }
+        assert!(best_row(&[], dim, &probe).is_none());
+    }
+
+    #[test]
+    fn a_new_vector_size_replaces_the_partition_and_counts_stay_right() {
+        let c = SemanticCache::new(2);
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(10);
+        c.put(Probe { partition: [1; 32], vector: vec![1.0, 0.0] }, json!("two"), ttl, t0);
+        c.put(Probe { partition: [1; 32], vector: vec![1.0, 0.0, 0.0] }, json!("three"), ttl, t0);
+        assert!(c.nearest(&Probe { partition: [1; 32], vector: vec![1.0, 0.0] }, t0).is_none());
+        assert_eq!(c.nearest(&Probe { partition: [1; 32], vector: vec![1.0, 0.0, 0.0] }, t0).unwrap().0.as_str(), Some("three"));
+        // One entry lives, so a second partition fits without evicting it.
+        c.put(Probe { partition: [2; 32], vector: vec![0.0, 1.0] }, json!("other"), ttl, t0);
+        assert!(c.nearest(&Probe { partition: [1; 32], vector: vec![1.0, 0.0, 0.0] }, t0).is_some());
+        assert!(c.nearest(&Probe { partition: [2; 32], vector: vec![0.0, 1.0] }, t0).is_some());
     }
 
     #[test]
