@@ -4,6 +4,7 @@
 //! Python clients (an Anthropic-dialect backend, and `/v1/messages` in front).
 
 mod gateway_support;
+mod redis_support;
 mod serve_support;
 
 use gateway_support::{FaultBackend, OK_TEXT};
@@ -75,6 +76,7 @@ fn configuration_errors_name_the_line_and_column() {
         (format!("{backend}kind2 = 3\n"), ":5:1:", "unknown field `kind2`"),
         (format!("{backend}\n[[model]]\nname = \"chat\"\ndeployments = []\n"), ":8:15:", "has no deployments"),
         ("[gateway]\nlisten = 4000\n".to_string(), ":2:10:", "invalid type"),
+        ("[gateway]\nstate = \"http://127.0.0.1:6379\"\n".to_string(), ":2:9:", "is not a Redis URL such as"),
         (format!("{backend}{model}[[rule]]\nroute = \"nope\"\n"), ":9:9:", "rule 1: unknown route `nope` (known: chat)"),
         (format!("{backend}{model}[[rule]]\nlast_message = \"(\"\nroute = \"chat\"\n"), ":9:16:", "not a regular expression"),
         (format!("{backend}{model}cache = {{ ttl = \"1m\", similarity = 0.9 }}\n"), ":8:36:", "a semantic cache needs `embeddings`"),
@@ -542,6 +544,80 @@ fn semantic_cache_hits_paraphrases_and_nothing_else() {
     assert!(log[7]["semantic"]["error"].as_str().is_some_and(|e| !e.is_empty()), "{}", log[7]);
 }
 
+/// Polls `done` every 10 ms for up to 10 s.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let t0 = std::time::Instant::now();
+    while !done() {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10), "never happened: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn two_gateways_share_budgets_limits_and_the_cache_through_redis() {
+    let Some(binary) = redis_support::redis_server() else { return };
+    let mut redis = redis_support::Redis::start(&binary);
+    let fb = FaultBackend::start();
+    let setup = Setup::new(&format!(
+        "state = \"{}\"\n\n{FAST_RETRY}{}\
+         [[model]]\nname = \"plain\"\ndeployments = [{{ backend = \"fault\", model = \"ok\" }}]\n{PRICE}\n\
+         [[model]]\nname = \"chat\"\ndeployments = [{{ backend = \"fault\", model = \"ok\" }}]\n{PRICE}cache = {{ ttl = \"1m\" }}\n\n\
+         [[key]]\nname = \"capped\"\nkey = \"sk-capped\"\nbudget = 0.0002\n\n\
+         [[key]]\nname = \"rated\"\nkey = \"sk-rated\"\nrpm = 3\n\n\
+         [[key]]\nname = \"metered\"\nkey = \"sk-metered\"\nrpm = 1000\n\n\
+         [[key]]\nname = \"open\"\nkey = \"sk-open\"\n",
+        redis.url(),
+        fault_backend("fault", "openai", &fb.url()),
+    ));
+    // Two replicas of one configuration, as behind a load balancer.
+    let (a, b) = (setup.start(), setup.start());
+    let post = |gw: &Server, key: &str, body: &Value| {
+        let auth = format!("Bearer {key}");
+        gw.request("POST", "/v1/chat/completions", &[("Content-Type", "application/json"), ("Authorization", &auth)], body.to_string().as_bytes())
+    };
+    let fleet_spent = |gw: &Server, key: &str| {
+        let spend = gw.request("GET", "/gateway/spend", &[("Authorization", "Bearer sk-open")], b"").json();
+        spend["fleet"]["spent"][key].as_str().map(str::to_string)
+    };
+    // A budget spent through one gateway is spent on the other.
+    let r = post(&a, "sk-capped", &chat("plain", "hi"));
+    assert_eq!((r.status, r.header("x-lamina-cost")), (200, Some(COST)), "{}", a.log());
+    eventually("b sees a's charge", || fleet_spent(&b, "capped").as_deref() == Some(COST));
+    let r = post(&b, "sk-capped", &chat("plain", "hi"));
+    let message = r.error()["message"].as_str().unwrap_or_default().to_string();
+    assert_eq!(r.status, 429, "{message}");
+    assert!(message.contains("budget of 0.000200") && message.contains("0.0002289 spent across the fleet"), "{message}");
+    assert_eq!(post(&a, "sk-capped", &chat("plain", "hi")).status, 429);
+    // One request-per-minute window for both: three admitted in all, the fourth refused.
+    for gw in [&a, &b, &a] {
+        assert_eq!(post(gw, "sk-rated", &chat("plain", "hi")).status, 200);
+    }
+    let r = post(&b, "sk-rated", &chat("plain", "hi"));
+    assert_eq!(r.status, 429);
+    assert!(r.error()["message"].as_str().unwrap().contains("3 requests per minute (across the fleet)"));
+    let after: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&after), "{after}");
+    assert_eq!(fb.count("ok"), 4);
+    // An answer cached through a is a hit on b.
+    let r = post(&a, "sk-open", &chat("chat", "hello"));
+    assert_eq!(r.header("x-lamina-cache"), Some("miss"));
+    eventually("the answer is in Redis", || redis.command(&["KEYS", "lamina:cache:*"]).contains("lamina:cache:"));
+    let r = post(&b, "sk-open", &chat("chat", "hello"));
+    assert_eq!((r.header("x-lamina-cache"), r.header("x-lamina-cost")), (Some("hit"), Some("0.000000")));
+    assert_eq!(r.json()["choices"][0]["message"]["content"], OK_TEXT);
+    assert_eq!(fb.count("ok"), 5);
+    // Spend is an exact integer of 1e-12 units in Redis.
+    assert!(redis.command(&["GET", "lamina:spent:capped"]).contains("228900000"), "{}", redis.command(&["GET", "lamina:spent:capped"]));
+    // Redis gone: a key with limits is refused with 503 rather than served unmetered; a key
+    // without limits is served (the cache misses); both gateways stay up.
+    redis.kill();
+    let r = post(&a, "sk-metered", &chat("plain", "hi"));
+    assert_eq!((r.status, r.error()["code"].as_str()), (503, Some("state_unavailable")), "{}", String::from_utf8_lossy(&r.body));
+    let r = post(&b, "sk-open", &chat("chat", "hello"));
+    assert_eq!((r.status, r.header("x-lamina-cache")), (200, Some("miss")));
+    assert_eq!(fb.count("ok"), 6);
+}
+
 #[test]
 fn a_reload_on_sighup_keeps_streams_in_flight_and_spend() {
     let fb = FaultBackend::start();
@@ -667,6 +743,41 @@ fn a_replica_killed_mid_stream_is_taken_over_by_another() {
     // Later requests skip the dead replica after a refused connection.
     let r = gw.post_json("/v1/chat/completions", &greedy("smol", "Hi", 4));
     assert_eq!((r.status, r.header("x-lamina-backend")), (200, Some("b")));
+}
+
+#[test]
+fn prefix_affinity_keeps_a_conversation_on_the_replica_that_caches_it() {
+    let a = Server::start(&["--ctx", "1024"]);
+    let b = Server::start(&["--ctx", "1024"]);
+    let config = lamina_routes(&a, &b).replace("name = \"smol\"\n", "name = \"smol\"\nstrategy = \"prefix-affinity\"\n");
+    let setup = Setup::new(&config);
+    // Two gateways with no state in common: the hash alone agrees.
+    let (g1, g2) = (setup.start(), setup.start());
+    let system = "You are a terse assistant. Answer in one short sentence, and never use lists.";
+    let mut messages = vec![json!({"role": "system", "content": system}), json!({"role": "user", "content": "Name a colour."})];
+    let mut backends = Vec::new();
+    for turn in 0..4 {
+        let gw = if turn % 2 == 0 { &g1 } else { &g2 };
+        let r = gw.post_json("/v1/chat/completions", &json!({"model": "smol", "messages": messages, "max_tokens": 8, "temperature": 0}));
+        assert_eq!(r.status, 200, "{}", gw.log());
+        backends.push(r.header("x-lamina-backend").unwrap().to_string());
+        let v = r.json();
+        let cached = v["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap_or(0);
+        if turn > 0 {
+            // The replica still holds the earlier turns' blocks (16 tokens each).
+            assert!(cached >= 16, "turn {turn}: {cached} cached tokens of {}", v["usage"]);
+        }
+        messages.push(v["choices"][0]["message"].clone());
+        messages.push(json!({"role": "user", "content": format!("And another, number {turn}?")}));
+    }
+    assert!(backends.iter().all(|b| *b == backends[0]), "{backends:?}");
+    // Other conversations spread over both replicas (all 16 on one: 2 in 65,536).
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..16 {
+        let r = g1.post_json("/v1/chat/completions", &greedy("smol", &format!("Conversation {i}: say hi."), 1));
+        seen.insert(r.header("x-lamina-backend").unwrap().to_string());
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
 }
 
 #[test]

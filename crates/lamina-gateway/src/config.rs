@@ -85,6 +85,10 @@ pub enum Strategy {
     LeastBusy,
     /// Lowest recent latency first (an exponentially weighted mean; untried ones first).
     LowestLatency,
+    /// The same conversation to the same deployment, from every gateway of a fleet (its
+    /// prefix's KV blocks are cached there): rendezvous hashing of the conversation's
+    /// start over the deployments, so an ejected one moves only its own conversations.
+    PrefixAffinity,
 }
 
 #[derive(Clone, Debug)]
@@ -186,6 +190,11 @@ pub struct Config {
     pub log: Option<PathBuf>,
     pub max_body_bytes: usize,
     pub cache_entries: usize,
+    /// Where spend, rate windows and the exact cache live when several gateways share them
+    /// (`redis://host:port/db`); in this process's memory when `None`.
+    pub state: Option<String>,
+    /// The prefix of every Redis key the gateway writes.
+    pub state_prefix: String,
     pub retry: RetryPolicy,
     pub health: HealthPolicy,
     pub backends: Vec<BackendConfig>,
@@ -241,6 +250,8 @@ struct RawGateway {
     log: Option<PathBuf>,
     max_body_bytes: Option<usize>,
     cache_entries: Option<usize>,
+    state: Option<Spanned<String>>,
+    state_prefix: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -401,6 +412,11 @@ impl Config {
         let listen = match &g.listen {
             None => SocketAddr::from(([127, 0, 0, 1], 4000)),
             Some(l) => l.get_ref().parse().map_err(|_| c.at(l.span(), format!("listen: `{}` is not an address such as \"127.0.0.1:4000\"", l.get_ref())))?,
+        };
+        let state = match &g.state {
+            None => None,
+            Some(u) if ["redis://", "rediss://", "unix://", "redis+unix://"].iter().any(|p| u.get_ref().starts_with(p)) => Some(u.get_ref().clone()),
+            Some(u) => return Err(c.at(u.span(), format!("state: `{}` is not a Redis URL such as \"redis://127.0.0.1:6379/0\"", u.get_ref()))),
         };
         let retry = RetryPolicy {
             attempts: raw.retry.attempts.unwrap_or(2),
@@ -601,6 +617,8 @@ impl Config {
             log: g.log.clone(),
             max_body_bytes: g.max_body_bytes.unwrap_or(16 << 20),
             cache_entries: g.cache_entries.unwrap_or(10_000),
+            state,
+            state_prefix: g.state_prefix.clone().unwrap_or_else(|| "lamina:".to_string()),
             retry,
             health,
             backends,

@@ -24,6 +24,7 @@ pub mod anthropic;
 pub mod backend;
 pub mod cache;
 pub mod config;
+pub mod fleet;
 pub mod health;
 pub mod limits;
 pub mod log;
@@ -44,7 +45,6 @@ use config::Config;
 use health::BackendHealth;
 use limits::{KeyLimits, Ledger, Totals};
 use metrics_exporter_prometheus::PrometheusHandle;
-use price::Cost;
 use semantic::SemanticCache;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,6 +68,9 @@ pub struct Shared {
     totals: Totals,
     cache: ExactCache,
     semantic: SemanticCache,
+    /// Spend, rate windows and the exact cache shared with other gateways (instead of
+    /// `ledger` and `cache`).
+    fleet: Option<fleet::Fleet>,
     log: Option<log::RequestLog>,
     metrics: Option<PrometheusHandle>,
     ids: AtomicU64,
@@ -86,8 +89,9 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// A gateway for `config`, whose secrets must already be resolved.
-    pub fn new(config: Config, metrics: Option<PrometheusHandle>) -> Result<Gateway, StartError> {
+    /// A gateway for `config`, whose secrets must already be resolved, with the fleet's
+    /// shared state when `config.state` names one (see [`fleet::Fleet::connect`]).
+    pub fn new(config: Config, metrics: Option<PrometheusHandle>, fleet: Option<fleet::Fleet>) -> Result<Gateway, StartError> {
         let log = match &config.log {
             Some(p) => Some(log::RequestLog::open(p).map_err(|source| StartError::Log { path: p.clone(), source })?),
             None => None,
@@ -98,6 +102,7 @@ impl Gateway {
             totals: Totals::default(),
             cache: ExactCache::new(config.cache_entries),
             semantic: SemanticCache::new(config.cache_entries),
+            fleet,
             log,
             metrics,
             ids: AtomicU64::new(0),
@@ -115,7 +120,7 @@ impl Gateway {
                 return Err(StartError::DuplicateSecret(config.keys[j].name.clone(), k.name.clone()));
             }
         }
-        shared.ledger.sync(config.keys.iter().map(|k| (k.name.as_str(), KeyLimits { budget: k.budget.map(Cost::from_units), rpm: k.rpm, tpm: k.tpm })));
+        shared.ledger.sync(config.keys.iter().map(|k| (k.name.as_str(), KeyLimits::of(k))));
         Ok(Gateway { health: config.backends.iter().map(|_| BackendHealth::default()).collect(), config, backends, secrets, shared })
     }
 
@@ -124,9 +129,22 @@ impl Gateway {
         format!("gw-{:x}{:06x}", s.id_base & 0xffff_ffff_ffff, s.ids.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Spend totals by key, user, tag and model (as `GET /gateway/spend` shows them).
-    pub fn totals(&self) -> serde_json::Value {
-        self.shared.totals.to_json()
+    /// Spend totals by key, user, tag and model (as `GET /gateway/spend` shows them); with
+    /// a fleet, also each key's spend across all its gateways (`fleet.spent`).
+    pub async fn totals(&self) -> serde_json::Value {
+        let mut totals = self.shared.totals.to_json();
+        if let Some(fleet) = &self.shared.fleet {
+            let mut spent = serde_json::Map::new();
+            for k in &self.config.keys {
+                let v = match fleet.spent(&k.name).await {
+                    Ok(c) => c.decimal().into(),
+                    Err(e) => serde_json::json!({ "error": e.to_string() }),
+                };
+                spent.insert(k.name.clone(), v);
+            }
+            totals["fleet"] = serde_json::json!({ "spent": spent });
+        }
+        totals
     }
 }
 

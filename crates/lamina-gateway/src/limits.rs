@@ -65,6 +65,16 @@ pub struct KeyLimits {
     pub tpm: Option<u64>,
 }
 
+impl KeyLimits {
+    pub fn of(key: &crate::config::KeyConfig) -> KeyLimits {
+        KeyLimits { budget: key.budget.map(Cost::from_units), rpm: key.rpm, tpm: key.tpm }
+    }
+
+    pub fn any(&self) -> bool {
+        self.budget.is_some() || self.rpm.is_some() || self.tpm.is_some()
+    }
+}
+
 struct KeyState {
     limits: KeyLimits,
     spent: Cost,

@@ -70,6 +70,8 @@ pub struct Request {
     pub stream: bool,
     /// The prompt's estimated size in tokens.
     pub estimate: u64,
+    /// The hash of the conversation's start, for routes with prefix affinity.
+    pub affinity: Option<u64>,
     pub cache_key: Option<CacheKey>,
     /// Where the answer goes in the semantic cache (after a lookup that missed).
     pub probe: Option<Probe>,
@@ -79,6 +81,17 @@ pub struct Request {
     /// For the log line of a request dropped before it finished (the client hung up).
     pub gateway: std::sync::Arc<Gateway>,
     pub finished: bool,
+}
+
+/// Runs `task` on the runtime the request is served on (a write to the fleet's state that
+/// the answer does not wait for).
+fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => {
+            h.spawn(task);
+        }
+        Err(_) => tracing::warn!("no runtime to write the shared state from"),
+    }
 }
 
 impl Drop for Request {
@@ -136,7 +149,17 @@ impl Request {
         let Some(ttl) = gw.config.models[self.route].cache_ttl else { return };
         let now = Instant::now();
         if let Some(key) = self.cache_key {
-            gw.shared.cache.put(key, answer.clone(), ttl, now);
+            match &gw.shared.fleet {
+                Some(fleet) => {
+                    let (fleet, answer) = (fleet.clone(), answer.clone());
+                    spawn(async move {
+                        if let Err(e) = fleet.cache_put(&key, &answer, ttl).await {
+                            tracing::warn!("cache store: {e}");
+                        }
+                    });
+                }
+                None => gw.shared.cache.put(key, answer.clone(), ttl, now),
+            }
         }
         if let Some(probe) = self.probe.take() {
             gw.shared.semantic.put(probe, answer.clone(), ttl, now);
@@ -151,7 +174,17 @@ impl Request {
         let backend = o.target.map(|t| gw.backends[gw.config.models[t.route].deployments[t.deployment].backend].config.name.clone());
         let key_name = self.key.map(|k| gw.config.keys[k].name.clone());
         if let Some(k) = &key_name {
-            gw.shared.ledger.charge(k, o.cost, o.tokens.total(), now);
+            match &gw.shared.fleet {
+                Some(fleet) => {
+                    let (fleet, k, cost, tokens) = (fleet.clone(), k.clone(), o.cost, o.tokens.total());
+                    spawn(async move {
+                        if let Err(e) = fleet.charge(&k, cost, tokens).await {
+                            tracing::warn!("key `{k}` could not be charged {}: {e}", cost.decimal());
+                        }
+                    });
+                }
+                None => gw.shared.ledger.charge(k, o.cost, o.tokens.total(), now),
+            }
         }
         if o.status < 400 {
             let mut groups: Vec<(&'static str, &str)> = vec![("model", self.alias.as_str())];

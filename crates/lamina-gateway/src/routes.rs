@@ -11,10 +11,11 @@
 //! not streamed) `x-lamina-cost` headers, and the exact cost in `usage.cost`.
 
 use crate::cache;
+use crate::limits::KeyLimits;
 use crate::price::{Cost, Tokens};
 use crate::proxy::{answer, failure_response, usage_json, Endpoint, Outcome, Request};
 use crate::relay;
-use crate::router::plan;
+use crate::router::{plan, stable_hash};
 use crate::rules;
 use crate::semantic;
 use crate::{Gateway, Live};
@@ -96,6 +97,29 @@ fn estimate_tokens(endpoint: Endpoint, body: &serde_json::Map<String, serde_json
     body.get(field).map_or(0, text_bytes).div_ceil(4) as u64
 }
 
+/// What keeps a conversation on one deployment under prefix affinity: the client's
+/// `x-lamina-session` header; else, for chat, the messages up to the first user message
+/// (the system prompt and the question that opened the conversation, which every later
+/// turn repeats); for completions, the prompt's first 256 bytes.
+fn affinity(endpoint: Endpoint, headers: &HeaderMap, body: &serde_json::Map<String, serde_json::Value>) -> Option<u64> {
+    if let Some(s) = headers.get("x-lamina-session") {
+        return Some(stable_hash(&[b"session", s.as_bytes()]));
+    }
+    match endpoint {
+        Endpoint::Chat => {
+            let messages = body.get("messages")?.as_array()?;
+            let end = messages.iter().position(|m| m["role"] == "user").map_or(messages.len(), |i| i + 1);
+            let start = serde_json::to_vec(&messages[..end]).ok()?;
+            Some(stable_hash(&[b"chat", &start]))
+        }
+        Endpoint::Completions => {
+            let prompt = body.get("prompt")?.as_str()?.as_bytes();
+            Some(stable_hash(&[b"completions", &prompt[..prompt.len().min(256)]]))
+        }
+        Endpoint::Embeddings => None,
+    }
+}
+
 async fn proxied(State(live): State<Arc<Live>>, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
     let gw = live.get();
     let started = Instant::now();
@@ -126,7 +150,7 @@ pub(crate) async fn respond(
     body: serde_json::Map<String, serde_json::Value>,
     started: Instant,
 ) -> Response {
-    match admit(&gw, endpoint, headers, body, started) {
+    match admit(&gw, endpoint, headers, body, started).await {
         Ok(req) => send(gw, req).await,
         Err(Refused { error: e, retry_after: Some(after) }) => json(e.status, e.to_json().into_bytes(), &[("retry-after", after.as_secs().max(1).to_string())]),
         Err(Refused { error: e, .. }) => error(&e),
@@ -146,7 +170,7 @@ impl From<ApiError> for Refused {
 }
 
 /// Everything before a backend is asked: authentication, route, key's models, limits.
-fn admit(
+async fn admit(
     gw: &Arc<Gateway>,
     endpoint: Endpoint,
     headers: &HeaderMap,
@@ -212,8 +236,16 @@ fn admit(
         if !cfg.models.is_empty() && !cfg.models.contains(&route) {
             return Err(ApiError::forbidden(format!("key `{}` may not use model `{alias}`", cfg.name)).into());
         }
-        gw.shared.ledger.admit(&cfg.name, started).map_err(|r| Refused { error: ApiError::rate_limited(r.message), retry_after: r.retry_after })?;
+        let limits = KeyLimits::of(cfg);
+        let admitted = match &gw.shared.fleet {
+            Some(fleet) if limits.any() => {
+                fleet.admit(&cfg.name, &limits).await.map_err(|e| ApiError::unavailable(e.to_string()).with_code("state_unavailable"))?
+            }
+            _ => gw.shared.ledger.admit(&cfg.name, started),
+        };
+        admitted.map_err(|r| Refused { error: ApiError::rate_limited(r.message), retry_after: r.retry_after })?;
     }
+    let affinity = affinity(endpoint, headers, &body);
     let user = body.get("user").and_then(|u| u.as_str()).map(str::to_string).or_else(|| key.and_then(|k| gw.config.keys[k].user.clone()));
     let cache_key = gw.config.models[route].cache_ttl.map(|_| {
         let mut normal = body.clone();
@@ -234,6 +266,7 @@ fn admit(
         tags,
         stream,
         estimate,
+        affinity,
         cache_key,
         probe: None,
         lookup: None,
@@ -267,7 +300,14 @@ fn from_cache(gw: &Gateway, mut req: Request, hit: &serde_json::Value, kind: &'s
 async fn send(gw: Arc<Gateway>, mut req: Request) -> Response {
     let include_usage = req.body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(|v| v.as_bool()).unwrap_or(false);
     if let Some(key) = req.cache_key {
-        if let Some(hit) = gw.shared.cache.get(&key, Instant::now()) {
+        let hit = match &gw.shared.fleet {
+            Some(fleet) => fleet.cache_get(&key).await.unwrap_or_else(|e| {
+                tracing::warn!("cache lookup: {e}");
+                None
+            }),
+            None => gw.shared.cache.get(&key, Instant::now()).map(|v| (*v).clone()),
+        };
+        if let Some(hit) = hit {
             return from_cache(&gw, req, &hit, "hit", include_usage);
         }
         if let Some(cfg) = gw.config.models[req.route].semantic {
@@ -279,7 +319,7 @@ async fn send(gw: Arc<Gateway>, mut req: Request) -> Response {
             req.probe = probe;
         }
     }
-    let targets = match plan(&gw.config, &gw.health, req.route, req.estimate, Instant::now(), &mut rand::rng()) {
+    let targets = match plan(&gw.config, &gw.health, req.route, req.estimate, req.affinity, Instant::now(), &mut rand::rng()) {
         Ok(t) => t,
         Err(too_long) => {
             let e = ApiError::invalid_request(format!(
@@ -390,7 +430,7 @@ async fn spend(State(live): State<Arc<Live>>, headers: HeaderMap) -> Response {
     if let Err(e) = authenticate(&gw, &headers) {
         return error(&e);
     }
-    json(200, serde_json::to_vec(&gw.totals()).unwrap_or_default(), &[])
+    json(200, serde_json::to_vec(&gw.totals().await).unwrap_or_default(), &[])
 }
 
 #[cfg(test)]

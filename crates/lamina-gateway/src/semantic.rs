@@ -102,7 +102,7 @@ pub fn partition(endpoint: Endpoint, rest: &Map<String, Value>) -> CacheKey {
 /// Embeds `text` through route `route`: its deployments in the router's order, one try
 /// each, until one answers with a vector. Returns the unit vector and the backend's name.
 pub async fn embed(gw: &Gateway, route: usize, text: &str) -> Result<(Vec<f32>, String), String> {
-    let targets = plan(&gw.config, &gw.health, route, 0, Instant::now(), &mut rand::rng()).map_err(|_| "no deployment".to_string())?;
+    let targets = plan(&gw.config, &gw.health, route, 0, None, Instant::now(), &mut rand::rng()).map_err(|_| "no deployment".to_string())?;
     let mut last = "the embeddings route has no deployment".to_string();
     for t in targets {
         let d = &gw.config.models[t.route].deployments[t.deployment];

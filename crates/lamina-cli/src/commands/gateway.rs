@@ -90,9 +90,17 @@ pub fn run(args: GatewayArgs) -> Result<()> {
         return Ok(());
     }
     let handle = lamina_gateway::metrics::prometheus_builder().install_recorder().context("installing the metrics recorder")?;
-    let live = Arc::new(Live::new(Gateway::new(config, Some(handle))?));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async move {
+        let fleet = match &config.state {
+            Some(url) => Some(
+                lamina_gateway::fleet::Fleet::connect(url, &config.state_prefix, std::time::Duration::from_secs(5))
+                    .await
+                    .with_context(|| format!("connecting to the shared state in {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let live = Arc::new(Live::new(Gateway::new(config, Some(handle), fleet)?));
         let gateway = live.get();
         let addr = gateway.config.listen;
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
