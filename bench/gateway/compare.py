@@ -67,6 +67,7 @@ def main():
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--redis", help="redis-server binary: also measure a gateway whose key limits live in Redis")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp()
     # Both gateways check a client key (LiteLLM refuses to start without a master key).
@@ -85,10 +86,25 @@ def main():
             f.write(f'[[backend]]\nname = "fast"\nkind = "openai"\nurl = "{base}"\n\n'
                     f'[[model]]\nname = "fast"\ndeployments = [{{ backend = "fast", model = "fast" }}]\n'
                     f'price = {{ input = 0.15, output = 0.60 }}\n\n'
-                    f'[[key]]\nname = "bench"\nkey = "{secret}"\n')
+                    f'[[key]]\nname = "bench"\nkey = "{secret}"\n'
+                    # Limits that never refuse, so that each request is checked and charged.
+                    f'budget = 1000000.0\nrpm = 100000000\n')
         lamina = subprocess.Popen([a.lamina, "gateway", "--config", cfg, "--listen", f"127.0.0.1:{lport}"], stderr=subprocess.DEVNULL)
         procs.append(lamina)
         lamina_start = wait_healthy(f"http://127.0.0.1:{lport}/health", lamina)
+        fleet = None
+        if a.redis:
+            rport = free_port()
+            procs.append(subprocess.Popen([a.redis, "--port", str(rport), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmp],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            time.sleep(0.5)
+            fcfg = os.path.join(tmp, "fleet.toml")
+            with open(cfg) as src, open(fcfg, "w") as f:
+                f.write(f'[gateway]\nstate = "redis://127.0.0.1:{rport}/0"\n\n' + src.read())
+            fport = free_port()
+            fleet = subprocess.Popen([a.lamina, "gateway", "--config", fcfg, "--listen", f"127.0.0.1:{fport}"], stderr=subprocess.DEVNULL)
+            procs.append(fleet)
+            wait_healthy(f"http://127.0.0.1:{fport}/health", fleet)
 
         tport = free_port()
         lcfg = os.path.join(tmp, "litellm.yaml")
@@ -104,6 +120,8 @@ def main():
         litellm_start = wait_healthy(f"http://127.0.0.1:{tport}/health/liveliness", litellm)
 
         targets = {"direct": (base, a.n), "lamina": (f"http://127.0.0.1:{lport}/v1", a.n), "litellm": (f"http://127.0.0.1:{tport}/v1", max(50, a.n // 4))}
+        if fleet:
+            targets["lamina+redis"] = (f"http://127.0.0.1:{fport}/v1", a.n)
         key = ["--key", secret]
         res = {}
         for name, (url, n) in targets.items():
@@ -116,12 +134,15 @@ def main():
         res["litellm"]["rss_mb"] = rss_mb(litellm.pid)
         res["lamina"]["start_s"] = lamina_start
         res["litellm"]["start_s"] = litellm_start
+        if fleet:
+            res["lamina+redis"]["rss_mb"] = rss_mb(fleet.pid)
+            res["lamina+redis"]["start_s"] = float("nan")
 
         d = res["direct"]
         print(f"fast backend direct: p50 {d['plain']['p50_ms']:.3f} ms, p99 {d['plain']['p99_ms']:.3f} ms, "
               f"stream first chunk p50 {d['stream']['ttft_p50_ms']:.3f} ms, {d['busy']['rps']:.0f} req/s at concurrency {a.concurrency}")
         print(f"{'':10} {'start s':>8} {'+p50 ms':>8} {'+p99 ms':>8} {'+ttft p50':>9} {'req/s':>8} {'errors':>6} {'RSS MB':>7}")
-        for name in ("lamina", "litellm"):
+        for name in [n for n in ("lamina", "lamina+redis", "litellm") if n in res]:
             r = res[name]
             print(f"{name:10} {r['start_s']:8.3f} {r['plain']['p50_ms'] - d['plain']['p50_ms']:8.3f} {r['plain']['p99_ms'] - d['plain']['p99_ms']:8.3f} "
                   f"{r['stream']['ttft_p50_ms'] - d['stream']['ttft_p50_ms']:9.3f} {r['busy']['rps']:8.0f} "

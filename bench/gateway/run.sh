@@ -8,6 +8,9 @@
 #   bash bench/gateway/run.sh
 #   N=500 SECONDS_LOAD=5 bash bench/gateway/run.sh    (quicker)
 #
+# Where redis-server is installed, a third gateway keeps its key limits in Redis
+# (`state = "redis://..."`), so the table shows what the shared state adds per request.
+#
 # LiteLLM goes into the venv ~/.cache/lamina-ref/litellm-venv (pip install 'litellm[proxy]')
 # unless VENV says otherwise; LITELLM_VERSION pins it. Env: N (2000 requests at
 # concurrency 1; LiteLLM gets N/4), SECONDS_LOAD (10), CONCURRENCY (32), LAMINA (a built binary).
@@ -24,5 +27,6 @@ if [ -z "${LAMINA:-}" ]; then
 fi
 cargo build --release -q -p lamina-gateway --example fast_backend --example load
 EXAMPLES="${CARGO_TARGET_DIR:-target}/release/examples"
+REDIS_SERVER="${REDIS_SERVER:-$(command -v redis-server || true)}"
 exec python3 bench/gateway/compare.py --lamina "$LAMINA" --examples "$EXAMPLES" --litellm "$VENV/bin/litellm" \
-  --n "${N:-2000}" --seconds "${SECONDS_LOAD:-10}" --concurrency "${CONCURRENCY:-32}"
+  ${REDIS_SERVER:+--redis "$REDIS_SERVER"} --n "${N:-2000}" --seconds "${SECONDS_LOAD:-10}" --concurrency "${CONCURRENCY:-32}"

@@ -77,6 +77,9 @@ fn configuration_errors_name_the_line_and_column() {
         (format!("{backend}\n[[model]]\nname = \"chat\"\ndeployments = []\n"), ":8:15:", "has no deployments"),
         ("[gateway]\nlisten = 4000\n".to_string(), ":2:10:", "invalid type"),
         ("[gateway]\nstate = \"http://127.0.0.1:6379\"\n".to_string(), ":2:9:", "is not a Redis URL such as"),
+        (format!("{backend}{model}[[rule]]\nroute = \"chat\"\nclassify = {{ route = \"nope\", labels = {{ a = \"chat\" }} }}\n"), ":10:22:", "unknown classifier route `nope`"),
+        (format!("{backend}{model}[[rule]]\nroute = \"chat\"\nclassify = {{ route = \"chat\", labels = {{ a = \"big\" }} }}\n"), ":10:45:", "label `a`: unknown route `big` (known: chat)"),
+        (format!("{backend}{model}[[rule]]\nroute = \"chat\"\nclassify = {{ route = \"chat\", labels = {{}} }}\n"), ":10:12:", "a classifier needs `labels`"),
         (format!("{backend}{model}[[rule]]\nroute = \"nope\"\n"), ":9:9:", "rule 1: unknown route `nope` (known: chat)"),
         (format!("{backend}{model}[[rule]]\nlast_message = \"(\"\nroute = \"chat\"\n"), ":9:16:", "not a regular expression"),
         (format!("{backend}{model}cache = {{ ttl = \"1m\", similarity = 0.9 }}\n"), ":8:36:", "a semantic cache needs `embeddings`"),
@@ -778,6 +781,68 @@ fn prefix_affinity_keeps_a_conversation_on_the_replica_that_caches_it() {
         seen.insert(r.header("x-lamina-backend").unwrap().to_string());
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
+}
+
+#[test]
+fn a_classifier_model_chooses_the_route() {
+    let smol = Server::start(&["--ctx", "1024"]);
+    let fb = FaultBackend::start();
+    let instructions = "Label the user's message: code if it asks for a program, chat otherwise. Reply as JSON.";
+    let classify =
+        |by: &str| format!("classify = {{ route = \"{by}\", labels = {{ code = \"coder\", chat = \"talker\" }}, instructions = \"{instructions}\" }}\n");
+    let config = format!(
+        "{FAST_RETRY}{}{}{}\
+         [[model]]\nname = \"smol\"\ndeployments = [{{ backend = \"s\", model = \"{SMOL}\" }}]\n\n\
+         [[model]]\nname = \"coder\"\ndeployments = [{{ backend = \"fault\", model = \"ok\" }}]\n\n\
+         [[model]]\nname = \"talker\"\ndeployments = [{{ backend = \"fault\", model = \"ok\" }}]\n\n\
+         [[model]]\nname = \"gone\"\ndeployments = [{{ backend = \"dead\", model = \"m\" }}]\n\n\
+         [[model]]\nname = \"babbler\"\ndeployments = [{{ backend = \"fault\", model = \"ok\" }}]\n\n\
+         [[rule]]\nname = \"classified\"\nmodel = [\"auto\"]\nroute = \"talker\"\n{}\n\
+         [[rule]]\nname = \"classifier down\"\nmodel = [\"auto-down\"]\nroute = \"talker\"\n{}\n\
+         [[rule]]\nname = \"classifier babbles\"\nmodel = [\"auto-babble\"]\nroute = \"talker\"\n{}",
+        fault_backend("fault", "openai", &fb.url()),
+        fault_backend("dead", "openai", &dead_url()),
+        lamina_backend("s", &smol),
+        classify("smol"),
+        classify("gone"),
+        classify("babbler"),
+    );
+    let setup = Setup::new(&config);
+    let gw = setup.start();
+    let labels = |l: &str| match l {
+        "code" => "coder",
+        "chat" => "talker",
+        other => panic!("not a label: {other}"),
+    };
+    for (i, text) in ["Write a Python function that reverses a list.", "How was your weekend?"].iter().enumerate() {
+        // What the model itself answers to the classifier's question, asked directly.
+        let direct = smol.post_json(
+            "/v1/chat/completions",
+            &json!({"model": SMOL, "temperature": 0, "max_tokens": 32,
+                    "messages": [{"role": "system", "content": instructions}, {"role": "user", "content": text}],
+                    "response_format": {"type": "json_schema", "json_schema": {"name": "route", "strict": true, "schema": {
+                        "type": "object", "properties": {"label": {"type": "string", "enum": ["chat", "code"]}},
+                        "required": ["label"], "additionalProperties": false}}}}),
+        );
+        let content = direct.json()["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+        let label: Value = serde_json::from_str(&content).unwrap_or_else(|e| panic!("structured output is not JSON ({e}): {content}"));
+        let label = label["label"].as_str().unwrap().to_string();
+        // Through the gateway the same label picks its route.
+        let r = gw.post_json("/v1/chat/completions", &chat("auto", text));
+        assert_eq!(r.status, 200, "{}", gw.log());
+        assert_eq!(r.json()["model"], labels(&label), "{text}: the model said {label}");
+        let line = &setup.log()[i];
+        assert_eq!((line["rule"].as_str(), line["classifier"]["label"].as_str()), (Some("classified"), Some(label.as_str())), "{line}");
+        assert_eq!(line["classifier"]["backend"], "s");
+    }
+    // A classifier that is down, or answers no label, leaves the rule's own route.
+    let r = gw.post_json("/v1/chat/completions", &chat("auto-down", "Write a program."));
+    assert_eq!((r.status, r.json()["model"].as_str()), (200, Some("talker")));
+    let r = gw.post_json("/v1/chat/completions", &chat("auto-babble", "Write a program."));
+    assert_eq!((r.status, r.json()["model"].as_str()), (200, Some("talker")));
+    let log = setup.log();
+    assert!(log[2]["classifier"]["error"].as_str().unwrap().contains("cannot connect"), "{}", log[2]);
+    assert!(log[3]["classifier"]["error"].as_str().unwrap().contains("is not {\"label\""), "{}", log[3]);
 }
 
 #[test]

@@ -241,6 +241,15 @@ struct RawRule {
     tools: Option<bool>,
     last_message: Option<Spanned<String>>,
     route: Spanned<String>,
+    classify: Option<Spanned<RawClassify>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClassify {
+    route: Spanned<String>,
+    labels: std::collections::BTreeMap<String, Spanned<String>>,
+    instructions: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -597,6 +606,26 @@ impl Config {
                     Some(regex::Regex::new(re.get_ref()).map_err(|e| c.at(re.span(), format!("{name}: last_message is not a regular expression: {e}")))?)
                 }
             };
+            let classify = match &r.classify {
+                None => None,
+                Some(cls) => {
+                    let raw = cls.get_ref();
+                    let Some(&by) = model_ids.get(raw.route.get_ref()) else {
+                        return Err(c.at(raw.route.span(), format!("{name}: unknown classifier route `{}` ({})", raw.route.get_ref(), known(&model_ids))));
+                    };
+                    if raw.labels.is_empty() {
+                        return Err(c.at(cls.span(), format!("{name}: a classifier needs `labels`, each naming the route it picks")));
+                    }
+                    let mut labels = Vec::new();
+                    for (label, target) in &raw.labels {
+                        let Some(&to) = model_ids.get(target.get_ref()) else {
+                            return Err(c.at(target.span(), format!("{name}: label `{label}`: unknown route `{}` ({})", target.get_ref(), known(&model_ids))));
+                        };
+                        labels.push((label.clone(), to));
+                    }
+                    Some(crate::classify::Classifier { route: by, labels, instructions: raw.instructions.clone() })
+                }
+            };
             rules.push(Rule {
                 name,
                 models: r.model.clone(),
@@ -608,6 +637,7 @@ impl Config {
                 tools: r.tools,
                 last_message,
                 route,
+                classify,
             });
         }
 

@@ -23,9 +23,11 @@
 pub mod anthropic;
 pub mod backend;
 pub mod cache;
+pub mod classify;
 pub mod config;
 pub mod fleet;
 pub mod health;
+pub mod internal;
 pub mod limits;
 pub mod log;
 pub mod messages;

@@ -35,6 +35,9 @@ pub struct LogLine {
     pub requested: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    /// What the rule's classifier answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub classifier: Option<crate::classify::Classified>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

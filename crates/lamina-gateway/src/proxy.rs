@@ -63,6 +63,8 @@ pub struct Request {
     pub alias: String,
     /// The routing rule that chose the route.
     pub rule: Option<String>,
+    /// What the rule's classifier answered, if it has one.
+    pub classified: Option<crate::classify::Classified>,
     pub route: usize,
     pub key: Option<usize>,
     pub user: Option<String>,
@@ -217,6 +219,7 @@ impl Request {
                 model: self.alias.clone(),
                 requested: (self.requested != self.alias).then(|| self.requested.clone()),
                 rule: self.rule.clone(),
+                classifier: self.classified.clone(),
                 key: key_name,
                 user: self.user.clone(),
                 tags: self.tags.clone(),

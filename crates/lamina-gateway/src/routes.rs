@@ -212,10 +212,18 @@ async fn admit(
             tools: rules::has_tools(&body),
             last_message: &last,
         };
-        rules::choose(&gw.config.rules, &facts).map(|r| (r.route, r.name.clone()))
+        rules::choose(&gw.config.rules, &facts).map(|r| (r, last))
     };
+    let mut classified = None;
     let (route, rule) = match chosen {
-        Some((route, name)) => (route, Some(name)),
+        Some((rule, last)) => match &rule.classify {
+            Some(classifier) => {
+                let (picked, what) = classifier.classify(gw, &last).await;
+                classified = Some(what);
+                (picked.unwrap_or(rule.route), Some(rule.name.clone()))
+            }
+            None => (rule.route, Some(rule.name.clone())),
+        },
         None => {
             let route = gw.config.route(&requested).ok_or_else(|| {
                 let names = gw.config.model_names();
@@ -260,6 +268,7 @@ async fn admit(
         requested,
         alias,
         rule,
+        classified,
         route,
         key,
         user,

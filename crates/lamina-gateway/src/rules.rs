@@ -21,8 +21,10 @@ pub struct Rule {
     pub json_mode: Option<bool>,
     pub tools: Option<bool>,
     pub last_message: Option<Regex>,
-    /// The route chosen.
+    /// The route chosen (when there is a classifier: when it cannot tell).
     pub route: usize,
+    /// A model that chooses among routes.
+    pub classify: Option<crate::classify::Classifier>,
 }
 
 /// What the rules look at in a request.
@@ -96,6 +98,7 @@ mod tests {
             tools: None,
             last_message: None,
             route,
+            classify: None,
         }
     }
 

@@ -15,11 +15,10 @@
 //! partition, stored as one block of floats (384 each for MiniLM: 10,000 entries take
 //! 0.9 ms on one core, on par with NumPy's BLAS — `bench/gateway/semantic.sh`).
 
-use crate::backend::Backend;
 use crate::cache::{self, CacheKey};
 use crate::config::SemanticCacheConfig;
+use crate::internal;
 use crate::proxy::{ms, Endpoint};
-use crate::router::plan;
 use crate::Gateway;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -99,40 +98,14 @@ pub fn partition(endpoint: Endpoint, rest: &Map<String, Value>) -> CacheKey {
     cache::key(&format!("semantic {}", endpoint.name()), rest)
 }
 
-/// Embeds `text` through route `route`: its deployments in the router's order, one try
-/// each, until one answers with a vector. Returns the unit vector and the backend's name.
+/// Embeds `text` through route `route`. Returns the unit vector and the backend's name.
 pub async fn embed(gw: &Gateway, route: usize, text: &str) -> Result<(Vec<f32>, String), String> {
-    let targets = plan(&gw.config, &gw.health, route, 0, None, Instant::now(), &mut rand::rng()).map_err(|_| "no deployment".to_string())?;
-    let mut last = "the embeddings route has no deployment".to_string();
-    for t in targets {
-        let d = &gw.config.models[t.route].deployments[t.deployment];
-        let backend: &Backend = &gw.backends[d.backend];
-        let health = &gw.health[d.backend];
-        let mut body = Map::new();
-        body.insert("model".into(), d.model.clone().into());
-        body.insert("input".into(), text.into());
-        let t0 = Instant::now();
-        let result = {
-            let _busy = health.start();
-            backend.call(Endpoint::Embeddings, &body).await
-        };
-        match result {
-            Ok(v) => {
-                health.success(t0.elapsed());
-                match unit_vector(&v["data"][0]["embedding"]) {
-                    Some(vector) => return Ok((vector, backend.config.name.clone())),
-                    None => last = format!("{}: the reply holds no embedding", backend.config.name),
-                }
-            }
-            Err(f) => {
-                if f.is_backend_fault() {
-                    health.failure(&gw.config.health, Instant::now());
-                }
-                last = format!("{}: {}", backend.config.name, f.message());
-            }
-        }
-    }
-    Err(last)
+    let mut body = Map::new();
+    body.insert("input".into(), text.into());
+    internal::call(gw, route, Endpoint::Embeddings, &body, |v| {
+        unit_vector(&v["data"][0]["embedding"]).ok_or_else(|| "the reply holds no embedding".to_string())
+    })
+    .await
 }
 
 /// A JSON array of numbers scaled to unit length; `None` unless it is a non-zero vector.
