@@ -319,6 +319,105 @@ fn costs_are_exact_for_every_token_kind_streamed_or_not() {
     assert!(report(false).contains("1 line(s) are not log records (line 4)"));
 }
 
+/// The rows of a query on a SQLite file, read by Python's own `sqlite3` module.
+fn sqlite_query(db: &Path, sql: &str) -> Vec<Value> {
+    let script = "import json, sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\nprint(json.dumps([list(r) for r in c.execute(sys.argv[2])]))";
+    let out = Command::new("python3").args(["-c", script]).arg(db).arg(sql).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice::<Value>(&out.stdout).unwrap().as_array().unwrap().clone()
+}
+
+#[test]
+fn a_sqlite_log_holds_every_request_and_survives_kill_minus_nine() {
+    let fb = FaultBackend::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("requests.db");
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gateway]\nlog = \"{}\"\n\n{FAST_RETRY}{}{}\
+             [[model]]\nname = \"chat\"\ndeployments = [{{ backend = \"fault\", model = \"ok\" }}]\n{PRICE}\n\
+             [[model]]\nname = \"detour\"\ndeployments = [{{ backend = \"dead\", model = \"m\" }}, {{ backend = \"fault\", model = \"ok\" }}]\n{PRICE}",
+            db.display(),
+            fault_backend("fault", "openai", &fb.url()),
+            fault_backend("dead", "openai", &dead_url()),
+        ),
+    )
+    .unwrap();
+    let mut gw = Server::gateway(&config);
+    // 20 requests from 4 threads at once, and 2 that fall back.
+    let port = gw.port;
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                for _ in 0..5 {
+                    let (status, _) = stream_events(
+                        port,
+                        "/v1/chat/completions",
+                        &json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}], "stream": true}),
+                        |_| false,
+                    );
+                    assert_eq!(status, 200);
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    for _ in 0..2 {
+        assert_eq!(gw.post_json("/v1/chat/completions", &chat("detour", "hi")).status, 200);
+    }
+    let rows =
+        sqlite_query(&db, "SELECT model, count(*), sum(fallback), min(cost), max(cost), sum(completion_tokens) FROM requests GROUP BY model ORDER BY model");
+    assert_eq!(rows, vec![json!(["chat", 20, 0, COST, COST, 20 * 77]), json!(["detour", 2, 2, COST, COST, 2 * 77])]);
+    let record: Value = serde_json::from_str(sqlite_query(&db, "SELECT record FROM requests WHERE model = 'detour' LIMIT 1")[0][0].as_str().unwrap()).unwrap();
+    assert_eq!((record["attempts"][0]["outcome"].as_str(), record["backend"].as_str()), (Some("connect"), Some("fault")), "{record}");
+    // kill -9 in the middle of a load: the database opens whole, with every answered request.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let load: Vec<_> = (0..3)
+        .map(|_| {
+            let (stop, answered) = (stop.clone(), answered.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let body = json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]}).to_string();
+                    let headers = [("Content-Type", "application/json")];
+                    let reply = serve_support::Connection::open(port, "POST", "/v1/chat/completions", &headers, body.as_bytes()).and_then(|mut c| {
+                        while c.next_chunk()?.is_some() {}
+                        Ok(c.status)
+                    });
+                    match reply {
+                        Ok(200) => {
+                            answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        _ => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    eventually("load under way", || answered.load(std::sync::atomic::Ordering::Relaxed) >= 50);
+    gw.child.kill().unwrap();
+    gw.child.wait().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.into_iter().for_each(|t| t.join().unwrap());
+    assert_eq!(sqlite_query(&db, "PRAGMA integrity_check"), vec![json!(["ok"])]);
+    let logged = sqlite_query(&db, "SELECT count(*) FROM requests WHERE model = 'chat'")[0][0].as_u64().unwrap();
+    let answered = answered.load(std::sync::atomic::Ordering::Relaxed) as u64;
+    // Each answer's row is written before its reply is sent: none is lost.
+    assert!(logged >= 20 + answered, "{logged} rows for {} answers", 20 + answered);
+    // `lamina gateway report` reads the database as it reads JSON lines.
+    let out = Command::new(env!("CARGO_BIN_EXE_lamina")).args(["gateway", "report", "--json"]).arg(&db).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((r["by_model"]["chat"]["requests"].as_u64(), r["by_model"]["detour"]["fallbacks"].as_u64()), (Some(logged), Some(2)));
+    // A file that is not a database is refused at start, by name.
+    std::fs::write(&db, b"not sqlite").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lamina")).args(["gateway", "--config"]).arg(&config).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("requests.db") && err.contains("not a usable SQLite database"), "{err}");
+}
+
 #[test]
 fn a_stream_that_breaks_midway_is_completed_from_a_fallback() {
     let fb = FaultBackend::start();

@@ -66,8 +66,15 @@ pub enum GatewayCommand {
 }
 
 fn report(log: &Path, json: bool) -> Result<()> {
-    let file = std::fs::File::open(log).with_context(|| format!("reading the request log {}", log.display()))?;
-    let r = lamina_gateway::report::summarize(std::io::BufReader::new(file)).with_context(|| format!("reading the request log {}", log.display()))?;
+    let context = || format!("reading the request log {}", log.display());
+    let r = if lamina_gateway::log::is_sqlite(log) {
+        anyhow::ensure!(log.is_file(), "{}: no such file", log.display());
+        let lines = lamina_gateway::log::sqlite_records(log).map_err(anyhow::Error::msg).with_context(context)?;
+        lamina_gateway::report::summarize(lines.as_bytes()).with_context(context)?
+    } else {
+        let file = std::fs::File::open(log).with_context(context)?;
+        lamina_gateway::report::summarize(std::io::BufReader::new(file)).with_context(context)?
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
