@@ -30,6 +30,8 @@ enum Command {
     Ask(commands::ask::AskArgs),
     /// Print token ids and pieces of a text.
     Tokenize(commands::tokenize::TokenizeArgs),
+    /// What a prompt costs on several models (tokens by each one's tokenizer, exact prices).
+    Cost(commands::cost::CostArgs),
     /// Describe a model: architecture, sizes, tensor types, vocabulary, template.
     Info(commands::info::InfoArgs),
     /// Perplexity over a text file, computed like llama.cpp's llama-perplexity.
@@ -67,6 +69,7 @@ fn main() {
         Command::Index(a) => commands::index::run(a),
         Command::Ask(a) => commands::ask::run(a),
         Command::Tokenize(a) => commands::tokenize::run(a),
+        Command::Cost(a) => commands::cost::run(a),
         Command::Info(a) => commands::info::run(a),
         Command::Perplexity(a) => commands::perplexity::run(a),
         Command::Bench(a) => commands::bench::run(a),

@@ -419,6 +419,67 @@ fn a_sqlite_log_holds_every_request_and_survives_kill_minus_nine() {
 }
 
 #[test]
+fn lamina_cost_counts_with_each_models_tokenizer_and_prices_exactly() {
+    // Hugging Face's SmolLM2 tokenizer gives this text 33 tokens (`../shared/reference/`).
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/reference/smollm2_tokenize.jsonl");
+    let line: Value = serde_json::from_str(std::fs::read_to_string(path).unwrap().lines().nth(2).unwrap()).unwrap();
+    let text = line["text"].as_str().unwrap();
+    assert_eq!((line["ids"].as_array().unwrap().len(), text.len()), (33, 92));
+    let dir = tempfile::tempdir().unwrap();
+    let prompt = dir.path().join("prompt.txt");
+    std::fs::write(&prompt, text).unwrap();
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        "[[backend]]\nname = \"a\"\nkind = \"lamina\"\nurl = \"http://127.0.0.1:1/v1\"\napi_key_env = \"LAMINA_COST_TEST_UNSET\"\n\n\
+         [[model]]\nname = \"small\"\ndeployments = [{ backend = \"a\", model = \"smollm2-135m-instruct\" }]\nprice = { input = 0.15, output = 0.60 }\n\n\
+         [[model]]\nname = \"big\"\ndeployments = [{ backend = \"a\", model = \"gpt-4o\" }]\nprice = { input = 2.5, output = 10 }\n",
+    )
+    .unwrap();
+    let cost = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_lamina")).arg("cost").args(args).output().unwrap();
+    let out = cost(&[
+        prompt.to_str().unwrap(),
+        "--models",
+        "small,big,other",
+        "--price",
+        "other=1/2",
+        "--output-tokens",
+        "100",
+        "--config",
+        config.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // small: the route's deployment is local, so its own tokenizer counts: 33 × $0.15/M
+    // = $0.00000495 in, 100 × $0.60/M = $0.00006 out. The backend key is not needed.
+    assert_eq!(
+        rows[0],
+        json!({"model": "small", "tokenizer": "smollm2-135m-instruct", "estimated": false, "input_tokens": 33, "output_tokens": 100,
+                               "input_cost": "0.00000495", "output_cost": "0.000060", "cost": "0.00006495"})
+    );
+    // big: no local tokenizer, so ⌈92 / 4⌉ = 23 estimated tokens × $2.5/M, 100 × $10/M.
+    assert_eq!(
+        rows[1],
+        json!({"model": "big", "tokenizer": "estimate", "estimated": true, "input_tokens": 23, "output_tokens": 100,
+                               "input_cost": "0.0000575", "output_cost": "0.001000", "cost": "0.0010575"})
+    );
+    assert_eq!((rows[2]["input_cost"].as_str(), rows[2]["cost"].as_str()), (Some("0.000023"), Some("0.000223")));
+    // The table marks estimates.
+    let out = cost(&[text, "--models", "small,big", "--config", config.to_str().unwrap()]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("≈23") && table.contains("estimate: 4 bytes a token") && !table.contains("≈33"), "{table}");
+    // Refusals name what is missing.
+    let out = cost(&["hi", "--models", "nope"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no price for `nope`"));
+    let out = cost(&["hi", "--models", "x", "--price", "x=cheap"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("write NAME=INPUT/OUTPUT"));
+    std::fs::write(&prompt, b"\xff\xfe").unwrap();
+    let out = cost(&[prompt.to_str().unwrap(), "--models", "x", "--price", "x=1/1"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("is not UTF-8"));
+}
+
+#[test]
 fn a_stream_that_breaks_midway_is_completed_from_a_fallback() {
     let fb = FaultBackend::start();
     let route = |name: &str, first: &str, second_backend: &str| {
