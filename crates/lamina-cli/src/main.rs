@@ -32,6 +32,8 @@ enum Command {
     Tokenize(commands::tokenize::TokenizeArgs),
     /// What a prompt costs on several models (tokens by each one's tokenizer, exact prices).
     Cost(commands::cost::CostArgs),
+    /// Prompt tests across models: assertions, a side-by-side table, JSON and HTML reports.
+    Compare(commands::compare::CompareArgs),
     /// Describe a model: architecture, sizes, tensor types, vocabulary, template.
     Info(commands::info::InfoArgs),
     /// Perplexity over a text file, computed like llama.cpp's llama-perplexity.
@@ -70,6 +72,7 @@ fn main() {
         Command::Ask(a) => commands::ask::run(a),
         Command::Tokenize(a) => commands::tokenize::run(a),
         Command::Cost(a) => commands::cost::run(a),
+        Command::Compare(a) => commands::compare::run(a),
         Command::Info(a) => commands::info::run(a),
         Command::Perplexity(a) => commands::perplexity::run(a),
         Command::Bench(a) => commands::bench::run(a),

@@ -480,6 +480,103 @@ fn lamina_cost_counts_with_each_models_tokenizer_and_prices_exactly() {
 }
 
 #[test]
+fn lamina_compare_runs_prompt_tests_across_models() {
+    let smol = Server::start(&["--ctx", "1024"]);
+    let fb = FaultBackend::start();
+    let setup = Setup::new(&format!(
+        "{}{}[[model]]\nname = \"fault\"\ndeployments = [{{ backend = \"fault\", model = \"ok\" }}]\n{PRICE}\n\
+         [[model]]\nname = \"smol\"\ndeployments = [{{ backend = \"s\", model = \"{SMOL}\" }}]\n{PRICE}",
+        fault_backend("fault", "openai", &fb.url()),
+        lamina_backend("s", &smol),
+    ));
+    let gw = setup.start();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("compare.toml");
+    std::fs::write(
+        &spec,
+        "prompts = [\"Say: {{word}}\", \"Please say {{ word }}.\"]\nmax_tokens = 16\n\n\
+         [[test]]\nname = \"echo\"\nvars = { word = \"hello\" }\n\
+         assert = [{ type = \"contains\", value = \"fault backend ok\" }, { type = \"max_cost\", value = 0.001 }, { type = \"max_latency_ms\", value = 60000 }]\n\n\
+         [[test]]\nname = \"shape\"\nvars = { word = \"hi\" }\n\
+         assert = [{ type = \"is_json\" }, { type = \"regex\", value = \"^fault\" }, { type = \"json_schema\", value = { type = \"object\" } }]\n\n\
+         [[test]]\nname = \"judged\"\nvars = { word = \"good morning\" }\nassert = [{ type = \"judge\", value = \"The answer is a greeting.\" }]\n",
+    )
+    .unwrap();
+    let (out_json, out_html) = (dir.path().join("results.json"), dir.path().join("report.html"));
+    let compare = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_lamina")).arg("compare").args(args).output().unwrap();
+    let base = gw.base_url();
+    let out = compare(&[
+        "--models",
+        "fault,smol",
+        "--prompts",
+        spec.to_str().unwrap(),
+        "--url",
+        &base,
+        "--judge",
+        "smol",
+        "--out",
+        out_json.to_str().unwrap(),
+        "--html",
+        out_html.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Some results fail (the fault backend's answer is no JSON), so the command fails.
+    assert!(!out.status.success() && stderr.contains("results failed"), "{stderr}");
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&out_json).unwrap()).unwrap();
+    let results = r["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3 * 2 * 2);
+    let find = |test: &str, prompt: u64, model: &str| results.iter().find(|x| x["test"] == test && x["prompt"] == prompt && x["model"] == model).unwrap();
+    for p in 0..2 {
+        let echo = find("echo", p, "fault");
+        assert_eq!((echo["pass"].as_bool(), echo["cost"].as_str()), (Some(true), Some(COST)), "{echo}");
+        let shape = find("shape", p, "fault");
+        let passes: Vec<bool> = shape["checks"].as_array().unwrap().iter().map(|c| c["pass"].as_bool().unwrap()).collect();
+        assert_eq!(passes, [false, true, false], "{shape}");
+        assert_eq!(shape["checks"][0]["reason"], "is not JSON");
+        // SmolLM2 does not say the fault backend's words.
+        assert_eq!(find("echo", p, "smol")["checks"][0]["pass"], false);
+        // The judge gave a verdict (pass or not), not an unreadable answer.
+        let judged = find("judged", p, "smol");
+        assert!(judged["checks"][0]["reason"].as_str().is_none_or(|r| r.starts_with("the judge says")), "{judged}");
+    }
+    // The variants were rendered and sent as written.
+    let sent: Vec<String> = fb.bodies("ok").iter().map(|b| b["messages"][0]["content"].as_str().unwrap().to_string()).collect();
+    assert!(sent.contains(&"Say: hello".to_string()) && sent.contains(&"Please say hello.".to_string()), "{sent:?}");
+    // Per model: passes, and the exact cost of six answers at 0.0002289.
+    let fault = r["summary"].as_array().unwrap().iter().find(|s| s["model"] == "fault").unwrap();
+    assert_eq!(
+        (fault["passed"].as_u64(), fault["total"].as_u64(), fault["cost"].as_str()),
+        (Some(2 + fault_judged(results)), Some(6), Some("0.0013734")),
+        "{fault}"
+    );
+    let html = std::fs::read_to_string(&out_html).unwrap();
+    assert!(html.contains("<table") && html.contains("fault backend ok") && html.contains("Say: {{word}}") && html.contains("is not JSON"));
+    // Mistakes in the file are found before anything is sent.
+    let sent_before = fb.count("ok");
+    std::fs::write(&spec, "prompts = [\"{{nope}}\"]\n[[test]]\nvars = {}\n").unwrap();
+    let out = compare(&["--models", "fault", "--prompts", spec.to_str().unwrap(), "--url", &base]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no variable `nope`"));
+    std::fs::write(&spec, "prompts = [\"x\"]\n[[test]]\nassert = [{ type = \"judge\", value = \"ok\" }]\n").unwrap();
+    let out = compare(&["--models", "fault", "--prompts", spec.to_str().unwrap(), "--url", &base]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs --judge MODEL"));
+    std::fs::write(&spec, "prompts = [\"x\"]\n[[test]]\nassert = [{ type = \"regexp\", value = \"a\" }]\n").unwrap();
+    let out = compare(&["--models", "fault", "--prompts", spec.to_str().unwrap(), "--url", &base]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("compare.toml:3:") && err.contains("regexp"), "{err}");
+    assert_eq!(fb.count("ok"), sent_before);
+    // All passing: success.
+    std::fs::write(&spec, "prompts = [\"x\"]\n[[test]]\nassert = [{ type = \"icontains\", value = \"FAULT\" }]\n").unwrap();
+    let out = compare(&["--models", "fault", "--prompts", spec.to_str().unwrap(), "--url", &base]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("fault: 1/1 passed (100%)"));
+}
+
+/// How many `judged` results of the fault model passed (the judge's verdict on its text).
+fn fault_judged(results: &[Value]) -> u64 {
+    results.iter().filter(|x| x["test"] == "judged" && x["model"] == "fault" && x["pass"] == true).count() as u64
+}
+
+#[test]
 fn a_stream_that_breaks_midway_is_completed_from_a_fallback() {
     let fb = FaultBackend::start();
     let route = |name: &str, first: &str, second_backend: &str| {

@@ -20,6 +20,31 @@ pub trait TokenSource: Send + Sync {
     fn encode(&self, text: &str) -> Option<Vec<u32>>;
 }
 
+/// Every byte a token, and one end token: enough to check finished text against a
+/// grammar ([`crate::Compiler::matches_json_schema`]) without a model's tokenizer.
+struct Bytes;
+
+impl TokenSource for Bytes {
+    fn vocab_size(&self) -> usize {
+        257
+    }
+    fn token_bytes(&self, id: u32) -> Vec<u8> {
+        match id {
+            0..=255 => vec![id as u8],
+            _ => b"<end>".to_vec(),
+        }
+    }
+    fn is_special(&self, id: u32) -> bool {
+        id == 256
+    }
+    fn end_ids(&self) -> Vec<u32> {
+        vec![256]
+    }
+    fn encode(&self, text: &str) -> Option<Vec<u32>> {
+        Some(text.bytes().map(u32::from).collect())
+    }
+}
+
 /// A vocabulary ready for llguidance ([`toktrie::TokenizerEnv`]).
 pub struct Vocabulary {
     trie: TokTrie,
@@ -55,6 +80,11 @@ impl Vocabulary {
         info.tok_end_of_turn = end_ids.get(1).copied();
         let trie = TokTrie::from(&info, &words).with_eos_tokens(&end_ids);
         Ok(Vocabulary { trie, source: Box::new(source), end_ids })
+    }
+
+    /// The byte vocabulary, for checking text rather than generating it.
+    pub fn bytes() -> Vocabulary {
+        Vocabulary::new(Bytes).expect("the byte vocabulary has an end token inside it")
     }
 
     /// The ids that end generation.

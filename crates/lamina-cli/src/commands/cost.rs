@@ -40,7 +40,8 @@ enum Counter {
     Estimate,
 }
 
-fn parse_price(spec: &str) -> Result<(String, Price)> {
+/// `NAME=INPUT/OUTPUT` (per million tokens; cached input at the input price).
+pub(crate) fn parse_price(spec: &str) -> Result<(String, Price)> {
     let bad = || format!("--price `{spec}`: write NAME=INPUT/OUTPUT in the currency per million tokens, e.g. big=2.5/10");
     let (name, rest) = spec.split_once('=').with_context(bad)?;
     let (input, output) = rest.split_once('/').with_context(bad)?;

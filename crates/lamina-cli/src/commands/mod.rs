@@ -2,6 +2,7 @@ pub mod ask;
 pub mod bench;
 pub mod bench_spec;
 pub mod chat;
+pub mod compare;
 pub mod cost;
 pub mod embed;
 pub mod gateway;
