@@ -73,6 +73,15 @@ end
 return redis.call('INCRBY', KEYS[1], ARGV[1])
 "#;
 
+/// Runs `task` on the current runtime: a write to the shared state that the answer does
+/// not wait for.
+pub(crate) fn in_background(task: impl std::future::Future<Output = ()> + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => drop(h.spawn(task)),
+        Err(_) => tracing::warn!("no runtime to write the shared state from"),
+    }
+}
+
 /// Why Redis did not answer.
 #[derive(Debug, thiserror::Error)]
 #[error("the shared state (Redis) is unavailable: {0}")]
@@ -167,10 +176,10 @@ impl Fleet {
     }
 
     /// A cached answer; `None` on a miss, or a value that is not JSON.
-    pub async fn cache_get(&self, key: &CacheKey) -> Result<Option<serde_json::Value>, Unavailable> {
+    pub async fn cache_get(&self, key: &CacheKey) -> Result<Option<std::sync::Arc<serde_json::Value>>, Unavailable> {
         let mut conn = self.conn.clone();
         let v: Option<Vec<u8>> = redis::cmd("GET").arg(self.cache_key(key)).query_async(&mut conn).await?;
-        Ok(v.and_then(|b| serde_json::from_slice(&b).ok()))
+        Ok(v.and_then(|b| serde_json::from_slice(&b).ok()).map(std::sync::Arc::new))
     }
 
     pub async fn cache_put(&self, key: &CacheKey, value: &serde_json::Value, ttl: Duration) -> Result<(), Unavailable> {

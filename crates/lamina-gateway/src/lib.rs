@@ -47,6 +47,7 @@ use config::Config;
 use health::BackendHealth;
 use limits::{KeyLimits, Ledger, Totals};
 use metrics_exporter_prometheus::PrometheusHandle;
+use price::Cost;
 use semantic::SemanticCache;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,6 +78,59 @@ pub struct Shared {
     metrics: Option<PrometheusHandle>,
     ids: AtomicU64,
     id_base: u64,
+}
+
+impl Shared {
+    /// Admits a request for key `name` under `limits`: in the fleet's Redis when there is
+    /// one and the key has limits, else in this process's ledger.
+    async fn admit(&self, name: &str, limits: &KeyLimits, now: Instant) -> Result<Result<(), limits::Refusal>, fleet::Unavailable> {
+        match &self.fleet {
+            Some(fleet) if limits.any() => fleet.admit(name, limits).await,
+            _ => Ok(self.ledger.admit(name, now)),
+        }
+    }
+
+    /// Charges a finished request to key `name` (in the fleet's Redis off the request's
+    /// path: the answer does not wait for it).
+    fn charge(&self, name: &str, cost: Cost, tokens: u64, now: Instant) {
+        match &self.fleet {
+            Some(fleet) => {
+                let (fleet, name) = (fleet.clone(), name.to_string());
+                fleet::in_background(async move {
+                    if let Err(e) = fleet.charge(&name, cost, tokens).await {
+                        tracing::warn!("key `{name}` could not be charged {}: {e}", cost.decimal());
+                    }
+                });
+            }
+            None => self.ledger.charge(name, cost, tokens, now),
+        }
+    }
+
+    /// The exact cache's answer under `key` (a Redis failure is a miss).
+    async fn cached(&self, key: &cache::CacheKey, now: Instant) -> Option<Arc<serde_json::Value>> {
+        match &self.fleet {
+            Some(fleet) => fleet.cache_get(key).await.unwrap_or_else(|e| {
+                tracing::warn!("cache lookup: {e}");
+                None
+            }),
+            None => self.cache.get(key, now),
+        }
+    }
+
+    /// Keeps `answer` in the exact cache under `key` for `ttl`.
+    fn keep(&self, key: cache::CacheKey, answer: &serde_json::Value, ttl: std::time::Duration, now: Instant) {
+        match &self.fleet {
+            Some(fleet) => {
+                let (fleet, answer) = (fleet.clone(), answer.clone());
+                fleet::in_background(async move {
+                    if let Err(e) = fleet.cache_put(&key, &answer, ttl).await {
+                        tracing::warn!("cache store: {e}");
+                    }
+                });
+            }
+            None => self.cache.put(key, answer.clone(), ttl, now),
+        }
+    }
 }
 
 /// One configuration in force: its routes, backends (with their connection pools and

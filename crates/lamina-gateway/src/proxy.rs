@@ -85,17 +85,6 @@ pub struct Request {
     pub finished: bool,
 }
 
-/// Runs `task` on the runtime the request is served on (a write to the fleet's state that
-/// the answer does not wait for).
-fn spawn(task: impl std::future::Future<Output = ()> + Send + 'static) {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) => {
-            h.spawn(task);
-        }
-        Err(_) => tracing::warn!("no runtime to write the shared state from"),
-    }
-}
-
 impl Drop for Request {
     fn drop(&mut self) {
         if !self.finished {
@@ -151,17 +140,7 @@ impl Request {
         let Some(ttl) = gw.config.models[self.route].cache_ttl else { return };
         let now = Instant::now();
         if let Some(key) = self.cache_key {
-            match &gw.shared.fleet {
-                Some(fleet) => {
-                    let (fleet, answer) = (fleet.clone(), answer.clone());
-                    spawn(async move {
-                        if let Err(e) = fleet.cache_put(&key, &answer, ttl).await {
-                            tracing::warn!("cache store: {e}");
-                        }
-                    });
-                }
-                None => gw.shared.cache.put(key, answer.clone(), ttl, now),
-            }
+            gw.shared.keep(key, answer, ttl, now);
         }
         if let Some(probe) = self.probe.take() {
             gw.shared.semantic.put(probe, answer.clone(), ttl, now);
@@ -176,17 +155,7 @@ impl Request {
         let backend = o.target.map(|t| gw.backends[gw.config.models[t.route].deployments[t.deployment].backend].config.name.clone());
         let key_name = self.key.map(|k| gw.config.keys[k].name.clone());
         if let Some(k) = &key_name {
-            match &gw.shared.fleet {
-                Some(fleet) => {
-                    let (fleet, k, cost, tokens) = (fleet.clone(), k.clone(), o.cost, o.tokens.total());
-                    spawn(async move {
-                        if let Err(e) = fleet.charge(&k, cost, tokens).await {
-                            tracing::warn!("key `{k}` could not be charged {}: {e}", cost.decimal());
-                        }
-                    });
-                }
-                None => gw.shared.ledger.charge(k, o.cost, o.tokens.total(), now),
-            }
+            gw.shared.charge(k, o.cost, o.tokens.total(), now);
         }
         if o.status < 400 {
             let mut groups: Vec<(&'static str, &str)> = vec![("model", self.alias.as_str())];

@@ -245,12 +245,7 @@ async fn admit(
             return Err(ApiError::forbidden(format!("key `{}` may not use model `{alias}`", cfg.name)).into());
         }
         let limits = KeyLimits::of(cfg);
-        let admitted = match &gw.shared.fleet {
-            Some(fleet) if limits.any() => {
-                fleet.admit(&cfg.name, &limits).await.map_err(|e| ApiError::unavailable(e.to_string()).with_code("state_unavailable"))?
-            }
-            _ => gw.shared.ledger.admit(&cfg.name, started),
-        };
+        let admitted = gw.shared.admit(&cfg.name, &limits, started).await.map_err(|e| ApiError::unavailable(e.to_string()).with_code("state_unavailable"))?;
         admitted.map_err(|r| Refused { error: ApiError::rate_limited(r.message), retry_after: r.retry_after })?;
     }
     let affinity = affinity(endpoint, headers, &body);
@@ -309,14 +304,7 @@ fn from_cache(gw: &Gateway, mut req: Request, hit: &serde_json::Value, kind: &'s
 async fn send(gw: Arc<Gateway>, mut req: Request) -> Response {
     let include_usage = req.body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(|v| v.as_bool()).unwrap_or(false);
     if let Some(key) = req.cache_key {
-        let hit = match &gw.shared.fleet {
-            Some(fleet) => fleet.cache_get(&key).await.unwrap_or_else(|e| {
-                tracing::warn!("cache lookup: {e}");
-                None
-            }),
-            None => gw.shared.cache.get(&key, Instant::now()).map(|v| (*v).clone()),
-        };
-        if let Some(hit) = hit {
+        if let Some(hit) = gw.shared.cached(&key, Instant::now()).await {
             return from_cache(&gw, req, &hit, "hit", include_usage);
         }
         if let Some(cfg) = gw.config.models[req.route].semantic {

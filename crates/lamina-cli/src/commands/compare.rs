@@ -149,8 +149,8 @@ struct Client {
     key: Option<String>,
 }
 
-/// One chat completion: the reply and its latency, or a readable failure.
 impl Client {
+    /// One chat completion: the reply and its latency, or a readable failure.
     async fn chat(&self, body: &Value) -> Result<(Value, Duration), String> {
         let mut req = self.http.post(format!("{}/chat/completions", self.url.trim_end_matches('/'))).json(body);
         if let Some(k) = &self.key {
@@ -211,7 +211,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
         }
         for a in &t.asserts {
             match a {
-                Assertion::Regex(r) => drop(regex_lite(r).map_err(|e| anyhow::anyhow!("test {}: {e}", i + 1))?),
+                Assertion::Regex(r) => drop(pattern(r).map_err(|e| anyhow::anyhow!("test {}: {e}", i + 1))?),
                 Assertion::JsonSchema(s) => drop(validator.matches_json_schema(s, "{}").map_err(|e| anyhow::anyhow!("test {}: json_schema: {e}", i + 1))?),
                 Assertion::Judge(_) if args.judge.is_none() => bail!("test {}: a `judge` assertion needs --judge MODEL", i + 1),
                 _ => {}
@@ -291,7 +291,7 @@ pub fn run(args: CompareArgs) -> Result<()> {
 }
 
 /// A regular expression (the syntax of the gateway's `last_message` rules).
-fn regex_lite(r: &str) -> Result<regex::Regex, String> {
+fn pattern(r: &str) -> Result<regex::Regex, String> {
     regex::Regex::new(r).map_err(|e| format!("`{r}` is not a regular expression: {e}"))
 }
 
@@ -310,7 +310,7 @@ async fn check(
         Assertion::Icontains(s) => verdict(out.to_lowercase().contains(&s.to_lowercase()), format!("does not contain `{s}` (any case)")),
         Assertion::NotContains(s) => verdict(!out.contains(s.as_str()), format!("contains `{s}`")),
         Assertion::Equals(s) => verdict(out.trim() == s.trim(), format!("is not `{s}`")),
-        Assertion::Regex(r) => match regex_lite(r) {
+        Assertion::Regex(r) => match pattern(r) {
             Ok(re) => verdict(re.is_match(out), format!("does not match `{r}`")),
             Err(e) => (false, Some(e)),
         },
