@@ -1180,3 +1180,42 @@ fn the_anthropic_dialect_works_both_ways_through_the_gateway() {
     assert!(log.iter().any(|l| l["model"] == "claude" && l["backend"] == "c" && l["status"] == 200), "{log:?}");
     assert!(log.iter().any(|l| l["model"] == "smol" && l["backend"] == "a" && l["status"] == 200), "{log:?}");
 }
+
+/// Two real models behind one gateway, chosen by the prompt's size: short requests go to
+/// SmolLM2-135M, long ones to Gemma 3 270M. Each answer is the one its model gives when
+/// asked directly, and the log names the rule that chose it.
+#[test]
+fn short_requests_go_to_smollm2_and_long_ones_to_gemma3() {
+    const GEMMA: &str = "gemma-3-270m";
+    let both = Server::start(&["--ctx", "1024", SMOL, GEMMA]);
+    let config = format!(
+        "{FAST_RETRY}{}\
+         [[model]]\nname = \"quick\"\ndeployments = [{{ backend = \"s\", model = \"{SMOL}\" }}]\n\n\
+         [[model]]\nname = \"thorough\"\ndeployments = [{{ backend = \"s\", model = \"{GEMMA}\" }}]\n\n\
+         [[rule]]\nname = \"short\"\nmodel = [\"auto\"]\nmax_prompt_tokens = 64\nroute = \"quick\"\n\n\
+         [[rule]]\nname = \"long\"\nmodel = [\"auto\"]\nroute = \"thorough\"\n",
+        lamina_backend("s", &both)
+    );
+    let setup = Setup::new(&config);
+    let gw = setup.start();
+    let text = std::fs::read_to_string(format!("{}/../../../shared/datasets/tinyshakespeare.txt", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let passage: String = text.chars().take(1200).collect();
+    let cases = [
+        ("What is the capital of France?".to_string(), "quick", SMOL, "short"),
+        (format!("Who speaks first in this scene?\n\n{passage}"), "thorough", GEMMA, "long"),
+    ];
+    for (prompt, route, model, _) in &cases {
+        let r = gw.post_json("/v1/chat/completions", &greedy("auto", prompt, 16));
+        assert_eq!(r.status, 200, "{}", gw.log());
+        assert_eq!(r.header("x-lamina-route"), Some(*route));
+        let direct = both.post_json("/v1/chat/completions", &greedy(model, prompt, 16));
+        assert_eq!(direct.status, 200);
+        let content = |v: &Value| v["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+        assert_eq!(content(&r.json()), content(&direct.json()), "{route}");
+        assert!(!content(&r.json()).is_empty());
+    }
+    let log = setup.log();
+    for (i, (_, route, _, rule)) in cases.iter().enumerate() {
+        assert_eq!((log[i]["rule"].as_str(), log[i]["model"].as_str()), (Some(*rule), Some(*route)), "{}", log[i]);
+    }
+}

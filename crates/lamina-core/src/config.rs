@@ -15,6 +15,11 @@ pub enum Architecture {
     Llama,
     /// LayerNorm with bias, learned absolute positions, fused QKV, GELU MLP.
     Gpt2,
+    /// Gemma 3: RMSNorm before *and after* each sub-layer, RMSNorm of every query and key
+    /// head (QK-norm), rotary positions on half-split dimensions, a GeGLU MLP, embeddings
+    /// scaled by √d, and sliding-window layers interleaved with global ones
+    /// ([`LocalLayers`]).
+    Gemma3,
 }
 
 impl Architecture {
@@ -24,6 +29,7 @@ impl Architecture {
         match name.to_ascii_lowercase().as_str() {
             "llama" | "mistral" | "qwen2" | "smollm" | "smollm2" => Ok(Architecture::Llama),
             "gpt2" => Ok(Architecture::Gpt2),
+            "gemma3" | "gemma3_text" => Ok(Architecture::Gemma3),
             other => Err(Error::UnsupportedArchitecture(other.to_string())),
         }
     }
@@ -32,8 +38,19 @@ impl Architecture {
         match self {
             Architecture::Llama => "llama",
             Architecture::Gpt2 => "gpt2",
+            Architecture::Gemma3 => "gemma3",
         }
     }
+}
+
+/// Layers that attend through the sliding window, interleaved with global ones (Gemma 3):
+/// every `global_every`-th layer (layers `global_every - 1`, `2·global_every - 1`, …) sees
+/// the whole context with the model's `rope_theta` and scaling; the others see the last
+/// `sliding_window` positions and rotate with `rope_theta` here, unscaled.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LocalLayers {
+    pub global_every: usize,
+    pub rope_theta: f32,
 }
 
 /// RoPE frequency scaling for long-context checkpoints.
@@ -72,8 +89,11 @@ pub struct ModelConfig {
     pub tied_embeddings: bool,
     /// Q, K and V projections carry a bias (Qwen2, GPT-2).
     pub qkv_bias: bool,
-    /// Attention sees at most this many previous tokens (Mistral).
+    /// Attention sees at most this many previous tokens (Mistral; Gemma 3's local layers).
     pub sliding_window: Option<usize>,
+    /// When set, only these layers use `sliding_window` (Gemma 3); when not, all do.
+    #[serde(default)]
+    pub local_layers: Option<LocalLayers>,
 }
 
 impl ModelConfig {
@@ -132,6 +152,15 @@ impl ModelConfig {
                 }
             }
         }
+        if let Some(l) = &self.local_layers {
+            if self.sliding_window.is_none() || l.global_every == 0 || !positive(l.rope_theta) {
+                return bad(format!(
+                    "interleaved local layers need a sliding_window, a positive global_every and a positive finite rope_theta \
+                     (got window {:?}, global_every {}, rope_theta {})",
+                    self.sliding_window, l.global_every, l.rope_theta
+                ));
+            }
+        }
         if self.sliding_window == Some(0) {
             return bad("sliding_window (GGUF `*.attention.sliding_window`) is 0, which would let attention see no token; \
                  leave it out (or null) for no window"
@@ -152,16 +181,38 @@ impl ModelConfig {
                 // norms, q/k/v/o, gate/up/down
                 (2 * c).saturating_add(m(c, qd)).saturating_add(m(2 * c, kvd)).saturating_add(bias).saturating_add(m(qd, c)).saturating_add(m(3 * c, f))
             }
+            // four norms, q/k norms, q/k/v/o, gate/up/down
+            Architecture::Gemma3 => {
+                (4 * c + 2 * self.head_dim as u64).saturating_add(m(c, qd)).saturating_add(m(2 * c, kvd)).saturating_add(m(qd, c)).saturating_add(m(3 * c, f))
+            }
             // ln_1, ln_2 (weight + bias), c_attn, c_proj, c_fc, mlp c_proj (+ biases)
             Architecture::Gpt2 => (4 * c).saturating_add(m(c, 3 * c) + 3 * c).saturating_add(m(c, c) + c).saturating_add(m(2 * c, f)).saturating_add(f + c),
         };
         let layers = m(self.num_layers as u64, per_layer);
         let embed = m(v, c);
         let rest = match self.architecture {
-            Architecture::Llama => c.saturating_add(if self.tied_embeddings { 0 } else { embed }),
+            Architecture::Llama | Architecture::Gemma3 => c.saturating_add(if self.tied_embeddings { 0 } else { embed }),
             Architecture::Gpt2 => (2 * c).saturating_add(m(self.context_length as u64, c)),
         };
         layers.saturating_add(embed).saturating_add(rest)
+    }
+
+    /// Whether layer `layer` attends through the sliding window.
+    pub fn is_local_layer(&self, layer: usize) -> bool {
+        match &self.local_layers {
+            None => self.sliding_window.is_some(),
+            Some(l) => !(layer + 1).is_multiple_of(l.global_every),
+        }
+    }
+
+    /// How many previous positions layer `layer` sees (itself included), `None` for all.
+    pub fn layer_window(&self, layer: usize) -> Option<usize> {
+        self.sliding_window.filter(|_| self.is_local_layer(layer))
+    }
+
+    /// The factor by which token embeddings are multiplied (Gemma scales them by √d).
+    pub fn embedding_scale(&self) -> Option<f32> {
+        (self.architecture == Architecture::Gemma3).then(|| (self.hidden_size as f32).sqrt())
     }
 
     /// Width of the query projection output.
@@ -188,6 +239,9 @@ impl ModelConfig {
         let arch = Architecture::from_name(model_type)?;
         let need = |k: &str| j.uint(k)?.ok_or_else(|| Error::InvalidConfig(format!("config.json has no `{k}`")));
         let cfg = match arch {
+            Architecture::Gemma3 => {
+                return Err(Error::InvalidConfig("Gemma 3 loads from GGUF files; a Hugging Face Gemma 3 folder is not supported yet".into()))
+            }
             Architecture::Llama => {
                 let hidden = need("hidden_size")?;
                 let heads = need("num_attention_heads")?;
@@ -234,6 +288,7 @@ impl ModelConfig {
                     tied_embeddings: j.boolean("tie_word_embeddings")?.unwrap_or(false),
                     qkv_bias: model_type == "qwen2" || j.boolean("attention_bias")?.unwrap_or(false),
                     sliding_window: if model_type == "mistral" { j.uint("sliding_window")? } else { None },
+                    local_layers: None,
                 }
             }
             Architecture::Gpt2 => {
@@ -259,6 +314,7 @@ impl ModelConfig {
                     tied_embeddings: true,
                     qkv_bias: true,
                     sliding_window: None,
+                    local_layers: None,
                 }
             }
         };
@@ -266,29 +322,16 @@ impl ModelConfig {
         Ok(cfg)
     }
 
-    /// Writes a Hugging Face `config.json` that [`ModelConfig::from_hf_json`] reads back
-    /// unchanged (used by export).
+    /// Writes a Hugging Face `config.json`: for Llama and GPT-2 one that
+    /// [`ModelConfig::from_hf_json`] reads back unchanged (used by export); for Gemma 3 the
+    /// names of transformers' `Gemma3TextConfig`.
     pub fn to_hf_json(&self) -> serde_json::Value {
         match self.architecture {
             Architecture::Llama => {
-                let mut v = serde_json::json!({
-                    "architectures": ["LlamaForCausalLM"],
-                    "model_type": "llama",
-                    "vocab_size": self.vocab_size,
-                    "hidden_size": self.hidden_size,
-                    "num_hidden_layers": self.num_layers,
-                    "num_attention_heads": self.num_heads,
-                    "num_key_value_heads": self.num_kv_heads,
-                    "head_dim": self.head_dim,
-                    "intermediate_size": self.ffn_dim,
-                    "max_position_embeddings": self.context_length,
-                    "rms_norm_eps": self.norm_eps,
-                    "rope_theta": self.rope_theta,
-                    "tie_word_embeddings": self.tied_embeddings,
-                    "attention_bias": self.qkv_bias,
-                    "hidden_act": "silu",
-                    "torch_dtype": "float32",
-                });
+                let mut v = self.rotary_hf_json("LlamaForCausalLM", "llama");
+                v["attention_bias"] = self.qkv_bias.into();
+                v["hidden_act"] = "silu".into();
+                v["torch_dtype"] = "float32".into();
                 match &self.rope_scaling {
                     Some(RopeScaling::Linear { factor }) => {
                         v["rope_scaling"] = serde_json::json!({"rope_type": "linear", "factor": factor});
@@ -300,6 +343,15 @@ impl ModelConfig {
                     }
                     None => {}
                 }
+                v
+            }
+            Architecture::Gemma3 => {
+                let mut v = self.rotary_hf_json("Gemma3ForCausalLM", "gemma3_text");
+                v["query_pre_attn_scalar"] = self.head_dim.into();
+                v["rope_local_base_freq"] = self.local_layers.map(|l| l.rope_theta).into();
+                v["sliding_window"] = self.sliding_window.into();
+                v["sliding_window_pattern"] = self.local_layers.map(|l| l.global_every).into();
+                v["hidden_activation"] = "gelu_pytorch_tanh".into();
                 v
             }
             Architecture::Gpt2 => serde_json::json!({
@@ -317,35 +369,65 @@ impl ModelConfig {
         }
     }
 
+    /// The `config.json` keys rotary decoders share (Llama's and Gemma's names).
+    fn rotary_hf_json(&self, class: &str, model_type: &str) -> serde_json::Value {
+        serde_json::json!({
+            "architectures": [class],
+            "model_type": model_type,
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+            "num_key_value_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "intermediate_size": self.ffn_dim,
+            "max_position_embeddings": self.context_length,
+            "rms_norm_eps": self.norm_eps,
+            "rope_theta": self.rope_theta,
+            "tie_word_embeddings": self.tied_embeddings,
+        })
+    }
+
     /// Rotary inverse frequencies for the rotated part of a head, with scaling applied.
     /// Returns `rope_dim / 2` values.
     pub fn rope_inv_freq(&self) -> Vec<f32> {
-        let half = self.rope_dim / 2;
-        let mut out = Vec::with_capacity(half);
-        for i in 0..half {
-            let base = 1.0f64 / (self.rope_theta as f64).powf((2 * i) as f64 / self.rope_dim as f64);
-            let f = match &self.rope_scaling {
-                None => base,
-                Some(RopeScaling::Linear { factor }) => base / *factor as f64,
-                Some(RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings }) => {
-                    let old = *original_max_position_embeddings as f64;
-                    let low_wavelen = old / *low_freq_factor as f64;
-                    let high_wavelen = old / *high_freq_factor as f64;
-                    let wavelen = 2.0 * std::f64::consts::PI / base;
-                    if wavelen < high_wavelen {
-                        base
-                    } else if wavelen > low_wavelen {
-                        base / *factor as f64
-                    } else {
-                        let smooth = (old / wavelen - *low_freq_factor as f64) / (*high_freq_factor as f64 - *low_freq_factor as f64);
-                        (1.0 - smooth) * base / *factor as f64 + smooth * base
-                    }
-                }
-            };
-            out.push(f as f32);
-        }
-        out
+        inv_freq(self.rope_theta, self.rope_dim, self.rope_scaling.as_ref())
     }
+
+    /// The inverse frequencies of the sliding-window layers when they have a base of
+    /// their own ([`LocalLayers`]; unscaled, as llama.cpp and transformers do).
+    pub fn rope_inv_freq_local(&self) -> Option<Vec<f32>> {
+        self.local_layers.map(|l| inv_freq(l.rope_theta, self.rope_dim, None))
+    }
+}
+
+/// `rope_dim / 2` rotary inverse frequencies of base `theta`, with `scaling` applied.
+fn inv_freq(theta: f32, rope_dim: usize, scaling: Option<&RopeScaling>) -> Vec<f32> {
+    let half = rope_dim / 2;
+    let mut out = Vec::with_capacity(half);
+    for i in 0..half {
+        let base = 1.0f64 / (theta as f64).powf((2 * i) as f64 / rope_dim as f64);
+        let f = match scaling {
+            None => base,
+            Some(RopeScaling::Linear { factor }) => base / *factor as f64,
+            Some(RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings }) => {
+                let old = *original_max_position_embeddings as f64;
+                let low_wavelen = old / *low_freq_factor as f64;
+                let high_wavelen = old / *high_freq_factor as f64;
+                let wavelen = 2.0 * std::f64::consts::PI / base;
+                if wavelen < high_wavelen {
+                    base
+                } else if wavelen > low_wavelen {
+                    base / *factor as f64
+                } else {
+                    let smooth = (old / wavelen - *low_freq_factor as f64) / (*high_freq_factor as f64 - *low_freq_factor as f64);
+                    (1.0 - smooth) * base / *factor as f64 + smooth * base
+                }
+            }
+        };
+        out.push(f as f32);
+    }
+    out
 }
 
 /// What a JSON value is, for error messages: `string "64"`, `number -4`, `an array`.
@@ -510,6 +592,39 @@ mod tests {
         // GPT-2 has no rotary embedding: its rope_theta of 0 is not checked.
         let gpt2 = ModelConfig::from_hf_json(r#"{"model_type":"gpt2","vocab_size":100,"n_embd":64,"n_layer":2,"n_head":4}"#).unwrap();
         assert_eq!(gpt2.rope_theta, 0.0);
+    }
+
+    #[test]
+    fn gemma3_interleaves_five_local_layers_with_one_global() {
+        let base = ModelConfig::from_hf_json(&llama_with("head_dim", None).unwrap().to_hf_json().to_string()).unwrap();
+        let cfg = ModelConfig {
+            architecture: Architecture::Gemma3,
+            num_layers: 18,
+            sliding_window: Some(512),
+            local_layers: Some(LocalLayers { global_every: 6, rope_theta: 10_000.0 }),
+            rope_theta: 1_000_000.0,
+            ..base.clone()
+        };
+        cfg.validate().unwrap();
+        let global: Vec<usize> = (0..18).filter(|&l| cfg.layer_window(l).is_none()).collect();
+        assert_eq!(global, [5, 11, 17]);
+        assert_eq!(cfg.layer_window(0), Some(512));
+        // The local layers rotate with their own base: 10 000^(-2/16) for the second pair.
+        assert!((cfg.rope_inv_freq_local().unwrap()[1] - 10_000f32.powf(-2.0 / 16.0)).abs() < 1e-7);
+        assert!((cfg.rope_inv_freq()[1] - 1_000_000f32.powf(-2.0 / 16.0)).abs() < 1e-7);
+        assert_eq!(cfg.embedding_scale(), Some((cfg.hidden_size as f32).sqrt()));
+        let hf = cfg.to_hf_json();
+        assert_eq!(
+            (hf["model_type"].as_str(), hf["sliding_window_pattern"].as_u64(), hf["rope_local_base_freq"].as_f64()),
+            (Some("gemma3_text"), Some(6), Some(10_000.0))
+        );
+        // Without local layers (Mistral) the window applies everywhere.
+        let mistral = ModelConfig { sliding_window: Some(4096), ..base.clone() };
+        assert!((0..2).all(|l| mistral.layer_window(l) == Some(4096)));
+        let e = ModelConfig { sliding_window: None, ..cfg.clone() }.validate().unwrap_err().to_string();
+        assert!(e.contains("need a sliding_window"), "{e}");
+        let e = ModelConfig { local_layers: Some(LocalLayers { global_every: 0, rope_theta: 1.0 }), ..cfg }.validate().unwrap_err().to_string();
+        assert!(e.contains("global_every 0"), "{e}");
     }
 
     #[test]

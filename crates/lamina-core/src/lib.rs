@@ -13,7 +13,7 @@ pub mod registry;
 pub mod sampling;
 pub mod settings;
 
-pub use config::{Architecture, ModelConfig, RopeScaling};
+pub use config::{Architecture, LocalLayers, ModelConfig, RopeScaling};
 pub use encoder_config::EncoderConfig;
 pub use error::{Error, Result};
 pub use settings::{Settings, Threads};

@@ -7,13 +7,28 @@
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let d = weight.len();
     for (xr, yr) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-        // Sum of squares in f64, as ggml does; the scale itself in f32.
-        let ss = (xr.iter().map(|&v| (v * v) as f64).sum::<f64>() / d as f64) as f32;
-        let scale = 1.0 / (ss + eps).sqrt();
+        let scale = rms_scale(xr, eps);
         for ((y, &v), &w) in yr.iter_mut().zip(xr).zip(weight) {
             *y = v * scale * w;
         }
     }
+}
+
+/// [`rms_norm`] in place.
+pub fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
+    let d = weight.len();
+    for xr in x.chunks_exact_mut(d) {
+        let scale = rms_scale(xr, eps);
+        for (v, &w) in xr.iter_mut().zip(weight) {
+            *v = *v * scale * w;
+        }
+    }
+}
+
+/// `1 / sqrt(mean(x²) + eps)`: the sum of squares in f64, as ggml does; the scale in f32.
+fn rms_scale(x: &[f32], eps: f32) -> f32 {
+    let ss = (x.iter().map(|&v| (v * v) as f64).sum::<f64>() / x.len() as f64) as f32;
+    1.0 / (ss + eps).sqrt()
 }
 
 /// LayerNorm (Ba et al. 2016) with weight and bias, per row.
@@ -41,6 +56,20 @@ pub fn rope_interleaved(v: &mut [f32], heads: usize, head_dim: usize, cos: &[f32
             let (a, b) = (x[2 * i], x[2 * i + 1]);
             x[2 * i] = a * cos[i] - b * sin[i];
             x[2 * i + 1] = a * sin[i] + b * cos[i];
+        }
+    }
+}
+
+/// Rotary position embedding on half-split dimensions: dimension `i` pairs with
+/// `i + rope_dim/2` (the layout Gemma's weights are stored in, llama.cpp's "NeoX" rope).
+pub fn rope_halves(v: &mut [f32], heads: usize, head_dim: usize, cos: &[f32], sin: &[f32]) {
+    let half = cos.len();
+    for h in 0..heads {
+        let (lo, hi) = v[h * head_dim..h * head_dim + 2 * half].split_at_mut(half);
+        for i in 0..half {
+            let (a, b) = (lo[i], hi[i]);
+            lo[i] = a * cos[i] - b * sin[i];
+            hi[i] = a * sin[i] + b * cos[i];
         }
     }
 }
@@ -162,6 +191,15 @@ pub fn gelu(x: &mut [f32]) {
     for v in x.iter_mut() {
         let u = *v;
         *v = 0.5 * u * (1.0 + (C * (u + 0.044715 * u * u * u)).tanh());
+    }
+}
+
+/// GeGLU (Shazeer 2020): `gate = gelu_tanh(gate) * up`, in place in `gate`.
+pub fn geglu(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "geglu: gate and up lengths");
+    gelu(gate);
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g *= u;
     }
 }
 
@@ -336,6 +374,43 @@ pub(crate) mod simd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Half-split rotation is the adjacent-pair rotation of the same vector with its
+    /// dimensions reordered (`i` and `i + half` side by side): each checks the other.
+    #[test]
+    fn half_split_rope_is_adjacent_pair_rope_on_reordered_dimensions() {
+        let (heads, hd) = (3, 8);
+        let half = hd / 2;
+        let v: Vec<f32> = (0..heads * hd).map(|i| (i as f32 * 0.37).sin()).collect();
+        let inv: Vec<f32> = (0..half).map(|i| 1.0 / 10_000f32.powf(2.0 * i as f32 / hd as f32)).collect();
+        let (mut cos, mut sin) = (vec![0.0; half], vec![0.0; half]);
+        rope_angles(17, &inv, &mut cos, &mut sin);
+        let mut halves = v.clone();
+        rope_halves(&mut halves, heads, hd, &cos, &sin);
+        let pairs_of = |x: &[f32]| -> Vec<f32> { (0..heads).flat_map(|h| (0..half).flat_map(move |i| [x[h * hd + i], x[h * hd + half + i]])).collect() };
+        let mut pairs = pairs_of(&v);
+        rope_interleaved(&mut pairs, heads, hd, &cos, &sin);
+        assert_eq!(pairs_of(&halves), pairs);
+        assert_ne!(halves, v);
+    }
+
+    #[test]
+    fn geglu_is_tanh_gelu_of_the_gate_times_up() {
+        let mut g = vec![-2.0f32, -0.5, 0.0, 0.5, 3.0];
+        let up = [2.0f32, -1.0, 5.0, 4.0, 0.5];
+        let want: Vec<f32> = g
+            .iter()
+            .zip(&up)
+            .map(|(&x, &u)| {
+                let x = x as f64;
+                (0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh()) * u as f64) as f32
+            })
+            .collect();
+        geglu(&mut g, &up);
+        for (a, b) in g.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+    }
 
     #[test]
     fn gelu_erf_simd_matches_its_scalar_twin() {

@@ -461,7 +461,7 @@ impl GgufFile {
     /// present key of the wrong type is an error naming it; the values are then checked
     /// once, by [`lamina_core::ModelConfig::validate`].
     pub fn model_config(&self) -> Result<lamina_core::ModelConfig> {
-        use lamina_core::{Architecture, ModelConfig, RopeScaling};
+        use lamina_core::{Architecture, LocalLayers, ModelConfig, RopeScaling};
         let arch_name =
             self.opt_str("general.architecture")?.ok_or_else(|| Error::invalid_file(&self.path, "no general.architecture in metadata"))?.to_string();
         let architecture = Architecture::from_name(&arch_name)?;
@@ -476,7 +476,7 @@ impl GgufFile {
         let embd = self.tensor("token_embd.weight")?;
         let vocab = uint("vocab_size")?.or_else(|| embd.dims.get(1).copied()).unwrap_or(0);
         let eps_key = match architecture {
-            Architecture::Llama => "attention.layer_norm_rms_epsilon",
+            Architecture::Llama | Architecture::Gemma3 => "attention.layer_norm_rms_epsilon",
             Architecture::Gpt2 => "attention.layer_norm_epsilon",
         };
         let rope_scaling = match self.opt_str(&key("rope.scaling.type"))? {
@@ -498,18 +498,25 @@ impl GgufFile {
             context_length: need("context_length")?,
             norm_eps: float(eps_key)?.unwrap_or(1e-5) as f32,
             rope_theta: match architecture {
-                Architecture::Llama => float("rope.freq_base")?.unwrap_or(10000.0) as f32,
+                Architecture::Llama | Architecture::Gemma3 => float("rope.freq_base")?.unwrap_or(10000.0) as f32,
                 Architecture::Gpt2 => 0.0,
             },
             rope_dim: match architecture {
-                Architecture::Llama => uint("rope.dimension_count")?.unwrap_or(head_dim),
+                Architecture::Llama | Architecture::Gemma3 => uint("rope.dimension_count")?.unwrap_or(head_dim),
                 Architecture::Gpt2 => 0,
             },
             rope_scaling,
             tied_embeddings: !self.tensors.contains_key("output.weight"),
             qkv_bias: self.tensors.contains_key("blk.0.attn_q.bias") || self.tensors.contains_key("blk.0.attn_qkv.bias"),
             sliding_window: uint("attention.sliding_window")?,
+            // Gemma 3 files do not record the interleaving: five local layers to one
+            // global, local bases of 10 000 (what llama.cpp and transformers hard-code).
+            local_layers: (architecture == Architecture::Gemma3).then_some(LocalLayers { global_every: 6, rope_theta: 10_000.0 }),
         };
+        if architecture == Architecture::Gemma3 && cfg.num_layers == 62 {
+            // Gemma 3 27B scales queries by 1/√(d/heads), not 1/√head_dim.
+            return Err(Error::invalid_file(&self.path, "Gemma 3 27B's query scaling is not supported (270M to 12B are)"));
+        }
         cfg.validate().map_err(|e| match e {
             Error::InvalidConfig(m) => Error::invalid_file(&self.path, m),
             e => e,

@@ -132,7 +132,19 @@ pub fn load_gguf(path: &Path, precision: Precision) -> Result<Model> {
         let mut down = lin(&p("ffn_down.weight"), d, f)?;
         down.bias = bias(&p("ffn_down.bias"), d)?;
         let gate = if is_gpt2 { None } else { Some(lin(&p("ffn_gate.weight"), f, d)?) };
+        let gemma = cfg.architecture == Architecture::Gemma3;
+        let gemma_norm = |name: &str, len: usize| -> Result<Option<Norm>> {
+            if gemma {
+                Ok(Some(gguf_norm(&file, &p(name), len, false)?))
+            } else {
+                Ok(None)
+            }
+        };
         layers.push(Layer {
+            q_norm: gemma_norm("attn_q_norm", cfg.head_dim)?,
+            k_norm: gemma_norm("attn_k_norm", cfg.head_dim)?,
+            post_attn_norm: gemma_norm("post_attention_norm", d)?,
+            post_ffn_norm: gemma_norm("post_ffw_norm", d)?,
             attn_norm: gguf_norm(&file, &p("attn_norm"), d, is_gpt2)?,
             q,
             k,
@@ -148,6 +160,7 @@ pub fn load_gguf(path: &Path, precision: Precision) -> Result<Model> {
     let final_norm = gguf_norm(&file, "output_norm", d, is_gpt2)?;
     Ok(Model {
         inv_freq: cfg.rope_inv_freq(),
+        inv_freq_local: cfg.rope_inv_freq_local(),
         config: cfg,
         precision,
         embed,
@@ -272,6 +285,7 @@ pub fn load_safetensors_dir(dir: &Path, precision: Precision) -> Result<Model> {
     let (hd, hq, hkv) = (cfg.head_dim, cfg.num_heads, cfg.num_kv_heads);
     let dense = |rows: usize, cols: usize, w: Vec<f32>, b: Option<Vec<f32>>| Linear::from_f32(rows, cols, w, b);
     let model = match cfg.architecture {
+        Architecture::Gemma3 => return Err(Error::UnsupportedArchitecture("gemma3 from a Hugging Face folder (load its GGUF file)".into())),
         Architecture::Llama => {
             let embed_w = t.take("model.embed_tokens.weight", &[v, d])?;
             let embed = dense(v, d, embed_w, None)?;
@@ -293,6 +307,10 @@ pub fn load_safetensors_dir(dir: &Path, precision: Precision) -> Result<Model> {
                     gate: Some(dense(f, d, t.take(&p("mlp.gate_proj.weight"), &[f, d])?, None)?),
                     up: dense(f, d, t.take(&p("mlp.up_proj.weight"), &[f, d])?, None)?,
                     down: dense(d, f, t.take(&p("mlp.down_proj.weight"), &[d, f])?, None)?,
+                    q_norm: None,
+                    k_norm: None,
+                    post_attn_norm: None,
+                    post_ffn_norm: None,
                 });
             }
             let final_norm = Norm { weight: t.take("model.norm.weight", &[d])?, bias: None };
@@ -324,6 +342,10 @@ pub fn load_safetensors_dir(dir: &Path, precision: Precision) -> Result<Model> {
                     gate: None,
                     up: dense(f, d, transpose(&g(&p("mlp.c_fc.weight"), &[d, f])?, d, f), Some(g(&p("mlp.c_fc.bias"), &[f])?))?,
                     down: dense(d, f, transpose(&g(&p("mlp.c_proj.weight"), &[f, d])?, f, d), Some(g(&p("mlp.c_proj.bias"), &[d])?))?,
+                    q_norm: None,
+                    k_norm: None,
+                    post_attn_norm: None,
+                    post_ffn_norm: None,
                 });
             }
             let final_norm = Norm { weight: g("ln_f.weight", &[d])?, bias: Some(g("ln_f.bias", &[d])?) };
@@ -335,6 +357,7 @@ pub fn load_safetensors_dir(dir: &Path, precision: Precision) -> Result<Model> {
     let _ = &t.dir;
     Ok(Model {
         inv_freq: cfg.rope_inv_freq(),
+        inv_freq_local: cfg.rope_inv_freq_local(),
         config: cfg,
         precision,
         embed,

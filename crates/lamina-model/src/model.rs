@@ -1,4 +1,5 @@
-//! The inference forward pass of the decoder-only transformer (Llama and GPT-2 families).
+//! The inference forward pass of the decoder-only transformer (Llama, GPT-2 and Gemma 3
+//! families).
 //!
 //! A forward call takes a *batch of tokens from any number of sequences*: each sequence
 //! contributes a run of consecutive positions and the block table through which its keys
@@ -56,10 +57,16 @@ pub struct Layer {
     pub v: Linear,
     pub o: Linear,
     pub ffn_norm: Norm,
-    /// SwiGLU gate (Llama); `None` for GPT-2's GELU MLP.
+    /// SwiGLU gate (Llama) or GeGLU gate (Gemma 3); `None` for GPT-2's GELU MLP.
     pub gate: Option<Linear>,
     pub up: Linear,
     pub down: Linear,
+    /// Gemma 3's QK-norm: RMSNorm of every query and key head (`head_dim` weights).
+    pub q_norm: Option<Norm>,
+    pub k_norm: Option<Norm>,
+    /// Gemma 3's RMSNorm of the attention and MLP outputs before they join the residual.
+    pub post_attn_norm: Option<Norm>,
+    pub post_ffn_norm: Option<Norm>,
 }
 
 /// A loaded model, ready for inference.
@@ -75,6 +82,8 @@ pub struct Model {
     /// Output projection `(v, d)`; shares storage with `embed` when tied.
     pub output: Linear,
     pub inv_freq: Vec<f32>,
+    /// The sliding-window layers' own rotary frequencies (Gemma 3), when they differ.
+    pub inv_freq_local: Option<Vec<f32>>,
     pub kernels: Kernels,
     /// The file or folder the model came from.
     pub source: PathBuf,
@@ -118,6 +127,8 @@ pub struct Scratch {
     up: Vec<f32>,
     cos: Vec<f32>,
     sin: Vec<f32>,
+    cos_local: Vec<f32>,
+    sin_local: Vec<f32>,
     scores: Vec<f32>,
     /// Per batch row: (index of its sequence chunk, position).
     rows: Vec<(usize, usize)>,
@@ -271,7 +282,7 @@ impl Model {
             return;
         }
         // (chunk, position) of every batch row.
-        let Scratch { x, xn, q, k: kb, v: vb, att, tmp, gate, up, cos, sin, scores, rows, acts } = scratch;
+        let Scratch { x, xn, q, k: kb, v: vb, att, tmp, gate, up, cos, sin, cos_local, sin_local, scores, rows, acts } = scratch;
         rows.clear();
         for (si, c) in input.seqs.iter().enumerate() {
             rows.extend((c.start..c.start + c.len).map(|p| (si, p)));
@@ -283,6 +294,9 @@ impl Model {
         let x = grow(x, n * d);
         for (i, &t) in input.tokens.iter().enumerate() {
             self.embed.row_f32(t as usize, &mut x[i * d..(i + 1) * d]);
+        }
+        if let Some(scale) = cfg.embedding_scale() {
+            x.iter_mut().for_each(|v| *v *= scale);
         }
         if let Some(pe) = &self.pos_embed {
             let mut row = vec![0.0; d];
@@ -298,6 +312,16 @@ impl Model {
         for (i, &(_, p)) in rows.iter().enumerate() {
             ops::rope_angles(p, &self.inv_freq, &mut cos[i * half..(i + 1) * half], &mut sin[i * half..(i + 1) * half]);
         }
+        let (cos_local, sin_local) = match &self.inv_freq_local {
+            Some(inv) => {
+                let (c, s) = (grow(cos_local, n * half), grow(sin_local, n * half));
+                for (i, &(_, p)) in rows.iter().enumerate() {
+                    ops::rope_angles(p, inv, &mut c[i * half..(i + 1) * half], &mut s[i * half..(i + 1) * half]);
+                }
+                (&*c, &*s)
+            }
+            None => (&*cos, &*sin),
+        };
         // Per-thread attention scratch: scores (f32 cache) or what `attend_f16` needs.
         let longest = rows.iter().map(|r| r.1).max().unwrap_or(0) + 1;
         let max_len = attention::attend_f16_heads_scratch(hq / hkv, hd, longest).max(longest);
@@ -342,11 +366,24 @@ impl Model {
             add_bias(q, &layer.q.bias, qd);
             add_bias(kb, &layer.k.bias, kvd);
             add_bias(vb, &layer.v.bias, kvd);
-            if cfg.architecture == Architecture::Llama {
+            if let Some(qn) = &layer.q_norm {
+                ops::rms_norm_in_place(q, &qn.weight, eps);
+            }
+            if let Some(kn) = &layer.k_norm {
+                ops::rms_norm_in_place(kb, &kn.weight, eps);
+            }
+            let window = cfg.layer_window(li);
+            let (cos, sin) = if window.is_some() { (cos_local, sin_local) } else { (&*cos, &*sin) };
+            let rope = match cfg.architecture {
+                Architecture::Llama => Some(ops::rope_interleaved as fn(&mut [f32], usize, usize, &[f32], &[f32])),
+                Architecture::Gemma3 => Some(ops::rope_halves as fn(&mut [f32], usize, usize, &[f32], &[f32])),
+                Architecture::Gpt2 => None,
+            };
+            if let Some(rope) = rope {
                 for i in 0..n {
                     let (c, s) = (&cos[i * half..(i + 1) * half], &sin[i * half..(i + 1) * half]);
-                    ops::rope_interleaved(&mut q[i * qd..(i + 1) * qd], hq, hd, c, s);
-                    ops::rope_interleaved(&mut kb[i * kvd..(i + 1) * kvd], hkv, hd, c, s);
+                    rope(&mut q[i * qd..(i + 1) * qd], hq, hd, c, s);
+                    rope(&mut kb[i * kvd..(i + 1) * kvd], hkv, hd, c, s);
                 }
             }
             // Write this batch's keys and values into each sequence's blocks.
@@ -370,7 +407,7 @@ impl Model {
                     for u in units {
                         let (i, g) = (u / hkv, u % hkv);
                         let (si, p) = rows[i];
-                        let start = match cfg.sliding_window {
+                        let start = match window {
                             Some(w) if p + 1 > w => p + 1 - w,
                             _ => 0,
                         };
@@ -396,6 +433,7 @@ impl Model {
             for_rows(pool, n, &|r| unsafe { w.quantize_rows(&att_r[r.start * qd..r.end * qd], r) });
             matmul(pool, k, att, acts, layer.o.weights(), d, tmp); // (n, d)
             add_bias(tmp, &layer.o.bias, d);
+            post_norm(pool, n, d, tmp, layer.post_attn_norm.as_ref(), eps);
 
             // --- MLP ---
             let fg = match &layer.gate {
@@ -423,19 +461,21 @@ impl Model {
             }
             // The activation function and the quantization for `down`, row by row.
             let w = acts.reserve(n, f, &formats([&layer.down]));
-            let (gp, up_r, swi) = (SyncPtr(gate.as_mut_ptr()), &*up, layer.gate.is_some());
+            let act = match (&layer.gate, cfg.architecture) {
+                (None, _) => gelu_mlp as fn(&mut [f32], &[f32]),
+                (Some(_), Architecture::Gemma3) => ops::geglu,
+                (Some(_), _) => ops::swiglu,
+            };
+            let (gp, up_r) = (SyncPtr(gate.as_mut_ptr()), &*up);
             for_rows(pool, n, &|r| {
                 // SAFETY: each call owns rows `r` of `gate`, and quantizes only those.
                 let g = unsafe { std::slice::from_raw_parts_mut(gp.get().add(r.start * f), r.len() * f) };
-                if swi {
-                    ops::swiglu(g, &up_r[r.start * f..r.end * f]);
-                } else {
-                    ops::gelu(g);
-                }
+                act(g, &up_r[r.start * f..r.end * f]);
                 unsafe { w.quantize_rows(g, r) };
             });
             matmul(pool, k, gate, acts, layer.down.weights(), d, tmp); // (n, d)
             add_bias(tmp, &layer.down.bias, d);
+            post_norm(pool, n, d, tmp, layer.post_ffn_norm.as_ref(), eps);
             pending = true;
         }
         if pending {
@@ -490,6 +530,24 @@ fn norm_rows(
         norm.apply(xs, eps, xns);
         // SAFETY: rows `r` only; `acts` is not used until `for_rows` returns.
         unsafe { w.quantize_rows(xns, r) };
+    });
+}
+
+/// GPT-2's MLP activation, in the shape of the gated ones (it has no `up` to multiply).
+fn gelu_mlp(x: &mut [f32], _up: &[f32]) {
+    ops::gelu(x)
+}
+
+/// Gemma 3's norm of a sub-layer's output `y` (`n × d`) before it joins the residual,
+/// in place, row by row over the pool; nothing without a norm.
+fn post_norm(pool: &ThreadPool, n: usize, d: usize, y: &mut [f32], norm: Option<&Norm>, eps: f32) {
+    let Some(norm) = norm else { return };
+    assert!(y.len() >= n * d);
+    let yp = SyncPtr(y.as_mut_ptr());
+    for_rows(pool, n, &|r| {
+        // SAFETY: each call owns rows `r` of `y` (length checked above).
+        let ys = unsafe { std::slice::from_raw_parts_mut(yp.get().add(r.start * d), r.len() * d) };
+        ops::rms_norm_in_place(ys, &norm.weight, eps);
     });
 }
 

@@ -259,6 +259,9 @@ fn check_dtype(dtype: DType) -> Result<()> {
 /// Extra checks on top of [`ModelConfig::validate`] that the trainable model relies on.
 pub fn validate_for_training(cfg: &ModelConfig) -> Result<()> {
     cfg.validate()?;
+    if cfg.architecture == Architecture::Gemma3 {
+        return Err(Error::InvalidConfig("training a Gemma 3 model is not supported yet (Llama and GPT-2 are)".into()));
+    }
     if cfg.architecture == Architecture::Gpt2 {
         if cfg.head_dim * cfg.num_heads != cfg.hidden_size {
             return Err(Error::InvalidConfig(format!(
@@ -314,6 +317,7 @@ impl TrainableModel {
                 lm_head = if cfg.tied_embeddings { None } else { Some(b.linear("lm_head", c, cfg.vocab_size, false, WeightLayout::OutIn)?) };
                 rope = Some(rope_tables(cfg, dtype, device)?);
             }
+            Architecture::Gemma3 => return Err(candle_core::Error::Msg("training a Gemma 3 model is not supported yet".into())),
             Architecture::Gpt2 => {
                 embed = b.normal("wte.weight", &[cfg.vocab_size, c], 0.02)?;
                 pos_embed = Some(b.normal("wpe.weight", &[cfg.context_length, c], 0.02)?);
@@ -616,6 +620,7 @@ mod tests {
             tied_embeddings: true,
             qkv_bias: false,
             sliding_window: None,
+            local_layers: None,
         }
     }
 

@@ -75,6 +75,7 @@ fn llama_config() -> ModelConfig {
         tied_embeddings: false,
         qkv_bias: false,
         sliding_window: None,
+        local_layers: None,
     }
 }
 
@@ -96,6 +97,7 @@ fn gpt2_config() -> ModelConfig {
         tied_embeddings: true,
         qkv_bias: true,
         sliding_window: None,
+        local_layers: None,
     }
 }
 

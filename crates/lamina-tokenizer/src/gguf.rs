@@ -32,6 +32,16 @@ const TYPE_CONTROL: i32 = 3;
 const TYPE_USER_DEFINED: i32 = 4;
 const TYPE_BYTE: i32 = 6;
 
+/// Gemma's turn format: a system message opens the first user turn; the assistant's role
+/// is `model`.
+const GEMMA_TURNS: &str = "{{ bos_token }}\
+{%- if messages and messages[0]['role'] == 'system' -%}{%- set first = messages[0]['content'] ~ '\n\n' -%}{%- set rest = messages[1:] -%}\
+{%- else -%}{%- set first = '' -%}{%- set rest = messages -%}{%- endif -%}\
+{%- for m in rest -%}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n\
+{{ (first if loop.first else '') ~ (m['content'] | trim) }}<end_of_turn>\n\
+{% endfor -%}\
+{%- if add_generation_prompt -%}<start_of_turn>model\n{% endif -%}";
+
 /// SentencePiece's visible space.
 const SPM_SPACE: &str = "\u{2581}";
 
@@ -181,6 +191,11 @@ pub(crate) fn from_metadata(path: &Path, md: &HashMap<String, Value>) -> Result<
         vocab_size: Some(tokens.len()),
         ..SpecialInfo::default()
     };
+    if info.chat_template.is_none() && ["<start_of_turn>", "<end_of_turn>"].iter().all(|t| tokens.iter().any(|x| x == t)) {
+        // A Gemma vocabulary without a template (the pre-trained models ship none): the
+        // turn format Gemma's instruction-tuned models use.
+        info.chat_template = Some(GEMMA_TURNS.to_string());
+    }
     for key in ["tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
         info.extra_eos_ids.extend(check_id(key)?);
     }

@@ -313,6 +313,7 @@ impl TrainConfig {
         }
         let head_dim = self.n_embd / self.n_head;
         let cfg = match self.arch {
+            Architecture::Gemma3 => return Err(Error::InvalidConfig("pre-training a Gemma 3 model is not supported yet (arch = llama or gpt2)".into())),
             Architecture::Gpt2 => ModelConfig {
                 architecture: Architecture::Gpt2,
                 vocab_size: vocab,
@@ -330,6 +331,7 @@ impl TrainConfig {
                 tied_embeddings: true,
                 qkv_bias: true,
                 sliding_window: None,
+                local_layers: None,
             },
             Architecture::Llama => ModelConfig {
                 architecture: Architecture::Llama,
@@ -348,6 +350,7 @@ impl TrainConfig {
                 tied_embeddings: self.tied_embeddings,
                 qkv_bias: self.qkv_bias,
                 sliding_window: None,
+                local_layers: None,
             },
         };
         lamina_model::trainable::validate_for_training(&cfg)?;

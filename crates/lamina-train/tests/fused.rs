@@ -26,6 +26,7 @@ fn llama(window: Option<usize>) -> ModelConfig {
         tied_embeddings: false,
         qkv_bias: true,
         sliding_window: window,
+        local_layers: None,
     }
 }
 
@@ -47,6 +48,7 @@ fn gpt2() -> ModelConfig {
         tied_embeddings: true,
         qkv_bias: true,
         sliding_window: None,
+        local_layers: None,
     }
 }
 

@@ -23,6 +23,7 @@ fn llama() -> ModelConfig {
         tied_embeddings: false,
         qkv_bias: true,
         sliding_window: None,
+        local_layers: None,
     }
 }
 
@@ -44,6 +45,7 @@ fn gpt2() -> ModelConfig {
         tied_embeddings: true,
         qkv_bias: true,
         sliding_window: None,
+        local_layers: None,
     }
 }
 

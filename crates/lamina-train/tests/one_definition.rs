@@ -28,6 +28,7 @@ fn config(arch: Architecture) -> ModelConfig {
         tied_embeddings: !llama,
         qkv_bias: !llama,
         sliding_window: None,
+        local_layers: None,
     }
 }
 
