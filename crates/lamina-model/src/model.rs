@@ -345,6 +345,15 @@ impl Model {
         let scale = 1.0 / (hd as f32).sqrt();
         let group = hq / hkv;
 
+        // The rotary layout and the gated MLP's activation of the architecture.
+        type Rope = fn(&mut [f32], usize, usize, &[f32], &[f32]);
+        let rope: Option<Rope> = match cfg.architecture {
+            Architecture::Llama => Some(ops::rope_interleaved),
+            Architecture::Gemma3 => Some(ops::rope_halves),
+            Architecture::Gpt2 => None,
+        };
+        let gated: fn(&mut [f32], &[f32]) = if cfg.architecture == Architecture::Gemma3 { ops::geglu } else { ops::swiglu };
+
         // The previous sub-layer's output waiting to be added to `x` (added together with
         // the next norm, in the same pass over the rows).
         let mut pending = false;
@@ -374,11 +383,6 @@ impl Model {
             }
             let window = cfg.layer_window(li);
             let (cos, sin) = if window.is_some() { (cos_local, sin_local) } else { (&*cos, &*sin) };
-            let rope = match cfg.architecture {
-                Architecture::Llama => Some(ops::rope_interleaved as fn(&mut [f32], usize, usize, &[f32], &[f32])),
-                Architecture::Gemma3 => Some(ops::rope_halves as fn(&mut [f32], usize, usize, &[f32], &[f32])),
-                Architecture::Gpt2 => None,
-            };
             if let Some(rope) = rope {
                 for i in 0..n {
                     let (c, s) = (&cos[i * half..(i + 1) * half], &sin[i * half..(i + 1) * half]);
@@ -461,11 +465,7 @@ impl Model {
             }
             // The activation function and the quantization for `down`, row by row.
             let w = acts.reserve(n, f, &formats([&layer.down]));
-            let act = match (&layer.gate, cfg.architecture) {
-                (None, _) => gelu_mlp as fn(&mut [f32], &[f32]),
-                (Some(_), Architecture::Gemma3) => ops::geglu,
-                (Some(_), _) => ops::swiglu,
-            };
+            let act = if layer.gate.is_some() { gated } else { gelu_mlp };
             let (gp, up_r) = (SyncPtr(gate.as_mut_ptr()), &*up);
             for_rows(pool, n, &|r| {
                 // SAFETY: each call owns rows `r` of `gate`, and quantizes only those.
