@@ -5,7 +5,7 @@
 //! `cargo run --release -p lamina-kernels --example packed_bench [ROUNDS]`
 
 use half::f16;
-use lamina_kernels::packed::{ActScale, PackedMatrix, GROUP};
+use lamina_kernels::packed::{ActScale, PackedMatrix, GROUP, PACKED_COLS};
 use lamina_kernels::quant::*;
 use lamina_kernels::Kernels;
 use std::time::Instant;
@@ -62,7 +62,7 @@ fn main() {
                     for g in 0..m.groups {
                         let mut c = 0;
                         while c < n {
-                            let w = (n - c).min(4);
+                            let w = (n - c).min(PACKED_COLS);
                             (k.packed)(m, g, &xq[c * nb..], &sc[c * nb..], nb, &mut out[c..c + w]);
                             c += w;
                         }

@@ -2,13 +2,13 @@
 //! `rows` output features, each a row of `cols` inputs) and `n` activation rows.
 //!
 //! Work is split over output rows across the pool's threads; within a thread, activation
-//! rows are taken in tiles of up to [`MAX_COLS`] so that each unpacked weight block is
+//! rows are taken in tiles of up to [`MAX_COLS`] ([`PACKED_COLS`] for packed weights) so that each unpacked weight block is
 //! reused, and in panels of [`PANEL`] rows so that the activations a weight row meets stay
 //! in L1/L2 cache.
 
 use crate::cpu::Isa;
 use crate::dot::{self, DotFn, MAX_COLS};
-use crate::packed::{self, ActScale, PackedFn, PackedMatrix, GROUP};
+use crate::packed::{self, ActScale, PackedFn, PackedMatrix, GROUP, PACKED_COLS};
 use crate::pool::ThreadPool;
 use crate::quant::*;
 
@@ -314,7 +314,7 @@ fn rows_product(
     let nb = cols / QK;
     if let Weights::Packed(pm) = w {
         assert_eq!(pm.cols, cols, "packed matrix width");
-        let mut tmp = [[0.0f32; GROUP]; MAX_COLS];
+        let mut tmp = [[0.0f32; GROUP]; PACKED_COLS];
         let (xq, sc) = (&acts.q8_1[..n * nb], &acts.q8_1_scales[..n * nb]);
         let g0 = rows.start / GROUP;
         let g1 = rows.end.div_ceil(GROUP);
@@ -326,7 +326,7 @@ fn rows_product(
                 let r1 = ((g + 1) * GROUP).min(rows.end);
                 let mut t = p0;
                 while t < p1 {
-                    let c = (p1 - t).min(MAX_COLS);
+                    let c = (p1 - t).min(PACKED_COLS);
                     (k.packed)(pm, g, &xq[t * nb..], &sc[t * nb..], nb, &mut tmp[..c]);
                     for (i, o) in tmp[..c].iter().enumerate() {
                         // SAFETY: (t+i) < n and r0..r1 < stride_out; each row belongs to one

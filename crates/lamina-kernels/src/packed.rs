@@ -284,13 +284,16 @@ impl PackedMatrix {
     }
 }
 
-/// `out[c][r] = dot(row 8g + r, activation column c)` for `c < out.len() <= 4`; `x` and
-/// `sc` start at the first column, columns `stride` blocks apart.
+/// Most activation columns one packed-kernel call takes.
+pub const PACKED_COLS: usize = 8;
+
+/// `out[c][r] = dot(row 8g + r, activation column c)` for `c < out.len() <= PACKED_COLS`;
+/// `x` and `sc` start at the first column, columns `stride` blocks apart.
 pub type PackedFn = fn(w: &PackedMatrix, g: usize, x: &[BlockQ8_1], sc: &[ActScale], stride: usize, out: &mut [[f32; GROUP]]);
 
 #[inline]
 fn check(w: &PackedMatrix, g: usize, x: &[BlockQ8_1], sc: &[ActScale], stride: usize, n: usize) {
-    assert!(g < w.groups && n <= 4, "packed kernel: group {g} of {}, {n} columns", w.groups);
+    assert!(g < w.groups && n <= PACKED_COLS, "packed kernel: group {g} of {}, {n} columns", w.groups);
     if n > 0 {
         let need = (n - 1) * stride + w.nb;
         assert!(need <= x.len() && need <= sc.len(), "packed kernel: activations too short");
@@ -337,7 +340,7 @@ pub mod x86 {
     const PREFETCH: usize = 1024;
 
     macro_rules! packed_kernels {
-        ($feat:literal, $suffix:ident, $acc16:ident, $fin16:ident, $fin16w:ident, $acc32:ident, $asm4:literal) => {
+        ($feat:literal, $suffix:ident, $acc16:ident, $fin16:ident, $fin16w:ident, $acc32:ident, $asm4:literal, $q8_offset:literal) => {
             pub mod $suffix {
                 use super::*;
 
@@ -479,10 +482,24 @@ pub mod x86 {
                     }
                 }
 
-                /// The packed kernel for this path (see [`PackedFn`]).
+                /// The packed kernel for this path (see [`PackedFn`]). Columns past four go
+                /// to a second call of at most four (Q8_0 on the VNNI path takes four to
+                /// eight at once, in `q8_offset_kernel`): each column's bits are the same
+                /// either way.
                 pub fn packed(w: &PackedMatrix, g: usize, x: &[BlockQ8_1], sc: &[ActScale], stride: usize, out: &mut [[f32; GROUP]]) {
                     let n = out.len();
                     check(w, g, x, sc, stride, n);
+                    if $q8_offset && w.kind == PackKind::Q8_0 && n >= 4 {
+                        // SAFETY: as below.
+                        unsafe { q8_offset_kernel(w, g, x.as_ptr(), sc.as_ptr(), stride, out) };
+                        return;
+                    }
+                    if n > 4 {
+                        let (head, tail) = out.split_at_mut(4);
+                        packed(w, g, x, sc, stride, head);
+                        packed(w, g, &x[4 * stride..], &sc[4 * stride..], stride, tail);
+                        return;
+                    }
                     let nb = w.nb;
                     let qs = w.qs.as_ptr() as *const u8;
                     let qs = unsafe { qs.add(g * nb * w.kind.qs_bytes()) };
@@ -1075,6 +1092,96 @@ pub mod x86 {
     // The last argument: whether four columns of the packed types use the hand-scheduled
     // AVX2 kernels of `asm` (the VNNI path keeps its intrinsics: `vpdpbusd` needs no
     // i16 stage, so it has registers to spare).
-    packed_kernels!("avx2,fma,f16c", avx2, acc16_avx2, fin16_avx2, fin16w_avx2, acc32_avx2, true);
-    packed_kernels!("avx2,fma,f16c,avx512vnni,avx512vl", vnni, acc_vnni, fin_vnni, fin_vnni, acc_vnni, false);
+    // And whether Q8_0 goes through `q8_offset_kernel` (VNNI only: `vpdpbusd` sums into i32
+    // with no i16 stage to saturate).
+    packed_kernels!("avx2,fma,f16c", avx2, acc16_avx2, fin16_avx2, fin16w_avx2, acc32_avx2, true, false);
+    packed_kernels!("avx2,fma,f16c,avx512vnni,avx512vl", vnni, acc_vnni, fin_vnni, fin_vnni, acc_vnni, false, true);
+
+    /// Q8_0 × Q8_1 on the VNNI path for four to [`PACKED_COLS`] columns a call, without
+    /// the sign trick. `vpdpbusd` multiplies unsigned by signed bytes; flipping each weight
+    /// byte's top bit turns `w` into the unsigned `w + 128`, so the integer block sum is
+    /// `I = Σ (w + 128)·x = dot + 128·Σx`, and with the activation scale `d` and
+    /// `sx = d·Σx` (the block's third [`ActScale`]) `fma(I, d, −128·sx)` is `d·dot`
+    /// rounded once: `I` is below 2^24 and `d·Σx` has at most 23 significant bits (an f16
+    /// scale times a sum below 2^12), so both are exact in f32 and the result has the bits
+    /// of `(dot as f32) * d`. Per weight vector one XOR is shared by every column, and each
+    /// column costs one `vpdpbusd` whose activation bytes are broadcast from memory (where
+    /// the sign trick spent a broadcast, a `vpsignb` and the `vpdpbusd`), which is what
+    /// makes eight columns a call pay (32 vector registers with AVX-512VL). The f32 sums
+    /// are those of `q8_n` (the same `t`, even and odd blocks in two accumulators added at
+    /// the end), so a column has the same bits here as in the one-to-three-column kernel
+    /// (`q8_n`, which stays faster alone: measured in `examples/packed_bench.rs`).
+    ///
+    /// # Safety
+    /// The CPU has the features of the VNNI path; `check` passed for these arguments.
+    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+    unsafe fn q8_offset_kernel(w: &PackedMatrix, g: usize, x: *const BlockQ8_1, sc: *const ActScale, stride: usize, out: &mut [[f32; GROUP]]) {
+        let nb = w.nb;
+        let qs = (w.qs.as_ptr() as *const u8).add(g * nb * w.kind.qs_bytes());
+        let d = w.d.as_ptr().add(g * nb * GROUP);
+        let o = out.as_mut_ptr();
+        match out.len() {
+            4 => q8_offset_n::<4>(qs, d, nb, x, sc, stride, o),
+            5 => q8_offset_n::<5>(qs, d, nb, x, sc, stride, o),
+            6 => q8_offset_n::<6>(qs, d, nb, x, sc, stride, o),
+            7 => q8_offset_n::<7>(qs, d, nb, x, sc, stride, o),
+            8 => q8_offset_n::<8>(qs, d, nb, x, sc, stride, o),
+            _ => {}
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+    unsafe fn q8_offset_n<const N: usize>(
+        qs: *const u8,
+        d: *const f16,
+        nb: usize,
+        x: *const BlockQ8_1,
+        sc: *const ActScale,
+        stride: usize,
+        out: *mut [f32; GROUP],
+    ) {
+        let flip = _mm256_set1_epi8(-128);
+        let minus128 = _mm256_set1_ps(-128.0);
+        let mut acc = [_mm256_setzero_ps(); N];
+        let mut acc2 = [_mm256_setzero_ps(); N];
+        for i in 0..nb {
+            let q = qs.add(i * 256);
+            for l in 0..4 {
+                _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(PREFETCH + 64 * l) as *const i8);
+            }
+            // Up to six columns the integer sums run in two chains a column (even and odd
+            // steps), so that enough `vpdpbusd`s are independent to cover their latency
+            // (past six the registers run out, and the columns are enough chains);
+            // integer sums are exact in any order.
+            let mut s = [_mm256_setzero_si256(); N];
+            let mut s2 = [_mm256_setzero_si256(); N];
+            for k in 0..8 {
+                let wu = _mm256_xor_si256(_mm256_load_si256(q.add(32 * k) as *const __m256i), flip);
+                for c in 0..N {
+                    let xq = (*x.add(c * stride + i)).qs.as_ptr() as *const i32;
+                    let xv = _mm256_set1_epi32(xq.add(k).read_unaligned());
+                    if N <= 6 && k % 2 == 1 {
+                        s2[c] = _mm256_dpbusd_epi32(s2[c], wu, xv);
+                    } else {
+                        s[c] = _mm256_dpbusd_epi32(s[c], wu, xv);
+                    }
+                }
+            }
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(d.add(i * GROUP) as *const __m128i));
+            for c in 0..N {
+                let k = &*sc.add(c * stride + i);
+                let sum = _mm256_add_epi32(s[c], s2[c]);
+                let off = _mm256_mul_ps(_mm256_set1_ps(k[2]), minus128);
+                let t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(k[0]), off);
+                if i % 2 == 0 {
+                    acc[c] = _mm256_fmadd_ps(t, dw, acc[c]);
+                } else {
+                    acc2[c] = _mm256_fmadd_ps(t, dw, acc2[c]);
+                }
+            }
+        }
+        for c in 0..N {
+            _mm256_storeu_ps(out.add(c) as *mut f32, _mm256_add_ps(acc[c], acc2[c]));
+        }
+    }
 }

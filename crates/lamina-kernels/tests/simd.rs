@@ -241,7 +241,7 @@ fn f32_gemm_path_equals_scalar_dots() {
 // ---------------------------------------------------------------------------------------
 // Packed (row-interleaved) weights.
 
-use lamina_kernels::packed::{packed_scalar, ActScale, PackKind, PackedMatrix, GROUP};
+use lamina_kernels::packed::{packed_scalar, ActScale, PackKind, PackedMatrix, GROUP, PACKED_COLS};
 
 fn packed_paths() -> Vec<Kernels> {
     simd_paths()
@@ -294,14 +294,14 @@ fn packed_kernels_match_scalar_twin() {
             for rows in [1usize, 7, 8, 13, 24] {
                 let (pm, _) = random_packed(&mut rng, kind, rows, nb);
                 let stride = nb + 3;
-                let (x, sc) = random_acts(&mut rng, 4, stride);
+                let (x, sc) = random_acts(&mut rng, PACKED_COLS, stride);
                 for k in &paths {
                     for g in 0..pm.groups {
-                        let mut alone = [[0.0f32; GROUP]; 4];
+                        let mut alone = [[0.0f32; GROUP]; PACKED_COLS];
                         for (c, out) in alone.iter_mut().enumerate() {
                             (k.packed)(&pm, g, &x[c * stride..], &sc[c * stride..], stride, std::slice::from_mut(out));
                         }
-                        for cols in 1..=4 {
+                        for cols in 1..=PACKED_COLS {
                             let mut want = vec![[0.0f32; GROUP]; cols];
                             let mut got = vec![[0.0f32; GROUP]; cols];
                             packed_scalar(&pm, g, &x, &sc, stride, &mut want);
