@@ -53,7 +53,7 @@ pub struct HnswParams {
 
 impl Default for HnswParams {
     fn default() -> HnswParams {
-        HnswParams { m: 16, ef_construction: 100, ef_search: 80, exact_threshold: 5_000, seed: 0x5eed_1a71_a000_0001, threads: 1 }
+        HnswParams { m: 16, ef_construction: 64, ef_search: 96, exact_threshold: 5_000, seed: 0x5eed_1a71_a000_0001, threads: 1 }
     }
 }
 
@@ -520,7 +520,9 @@ impl Graph {
     }
 }
 
-/// Asks for the start of a vector to be brought into cache ahead of its dot product.
+/// Asks for a whole vector to be brought into cache ahead of its dot product (every line:
+/// prefetching only the first four and leaving the rest to the hardware prefetcher made the
+/// build 10-15 % slower on an AMD EPYC, where the dot products wait on memory).
 #[inline(always)]
 fn prefetch(v: &[f32]) {
     #[cfg(target_arch = "x86_64")]
@@ -531,8 +533,7 @@ fn prefetch(v: &[f32]) {
         unsafe {
             let p = v.as_ptr() as *const i8;
             _mm_prefetch::<_MM_HINT_T0>(p);
-            // The first few lines; the hardware prefetcher follows the rest of the row.
-            for line in 1..v.len().div_ceil(16).min(4) {
+            for line in 1..v.len().div_ceil(16) {
                 _mm_prefetch::<_MM_HINT_T0>(p.add(64 * line));
             }
         }
