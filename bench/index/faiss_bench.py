@@ -6,6 +6,7 @@ recall@10 (and distances computed a query, faiss's hnsw_stats) at each efSearch.
 """
 import json
 import sys
+import os
 import time
 
 import faiss
@@ -14,6 +15,7 @@ import numpy as np
 base, queries, truth = (np.load(p) for p in sys.argv[1:4])
 threads = int(sys.argv[4])
 m = int(sys.argv[5]) if len(sys.argv) > 5 else 32
+REPEAT = int(os.environ.get("REPEAT", "5"))
 efs = [int(x) for x in (sys.argv[6] if len(sys.argv) > 6 else "16,32,48,64,72,80,88,96,128").split(",")]
 faiss.omp_set_num_threads(threads)
 k = 10
@@ -26,10 +28,15 @@ runs = []
 for ef in efs:
     index.hnsw.efSearch = ef
     index.search(queries[:100], k)
-    faiss.cvar.hnsw_stats.reset()
-    t = time.perf_counter()
-    _, found = index.search(queries, k)
-    qps = len(queries) / (time.perf_counter() - t)
+    # The best of REPEAT passes: one pass lasts a tenth of a second, and other load on the
+    # machine only ever slows a pass down.
+    best = float("inf")
+    for _ in range(REPEAT):
+        faiss.cvar.hnsw_stats.reset()
+        t = time.perf_counter()
+        _, found = index.search(queries, k)
+        best = min(best, time.perf_counter() - t)
+    qps = len(queries) / best
     ndis = faiss.cvar.hnsw_stats.ndis
     hit = sum(len(set(found[i]) & set(truth[i, :k])) for i in range(len(queries)))
     runs.append({"ef_search": ef, "qps": round(qps), "recall_at_10": round(hit / (k * len(queries)), 4), "distances_per_query": round(ndis / len(queries))})

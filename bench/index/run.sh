@@ -15,7 +15,9 @@
 # faiss: IndexHNSWFlat(d, 32, inner product), its default efConstruction,
 # omp_set_num_threads(THREADS). Ours: the example index_bench with the crate's defaults.
 #
-# Env: N (70000), Q (1000), THREADS (2), M (ours; default the crate's), EFC (ours),
+# Queries/s is the best of REPEAT (5) passes over the queries, on both sides.
+#
+# Env: N (70000), Q (1000), THREADS (2), REPEAT (5), M (ours; default the crate's), EFC (ours),
 # LAMINA (a built binary instead of a fresh release build), VENV.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -49,7 +51,7 @@ fi
 
 echo "== machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) CPUs; threads $THREADS; $N vectors, $Q queries" | tee "$OUT/summary.txt"
 "$PY" bench/index/faiss_bench.py "$CACHE/base.npy" "$CACHE/queries.npy" "$CACHE/truth.npy" "$THREADS" 32 > "$OUT/faiss.json"
-ARGS=(--threads "$THREADS")
+ARGS=(--threads "$THREADS" --repeat "${REPEAT:-5}")
 [ -n "${M:-}" ] && ARGS+=(--m "$M")
 [ -n "${EFC:-}" ] && ARGS+=(--ef-construction "$EFC")
 "$BENCH" "$CACHE/base.npy" "$CACHE/queries.npy" "$CACHE/truth.npy" "${ARGS[@]}" > "$OUT/lamina.json"

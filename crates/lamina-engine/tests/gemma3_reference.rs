@@ -168,7 +168,11 @@ fn f32_greedy_matches_transformers() {
 
 /// Greedy decoding through the engine (KV blocks, decode steps of one token) follows
 /// llama.cpp's greedy text; where it first differs, the two tokens are a near-tie in our
-/// own log-probabilities (under 0.75 apart, the bound of the log-probability test).
+/// own log-probabilities: under 1.5 apart. That is twice the bound of the log-probability
+/// test (0.75): if each of our log-probabilities is within ε of llama.cpp's and llama.cpp
+/// ranks token b over a, our lead of a over b is at most 2ε. Measured at the chat prompt's
+/// step 7, the widest case: 0.39 on the AVX2 kernels, 0.58 on the scalar ones, 0.81 on the
+/// VNNI ones (8-bit activations make the paths' rounding differences discrete jumps).
 #[test]
 fn greedy_follows_llama_cpp() {
     let (model, tok) = model_and_tokenizer();
@@ -191,7 +195,7 @@ fn greedy_follows_llama_cpp() {
                 let want_lp = lp.top.iter().find(|t| t.0 == want).map(|t| t.1);
                 let gap = want_lp.map(|w| lp.logprob - w);
                 eprintln!("{:?}: first difference at step {step}, gap {gap:?}", r["prompt"].as_str().unwrap().chars().take(30).collect::<String>());
-                assert!(gap.is_some_and(|g| g < 0.75), "{:?}: step {step}: ours {} vs llama.cpp {want}, gap {gap:?}", r["prompt"], lp.token);
+                assert!(gap.is_some_and(|g| g < 1.5), "{:?}: step {step}: ours {} vs llama.cpp {want}, gap {gap:?}", r["prompt"], lp.token);
             }
         }
     }

@@ -30,12 +30,12 @@
 //! is not yet felt. Above it the scan's cost grows with every vector and the graph's barely.
 //! Graph parameters, on 70,000 MiniLM vectors with 1,000 held-out queries, by dot products a
 //! query at faiss's recall@10 (0.983 at M 32, efSearch 64, which computes 1,574): M 16 /
-//! ef_construction 100 reaches 0.984 at ef_search 80 with 1,405; M 16 / 64 needs 1,567 (at
-//! ef_search 96), M 24 / 80 ~1,480, M 32 / 64 ~1,570. M 16 also holds the least: 1,680 bytes
-//! a vector against faiss's 1,808. The default is M 16 / ef_construction 64 / ef_search 96:
-//! the build is four tenths cheaper than at 100 (it is nearly all insertion searches) and
-//! lands under faiss's build time, for 11 % more dot products a query, which still leaves
-//! queries/s above faiss's at its recall (docs/benchmarks.md, 2026-12-04).
+//! ef_construction 100 reaches 0.984 at ef_search 80 with 1,405 (0.985 when built over the
+//! 8-bit copy, see [`hnsw::Sq8Rows`]); M 16 / 64 needs 1,567 (at ef_search 96), M 24 / 80
+//! ~1,480, M 32 / 64 ~1,570. M 16 also holds the least: 1,680 bytes a vector against faiss's
+//! 1,808. ef_search 80 is the smallest width at faiss's recall. Bulk insertions walk the
+//! 8-bit copy, which halves the build time, so ef_construction 100 builds faster than faiss
+//! at ef_construction 40 (docs/benchmarks.md, 2026-12-04).
 //!
 //! ## Filters
 //! A filter is a predicate on ids. The graph search returns only accepted, live rows but
@@ -54,6 +54,23 @@ use std::collections::{BinaryHeap, HashMap};
 use std::sync::Mutex;
 
 pub use super::simd::dot;
+
+/// An insertion of at least 1/BULK_FRACTION of the rows walks an 8-bit copy of them
+/// ([`hnsw::Sq8Rows`]); smaller ones, where quantizing every row would cost more than the
+/// walks save, walk the f32 rows.
+const BULK_FRACTION: usize = 64;
+
+/// Links the last `count` rows of `data` into `g`.
+fn insert_rows(g: &mut Graph, data: &[f32], dims: usize, count: usize, params: &HnswParams, threads: usize) {
+    let rows = data.len() / dims;
+    if count * BULK_FRACTION >= rows {
+        let sq8 = hnsw::Sq8Rows::new(data, dims, threads);
+        g.insert(&sq8, count, params.ef_construction, params.seed, threads);
+    } else {
+        let view = GraphRows { data, dims, dot: simd::kernel() };
+        g.insert(&view, count, params.ef_construction, params.seed, threads);
+    }
+}
 
 /// Rows sampled to estimate how many rows a filter accepts.
 const FILTER_SAMPLE: usize = 128;
@@ -261,16 +278,14 @@ impl VectorIndex {
             self.compact();
         }
         let rows = self.ids.len();
-        let dot = simd::kernel();
         match &mut self.graph {
             Some(g) if g.nodes < rows => {
-                let view = GraphRows { data: &self.data, dims: self.dims, dot };
-                g.insert(&view, rows - g.nodes, self.params.ef_construction, self.params.seed, threads);
+                let count = rows - g.nodes;
+                insert_rows(g, &self.data, self.dims, count, &self.params, threads);
             }
             None if self.live_count > self.params.exact_threshold => {
                 let mut g = Graph::new(self.params.m);
-                let view = GraphRows { data: &self.data, dims: self.dims, dot };
-                g.insert(&view, rows, self.params.ef_construction, self.params.seed, threads);
+                insert_rows(&mut g, &self.data, self.dims, rows, &self.params, threads);
                 self.graph = Some(g);
             }
             _ => {}
