@@ -11,6 +11,7 @@
 //! This crate is plain data plus parsing and validation: no HTTP framework, no async
 //! runtime, no global state, and no randomness (the server supplies ids and timestamps).
 
+pub mod adapters;
 pub mod chat;
 pub mod collections;
 pub mod common;

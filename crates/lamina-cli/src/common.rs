@@ -1,12 +1,45 @@
 //! Arguments shared by several commands, and model loading with user-facing messages.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use lamina_engine::{resolve, DraftModel, Engine, EngineConfig, GenerationParams, SamplingParams, SpecMethod, SpeculativeConfig};
 use lamina_kernels::ThreadPool;
 use lamina_model::{Model, Precision};
 use lamina_tokenizer::Tokenizer;
 use std::sync::Arc;
+
+/// `--lora ADAPTER[:SCALE]`: a LoRA adapter applied unmerged on top of the model.
+#[derive(Args, Debug, Clone, Default)]
+pub struct LoraArgs {
+    /// A LoRA adapter folder (PEFT's format: adapter_config.json +
+    /// adapter_model.safetensors), optionally with a multiplier of its α/r scale after a
+    /// colon (`ADAPTER:0.5`).
+    #[arg(long, value_name = "ADAPTER[:SCALE]")]
+    pub lora: Option<String>,
+}
+
+/// Splits `PATH[:SCALE]`; a suffix that is not a number is part of the path.
+pub fn split_scale(spec: &str) -> (&str, f32) {
+    match spec.rsplit_once(':') {
+        Some((path, scale)) if !path.is_empty() => match scale.parse::<f32>() {
+            Ok(s) => (path, s),
+            Err(_) => (spec, 1.0),
+        },
+        _ => (spec, 1.0),
+    }
+}
+
+impl LoraArgs {
+    /// The adapter resolved against `model`, or `None` without `--lora`.
+    pub fn prepare(&self, model: &Model) -> Result<Option<Arc<lamina_model::ModelLora>>> {
+        let Some(spec) = &self.lora else { return Ok(None) };
+        let (path, scale) = split_scale(spec);
+        let adapter = lamina_model::lora::LoraAdapter::load(std::path::Path::new(path)).with_context(|| format!("loading the LoRA adapter {path}"))?;
+        let name = std::path::Path::new(path).file_name().map_or(path.to_string(), |n| n.to_string_lossy().into_owned());
+        let lora = model.prepare_lora(&adapter, &name, scale).with_context(|| format!("applying the LoRA adapter {path} to {}", model.source.display()))?;
+        Ok(Some(Arc::new(lora)))
+    }
+}
 
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {

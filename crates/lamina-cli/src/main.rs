@@ -50,6 +50,8 @@ enum Command {
     Export(train_cmds::ExportArgs),
     /// Rewrite a GGUF model with its matrices in another quantization type.
     Quantize(commands::quantize::QuantizeArgs),
+    /// Fold a LoRA adapter into its base model (GGUF or Hugging Face folder).
+    Merge(commands::merge::MergeArgs),
     /// Measure prefill, decode and batched decode speed (optionally against llama.cpp).
     Bench(commands::bench::BenchArgs),
     /// Serve models over an OpenAI-compatible HTTP API.
@@ -79,6 +81,7 @@ fn main() {
         Command::Serve(a) => commands::serve::run(a),
         Command::Gateway(a) => commands::gateway::run(a),
         Command::Quantize(a) => commands::quantize::run(a),
+        Command::Merge(a) => commands::merge::run(a),
         Command::Generate(a) => commands::run::generate(a),
         Command::Tokenizer(a) => train_cmds::run_tokenizer(a),
         Command::Pretrain(a) => train_cmds::run_pretrain(a),

@@ -2,6 +2,8 @@
 //! works in its own temporary directory. Bad input must give one line on stderr starting
 //! with `error:`, a non-zero exit, and never a panic.
 
+mod lora_support;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -701,4 +703,43 @@ fn run_follows_a_json_schema_or_a_grammar_file() {
     let out = lamina().args(["run", "-p", "x", "--json-schema"]).arg(&bad).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Invalid type: intger"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn greedy(model: &str, extra: &[&str]) -> String {
+    let mut args = vec!["run", model, "-p", "The capital of France is", "--temperature", "0", "-n", "12"];
+    args.extend_from_slice(extra);
+    let out = lamina().args(&args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `lamina run --lora` applies an adapter unmerged; `lamina merge` folds it into a GGUF
+/// that gives the same greedy text (merged in f32, both run in f32: the same weights up to
+/// rounding); a zero scale is the base model; bad adapters fail cleanly.
+#[test]
+fn lora_run_and_merge_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let adapter = lora_support::random_smollm2_adapter(dir.path(), "adapter", 7);
+    let a = adapter.to_str().unwrap();
+    let base = greedy("smollm2-135m-instruct", &["--precision", "f32"]);
+    let with = greedy("smollm2-135m-instruct", &["--precision", "f32", "--lora", a]);
+    assert_ne!(base, with, "the adapter should change the greedy text");
+    assert_eq!(greedy("smollm2-135m-instruct", &["--precision", "f32", "--lora", &format!("{a}:0")]), base);
+    let merged = dir.path().join("merged.gguf");
+    let r = lamina().args(["merge", "smollm2-135m-instruct", a, "--out", merged.to_str().unwrap(), "--quant", "f32"]).output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(String::from_utf8_lossy(&r.stdout).contains("90 with the adapter merged"), "{}", String::from_utf8_lossy(&r.stdout));
+    assert_eq!(greedy(merged.to_str().unwrap(), &["--precision", "f32"]), with);
+    // Types kept: the merged Q4_1 file runs on the native path.
+    let kept = dir.path().join("kept.gguf");
+    assert!(lamina().args(["merge", "smollm2-135m-instruct", a, "--out", kept.to_str().unwrap()]).status().unwrap().success());
+    let info = String::from_utf8(lamina().args(["info", kept.to_str().unwrap()]).output().unwrap().stdout).unwrap();
+    assert!(info.contains("Q4_1"), "{info}");
+    greedy(kept.to_str().unwrap(), &[]);
+
+    // Bad input.
+    assert_clean_error(&lamina().args(["run", "-p", "x", "--lora", dir.path().join("none").to_str().unwrap()]).output().unwrap(), "adapter");
+    std::fs::write(adapter.join("adapter_config.json"), r#"{"peft_type":"LORA","r":0,"lora_alpha":8,"target_modules":["q_proj"]}"#).unwrap();
+    assert_clean_error(&lamina().args(["run", "-p", "x", "--lora", a]).output().unwrap(), "rank");
+    assert_clean_error(&lamina().args(["merge", "smollm2-135m-instruct", a, "--out", dir.path().join("m").to_str().unwrap()]).output().unwrap(), "rank");
 }

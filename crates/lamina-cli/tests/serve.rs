@@ -3,6 +3,7 @@
 //! pre-emption, prefix-cache sharing seen through `/metrics`, a multi-turn chat hitting
 //! the cache, back-pressure (429) and a clean SIGTERM.
 
+mod lora_support;
 mod serve_support;
 
 use serde_json::{json, Value};
@@ -412,4 +413,67 @@ fn speculative_serving_gives_the_same_text_and_publishes_its_acceptance() {
     assert!(kept > 5.0 && kept <= drafted, "{kept} of {drafted} drafts kept");
     let rate = s.metric("lamina_spec_acceptance_rate");
     assert!((rate - kept / drafted).abs() < 1e-9, "acceptance rate {rate}, counters {kept} / {drafted}");
+}
+
+/// `lamina serve --lora`: adapters chosen per request by `model`, giving the greedy text of
+/// `lamina run --lora` with the same adapter, alone and batched with requests on the base
+/// and on another adapter; added and removed over HTTP at run time; bad input refused.
+#[test]
+fn lora_adapters_are_served_per_request_and_loaded_at_run_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = lora_support::random_smollm2_adapter(dir.path(), "a", 7);
+    let b = lora_support::random_smollm2_adapter(dir.path(), "b", 99);
+    let prompt = "The capital of France is";
+    let run = |lora: Option<&std::path::Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lamina"));
+        cmd.args(["run", "-p", prompt, "--temperature", "0", "-n", "12"]);
+        if let Some(l) = lora {
+            cmd.arg("--lora").arg(l);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().strip_suffix('\n').unwrap().to_string()
+    };
+    let (want_base, want_a, want_b) = (run(None), run(Some(&a)), run(Some(&b)));
+    assert!(want_a != want_base && want_b != want_base && want_a != want_b);
+
+    let s = Server::start(&["--lora", &format!("poet={}", a.display()), "--lora", &format!("smollm2-135m-instruct:critic={}", b.display())]);
+    let complete = |model: &str| {
+        let r = s.post_json("/v1/completions", &json!({"model": model, "prompt": prompt, "max_tokens": 12, "temperature": 0}));
+        assert_eq!(r.status, 200, "{model}: {}\n{}", String::from_utf8_lossy(&r.body), s.log());
+        assert_eq!(r.json()["model"], model);
+        r.json()["choices"][0]["text"].as_str().unwrap().to_string()
+    };
+    assert_eq!(complete("poet"), want_a);
+    assert_eq!(complete("smollm2-135m-instruct:poet"), want_a);
+    assert_eq!(complete("critic"), want_b);
+    assert_eq!(complete("smollm2-135m-instruct"), want_base);
+    // Together, in the same batches: each still gets its own text.
+    let texts: Vec<String> = std::thread::scope(|sc| {
+        let hs: Vec<_> = ["poet", "smollm2-135m-instruct", "critic", "poet"].into_iter().map(|m| sc.spawn(move || complete(m))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(texts, [want_a.clone(), want_base.clone(), want_b.clone(), want_a.clone()]);
+    let models = s.request("GET", "/v1/models", &[], b"").json();
+    let ids: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert!(ids.contains(&"smollm2-135m-instruct:poet") && ids.contains(&"smollm2-135m-instruct:critic"), "{ids:?}");
+
+    // Run-time loading and unloading.
+    let r = s.post_json("/v1/adapters", &json!({"name": "late", "path": a.display().to_string(), "scale": 1.0}));
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["id"], "smollm2-135m-instruct:late");
+    assert_eq!(complete("late"), want_a);
+    let list = s.request("GET", "/v1/adapters", &[], b"").json();
+    assert_eq!(list["data"].as_array().unwrap().len(), 3);
+    assert_eq!(s.request("DELETE", "/v1/adapters/late", &[], b"").status, 200);
+    let gone = s.post_json("/v1/completions", &json!({"model": "late", "prompt": prompt, "max_tokens": 2}));
+    assert_eq!((gone.status, gone.error()["code"].as_str()), (404, Some("model_not_found")));
+    // Bad input: a missing folder, a taken name, an unknown field, a model as adapter.
+    let missing = s.post_json("/v1/adapters", &json!({"name": "x", "path": dir.path().join("nope").display().to_string()}));
+    assert_eq!(missing.status, 400, "{}", String::from_utf8_lossy(&missing.body));
+    assert!(missing.error()["message"].as_str().unwrap().contains("nope"));
+    assert_eq!(s.post_json("/v1/adapters", &json!({"name": "poet", "path": a.display().to_string()})).status, 400);
+    assert_eq!(s.post_json("/v1/adapters", &json!({"name": "y", "path": a.display().to_string(), "rank": 4})).status, 400);
+    assert_eq!(s.request("DELETE", "/v1/adapters/smollm2-135m-instruct", &[], b"").status, 400);
+    assert_eq!(complete("poet"), want_a, "the other adapters are untouched");
 }

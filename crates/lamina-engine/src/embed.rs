@@ -243,7 +243,7 @@ impl Embedder {
             tables.push((next..next + b as u32).collect::<Vec<u32>>());
             next += b as u32;
         }
-        let seqs: Vec<SeqChunk<'_>> = lens.iter().zip(&tables).map(|(&len, blocks)| SeqChunk { len, start: 0, blocks }).collect();
+        let seqs: Vec<SeqChunk<'_>> = lens.iter().zip(&tables).map(|(&len, blocks)| SeqChunk { len, start: 0, blocks, lora: None }).collect();
         let mut rows = Vec::new();
         let mut spans = Vec::with_capacity(lens.len());
         let mut at = 0;

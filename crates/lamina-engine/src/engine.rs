@@ -17,7 +17,7 @@ use crate::sequence::{Finished, SeqId, SeqStats, Sequence, TokenCallback, TokenE
 use crate::speculative::{DraftRequest, Drafter, SpeculativeConfig};
 use lamina_core::{Error, Result};
 use lamina_kernels::ThreadPool;
-use lamina_model::{BatchInput, Model, PagedKv, Scratch, SeqChunk};
+use lamina_model::{BatchInput, Model, ModelLora, PagedKv, Scratch, SeqChunk};
 use lamina_tokenizer::Tokenizer;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -74,11 +74,14 @@ pub struct Request {
     pub cancel: Option<Arc<AtomicBool>>,
     /// Extra logits processors (a grammar), after `logit_bias`.
     pub processors: Vec<Box<dyn LogitsProcessor>>,
+    /// The LoRA adapter to run with (`None`: the base model); sequences with different
+    /// adapters share batches.
+    pub lora: Option<Arc<ModelLora>>,
 }
 
 impl Request {
     pub fn new(prompt: Vec<u32>, params: GenerationParams) -> Self {
-        Request { prompt, params, callback: None, cancel: None, processors: Vec::new() }
+        Request { prompt, params, callback: None, cancel: None, processors: Vec::new(), lora: None }
     }
 
     pub fn with_callback(mut self, callback: TokenCallback) -> Self {
@@ -88,6 +91,13 @@ impl Request {
 
     pub fn with_cancel(mut self, cancel: Arc<AtomicBool>) -> Self {
         self.cancel = Some(cancel);
+        self
+    }
+
+    /// Runs the request with a LoRA adapter prepared for the engine's model
+    /// ([`lamina_model::Model::prepare_lora`]).
+    pub fn with_lora(mut self, lora: Option<Arc<ModelLora>>) -> Self {
+        self.lora = lora;
         self
     }
 
@@ -244,7 +254,7 @@ impl Engine {
     /// Queues a request. Fails if the request is invalid or can never fit; otherwise it
     /// waits for memory and a turn, however long the queue.
     pub fn add(&mut self, request: Request) -> Result<SeqId> {
-        let Request { prompt, params, callback, cancel, processors } = request;
+        let Request { prompt, params, callback, cancel, processors, lora } = request;
         self.check(&prompt, &params)?;
         let id = self.next_id;
         self.next_id += 1;
@@ -267,6 +277,7 @@ impl Engine {
             finished: None,
             draft: Vec::new(),
             draft_len: self.config.speculative.as_ref().map_or(0, |s| s.k),
+            lora,
         };
         if params.max_tokens == 0 {
             // Nothing to generate: done without touching the model.
@@ -310,7 +321,7 @@ impl Engine {
                 let s = &self.seqs[&p.seq];
                 tokens.extend_from_slice(&s.tokens[p.start..p.start + p.len]);
                 tokens.extend_from_slice(&s.draft[..p.draft]);
-                chunks.push(SeqChunk { len: p.len + p.draft, start: p.start, blocks: &s.blocks });
+                chunks.push(SeqChunk { len: p.len + p.draft, start: p.start, blocks: &s.blocks, lora: s.lora.as_deref() });
                 if p.sample {
                     rows.extend(tokens.len() - 1 - p.draft..tokens.len());
                 }
@@ -492,7 +503,7 @@ impl Engine {
         }
         let tables: Vec<Vec<u32>> =
             seqs.iter().map(|s| (0..s.len().div_ceil(bs)).map(|_| self.blocks.allocate().expect("checked free blocks")).collect()).collect();
-        let chunks: Vec<SeqChunk<'_>> = seqs.iter().zip(&tables).map(|(s, t)| SeqChunk { len: s.len(), start: 0, blocks: t }).collect();
+        let chunks: Vec<SeqChunk<'_>> = seqs.iter().zip(&tables).map(|(s, t)| SeqChunk { len: s.len(), start: 0, blocks: t, lora: None }).collect();
         let tokens: Vec<u32> = seqs.concat();
         let result = self.model.forward(BatchInput { tokens: &tokens, seqs: &chunks, logits_rows: rows }, &mut self.kv, &mut self.scratch, &self.workers, out);
         for t in &tables {

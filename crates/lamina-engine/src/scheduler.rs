@@ -157,7 +157,7 @@ impl Scheduler {
         while w < self.waiting.len() && budget > 0 && self.running.len() < self.config.max_running {
             let id = self.waiting[w];
             let s = seqs.get_mut(&id).expect("waiting sequence");
-            extend_chain(self.root, bs, &s.tokens, &mut s.hashes);
+            extend_chain(s.cache_root(self.root), bs, &s.tokens, &mut s.hashes);
             let mut hits = Vec::new();
             let mut deferred = false;
             for h in &s.hashes {
@@ -235,7 +235,7 @@ impl Scheduler {
         let bs = self.config.block_size;
         let full = s.n_computed / bs;
         if full > s.n_ready {
-            extend_chain(self.root, bs, &s.tokens[..s.n_computed], &mut s.hashes);
+            extend_chain(s.cache_root(self.root), bs, &s.tokens[..s.n_computed], &mut s.hashes);
             for j in s.n_ready..full {
                 pool.mark_ready(s.blocks[j], s.hashes[j]);
             }

@@ -108,9 +108,21 @@ pub(crate) struct Sequence {
     pub draft: Vec<u32>,
     /// How many drafts to ask for next (shrinks while drafts are rejected).
     pub draft_len: usize,
+    /// The LoRA adapter the sequence runs with.
+    pub lora: Option<Arc<lamina_model::ModelLora>>,
 }
 
 impl Sequence {
+    /// The parent of this sequence's first KV block: the engine's `root`, or for a sequence
+    /// with an adapter, `root` salted with the adapter's identity (its blocks hold other
+    /// keys and values than the base model's for the same tokens).
+    pub fn cache_root(&self, root: BlockHash) -> BlockHash {
+        match &self.lora {
+            Some(l) => BlockHash::salted(root, &l.identity),
+            None => root,
+        }
+    }
+
     pub fn cancelled(&self) -> bool {
         self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
     }

@@ -121,7 +121,7 @@ fn decoder_hidden_states_give_its_logits_and_pool_per_input() {
     let ids = tok.encode("The capital of France is", true).unwrap();
     let n = ids.len();
     let (mut kv, blocks) = model.single_sequence_kv(n);
-    let seqs = [SeqChunk { len: n, start: 0, blocks: &blocks }];
+    let seqs = [SeqChunk { len: n, start: 0, blocks: &blocks, lora: None }];
     let rows = [n - 1];
     let mut logits = Vec::new();
     model.forward(BatchInput { tokens: &ids, seqs: &seqs, logits_rows: &rows }, &mut kv, &mut Scratch::default(), &pool, &mut logits).unwrap();

@@ -96,7 +96,7 @@ fn logprob_differences(model: &Model, records: &[Value]) -> (f64, usize, f32, St
         let tokens: Vec<u32> = prompt.iter().chain(&greedy[..greedy.len() - 1]).copied().collect();
         let rows: Vec<usize> = (prompt.len() - 1..tokens.len()).collect();
         let (mut kv, blocks) = model.single_sequence_kv(tokens.len());
-        let seqs = [SeqChunk { len: tokens.len(), start: 0, blocks: &blocks }];
+        let seqs = [SeqChunk { len: tokens.len(), start: 0, blocks: &blocks, lora: None }];
         let mut logits = Vec::new();
         model.forward(BatchInput { tokens: &tokens, seqs: &seqs, logits_rows: &rows }, &mut kv, &mut Scratch::default(), &pool, &mut logits).unwrap();
         let vocab = model.config.vocab_size;

@@ -226,3 +226,37 @@ fn logit_bias_and_logprobs() {
     let out = e.generate(p, GenerationParams { logit_bias: vec![(forced, 100.0)], ..greedy(4) }, None).unwrap();
     assert_eq!(out.tokens, vec![forced; 4]);
 }
+
+/// A sequence with a LoRA adapter never reuses the base model's cached blocks for the same
+/// prompt (its keys and values differ), but does reuse its own adapter's; the base's stay
+/// valid for the base.
+#[test]
+fn prefix_cache_keeps_adapters_apart() {
+    use lamina_model::lora::{LoraAdapter, LoraConfig, LoraModule};
+    let (m, _, _) = parts();
+    let mut modules = std::collections::BTreeMap::new();
+    let mut x = 1u32;
+    let mut next = move || {
+        x = x.wrapping_mul(1664525).wrapping_add(1013904223);
+        (x >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+    };
+    for (name, inp, out) in m.lora_modules().unwrap().into_iter().filter(|(n, _, _)| n.ends_with("k_proj") || n.ends_with("v_proj")) {
+        let a = (0..4 * inp).map(|_| next() * 0.1).collect();
+        let b = (0..out * 4).map(|_| next()).collect();
+        modules.insert(name, LoraModule { r: 4, in_dim: inp, out_dim: out, a, b });
+    }
+    let adapter = LoraAdapter { config: LoraConfig::new(4, 8.0, 0.0, &["k", "v"]).unwrap(), modules, base_model: None };
+    let lora = Arc::new(m.prepare_lora(&adapter, "kv", 1.0).unwrap());
+    let mut e = engine(EngineConfig { max_sequences: 2, context_length: 512, ..Default::default() });
+    let prompt = prompts(1)[0].repeat(4);
+    assert!(prompt.len() >= 48, "{} tokens", prompt.len());
+    let run = |e: &mut Engine, lora: Option<Arc<lamina_model::ModelLora>>| e.complete(Request::new(prompt.clone(), greedy(8)).with_lora(lora)).unwrap();
+    let base = run(&mut e, None);
+    let with = run(&mut e, Some(lora.clone()));
+    assert_eq!(with.stats.cached_tokens, 0, "the adapter's sequence reused the base model's blocks");
+    assert_ne!(with.tokens, base.tokens);
+    let again = run(&mut e, Some(lora));
+    assert!(again.stats.cached_tokens >= 32 && again.tokens == with.tokens, "{} cached", again.stats.cached_tokens);
+    let base_again = run(&mut e, None);
+    assert!(base_again.stats.cached_tokens >= 32 && base_again.tokens == base.tokens);
+}

@@ -8,15 +8,19 @@
 //! Both read the same [`lamina_core::ModelConfig`] and the same tensor names, and a test
 //! checks that they compute the same logits for the same weights.
 
+pub mod adapter;
 pub mod encoder;
 pub mod gguf;
 pub mod linear;
 pub mod load;
+pub mod lora;
+pub mod merge;
 pub mod model;
 pub mod paged_kv;
 pub mod quantize;
 pub mod trainable;
 
+pub use adapter::{LinearLora, ModelLora, Proj};
 pub use encoder::{Encoder, EncoderScratch};
 pub use linear::Linear;
 pub use load::{load_gguf, load_model, load_safetensors_dir};

@@ -227,7 +227,7 @@ impl HfTensors {
 type NamedTensor = (String, Vec<usize>, Vec<f32>);
 
 /// Parses a safetensors file (header + data) into f32 tensors, with every offset checked.
-fn safetensors_parse(bytes: &[u8], path: &Path) -> Result<Vec<NamedTensor>> {
+pub(crate) fn safetensors_parse(bytes: &[u8], path: &Path) -> Result<Vec<NamedTensor>> {
     let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::invalid_file(path, e))?;
     let mut out = Vec::new();
     for (name, view) in st.tensors() {

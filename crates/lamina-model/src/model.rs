@@ -12,6 +12,7 @@
 //! Shapes in comments: `n` tokens in the batch, `d` hidden size, `f` MLP width,
 //! `hq`/`hkv` query/key-value heads of `hd` dims, `v` vocabulary.
 
+use crate::adapter::{ModelLora, Proj};
 use crate::gguf::GgufFile;
 use crate::linear::Linear;
 use crate::paged_kv::{HeadRows, KvDtype, KvShape, PagedKv};
@@ -100,6 +101,10 @@ pub struct SeqChunk<'a> {
     pub len: usize,
     pub start: usize,
     pub blocks: &'a [u32],
+    /// The LoRA adapter this sequence runs with (`None`: the base model). Its KV blocks
+    /// hold that adapter's keys and values, so they are only shared with sequences of the
+    /// same adapter.
+    pub lora: Option<&'a ModelLora>,
 }
 
 /// One forward call's input: the sequences' chunks, their tokens back to back in the same
@@ -344,6 +349,7 @@ impl Model {
         let up = grow(up, n * f);
         let scale = 1.0 / (hd as f32).sqrt();
         let group = hq / hkv;
+        let has_lora = input.seqs.iter().any(|c| c.lora.is_some());
 
         // The rotary layout and the gated MLP's activation of the architecture.
         type Rope = fn(&mut [f32], usize, usize, &[f32], &[f32]);
@@ -372,6 +378,11 @@ impl Model {
                     MatmulJob { weights: layer.v.weights(), rows: kvd, out: vb }, // (n, hkv*hd)
                 ],
             );
+            if has_lora {
+                add_lora(pool, input.seqs, li, Proj::Q, xn, q);
+                add_lora(pool, input.seqs, li, Proj::K, xn, kb);
+                add_lora(pool, input.seqs, li, Proj::V, xn, vb);
+            }
             add_bias(q, &layer.q.bias, qd);
             add_bias(kb, &layer.k.bias, kvd);
             add_bias(vb, &layer.v.bias, kvd);
@@ -436,6 +447,9 @@ impl Model {
             // SAFETY: each call quantizes its own rows; `acts` is not used until this returns.
             for_rows(pool, n, &|r| unsafe { w.quantize_rows(&att_r[r.start * qd..r.end * qd], r) });
             matmul(pool, k, att, acts, layer.o.weights(), d, tmp); // (n, d)
+            if has_lora {
+                add_lora(pool, input.seqs, li, Proj::O, att, tmp);
+            }
             add_bias(tmp, &layer.o.bias, d);
             post_norm(pool, n, d, tmp, layer.post_attn_norm.as_ref(), eps);
 
@@ -457,6 +471,10 @@ impl Model {
                             MatmulJob { weights: layer.up.weights(), rows: f, out: up }, // (n, f)
                         ],
                     );
+                    if has_lora {
+                        add_lora(pool, input.seqs, li, Proj::Gate, xn, gate);
+                        add_lora(pool, input.seqs, li, Proj::Up, xn, up);
+                    }
                 }
                 None => {
                     matmul(pool, k, xn, acts, layer.up.weights(), f, gate);
@@ -474,6 +492,9 @@ impl Model {
                 unsafe { w.quantize_rows(g, r) };
             });
             matmul(pool, k, gate, acts, layer.down.weights(), d, tmp); // (n, d)
+            if has_lora {
+                add_lora(pool, input.seqs, li, Proj::Down, gate, tmp);
+            }
             add_bias(tmp, &layer.down.bias, d);
             post_norm(pool, n, d, tmp, layer.post_ffn_norm.as_ref(), eps);
             pending = true;
@@ -531,6 +552,26 @@ fn norm_rows(
         // SAFETY: rows `r` only; `acts` is not used until `for_rows` returns.
         unsafe { w.quantize_rows(xns, r) };
     });
+}
+
+/// Adds the LoRA update of `proj` in layer `layer` of every sequence that has one: rows
+/// of `x` (the projection's input, one row per batch token) into the same rows of `out`
+/// (its output), split over the pool.
+fn add_lora(pool: &ThreadPool, seqs: &[SeqChunk<'_>], layer: usize, proj: Proj, x: &[f32], out: &mut [f32]) {
+    let mut row0 = 0;
+    for c in seqs {
+        let start = row0;
+        row0 += c.len;
+        let Some(l) = c.lora.and_then(|a| a.get(layer, proj)) else { continue };
+        let (cols, rows) = (l.cols, l.rows);
+        let x = &x[start * cols..(start + c.len) * cols];
+        let o = SyncPtr(out[start * rows..(start + c.len) * rows].as_mut_ptr());
+        for_rows(pool, c.len, &|r| {
+            // SAFETY: each call owns rows `r` of this sequence's stretch of `out`.
+            let os = unsafe { std::slice::from_raw_parts_mut(o.get().add(r.start * rows), r.len() * rows) };
+            l.apply(&x[r.start * cols..r.end * cols], os);
+        });
+    }
 }
 
 /// GPT-2's MLP activation, in the shape of the gated ones (it has no `up` to multiply).

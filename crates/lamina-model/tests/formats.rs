@@ -349,7 +349,7 @@ fn logits_all(model: &Model, tokens: &[u32]) -> Vec<f32> {
     let mut scratch = Scratch::default();
     let mut logits = Vec::new();
     let rows: Vec<usize> = (0..tokens.len()).collect();
-    let seq = [SeqChunk { len: tokens.len(), start: 0, blocks: &table }];
+    let seq = [SeqChunk { len: tokens.len(), start: 0, blocks: &table, lora: None }];
     model.forward(BatchInput { tokens, seqs: &seq, logits_rows: &rows }, &mut kv, &mut scratch, &pool, &mut logits).unwrap();
     assert_eq!(logits.len(), tokens.len() * model.config.vocab_size);
     logits
@@ -389,7 +389,7 @@ fn check_batching(model: &Model, label: &str, tol: f32) {
     let mut scratch = Scratch::default();
     let mut logits = Vec::new();
     for (p, &tok) in PROMPT.iter().enumerate() {
-        let seq = [SeqChunk { len: 1, start: p, blocks: &table }];
+        let seq = [SeqChunk { len: 1, start: p, blocks: &table, lora: None }];
         model.forward(BatchInput { tokens: &[tok], seqs: &seq, logits_rows: &[0] }, &mut kv, &mut scratch, &pool, &mut logits).unwrap();
         let diff = max_abs_diff(&logits, &full[p * vocab..(p + 1) * vocab]);
         assert!(diff <= tol, "{label}: incremental step {p} differs from full batch by {diff}");
@@ -407,12 +407,12 @@ fn check_batching(model: &Model, label: &str, tol: f32) {
     let steps: [Step; 2] = [
         (
             vec![a[0], a[1], a[2], b[0], b[1]],
-            [SeqChunk { len: 3, start: 0, blocks: &ta }, SeqChunk { len: 2, start: 0, blocks: &tb }],
+            [SeqChunk { len: 3, start: 0, blocks: &ta, lora: None }, SeqChunk { len: 2, start: 0, blocks: &tb, lora: None }],
             vec![&alone_a[..vocab], &alone_a[vocab..2 * vocab], &alone_a[2 * vocab..3 * vocab], &alone_b[..vocab], &alone_b[vocab..2 * vocab]],
         ),
         (
             vec![b[2], a[3], a[4]],
-            [SeqChunk { len: 1, start: 2, blocks: &tb }, SeqChunk { len: 2, start: 3, blocks: &ta }],
+            [SeqChunk { len: 1, start: 2, blocks: &tb, lora: None }, SeqChunk { len: 2, start: 3, blocks: &ta, lora: None }],
             vec![&alone_b[2 * vocab..3 * vocab], &alone_a[3 * vocab..4 * vocab], &alone_a[4 * vocab..5 * vocab]],
         ),
     ];
@@ -425,7 +425,7 @@ fn check_batching(model: &Model, label: &str, tol: f32) {
         }
     }
     // A chunk that writes past its block table is refused, not written elsewhere.
-    let short = [SeqChunk { len: 2, start: 3, blocks: &tb }];
+    let short = [SeqChunk { len: 2, start: 3, blocks: &tb, lora: None }];
     let err = model.forward(BatchInput { tokens: &[1, 2], seqs: &short, logits_rows: &[1] }, &mut kv, &mut scratch, &pool, &mut logits).unwrap_err();
     assert!(err.to_string().contains("blocks hold 4"), "{err}");
 }
@@ -958,4 +958,225 @@ fn gpt2_wrong_qkv_rows_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let p = write_bytes(dir.path(), "qkv.gguf", &f32_gguf(&gpt2_metadata(&m.cfg), &tensors));
     assert_contains(&load_err(&p, Precision::F32), "tensor `blk.0.attn_qkv.weight` has shape");
+}
+
+// ---------------------------------------------------------------------------------------
+// LoRA adapters
+// ---------------------------------------------------------------------------------------
+
+/// A random adapter of rank `r` on every projection of `cfg`'s layers, in PEFT's (Hugging
+/// Face) layout, with `B` non-zero (a freshly initialised adapter has `B = 0` and changes
+/// nothing, which would make every comparison below vacuous).
+fn random_adapter(cfg: &ModelConfig, r: usize, seed: u64) -> lamina_model::lora::LoraAdapter {
+    use lamina_model::lora::{LoraAdapter, LoraConfig, LoraModule};
+    let mut rng = Rng(seed);
+    let mut modules = std::collections::BTreeMap::new();
+    let (d, f, qd, kvd) = (cfg.hidden_size, cfg.ffn_dim, cfg.q_dim(), cfg.kv_dim());
+    for i in 0..cfg.num_layers {
+        for (name, inp, out) in [
+            ("self_attn.q_proj", d, qd),
+            ("self_attn.k_proj", d, kvd),
+            ("self_attn.v_proj", d, kvd),
+            ("self_attn.o_proj", qd, d),
+            ("mlp.gate_proj", d, f),
+            ("mlp.up_proj", d, f),
+            ("mlp.down_proj", f, d),
+        ] {
+            let m = LoraModule { r, in_dim: inp, out_dim: out, a: rng.mat(r, inp), b: rng.vec(out * r, 0.3) };
+            modules.insert(format!("model.layers.{i}.{name}"), m);
+        }
+    }
+    let config = LoraConfig::new(r, 2.0 * r as f64, 0.0, &["q", "k", "v", "o", "gate", "up", "down"]).unwrap();
+    LoraAdapter { config, modules, base_model: None }
+}
+
+/// `W + s·B·A` in the Hugging Face layout, computed here term by term.
+fn hf_merged(hf: &[T], adapter: &lamina_model::lora::LoraAdapter, mult: f32) -> Vec<T> {
+    let s = adapter.config.alpha as f32 / adapter.config.r as f32 * mult;
+    hf.iter()
+        .map(|t| {
+            let Some(m) = t.name.strip_suffix(".weight").and_then(|n| adapter.modules.get(n)) else { return t.clone() };
+            let mut data = t.data.clone();
+            for o in 0..m.out_dim {
+                for i in 0..m.in_dim {
+                    let ba: f32 = (0..m.r).map(|k| m.b[o * m.r + k] * m.a[k * m.in_dim + i]).sum();
+                    data[o * m.in_dim + i] += s * ba;
+                }
+            }
+            T { data, ..t.clone() }
+        })
+        .collect()
+}
+
+fn logits_with(model: &Model, tokens: &[u32], lora: Option<&lamina_model::ModelLora>) -> Vec<f32> {
+    let pool = ThreadPool::new(2);
+    let (mut kv, table) = model.single_sequence_kv(64);
+    let mut logits = Vec::new();
+    let rows: Vec<usize> = (0..tokens.len()).collect();
+    let seq = [SeqChunk { len: tokens.len(), start: 0, blocks: &table, lora }];
+    model.forward(BatchInput { tokens, seqs: &seq, logits_rows: &rows }, &mut kv, &mut Scratch::default(), &pool, &mut logits).unwrap();
+    logits
+}
+
+/// An adapter applied unmerged to the GGUF base (whose Q/K rows are in llama.cpp's
+/// interleaved order) gives the logits of a Hugging Face model whose weights are
+/// `W + (α/r)·B·A`, merged here in Hugging Face order: the forward is base + scaled B·A·x,
+/// with `B`'s rows permuted as the base's. The runtime scale multiplies α/r.
+#[test]
+fn lora_unmerged_on_gguf_equals_weights_merged_in_hf_order() {
+    let m = random_llama(11);
+    let adapter = random_adapter(&m.cfg, 4, 12);
+    let dir = tempfile::tempdir().unwrap();
+    let gguf_path = dir.path().join("base.gguf");
+    std::fs::write(&gguf_path, f32_gguf(&llama_metadata(&m.cfg), &m.gguf)).unwrap();
+    let base = load(&gguf_path, Precision::F32);
+    for mult in [1.0f32, 0.5] {
+        let merged_dir = dir.path().join(format!("merged-{mult}"));
+        write_hf(&merged_dir, &m.cfg, &hf_merged(&m.hf, &adapter, mult));
+        let want = logits_all(&load(&merged_dir, Precision::F32), &PROMPT);
+        let lora = base.prepare_lora(&adapter, "test", mult).unwrap();
+        assert_eq!(lora.modules(), 14);
+        let got = logits_with(&base, &PROMPT, Some(&lora));
+        assert_informative(&got, m.cfg.vocab_size);
+        let diff = max_abs_diff(&got, &want);
+        let moved = max_abs_diff(&got, &logits_all(&base, &PROMPT));
+        eprintln!("LoRA ×{mult}: unmerged vs HF-merged max |Δlogit| = {diff:e}; the adapter moves logits by up to {moved}");
+        // f32 throughout; the two sum the same products in another order (≈ 1e-6 relative
+        // on logits of size ~10).
+        assert!(diff <= 1e-4, "unmerged LoRA differs from the merged reference by {diff}");
+        assert!(moved > 0.1, "the adapter should change the logits (moved {moved})");
+        // Merging in memory gives the same logits.
+        let diff_merged = max_abs_diff(&logits_all(&base.merged(&lora).unwrap(), &PROMPT), &want);
+        assert!(diff_merged <= 1e-4, "Model::merged differs from the reference by {diff_merged}");
+    }
+}
+
+/// Sequences with different adapters (and none) in one batch each get the logits they get
+/// alone, on the quantized native path too.
+#[test]
+fn lora_sequences_with_different_adapters_share_a_batch() {
+    let m = random_llama(21);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q8.gguf");
+    std::fs::write(&path, quant_gguf(&llama_metadata(&m.cfg), &m.gguf, GgmlDType::Q8_0)).unwrap();
+    let model = load(&path, Precision::Native);
+    let la = model.prepare_lora(&random_adapter(&m.cfg, 4, 22), "a", 1.0).unwrap();
+    let lb = model.prepare_lora(&random_adapter(&m.cfg, 8, 23), "b", 1.0).unwrap();
+    assert_ne!(la.identity, lb.identity);
+    let seqs: [(&[u32], Option<&lamina_model::ModelLora>); 3] = [(&PROMPT[..5], Some(&la)), (&PROMPT[2..], None), (&PROMPT[1..7], Some(&lb))];
+    let vocab = m.cfg.vocab_size;
+    let mut kv = model.new_kv(4, 12);
+    let tables: [Vec<u32>; 3] = [vec![7, 2], vec![0, 9], vec![4, 11]];
+    let tokens: Vec<u32> = seqs.iter().flat_map(|(t, _)| t.iter().copied()).collect();
+    let chunks: Vec<SeqChunk> = seqs.iter().zip(&tables).map(|((t, l), b)| SeqChunk { len: t.len(), start: 0, blocks: b, lora: *l }).collect();
+    let rows: Vec<usize> = (0..tokens.len()).collect();
+    let mut logits = Vec::new();
+    model
+        .forward(BatchInput { tokens: &tokens, seqs: &chunks, logits_rows: &rows }, &mut kv, &mut Scratch::default(), &ThreadPool::new(2), &mut logits)
+        .unwrap();
+    let mut row = 0;
+    for (i, (t, l)) in seqs.iter().enumerate() {
+        let alone = logits_with(&model, t, *l);
+        let diff = max_abs_diff(&logits[row * vocab..(row + t.len()) * vocab], &alone);
+        assert!(diff <= 1e-5, "sequence {i} in the mixed batch differs from alone by {diff}");
+        row += t.len();
+    }
+    // And the adapters matter here: sequence 0 with no adapter differs.
+    assert!(max_abs_diff(&logits_with(&model, &PROMPT[..5], None), &logits[..5 * vocab]) > 0.05);
+}
+
+/// An adapter for another base is refused, naming the module and its shape; so is a scale
+/// that is not a number, and an adapter on GPT-2 (whose fused Conv1D layers are not
+/// Lamina's projections).
+#[test]
+fn lora_for_another_base_is_a_named_error() {
+    let m = random_llama(31);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("base.gguf");
+    std::fs::write(&path, f32_gguf(&llama_metadata(&m.cfg), &m.gguf)).unwrap();
+    let model = load(&path, Precision::F32);
+    let mut other = m.cfg.clone();
+    other.ffn_dim = 96;
+    let e = model.prepare_lora(&random_adapter(&other, 2, 1), "x", 1.0).unwrap_err().to_string();
+    assert!(e.contains("mlp.") && e.contains("another base") && e.contains("96"), "{e}");
+    let mut deeper = m.cfg.clone();
+    deeper.num_layers = 3;
+    let e = model.prepare_lora(&random_adapter(&deeper, 2, 1), "x", 1.0).unwrap_err().to_string();
+    assert!(e.contains("model.layers.2.") && e.contains("not a linear layer of this model"), "{e}");
+    let e = model.prepare_lora(&random_adapter(&m.cfg, 2, 1), "x", f32::NAN).unwrap_err().to_string();
+    assert!(e.contains("scale"), "{e}");
+    let g = random_gpt2(3);
+    let gpath = dir.path().join("gpt2.gguf");
+    std::fs::write(&gpath, f32_gguf(&gpt2_metadata(&g.cfg), &g.gguf)).unwrap();
+    let e = load(&gpath, Precision::F32).prepare_lora(&random_adapter(&m.cfg, 2, 1), "x", 1.0).unwrap_err().to_string();
+    assert!(e.contains("GPT-2"), "{e}");
+}
+
+/// `lamina merge` on a GGUF base: the merged file (adapted matrices quantized again in
+/// their own type, others copied block for block) gives the logits of the adapter applied
+/// unmerged; with a target type every matrix is in it. On a Hugging Face folder, the merged
+/// folder gives the logits of the weights merged term by term in the test.
+#[test]
+fn lora_merge_writes_models_with_the_adapters_logits() {
+    use lamina_model::merge::{merge_gguf, merge_hf_folder};
+    let m = random_llama(41);
+    let adapter = random_adapter(&m.cfg, 4, 42);
+    let dir = tempfile::tempdir().unwrap();
+    // F32 base: the merge is exact up to summation order.
+    let f32_base = dir.path().join("f32.gguf");
+    std::fs::write(&f32_base, f32_gguf(&llama_metadata(&m.cfg), &m.gguf)).unwrap();
+    let out = dir.path().join("merged-f32.gguf");
+    let r = merge_gguf(&f32_base, &adapter, 1.0, &out, None).unwrap();
+    assert_eq!((r.changed, r.tensors), (14, m.gguf.len()));
+    let base = load(&f32_base, Precision::F32);
+    let lora = base.prepare_lora(&adapter, "a", 1.0).unwrap();
+    let want = logits_with(&base, &PROMPT, Some(&lora));
+    let diff = max_abs_diff(&logits_all(&load(&out, Precision::F32), &PROMPT), &want);
+    assert!(diff <= 1e-4, "merged F32 GGUF differs from unmerged by {diff}");
+
+    // Q8_0 base, types kept: untouched tensors are byte-identical, adapted ones are Q8_0.
+    let q_base = dir.path().join("q8.gguf");
+    std::fs::write(&q_base, quant_gguf(&llama_metadata(&m.cfg), &m.gguf, GgmlDType::Q8_0)).unwrap();
+    let out_q = dir.path().join("merged-q8.gguf");
+    merge_gguf(&q_base, &adapter, 1.0, &out_q, None).unwrap();
+    let (a, b) = (lamina_model::gguf::GgufFile::open(&q_base).unwrap(), lamina_model::gguf::GgufFile::open(&out_q).unwrap());
+    for name in ["token_embd.weight", "output.weight", "blk.1.attn_norm.weight"] {
+        assert_eq!(a.data(a.tensor(name).unwrap()), b.data(b.tensor(name).unwrap()), "{name} should be copied as is");
+    }
+    assert_eq!(b.tensor("blk.0.attn_q.weight").unwrap().dtype, lamina_model::gguf::GgmlType::Q8_0);
+    assert_ne!(a.data(a.tensor("blk.0.attn_q.weight").unwrap()), b.data(b.tensor("blk.0.attn_q.weight").unwrap()));
+    // Against the unmerged adapter on the dequantized base: the merged weights are
+    // quantized once more (8 bits per value, error ~ scale/255 per weight), so logits move
+    // by a few hundredths.
+    let qb = load(&q_base, Precision::F32);
+    let want_q = logits_with(&qb, &PROMPT, Some(&qb.prepare_lora(&adapter, "a", 1.0).unwrap()));
+    let diff = max_abs_diff(&logits_all(&load(&out_q, Precision::F32), &PROMPT), &want_q);
+    assert!(diff <= 0.1, "merged Q8_0 GGUF differs from unmerged by {diff}");
+    // A target type: every matrix in Q4_0 (rows of 64 values are whole blocks).
+    let out_4 = dir.path().join("merged-q4.gguf");
+    let r = merge_gguf(&f32_base, &adapter, 1.0, &out_4, Some("q4_0")).unwrap();
+    assert_eq!(r.quantized, 2 + 2 * 7);
+    let f4 = lamina_model::gguf::GgufFile::open(&out_4).unwrap();
+    assert_eq!(f4.tensor("blk.1.ffn_down.weight").unwrap().dtype, lamina_model::gguf::GgmlType::Q4_0);
+    assert!(max_abs_diff(&logits_all(&load(&out_4, Precision::F32), &PROMPT), &want) < 1.5);
+
+    // Hugging Face folder.
+    let hf = dir.path().join("hf");
+    write_hf(&hf, &m.cfg, &m.hf);
+    std::fs::write(hf.join("tokenizer.json"), "{}").unwrap();
+    let merged = dir.path().join("hf-merged");
+    let r = merge_hf_folder(&hf, &adapter, 0.5, &merged).unwrap();
+    assert_eq!((r.changed, r.files_copied), (14, 2));
+    assert_eq!(std::fs::read(merged.join("tokenizer.json")).unwrap(), b"{}");
+    let reference = dir.path().join("hf-reference");
+    write_hf(&reference, &m.cfg, &hf_merged(&m.hf, &adapter, 0.5));
+    let diff = max_abs_diff(&logits_all(&load(&merged, Precision::F32), &PROMPT), &logits_all(&load(&reference, Precision::F32), &PROMPT));
+    assert!(diff <= 1e-5, "merged folder differs from the reference by {diff}");
+    // Into itself, or with an adapter of another shape: refused, nothing written.
+    assert!(merge_hf_folder(&hf, &adapter, 1.0, &hf).unwrap_err().to_string().contains("base folder"));
+    let mut other = m.cfg.clone();
+    other.hidden_size = 32;
+    let e = merge_gguf(&f32_base, &random_adapter(&other, 2, 1), 1.0, &dir.path().join("x.gguf"), None).unwrap_err().to_string();
+    assert!(e.contains("another base"), "{e}");
+    assert!(!dir.path().join("x.gguf").exists());
 }

@@ -366,7 +366,7 @@ fn mutated_gguf_files_never_panic_or_hang() {
                     let (mut kv, table) = m.single_sequence_kv(8);
                     let mut logits = Vec::new();
                     let tokens = [1u32, 2];
-                    let seq = [SeqChunk { len: 2, start: 0, blocks: &table }];
+                    let seq = [SeqChunk { len: 2, start: 0, blocks: &table, lora: None }];
                     let input = BatchInput { tokens: &tokens, seqs: &seq, logits_rows: &[1] };
                     // Errors are fine (a token id past a mutated vocabulary); panics are not.
                     let _ = m.forward(input, &mut kv, &mut Scratch::default(), &pool, &mut logits);

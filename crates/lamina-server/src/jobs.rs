@@ -187,8 +187,10 @@ where
     F: Fn(Arc<Loaded>) -> Fut,
     Fut: std::future::Future<Output = Result<JobSpec, ApiError>>,
 {
+    let (base, adapter) = state.models.base_of(model)?;
     for _ in 0..2 {
-        let (loaded, inflight) = state.models.get(model).await?;
+        let (loaded, inflight) = state.models.get(&base).await?;
+        let lora = loaded.lora(adapter.as_deref())?;
         let spec = build(loaded.clone()).await?;
         let ctx = loaded.context_length;
         if let Some(&(t, _)) = spec.sampling.logit_bias.iter().find(|(t, _)| *t as usize >= loaded.vocab_size) {
@@ -213,7 +215,7 @@ where
             };
             for c in 0..spec.n {
                 let flag = Arc::new(AtomicBool::new(false));
-                let mut request = Request::new(prompt.clone(), spec.sampling.params(max_tokens, c)).with_cancel(flag.clone());
+                let mut request = Request::new(prompt.clone(), spec.sampling.params(max_tokens, c)).with_cancel(flag.clone()).with_lora(lora.clone());
                 if let Some(g) = &spec.constraint {
                     request = request.with_processor(Box::new(Lookahead::new(g.fork())));
                 }
@@ -224,7 +226,7 @@ where
         let choices = requests.len();
         let (tx, rx) = mpsc::unbounded_channel();
         let (reply, answer) = oneshot::channel();
-        state.models.send(Command::Submit { model: model.to_string(), requests, events: tx, reply });
+        state.models.send(Command::Submit { model: base.clone(), requests, events: tx, reply });
         match answer.await {
             Ok(Ok(())) => {
                 let prompt_lens: Vec<usize> = spec.prompts.iter().map(Vec::len).collect();
@@ -244,7 +246,7 @@ where
                 });
             }
             Ok(Err(SubmitError::Api(e))) => return Err(e),
-            Ok(Err(SubmitError::NotLoaded)) => state.models.forget(model, &loaded),
+            Ok(Err(SubmitError::NotLoaded)) => state.models.forget(&base, &loaded),
             Err(_) => return Err(ApiError::unavailable("the server is shutting down")),
         }
     }

@@ -134,6 +134,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/embeddings", post(routes::embeddings::handle))
         .route("/v1/models", get(routes::models::list))
         .route("/v1/models/{*id}", get(routes::models::one))
+        .route("/v1/adapters", get(routes::adapters::list).post(routes::adapters::load))
+        .route("/v1/adapters/{*name}", delete(routes::adapters::unload))
         .route("/v1/collections", post(routes::collections::create).get(routes::collections::list))
         .route("/v1/collections/{name}", get(routes::collections::get).delete(routes::collections::delete))
         .route("/v1/collections/{name}/documents", post(routes::collections::add_documents).get(routes::collections::list_documents))

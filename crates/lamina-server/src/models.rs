@@ -13,7 +13,7 @@ use lamina_api::ApiError;
 use lamina_core::memory::human_bytes as human;
 use lamina_engine::{EmbedInput, Embedder, EmbeddingNet, Engine, EngineConfig, SpecMethod, SpeculativeConfig};
 use lamina_kernels::ThreadPool;
-use lamina_model::Precision;
+use lamina_model::{ModelLora, Precision};
 use lamina_tokenizer::Tokenizer;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -33,6 +33,38 @@ pub struct ModelSpec {
     /// same to a request naming it: collections' embedding model when it was not named
     /// among the models to serve.
     pub listed: bool,
+    /// LoRA adapters served on this model (chat models only), applied at load.
+    pub adapters: Vec<AdapterSpec>,
+}
+
+/// A LoRA adapter served on a base model: requests choose it with `model: "BASE:NAME"` or
+/// `model: "NAME"`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdapterSpec {
+    pub name: String,
+    /// A PEFT adapter folder.
+    pub path: PathBuf,
+    /// Multiplies the adapter's α/r.
+    pub scale: f32,
+}
+
+/// A served adapter, as `/v1/adapters` lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdapterInfo {
+    pub name: String,
+    pub base: String,
+    pub path: PathBuf,
+    pub scale: f32,
+    /// Whether its base is loaded now (adapters load and unload with their base).
+    pub loaded: bool,
+}
+
+/// Reads `spec`'s adapter and resolves it against `model`; a bad file or an adapter for
+/// another base is a 400 naming both.
+pub fn prepare_adapter(model: &lamina_model::Model, spec: &AdapterSpec) -> Result<Arc<ModelLora>, ApiError> {
+    let bad = |e: lamina_core::Error| ApiError::invalid_param("path", format!("LoRA adapter `{}` ({}): {e}", spec.name, spec.path.display()));
+    let adapter = lamina_model::lora::LoraAdapter::load(&spec.path).map_err(bad)?;
+    Ok(Arc::new(model.prepare_lora(&adapter, &spec.name, spec.scale).map_err(bad)?))
 }
 
 /// What a model serves.
@@ -87,6 +119,18 @@ pub struct Loaded {
     pub bytes: u64,
     /// Its grammar compiler, made when a request first needs one ([`crate::structured`]).
     pub grammar: std::sync::OnceLock<Result<Arc<lamina_grammar::Compiler>, String>>,
+    /// Its LoRA adapters by name, resolved against its weights.
+    pub adapters: Mutex<HashMap<String, Arc<ModelLora>>>,
+}
+
+impl Loaded {
+    /// The adapter called `name` (`None`: the base model).
+    pub fn lora(&self, name: Option<&str>) -> Result<Option<Arc<ModelLora>>, ApiError> {
+        let Some(name) = name else { return Ok(None) };
+        let found = self.adapters.lock().expect("adapters").get(name).cloned();
+        // Removed between the lookup of its base and now.
+        found.map(Some).ok_or_else(|| ApiError::model_not_found(&format!("{}:{name}", self.name)))
+    }
 }
 
 struct Entry {
@@ -266,6 +310,8 @@ impl Registry {
     /// The model called `name`, loading it first if needed, and a mark that a request is
     /// in flight on it.
     pub async fn get(&self, name: &str) -> Result<(Arc<Loaded>, InFlight), ApiError> {
+        let (base, _) = self.base_of(name)?;
+        let name = base.as_str();
         if let Some(found) = self.lookup(name)? {
             return Ok(found);
         }
@@ -290,6 +336,96 @@ impl Registry {
         e.last_used = Instant::now();
         e.inflight.fetch_add(1, Ordering::AcqRel);
         Ok((loaded, InFlight(e.inflight.clone())))
+    }
+
+    /// The served model a request's `model` names, and the adapter on it: `BASE`,
+    /// `BASE:ADAPTER`, or `ADAPTER` alone.
+    pub fn base_of(&self, name: &str) -> Result<(String, Option<String>), ApiError> {
+        let entries = self.entries.lock().expect("registry");
+        if entries.contains_key(name) {
+            return Ok((name.to_string(), None));
+        }
+        if let Some((base, adapter)) = name.rsplit_once(':') {
+            if entries.get(base).is_some_and(|e| e.spec.adapters.iter().any(|a| a.name == adapter)) {
+                return Ok((base.to_string(), Some(adapter.to_string())));
+            }
+        }
+        for (base, e) in entries.iter() {
+            if e.spec.adapters.iter().any(|a| a.name == name) {
+                return Ok((base.clone(), Some(name.to_string())));
+            }
+        }
+        Err(ApiError::model_not_found(name))
+    }
+
+    /// Every served adapter, in the order added per base.
+    pub fn adapters(&self) -> Vec<AdapterInfo> {
+        let entries = self.entries.lock().expect("registry");
+        let mut out = Vec::new();
+        for base in self.order.iter().chain(entries.keys().filter(|k| !self.order.contains(k))) {
+            let Some(e) = entries.get(base) else { continue };
+            for a in &e.spec.adapters {
+                out.push(AdapterInfo { name: a.name.clone(), base: base.clone(), path: a.path.clone(), scale: a.scale, loaded: e.loaded.is_some() });
+            }
+        }
+        out
+    }
+
+    /// Adds an adapter on `base` (default: the first listed chat model), loading the base
+    /// if needed to check the adapter against it. Names are unique among models and
+    /// adapters.
+    pub async fn add_adapter(&self, base: Option<&str>, spec: AdapterSpec) -> Result<AdapterInfo, ApiError> {
+        if spec.name.is_empty() || spec.name.contains(':') || spec.name.contains('/') {
+            return Err(ApiError::invalid_param("name", format!("`{}`: an adapter name is non-empty, without `:` or `/`", spec.name)));
+        }
+        if !spec.scale.is_finite() {
+            return Err(ApiError::invalid_param("scale", "the scale must be a finite number"));
+        }
+        let base = match base {
+            Some(b) => b.to_string(),
+            None => self
+                .order
+                .iter()
+                .find(|n| self.kind(n).ok() == Some(ModelKind::Chat))
+                .cloned()
+                .ok_or_else(|| ApiError::invalid_param("model", "no chat model is served"))?,
+        };
+        if self.kind(&base)? != ModelKind::Chat {
+            return Err(ApiError::invalid_param("model", format!("`{base}` is an embedding model; adapters go on chat models")));
+        }
+        if self.serves(&spec.name) || self.adapters().iter().any(|a| a.name == spec.name) {
+            return Err(ApiError::invalid_param("name", format!("`{}` is already the name of a model or adapter", spec.name)));
+        }
+        let (loaded, _inflight) = self.get(&base).await?;
+        let (model, s) = (loaded.model.clone(), spec.clone());
+        let lora = tokio::task::spawn_blocking(move || prepare_adapter(&model, &s))
+            .await
+            .map_err(|e| ApiError::server_error(format!("loading the adapter failed: {e}")))??;
+        let mut entries = self.entries.lock().expect("registry");
+        let e = entries.get_mut(&base).expect("known model");
+        if e.spec.adapters.iter().any(|a| a.name == spec.name) {
+            return Err(ApiError::invalid_param("name", format!("`{}` was added meanwhile", spec.name)));
+        }
+        e.spec.adapters.push(spec.clone());
+        if let Some(l) = &e.loaded {
+            l.adapters.lock().expect("adapters").insert(spec.name.clone(), lora);
+        }
+        Ok(AdapterInfo { name: spec.name, base, path: spec.path, scale: spec.scale, loaded: e.loaded.is_some() })
+    }
+
+    /// Removes the adapter `name` (`ADAPTER` or `BASE:ADAPTER`); requests running with it
+    /// finish with it.
+    pub fn remove_adapter(&self, name: &str) -> Result<AdapterInfo, ApiError> {
+        let (base, adapter) = self.base_of(name)?;
+        let Some(adapter) = adapter else { return Err(ApiError::invalid_param("name", format!("`{name}` is a model, not an adapter"))) };
+        let mut entries = self.entries.lock().expect("registry");
+        let e = entries.get_mut(&base).expect("known model");
+        let i = e.spec.adapters.iter().position(|a| a.name == adapter).ok_or_else(|| ApiError::model_not_found(name))?;
+        let spec = e.spec.adapters.remove(i);
+        if let Some(l) = &e.loaded {
+            l.adapters.lock().expect("adapters").remove(&adapter);
+        }
+        Ok(AdapterInfo { name: spec.name, base, path: spec.path, scale: spec.scale, loaded: e.loaded.is_some() })
     }
 
     fn lookup(&self, name: &str) -> Result<Option<(Arc<Loaded>, InFlight)>, ApiError> {
@@ -424,7 +560,20 @@ fn load(spec: &ModelSpec, limits: &ModelLimits, budget_left: u64, workers: Arc<T
             Err(e) => eprintln!("warning: {e}; starting with an empty prefix cache"),
         }
     }
-    let loaded =
-        Loaded { name: spec.name.clone(), model, tokenizer, context_length: ctx, vocab_size, bytes: weights + blocks * block, grammar: Default::default() };
+    let mut adapters = HashMap::new();
+    for a in &spec.adapters {
+        adapters.insert(a.name.clone(), prepare_adapter(&model, a)?);
+    }
+    let adapter_bytes: u64 = adapters.values().map(|l| l.weight_bytes() as u64).sum();
+    let loaded = Loaded {
+        name: spec.name.clone(),
+        model,
+        tokenizer,
+        context_length: ctx,
+        vocab_size,
+        bytes: weights + blocks * block + adapter_bytes,
+        grammar: Default::default(),
+        adapters: Mutex::new(adapters),
+    };
     Ok((engine, loaded, cache_file))
 }

@@ -51,7 +51,7 @@ fn check(arch: Architecture) {
     let mut scratch = Scratch::default();
     let mut got = Vec::new();
     let rows: Vec<usize> = (0..n).collect();
-    let seq = [SeqChunk { len: n, start: 0, blocks: &table }];
+    let seq = [SeqChunk { len: n, start: 0, blocks: &table, lora: None }];
     inf.forward(BatchInput { tokens: &tokens, seqs: &seq, logits_rows: &rows }, &mut kv, &mut scratch, &pool, &mut got).unwrap();
     assert_eq!(want.len(), got.len());
     let worst = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);

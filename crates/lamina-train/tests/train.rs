@@ -228,7 +228,7 @@ fn inference_logits(path: &Path) -> Vec<f32> {
     let mut scratch = lamina_model::Scratch::default();
     let rows: Vec<usize> = (0..n).collect();
     let mut out = Vec::new();
-    let seq = [lamina_model::SeqChunk { len: n, start: 0, blocks: &table }];
+    let seq = [lamina_model::SeqChunk { len: n, start: 0, blocks: &table, lora: None }];
     let input = lamina_model::BatchInput { tokens: &tokens, seqs: &seq, logits_rows: &rows };
     m.forward(input, &mut kv, &mut scratch, &pool, &mut out).unwrap();
     out

@@ -110,7 +110,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut prefill = Vec::new();
     for r in 0..=reps {
         let t = Instant::now();
-        let seq = [SeqChunk { len: prompt.len(), start: 0, blocks: &table }];
+        let seq = [SeqChunk { len: prompt.len(), start: 0, blocks: &table, lora: None }];
         model.forward(BatchInput { tokens: &prompt, seqs: &seq, logits_rows: &[prompt.len() - 1] }, &mut kv, &mut scratch, &pool, &mut logits)?;
         if r > 0 {
             // The first run warms caches and page-ins, as llama-bench's warm-up does.
@@ -123,7 +123,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     for _ in 0..reps {
         let t = Instant::now();
         for (p, &tk) in gen.iter().enumerate() {
-            let seq = [SeqChunk { len: 1, start: p, blocks: &table }];
+            let seq = [SeqChunk { len: 1, start: p, blocks: &table, lora: None }];
             model.forward(BatchInput { tokens: &[tk], seqs: &seq, logits_rows: &[0] }, &mut kv, &mut scratch, &pool, &mut logits)?;
         }
         decode.push(gen.len() as f64 / t.elapsed().as_secs_f64());

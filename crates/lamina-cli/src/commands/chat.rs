@@ -5,7 +5,7 @@
 //! turn's tokens are computed. When the rendered conversation no longer fits the context
 //! window (leaving room for the reply), the oldest turns are dropped with a notice.
 
-use crate::common::{self, ModelArgs, SamplingArgs, SpeculativeArgs};
+use crate::common::{self, LoraArgs, ModelArgs, SamplingArgs, SpeculativeArgs};
 use anyhow::Result;
 use clap::Args;
 use lamina_tokenizer::ChatMessage;
@@ -20,6 +20,8 @@ pub struct ChatArgs {
     #[command(flatten)]
     pub model_args: ModelArgs,
     #[command(flatten)]
+    pub lora: LoraArgs,
+    #[command(flatten)]
     pub spec: SpeculativeArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
@@ -28,6 +30,7 @@ pub struct ChatArgs {
 pub fn run(args: ChatArgs) -> Result<()> {
     let params = args.sampling.params()?;
     let (model, tok) = common::load(args.model.as_deref(), &args.model_args)?;
+    let lora = args.lora.prepare(&model)?;
     if tok.chat_template().is_none() {
         anyhow::bail!("this model has no chat template; use `lamina run` for plain completion");
     }
@@ -89,7 +92,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
         let mut p = params.clone();
         p.max_tokens = p.max_tokens.min(ctx - ids.len());
         let callback = common::stream_to_stdout();
-        let done = engine.generate(ids, p, Some(callback))?;
+        let done = engine.complete(lamina_engine::Request::new(ids, p).with_callback(callback).with_lora(lora.clone()))?;
         println!();
         if args.sampling.verbose {
             let s = &done.stats;

@@ -8,6 +8,7 @@ pub mod embed;
 pub mod gateway;
 pub mod index;
 pub mod info;
+pub mod merge;
 pub mod perplexity;
 pub mod quantize;
 pub mod run;

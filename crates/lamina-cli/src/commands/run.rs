@@ -1,6 +1,6 @@
 //! `lamina run`: one completion, streamed.
 
-use crate::common::{self, ModelArgs, SamplingArgs, SpeculativeArgs};
+use crate::common::{self, LoraArgs, ModelArgs, SamplingArgs, SpeculativeArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use lamina_engine::Request;
@@ -29,6 +29,8 @@ pub struct RunArgs {
     pub grammar: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub model_args: ModelArgs,
+    #[command(flatten)]
+    pub lora: LoraArgs,
     #[command(flatten)]
     pub spec: SpeculativeArgs,
     #[command(flatten)]
@@ -66,6 +68,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         bail!("the prompt is empty (pass -p TEXT or pipe text on stdin)");
     }
     let (model, tok) = common::load(args.model.as_deref(), &args.model_args)?;
+    let lora = args.lora.prepare(&model)?;
     let text = if args.chat {
         let mut msgs = Vec::new();
         if let Some(s) = &args.system {
@@ -81,7 +84,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     tok.check_fits(&text, ctx - 1)?;
     let ids = tok.encode(&text, true)?;
     let speculative = args.spec.config(&args.model_args)?;
-    let mut request = Request::new(ids, params).with_callback(common::stream_to_stdout());
+    let mut request = Request::new(ids, params).with_callback(common::stream_to_stdout()).with_lora(lora);
     if let Some(g) = &grammar {
         let compiler = lamina_engine::grammar_compiler(tok.clone())?;
         let constraint = compiler.compile(g).with_context(|| format!("the {}", g.kind().name()))?;

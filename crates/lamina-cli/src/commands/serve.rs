@@ -7,7 +7,7 @@ use clap::Args;
 use lamina_engine::resolve;
 use lamina_server::auth::CollectionKeys;
 use lamina_server::collections::CollectionsConfig;
-use lamina_server::models::{ModelKind, ModelLimits, ModelSpec};
+use lamina_server::models::{AdapterSpec, ModelKind, ModelLimits, ModelSpec};
 use lamina_server::ServerConfig;
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -69,6 +69,11 @@ pub struct ServeArgs {
     /// its keys are accepted wherever the server's own `--api-key(s)` are.
     #[arg(long, value_name = "FILE")]
     pub collection_keys: Option<PathBuf>,
+    /// LoRA adapters to serve: `NAME=ADAPTER[:SCALE]` on the first model, or
+    /// `MODEL:NAME=ADAPTER[:SCALE]` on another; requests choose one with `model:
+    /// "MODEL:NAME"` or `"NAME"` (more can be added at run time with `POST /v1/adapters`).
+    #[arg(long = "lora", value_name = "[MODEL:]NAME=ADAPTER")]
+    pub lora: Vec<String>,
     /// Largest request body.
     #[arg(long, default_value = "16MiB", value_parser = parse_size)]
     pub max_body: u64,
@@ -154,8 +159,39 @@ fn embedding_model(given: &str, specs: &mut Vec<ModelSpec>, precision: lamina_mo
         // Served already under that name (`MODEL` given both ways).
         return Ok(s.name.clone());
     }
-    specs.push(ModelSpec { name: name.clone(), path, precision, kind, listed: false });
+    specs.push(ModelSpec { name: name.clone(), path, precision, kind, listed: false, adapters: Vec::new() });
     Ok(name)
+}
+
+/// Attaches each `--lora [MODEL:]NAME=ADAPTER[:SCALE]` to its model's spec (checked against
+/// the model's weights when the model loads; the folder must be readable now).
+fn add_adapters(given: &[String], specs: &mut [ModelSpec]) -> Result<()> {
+    let mut names: HashSet<String> = specs.iter().map(|s| s.name.clone()).collect();
+    for g in given {
+        let Some((target, path)) = g.split_once('=') else { bail!("--lora {g}: expected NAME=ADAPTER or MODEL:NAME=ADAPTER") };
+        let (base, name) = match target.rsplit_once(':') {
+            Some((b, n)) => (Some(b), n),
+            None => (None, target),
+        };
+        if name.is_empty() || name.contains('/') {
+            bail!("--lora {g}: the adapter needs a name without `/`");
+        }
+        if !names.insert(name.to_string()) {
+            bail!("--lora {g}: `{name}` is already the name of a model or adapter");
+        }
+        let (path, scale) = crate::common::split_scale(path);
+        // Fails now on a missing or malformed folder rather than at the first request.
+        lamina_model::lora::LoraAdapter::load(Path::new(path)).with_context(|| format!("--lora {g}: loading the adapter {path}"))?;
+        let spec = match base {
+            Some(b) => specs.iter_mut().find(|s| s.name == b).ok_or_else(|| anyhow::anyhow!("--lora {g}: no served model is called `{b}`"))?,
+            None => specs.iter_mut().find(|s| s.listed && s.kind == ModelKind::Chat).ok_or_else(|| anyhow::anyhow!("--lora {g}: no chat model is served"))?,
+        };
+        if spec.kind != ModelKind::Chat {
+            bail!("--lora {g}: `{}` is an embedding model; adapters go on chat models", spec.name);
+        }
+        spec.adapters.push(AdapterSpec { name: name.to_string(), path: PathBuf::from(path), scale });
+    }
+    Ok(())
 }
 
 fn read_collection_keys(path: &Path) -> Result<CollectionKeys> {
@@ -182,8 +218,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         // Encoders (a built-in resolves to its weights file inside the model folder).
         let folder = if path.is_file() { path.parent().map(Path::to_path_buf).unwrap_or_default() } else { path.clone() };
         let (path, kind) = if resolve::is_encoder_dir(&folder) { (folder, ModelKind::Embedding) } else { (path, ModelKind::Chat) };
-        specs.push(ModelSpec { name, path, precision, kind, listed: true });
+        specs.push(ModelSpec { name, path, precision, kind, listed: true, adapters: Vec::new() });
     }
+    add_adapters(&args.lora, &mut specs)?;
     let collections = CollectionsConfig {
         location: crate::common::collections_location(args.collections.as_deref())?,
         embedding_model: embedding_model(&args.embedding_model, &mut specs, precision)?,

@@ -35,6 +35,16 @@ impl BlockHash {
         Self::from_digest(h)
     }
 
+    /// `parent` made distinct by `salt` (a LoRA adapter's identity): chains from it never
+    /// meet chains from `parent` itself.
+    pub fn salted(parent: BlockHash, salt: &[u8]) -> BlockHash {
+        let mut h = Sha256::new();
+        h.update(b"lamina-kv-salt\0");
+        h.update(parent.0.to_le_bytes());
+        h.update(salt);
+        Self::from_digest(h)
+    }
+
     fn from_digest(h: Sha256) -> BlockHash {
         let d = h.finalize();
         BlockHash(u128::from_le_bytes(d[..16].try_into().expect("16 bytes")))

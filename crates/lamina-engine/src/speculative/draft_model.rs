@@ -84,7 +84,7 @@ impl DraftModelDrafter {
         let mut seqs = Vec::with_capacity(chunks.len());
         for (id, t) in chunks {
             let s = &self.seqs[id];
-            seqs.push(SeqChunk { len: t.len(), start: s.cached.len(), blocks: &s.blocks });
+            seqs.push(SeqChunk { len: t.len(), start: s.cached.len(), blocks: &s.blocks, lora: None });
             tokens.extend_from_slice(t);
             rows.push(tokens.len() - 1);
         }

@@ -1,5 +1,6 @@
 //! One file per endpoint.
 
+pub mod adapters;
 pub mod chat;
 pub mod collections;
 pub mod completions;
