@@ -265,6 +265,22 @@ pub fn permute_rotary_rows(w: &[f32], heads: usize, head_dim: usize, cols: usize
     out
 }
 
+/// The inverse of [`permute_rotary_rows`]: adjacent-pair rows → Hugging Face order.
+pub fn unpermute_rotary_rows(w: &[f32], heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; w.len()];
+    let half = head_dim / 2;
+    for h in 0..heads {
+        for j in 0..half {
+            for k in 0..2 {
+                let src = h * head_dim + 2 * j + k;
+                let dst = h * head_dim + k * half + j;
+                out[dst * cols..(dst + 1) * cols].copy_from_slice(&w[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
 fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0.0; w.len()];
     for r in 0..rows {

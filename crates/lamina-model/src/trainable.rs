@@ -72,14 +72,34 @@ pub enum WeightLayout {
     InOut,
 }
 
-/// A linear layer: `y = x W^T + b` (or `x W + b` for [`WeightLayout::InOut`]).
-/// Kept as a plain pair of [`Var`]s so that a LoRA adapter can later be attached here.
+/// A linear layer: `y = x W^T + b` (or `x W + b` for [`WeightLayout::InOut`]), plus
+/// `s·(x Aᵀ) Bᵀ` when a LoRA adapter is attached.
 #[derive(Debug, Clone)]
 pub struct Linear {
     pub name: String,
     pub weight: Var,
     pub bias: Option<Var>,
     pub layout: WeightLayout,
+    /// The base weights take no gradient (LoRA training).
+    pub frozen: bool,
+    pub lora: Option<LoraVars>,
+}
+
+/// A LoRA adapter on one layer: `A` (r × in), `B` (out × r), scale `s`.
+#[derive(Debug, Clone)]
+pub struct LoraVars {
+    pub a: Var,
+    pub b: Var,
+    pub scale: f64,
+}
+
+/// `v` as a tensor of the graph: detached (no gradient flows to it) when `frozen`.
+fn param(v: &Var, frozen: bool) -> Tensor {
+    if frozen {
+        v.as_tensor().detach()
+    } else {
+        v.as_tensor().clone()
+    }
 }
 
 impl Linear {
@@ -105,12 +125,18 @@ impl Linear {
         let in_dim = *dims.last().unwrap_or(&0);
         let n: usize = dims[..dims.len().saturating_sub(1)].iter().product();
         let x2 = x.reshape((n, in_dim))?; // (n, in)
+        let w = param(&self.weight, self.frozen);
         let y = match self.layout {
-            WeightLayout::OutIn => x2.matmul(&self.weight.t()?)?,       // (n, in) @ (in, out) → (n, out)
-            WeightLayout::InOut => x2.matmul(self.weight.as_tensor())?, // (n, in) @ (in, out)
+            WeightLayout::OutIn => x2.matmul(&w.t()?)?, // (n, in) @ (in, out) → (n, out)
+            WeightLayout::InOut => x2.matmul(&w)?,      // (n, in) @ (in, out)
         };
         let y = match &self.bias {
-            Some(b) => y.broadcast_add(b.as_tensor())?, // (n, out) + (out)
+            Some(b) => y.broadcast_add(&param(b, self.frozen))?, // (n, out) + (out)
+            None => y,
+        };
+        let y = match &self.lora {
+            // (n, in) @ (in, r) → (n, r), times s, @ (r, out) → (n, out)
+            Some(l) => (y + (x2.matmul(&l.a.t()?)? * l.scale)?.matmul(&l.b.t()?)?)?,
             None => y,
         };
         let mut out_dims = dims;
@@ -126,6 +152,7 @@ pub struct Norm {
     pub weight: Var,
     pub bias: Option<Var>,
     pub eps: f64,
+    pub frozen: bool,
 }
 
 impl Norm {
@@ -136,7 +163,8 @@ impl Norm {
                 // RMSNorm: x / sqrt(mean(x²) + eps) * w
                 let ms = x.sqr()?.mean_keepdim(D::Minus1)?; // (b, t, 1)
                 let inv = (ms + self.eps)?.sqrt()?.recip()?; // (b, t, 1)
-                x.broadcast_mul(&inv)?.broadcast_mul(self.weight.as_tensor()) // (b, t, c)
+                x.broadcast_mul(&inv)?.broadcast_mul(&param(&self.weight, self.frozen))
+                // (b, t, c)
             }
             Some(bias) => {
                 // LayerNorm: (x - mean) / sqrt(var + eps) * w + b (biased variance, like torch)
@@ -144,7 +172,7 @@ impl Norm {
                 let xc = x.broadcast_sub(&mu)?; // (b, t, c)
                 let var = xc.sqr()?.mean_keepdim(D::Minus1)?; // (b, t, 1)
                 let inv = (var + self.eps)?.sqrt()?.recip()?; // (b, t, 1)
-                xc.broadcast_mul(&inv)?.broadcast_mul(self.weight.as_tensor())?.broadcast_add(bias.as_tensor())
+                xc.broadcast_mul(&inv)?.broadcast_mul(&param(&self.weight, self.frozen))?.broadcast_add(&param(bias, self.frozen))
                 // (b, t, c)
             }
         }
@@ -187,6 +215,10 @@ pub struct TrainableModel {
     lm_head: Option<Linear>,
     /// RoPE tables, each (context_length, rope_dim).
     rope: Option<(Tensor, Tensor)>,
+    /// LoRA matrices by PEFT-style name (`{module}.lora_A.weight`), when adapters are
+    /// attached; then only these train and the base is frozen.
+    lora: BTreeMap<String, Var>,
+    lora_config: Option<crate::lora::LoraConfig>,
 }
 
 /// Which names are residual output projections (scaled init).
@@ -239,13 +271,13 @@ impl Builder<'_> {
         let std = self.init_std(&wname);
         let weight = self.normal(&wname, &shape, std)?;
         let bias = if bias { Some(self.constant(&format!("{name}.bias"), &[out_dim], 0.0)?) } else { None };
-        Ok(Linear { name: name.to_string(), weight, bias, layout })
+        Ok(Linear { name: name.to_string(), weight, bias, layout, frozen: false, lora: None })
     }
 
     fn norm(&mut self, name: &str, dim: usize, bias: bool) -> CResult<Norm> {
         let weight = self.constant(&format!("{name}.weight"), &[dim], 1.0)?;
         let bias = if bias { Some(self.constant(&format!("{name}.bias"), &[dim], 0.0)?) } else { None };
-        Ok(Norm { weight, bias, eps: self.cfg.norm_eps as f64 })
+        Ok(Norm { weight, bias, eps: self.cfg.norm_eps as f64, frozen: false })
     }
 }
 
@@ -346,7 +378,21 @@ impl TrainableModel {
                 data.insert(k.clone(), v.clone());
             }
         }
-        Ok(TrainableModel { cfg: cfg.clone(), dtype, device: device.clone(), varmap, params: b.params, embed, pos_embed, blocks, final_norm, lm_head, rope })
+        Ok(TrainableModel {
+            cfg: cfg.clone(),
+            dtype,
+            device: device.clone(),
+            varmap,
+            params: b.params,
+            embed,
+            pos_embed,
+            blocks,
+            final_norm,
+            lm_head,
+            rope,
+            lora: BTreeMap::new(),
+            lora_config: None,
+        })
     }
 
     /// Builds the model and fills it from a `model.safetensors` with HF names.
@@ -409,6 +455,156 @@ impl TrainableModel {
         self.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
+    /// Attaches a fresh LoRA adapter to every layer `config` targets and freezes the base:
+    /// from now on only the adapters train. `A` is initialised as PEFT does (Kaiming
+    /// uniform, bound `1/√in`), `B` at zero, so the model starts as the base.
+    pub fn add_lora(&mut self, config: &crate::lora::LoraConfig, seed: u64) -> Result<()> {
+        config.validate()?;
+        if self.cfg.architecture != Architecture::Llama {
+            return Err(Error::UnsupportedArchitecture("LoRA training on GPT-2 (Llama-family models take adapters)".into()));
+        }
+        if self.lora_config.is_some() {
+            return Err(Error::InvalidInput("the model already has LoRA adapters".into()));
+        }
+        let mut rng = SplitMix64::new(seed);
+        let (dtype, device, scale) = (self.dtype, self.device.clone(), config.scale());
+        let mut lora = BTreeMap::new();
+        let mut attach = |l: &mut Linear| -> CResult<()> {
+            l.frozen = true;
+            if !config.targets_module(&l.name) {
+                return Ok(());
+            }
+            let (i, o, r) = (l.in_dim(), l.out_dim(), config.r);
+            let bound = 1.0 / (i as f64).sqrt();
+            let a: Vec<f64> = (0..r * i).map(|_| (rng.next_f64() * 2.0 - 1.0) * bound).collect();
+            let a = Var::from_tensor(&Tensor::from_vec(a, (r, i), &device)?.to_dtype(dtype)?)?;
+            let b = Var::from_tensor(&Tensor::zeros((o, r), dtype, &device)?)?;
+            lora.insert(format!("{}.lora_A.weight", l.name), a.clone());
+            lora.insert(format!("{}.lora_B.weight", l.name), b.clone());
+            l.lora = Some(LoraVars { a, b, scale });
+            Ok(())
+        };
+        for block in &mut self.blocks {
+            block.norm1.frozen = true;
+            block.norm2.frozen = true;
+            if let (Attention::Llama { q, k, v, o }, Mlp::Llama { gate, up, down }) = (&mut block.attn, &mut block.mlp) {
+                for l in [q, k, v, o, gate, up, down] {
+                    attach(l).map_err(candle_err)?;
+                }
+            }
+        }
+        self.final_norm.frozen = true;
+        if let Some(h) = &mut self.lm_head {
+            h.frozen = true;
+        }
+        if lora.is_empty() {
+            return Err(Error::InvalidConfig(format!("no layer of this model matches the LoRA targets {:?}", config.targets)));
+        }
+        self.lora = lora;
+        self.lora_config = Some(config.clone());
+        Ok(())
+    }
+
+    /// The parameters that train: the LoRA matrices when adapters are attached, else all.
+    pub fn trainable_params(&self) -> Vec<(String, Var)> {
+        if self.lora_config.is_some() {
+            self.lora.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        } else {
+            self.named_params()
+        }
+    }
+
+    /// The attached adapter as an in-memory PEFT adapter (`None` without one).
+    pub fn lora_adapter(&self) -> Result<Option<crate::lora::LoraAdapter>> {
+        let Some(config) = &self.lora_config else { return Ok(None) };
+        let mut modules = BTreeMap::new();
+        for (name, a) in &self.lora {
+            let Some(module) = name.strip_suffix(".lora_A.weight") else { continue };
+            let b = &self.lora[&format!("{module}.lora_B.weight")];
+            let vec = |v: &Var| v.as_tensor().to_dtype(DType::F32).and_then(|t| t.flatten_all()).and_then(|t| t.to_vec1::<f32>()).map_err(candle_err);
+            let (r, in_dim) = a.dims2().map_err(candle_err)?;
+            let out_dim = b.dims()[0];
+            modules.insert(module.to_string(), crate::lora::LoraModule { r, in_dim, out_dim, a: vec(a)?, b: vec(b)? });
+        }
+        Ok(Some(crate::lora::LoraAdapter { config: config.clone(), modules, base_model: None }))
+    }
+
+    /// Sets the attached adapter's matrices from `adapter` (same modules and shapes).
+    pub fn set_lora(&self, adapter: &crate::lora::LoraAdapter) -> Result<()> {
+        for (module, m) in &adapter.modules {
+            let (Some(a), Some(b)) = (self.lora.get(&format!("{module}.lora_A.weight")), self.lora.get(&format!("{module}.lora_B.weight"))) else {
+                return Err(Error::InvalidInput(format!("the model has no LoRA adapter on `{module}`")));
+            };
+            let set = |v: &Var, data: &[f32], shape: (usize, usize)| -> Result<()> {
+                if v.dims() != [shape.0, shape.1] {
+                    return Err(Error::ShapeMismatch { name: module.clone(), expected: v.dims().to_vec(), actual: vec![shape.0, shape.1] });
+                }
+                let t = Tensor::from_slice(data, shape, &self.device).and_then(|t| t.to_dtype(self.dtype)).map_err(candle_err)?;
+                v.set(&t).map_err(candle_err)
+            };
+            set(a, &m.a, (m.r, m.in_dim))?;
+            set(b, &m.b, (m.out_dim, m.r))?;
+        }
+        Ok(())
+    }
+
+    /// A trainable copy of an inference model's weights (Llama family), in Hugging Face
+    /// names and rotary layout (the inference model keeps Llama's query and key rows
+    /// interleaved; they are put back in the rotate-half order here).
+    pub fn from_model(model: &crate::Model, dtype: DType, device: &Device) -> Result<Self> {
+        let cfg = &model.config;
+        if cfg.architecture != Architecture::Llama {
+            return Err(Error::UnsupportedArchitecture(format!("training {:?} models loaded for inference (Llama-family models can be)", cfg.architecture)));
+        }
+        let (hd, hq, hkv, d) = (cfg.head_dim, cfg.num_heads, cfg.num_kv_heads, cfg.hidden_size);
+        let mut map = HashMap::new();
+        let mut put = |name: String, shape: &[usize], data: Vec<f32>| -> Result<()> {
+            let t = Tensor::from_vec(data, shape, device).map_err(candle_err)?;
+            map.insert(name, t);
+            Ok(())
+        };
+        let lin = |l: &crate::Linear| (l.rows, l.cols, l.to_f32());
+        let (v, _, e) = lin(&model.embed);
+        put("model.embed_tokens.weight".into(), &[v, d], e)?;
+        for (i, layer) in model.layers.iter().enumerate() {
+            let p = |s: &str| format!("model.layers.{i}.{s}");
+            let gate = layer.gate.as_ref().ok_or_else(|| Error::InvalidInput("a Llama layer without a gate".into()))?;
+            for (name, l, heads) in [
+                ("self_attn.q_proj", &layer.q, Some(hq)),
+                ("self_attn.k_proj", &layer.k, Some(hkv)),
+                ("self_attn.v_proj", &layer.v, None),
+                ("self_attn.o_proj", &layer.o, None),
+                ("mlp.gate_proj", gate, None),
+                ("mlp.up_proj", &layer.up, None),
+                ("mlp.down_proj", &layer.down, None),
+            ] {
+                let (rows, cols, w) = lin(l);
+                let w = match heads {
+                    Some(h) => crate::load::unpermute_rotary_rows(&w, h, hd, cols),
+                    None => w,
+                };
+                put(p(&format!("{name}.weight")), &[rows, cols], w)?;
+                if let Some(b) = &l.bias {
+                    let b = match heads {
+                        Some(h) => crate::load::unpermute_rotary_rows(b, h, hd, 1),
+                        None => b.clone(),
+                    };
+                    put(p(&format!("{name}.bias")), &[rows], b)?;
+                }
+            }
+            put(p("input_layernorm.weight"), &[d], layer.attn_norm.weight.clone())?;
+            put(p("post_attention_layernorm.weight"), &[d], layer.ffn_norm.weight.clone())?;
+        }
+        put("model.norm.weight".into(), &[d], model.final_norm.weight.clone())?;
+        if !cfg.tied_embeddings {
+            let (v, _, w) = lin(&model.output);
+            put("lm_head.weight".into(), &[v, d], w)?;
+        }
+        let t = Self::new(cfg, 0, dtype, device)?;
+        t.set_weights(&map)?;
+        Ok(t)
+    }
+
     /// Total number of scalar parameters.
     pub fn num_params(&self) -> usize {
         self.params.values().map(|v| v.elem_count()).sum()
@@ -447,9 +643,11 @@ impl TrainableModel {
     fn forward_logits(&self, tokens: &Tensor, b: usize, t: usize) -> CResult<Tensor> {
         let c = self.cfg.hidden_size;
         let ids = tokens.flatten_all()?; // (b*t)
-        let mut x = self.embed.as_tensor().index_select(&ids, 0)?.reshape((b, t, c))?; // (b, t, c)
+        let frozen = self.lora_config.is_some();
+        let embed = param(&self.embed, frozen);
+        let mut x = embed.index_select(&ids, 0)?.reshape((b, t, c))?; // (b, t, c)
         if let Some(wpe) = &self.pos_embed {
-            let pos = wpe.as_tensor().narrow(0, 0, t)?; // (t, c)
+            let pos = param(wpe, frozen).narrow(0, 0, t)?; // (t, c)
             x = x.broadcast_add(&pos)?; // (b, t, c)
         }
         let mask = causal_mask(t, self.cfg.sliding_window, self.dtype, &self.device)?; // (t, t)
@@ -473,7 +671,7 @@ impl TrainableModel {
             Some(head) => head.forward(&x), // (b, t, v)
             None => {
                 let x2 = x.reshape((b * t, c))?; // (b*t, c)
-                x2.matmul(&self.embed.t()?)?.reshape((b, t, self.cfg.vocab_size))
+                x2.matmul(&embed.t()?)?.reshape((b, t, self.cfg.vocab_size))
                 // (b*t, c) @ (c, v)
             }
         }
@@ -587,15 +785,25 @@ pub fn softmax_last_dim(x: &Tensor) -> CResult<Tensor> {
     e.broadcast_div(&s)
 }
 
-/// Mean cross-entropy of `logits` (b, t, v) against `targets` (b, t) u32 → scalar.
+/// The target id of a position whose prediction is not scored (a prompt token in
+/// supervised fine-tuning, padding).
+pub const IGNORE: u32 = u32::MAX;
+
+/// Mean cross-entropy of `logits` (b, t, v) against `targets` (b, t) u32 over the targets
+/// that are not [`IGNORE`] → scalar (0 when every target is ignored).
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> CResult<Tensor> {
     let v = logits.dim(D::Minus1)?;
     let n = logits.elem_count() / v;
     let x = logits.reshape((n, v))?; // (n, v)
+    let targets = targets.reshape((n, 1))?; // (n, 1)
+    let keep = targets.ne(IGNORE)?; // (n, 1) u8
+    let safe = keep.where_cond(&targets, &targets.zeros_like()?)?; // ignored → 0 (any valid id)
     let m = x.max_keepdim(1)?.detach(); // (n, 1)
     let lse = (x.broadcast_sub(&m)?.exp()?.sum_keepdim(1)?.log()? + &m)?; // (n, 1) log-sum-exp
-    let picked = x.gather(&targets.reshape((n, 1))?, 1)?; // (n, 1) logit of the target
-    (lse - picked)?.mean_all() // ()
+    let picked = x.gather(&safe, 1)?; // (n, 1) logit of the target
+    let w = keep.to_dtype(x.dtype())?; // (n, 1) 1 = scored
+    let count = w.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    ((lse - picked)? * w)?.sum_all()? / count.max(1.0) // ()
 }
 
 #[cfg(test)]

@@ -70,12 +70,18 @@ fn check(cfg: &ModelConfig) {
     let tg: Vec<u32> = (0..b * t).map(|_| rng.below(cfg.vocab_size as u64) as u32).collect();
     let x = Tensor::from_vec(ids, (b, t), &dev).unwrap();
     let y = Tensor::from_vec(tg, (b, t), &dev).unwrap();
-    let loss_of = |m: &TrainableModel| -> f64 { m.forward(&x, Some(&y)).unwrap().1.unwrap().to_scalar::<f64>().unwrap() };
-    let loss = model.forward(&x, Some(&y)).unwrap().1.unwrap();
+    check_params(&model, &model.named_params(), &x, &y, &mut rng);
+}
+
+/// Analytic gradients of `params` against central differences, at four entries each.
+fn check_params(model: &TrainableModel, params: &[(String, candle_core::Var)], x: &Tensor, y: &Tensor, rng: &mut SplitMix64) {
+    let dev = Device::Cpu;
+    let loss_of = |m: &TrainableModel| -> f64 { m.forward(x, Some(y)).unwrap().1.unwrap().to_scalar::<f64>().unwrap() };
+    let loss = model.forward(x, Some(y)).unwrap().1.unwrap();
     let grads = loss.backward().unwrap();
     let h = 1e-5;
     let mut checked = 0;
-    for (name, var) in model.named_params() {
+    for (name, var) in params {
         let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
         let g: Vec<f64> = g.flatten_all().unwrap().to_vec1().unwrap();
         let base: Vec<f64> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
@@ -89,9 +95,9 @@ fn check(cfg: &ModelConfig) {
                 var.set(&Tensor::from_vec(v, var.shape(), &dev).unwrap()).unwrap();
             };
             set(h);
-            let lp = loss_of(&model);
+            let lp = loss_of(model);
             set(-h);
-            let lm = loss_of(&model);
+            let lm = loss_of(model);
             set(0.0);
             let num = (lp - lm) / (2.0 * h);
             let err = (g[i] - num).abs();
@@ -102,6 +108,61 @@ fn check(cfg: &ModelConfig) {
         let _ = nonzero;
     }
     assert!(checked > 0);
+}
+
+/// LoRA: the adapters' dA and dB (with B away from its zero start, so dA is not zero)
+/// match finite differences through a loss that ignores some targets (the SFT mask); the
+/// frozen base gets no gradient at all; with B = 0 the model is the base.
+#[test]
+fn lora_gradients_match_finite_differences_and_the_base_is_frozen() {
+    use lamina_model::lora::LoraConfig;
+    use lamina_model::trainable::IGNORE;
+    let dev = Device::Cpu;
+    let cfg = ModelConfig { qkv_bias: false, ..llama() };
+    let mut model = TrainableModel::new(&cfg, 3, DType::F64, &dev).unwrap();
+    let mut rng = SplitMix64::new(5);
+    for (name, var) in model.named_params() {
+        if name.contains("embed") {
+            var.set(&(var.as_tensor() * 20.0).unwrap()).unwrap();
+        }
+    }
+    let (b, t) = (2, 5);
+    let ids: Vec<u32> = (0..b * t).map(|_| rng.below(cfg.vocab_size as u64) as u32).collect();
+    let mut tg: Vec<u32> = (0..b * t).map(|_| rng.below(cfg.vocab_size as u64) as u32).collect();
+    let x = Tensor::from_vec(ids, (b, t), &dev).unwrap();
+    let y_all = Tensor::from_vec(tg.clone(), (b, t), &dev).unwrap();
+    let (logits_base, _) = model.forward(&x, None).unwrap();
+    for i in [0, 1, 2, 5, 9] {
+        tg[i] = IGNORE;
+    }
+    let y = Tensor::from_vec(tg.clone(), (b, t), &dev).unwrap();
+    model.add_lora(&LoraConfig::new(2, 4.0, 0.0, &["q", "k", "v", "o", "gate", "up", "down"]).unwrap(), 11).unwrap();
+    let (logits_fresh, _) = model.forward(&x, None).unwrap();
+    let d: f64 = (logits_fresh - &logits_base).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+    assert_eq!(d, 0.0, "a fresh adapter (B = 0) changed the logits");
+    let lora = model.trainable_params();
+    assert_eq!(lora.len(), 2 * 7 * cfg.num_layers);
+    for (name, var) in &lora {
+        if name.ends_with("lora_B.weight") {
+            let n = var.elem_count();
+            let v: Vec<f64> = (0..n).map(|_| 0.5 * rng.normal()).collect();
+            var.set(&Tensor::from_vec(v, var.shape(), &dev).unwrap()).unwrap();
+        }
+    }
+    check_params(&model, &lora, &x, &y, &mut rng);
+    let grads = model.forward(&x, Some(&y)).unwrap().1.unwrap().backward().unwrap();
+    for (name, var) in model.named_params() {
+        assert!(grads.get(var.as_tensor()).is_none(), "the frozen {name} got a gradient");
+    }
+    // The masked loss is the mean over the scored positions only.
+    let (logits, loss) = model.forward(&x, Some(&y)).unwrap();
+    let lp = candle_nn::ops::log_softmax(&logits, 2).unwrap().flatten_to(1).unwrap().to_vec2::<f64>().unwrap();
+    let kept: Vec<usize> = (0..b * t).filter(|&i| tg[i] != IGNORE).collect();
+    let want = -kept.iter().map(|&i| lp[i][tg[i] as usize]).sum::<f64>() / kept.len() as f64;
+    let got = loss.unwrap().to_scalar::<f64>().unwrap();
+    assert!((got - want).abs() < 1e-12, "masked loss {got} vs {want}");
+    let all = model.forward(&x, Some(&y_all)).unwrap().1.unwrap().to_scalar::<f64>().unwrap();
+    assert!((all - got).abs() > 1e-6, "ignoring targets should change the loss");
 }
 
 #[test]
