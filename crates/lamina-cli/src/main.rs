@@ -50,6 +50,8 @@ enum Command {
     Export(train_cmds::ExportArgs),
     /// Rewrite a GGUF model with its matrices in another quantization type.
     Quantize(commands::quantize::QuantizeArgs),
+    /// Supervised fine-tuning with LoRA on instruction data (chat messages, Alpaca, prompt/completion).
+    Sft(commands::sft::SftArgs),
     /// Fold a LoRA adapter into its base model (GGUF or Hugging Face folder).
     Merge(commands::merge::MergeArgs),
     /// Measure prefill, decode and batched decode speed (optionally against llama.cpp).
@@ -82,6 +84,7 @@ fn main() {
         Command::Gateway(a) => commands::gateway::run(a),
         Command::Quantize(a) => commands::quantize::run(a),
         Command::Merge(a) => commands::merge::run(a),
+        Command::Sft(a) => commands::sft::run(a),
         Command::Generate(a) => commands::run::generate(a),
         Command::Tokenizer(a) => train_cmds::run_tokenizer(a),
         Command::Pretrain(a) => train_cmds::run_pretrain(a),

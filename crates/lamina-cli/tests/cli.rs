@@ -743,3 +743,72 @@ fn lora_run_and_merge_agree() {
     assert_clean_error(&lamina().args(["run", "-p", "x", "--lora", a]).output().unwrap(), "rank");
     assert_clean_error(&lamina().args(["merge", "smollm2-135m-instruct", a, "--out", dir.path().join("m").to_str().unwrap()]).output().unwrap(), "rank");
 }
+
+/// The first `n` Alpaca records of `../shared/datasets/alpaca_5000.json` as a JSON array.
+fn alpaca_subset(dir: &Path, n: usize) -> PathBuf {
+    let all: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/datasets/alpaca_5000.json")).unwrap()).unwrap();
+    let p = dir.join("alpaca.json");
+    std::fs::write(&p, serde_json::to_string(&all[..n]).unwrap()).unwrap();
+    p
+}
+
+/// `lamina sft --lora` on Alpaca records (the last ones held out, as `../shared/README.md`
+/// says) lowers the held-out loss, logs every step as JSON, and writes a PEFT adapter that
+/// `lamina run --lora` applies; malformed records are errors naming the file and line, or
+/// skipped with `--on-bad-record skip`.
+#[test]
+fn sft_with_lora_lowers_held_out_loss_and_the_adapter_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = alpaca_subset(dir.path(), 96);
+    let out = dir.path().join("run");
+    let o = |extra: &[&str]| {
+        let mut args = vec!["sft", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--lora", "8", "--steps", "12", "--batch", "2"];
+        args.extend_from_slice(&["--max-len", "160", "--held-out", "16", "--on-bad-record", "skip", "--lr", "5e-4", "--warmup", "2"]);
+        args.extend_from_slice(extra);
+        lamina().args(&args).output().unwrap()
+    };
+    let r = o(&[]);
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let log: Vec<serde_json::Value> = std::fs::read_to_string(out.join("log.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let evals: Vec<f64> = log.iter().filter_map(|l| l["held_out_loss"].as_f64()).collect();
+    assert_eq!(evals.len(), 2, "{log:?}");
+    assert_eq!(log.iter().filter(|l| l["loss"].is_number()).count(), 12);
+    eprintln!("{stdout}");
+    assert!(evals[1] < evals[0] - 0.01, "held-out loss did not go down: {evals:?}");
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!((cfg["r"].as_u64(), cfg["lora_alpha"].as_f64()), (Some(8), Some(16.0)));
+    let run = lamina().args(["run", "--lora", out.to_str().unwrap(), "--chat", "-p", "Name a color.", "-n", "8", "--temperature", "0"]).output().unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+
+    // Bad records: JSON lines with one broken line, one record of an unknown shape.
+    let bad = dir.path().join("bad.jsonl");
+    let good = r#"{"prompt": "Say hi.", "completion": "Hi!"}"#;
+    let lines = [good, good, "{not json", r#"{"question": "?"}"#, good, good, good, good, good, good, good, good];
+    std::fs::write(&bad, lines.join("\n")).unwrap();
+    let args = |policy: &str| {
+        let d = bad.to_str().unwrap().to_string();
+        let o2 = out.to_str().unwrap().to_string();
+        vec![
+            "sft".to_string(),
+            "--data".into(),
+            d,
+            "--out".into(),
+            o2,
+            "--lora".into(),
+            "2".into(),
+            "--steps".into(),
+            "1".into(),
+            "--held-out".into(),
+            "2".into(),
+            "--on-bad-record".into(),
+            policy.into(),
+        ]
+    };
+    assert_clean_error(&lamina().args(args("fail")).output().unwrap(), "bad.jsonl: line 3");
+    let skip = lamina().args(args("skip")).output().unwrap();
+    let err = String::from_utf8_lossy(&skip.stderr);
+    assert!(skip.status.success() && err.contains("line 4") && err.contains("skipped 2 bad records"), "{err}");
+    assert_clean_error(&lamina().args(["sft", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--lora", "0"]).output().unwrap(), "rank");
+}

@@ -1,4 +1,5 @@
-//! lamina-train: pre-training Lamina models from scratch by next-token prediction.
+//! lamina-train: pre-training Lamina models from scratch by next-token prediction, and
+//! fine-tuning them on instructions.
 //!
 //! - [`data`]: text → token ids, cached in a memory-mapped file beside the data; 90/10
 //!   split; seeded random (batch, block) windows.
@@ -10,6 +11,9 @@
 //! - [`memory`]: what a run will allocate, estimated from the config and checked before
 //!   anything is allocated.
 //! - [`export`]: HF safetensors folder or GGUF (f32/f16/q8_0/q4_0/q4_1).
+//! - [`instruct`]: instruction records (chat messages, Alpaca, prompt/completion) → token
+//!   ids with an assistant-only loss mask; [`sft`]: supervised fine-tuning on them, with
+//!   LoRA adapters or every weight.
 //!
 //! The model is [`lamina_model::trainable::TrainableModel`], the same definition (and the
 //! same Hugging Face tensor names) that inference loads.
@@ -23,9 +27,11 @@ pub mod config;
 pub mod data;
 pub mod export;
 pub mod fused;
+pub mod instruct;
 pub mod memory;
 pub mod optim;
 pub mod plot;
+pub mod sft;
 pub mod trainer;
 
 pub use checkpoint::{load_checkpoint, resolve_checkpoint, run_dir_of, save_checkpoint, LoadedCheckpoint, TrainerState};

@@ -13,4 +13,5 @@ pub mod perplexity;
 pub mod quantize;
 pub mod run;
 pub mod serve;
+pub mod sft;
 pub mod tokenize;

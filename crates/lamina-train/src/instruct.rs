@@ -1,0 +1,210 @@
+//! Instruction data for supervised fine-tuning: records → chat messages → token ids with
+//! a loss mask on the assistant's tokens only.
+//!
+//! A data file is a JSON array or JSON lines; each record is one of
+//! - `{"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}`,
+//! - an Alpaca record `{"instruction", "input"?, "output"}` (the input, when not empty,
+//!   follows the instruction after a blank line, as one user turn),
+//! - `{"prompt", "completion"}` (one user turn, one assistant turn).
+//!
+//! Every conversation is rendered with the model's own chat template. The tokens of each
+//! assistant turn (as the template writes it, end-of-turn marker included) are the ones
+//! scored; everything before them is context only. The split is found by rendering the
+//! conversation up to each assistant turn with the generation prompt and up to its end
+//! without: a template whose renderings do not extend each other cannot be split that way
+//! and is reported as such.
+
+use lamina_core::{Error, Result};
+use lamina_model::trainable::IGNORE;
+use lamina_tokenizer::{ChatMessage, Tokenizer};
+use std::path::Path;
+
+/// What to do with a record that cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnBadRecord {
+    /// Leave it out, counting it (and telling the first few).
+    Skip,
+    /// Stop with an error naming the file and line.
+    Fail,
+}
+
+impl std::str::FromStr for OnBadRecord {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "skip" => Ok(OnBadRecord::Skip),
+            "fail" => Ok(OnBadRecord::Fail),
+            _ => Err(format!("`{s}`: expected skip or fail")),
+        }
+    }
+}
+
+/// One training sequence: `tokens[i]` is followed by `targets[i]`, or `targets[i]` is
+/// [`IGNORE`] when that prediction is not scored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub tokens: Vec<u32>,
+    pub targets: Vec<u32>,
+}
+
+impl Example {
+    /// Number of scored predictions.
+    pub fn scored(&self) -> usize {
+        self.targets.iter().filter(|&&t| t != IGNORE).count()
+    }
+}
+
+/// The conversation a record holds.
+pub fn record_messages(v: &serde_json::Value) -> std::result::Result<Vec<ChatMessage>, String> {
+    let obj = v.as_object().ok_or("a record must be a JSON object")?;
+    let text = |key: &str| -> std::result::Result<Option<&str>, String> {
+        match obj.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s.as_str())),
+            Some(_) => Err(format!("`{key}` must be a string")),
+        }
+    };
+    if let Some(m) = obj.get("messages") {
+        let list = m.as_array().ok_or("`messages` must be an array")?;
+        let mut out = Vec::with_capacity(list.len());
+        for (i, item) in list.iter().enumerate() {
+            let role = item.get("role").and_then(|r| r.as_str()).ok_or(format!("messages[{i}] has no string `role`"))?;
+            let content = item.get("content").and_then(|c| c.as_str()).ok_or(format!("messages[{i}] has no string `content`"))?;
+            if !matches!(role, "system" | "user" | "assistant") {
+                return Err(format!("messages[{i}]: role `{role}` (expected system, user or assistant)"));
+            }
+            out.push(ChatMessage::new(role, content));
+        }
+        if !out.iter().any(|m| m.role == "assistant") {
+            return Err("the conversation has no assistant turn to learn from".into());
+        }
+        return Ok(out);
+    }
+    if let Some(instruction) = text("instruction")? {
+        let output = text("output")?.ok_or("an Alpaca record needs `output`")?;
+        let user = match text("input")? {
+            Some(input) if !input.trim().is_empty() => format!("{instruction}\n\n{input}"),
+            _ => instruction.to_string(),
+        };
+        return Ok(vec![ChatMessage::user(user), ChatMessage::assistant(output)]);
+    }
+    if let Some(prompt) = text("prompt")? {
+        let completion = text("completion")?.ok_or("a prompt record needs `completion`")?;
+        return Ok(vec![ChatMessage::user(prompt), ChatMessage::assistant(completion)]);
+    }
+    Err("expected `messages`, `instruction`/`output` (Alpaca) or `prompt`/`completion`".into())
+}
+
+/// Token ids and the assistant-only loss mask of one conversation.
+pub fn encode_conversation(tok: &Tokenizer, messages: &[ChatMessage]) -> std::result::Result<Example, String> {
+    let mut ids: Vec<u32> = Vec::new();
+    let mut scored: Vec<bool> = Vec::new();
+    let mut done = String::new();
+    let mut push = |text: &str, train: bool, first: bool| -> std::result::Result<(), String> {
+        let t = tok.encode(text, first).map_err(|e| e.to_string())?;
+        scored.extend(std::iter::repeat_n(train, t.len()));
+        ids.extend(t);
+        Ok(())
+    };
+    let mut first = true;
+    for (i, m) in messages.iter().enumerate() {
+        if m.role != "assistant" {
+            continue;
+        }
+        let render =
+            |n: usize, gen: bool| tok.apply_chat_template(&messages[..n], gen).map_err(|e| format!("the chat template cannot render this conversation: {e}"));
+        let prefix = render(i, true)?;
+        let full = render(i + 1, false)?;
+        let (Some(context), Some(answer)) = (prefix.strip_prefix(done.as_str()), full.strip_prefix(prefix.as_str())) else {
+            return Err(
+                "the chat template's renderings of the conversation turn by turn do not extend each other, so the assistant's tokens cannot be told apart"
+                    .into(),
+            );
+        };
+        push(context, false, first)?;
+        push(answer, true, false)?;
+        first = false;
+        done = full;
+    }
+    if ids.len() < 2 || !scored[1..].iter().any(|&s| s) {
+        return Err("the conversation has no assistant tokens to learn from".into());
+    }
+    let targets = ids[1..].iter().zip(&scored[1..]).map(|(&t, &s)| if s { t } else { IGNORE }).collect();
+    ids.pop();
+    Ok(Example { tokens: ids, targets })
+}
+
+/// What reading a data file gave.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub examples: Vec<Example>,
+    /// Records left out under [`OnBadRecord::Skip`].
+    pub skipped: usize,
+    /// Of those, records longer than the length limit.
+    pub too_long: usize,
+}
+
+/// Reads `path` (a JSON array or JSON lines) into examples of at most `max_len` tokens.
+/// A bad record (malformed, unrenderable, longer than `max_len`) is an error naming the
+/// file and its line (JSON lines) or record number (array), or is skipped and counted,
+/// as `policy` says; `warn` hears about the first few skipped.
+pub fn load_examples(path: &Path, tok: &Tokenizer, max_len: usize, policy: OnBadRecord, warn: &mut dyn FnMut(&str)) -> Result<Loaded> {
+    let bytes = lamina_core::fs::read_regular(path)?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| Error::invalid_file(path, format!("not UTF-8 text (byte {})", e.valid_up_to())))?;
+    // (where, record) pairs: "line N" for JSON lines, "record N" for an array.
+    let mut records: Vec<(String, std::result::Result<serde_json::Value, String>)> = Vec::new();
+    if text.trim_start().starts_with('[') {
+        let all: Vec<serde_json::Value> = serde_json::from_str(text).map_err(|e| Error::invalid_file(path, format!("line {}: {e}", e.line())))?;
+        records.extend(all.into_iter().enumerate().map(|(i, v)| (format!("record {}", i + 1), Ok(v))));
+    } else {
+        for (i, line) in text.lines().enumerate() {
+            if !line.trim().is_empty() {
+                records.push((format!("line {}", i + 1), serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))));
+            }
+        }
+    }
+    let mut out = Loaded::default();
+    for (at, rec) in records {
+        let example = rec.and_then(|v| record_messages(&v)).and_then(|m| encode_conversation(tok, &m)).and_then(|e| {
+            if e.tokens.len() > max_len {
+                Err(format!("{} tokens, more than the limit of {max_len}", e.tokens.len()))
+            } else {
+                Ok(e)
+            }
+        });
+        match example {
+            Ok(e) => out.examples.push(e),
+            Err(why) => {
+                let msg = format!("{}: {at}: {why}", path.display());
+                if policy == OnBadRecord::Fail {
+                    return Err(Error::InvalidInput(format!("{msg} (use --on-bad-record skip to leave such records out)")));
+                }
+                out.too_long += why.contains("more than the limit") as usize;
+                out.skipped += 1;
+                if out.skipped <= 3 {
+                    warn(&format!("skipped {msg}"));
+                }
+            }
+        }
+    }
+    if out.examples.is_empty() {
+        return Err(Error::invalid_file(path, "no usable training records"));
+    }
+    Ok(out)
+}
+
+/// `examples[idx]` padded to the longest of them: `(tokens, targets)` row-major
+/// `len(idx) × t`, padding positions with token 0 and target [`IGNORE`].
+pub fn pad_batch(examples: &[Example], idx: &[usize]) -> (Vec<u32>, Vec<u32>, usize) {
+    let t = idx.iter().map(|&i| examples[i].tokens.len()).max().unwrap_or(0);
+    let mut tokens = Vec::with_capacity(idx.len() * t);
+    let mut targets = Vec::with_capacity(idx.len() * t);
+    for &i in idx {
+        let e = &examples[i];
+        tokens.extend_from_slice(&e.tokens);
+        tokens.extend(std::iter::repeat_n(0, t - e.tokens.len()));
+        targets.extend_from_slice(&e.targets);
+        targets.extend(std::iter::repeat_n(IGNORE, t - e.targets.len()));
+    }
+    (tokens, targets, t)
+}
