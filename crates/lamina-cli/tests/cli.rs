@@ -764,7 +764,7 @@ fn sft_with_lora_lowers_held_out_loss_and_the_adapter_runs() {
     let out = dir.path().join("run");
     let o = |extra: &[&str]| {
         let mut args = vec!["sft", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--lora", "8", "--steps", "12", "--batch", "2"];
-        args.extend_from_slice(&["--max-len", "160", "--held-out", "16", "--on-bad-record", "skip", "--lr", "5e-4", "--warmup", "2"]);
+        args.extend_from_slice(&["--max-len", "512", "--held-out", "16", "--lr", "5e-4", "--warmup", "2"]);
         args.extend_from_slice(extra);
         lamina().args(&args).output().unwrap()
     };
@@ -781,6 +781,22 @@ fn sft_with_lora_lowers_held_out_loss_and_the_adapter_runs() {
     assert_eq!((cfg["r"].as_u64(), cfg["lora_alpha"].as_f64()), (Some(8), Some(16.0)));
     let run = lamina().args(["run", "--lora", out.to_str().unwrap(), "--chat", "-p", "Name a color.", "-n", "8", "--temperature", "0"]).output().unwrap();
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    // `lamina eval` on the same held-out records, with our kernels in f32, gives the
+    // trainer's (candle's) held-out losses before and after: two implementations of the
+    // same sums (f32 over ~10^3 tokens: agreement to ~1e-4 expected, 2e-3 allowed).
+    let eval = |lora: Option<&Path>| -> f64 {
+        let mut cmd = lamina();
+        cmd.args(["eval", "--task", data.to_str().unwrap(), "--last", "16", "--precision", "f32", "--json", dir.path().join("eval.json").to_str().unwrap()]);
+        if let Some(l) = lora {
+            cmd.arg("--lora").arg(l);
+        }
+        let r = cmd.output().unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("eval.json")).unwrap()).unwrap();
+        report["tasks"][0]["metrics"]["loss"].as_f64().unwrap()
+    };
+    let (base, tuned) = (eval(None), eval(Some(&out)));
+    assert!((base - evals[0]).abs() < 2e-3 && (tuned - evals[1]).abs() < 2e-3, "eval {base}/{tuned} vs the trainer's {evals:?}");
 
     // Bad records: JSON lines with one broken line, one record of an unknown shape.
     let bad = dir.path().join("bad.jsonl");
@@ -811,4 +827,32 @@ fn sft_with_lora_lowers_held_out_loss_and_the_adapter_runs() {
     let err = String::from_utf8_lossy(&skip.stderr);
     assert!(skip.status.success() && err.contains("line 4") && err.contains("skipped 2 bad records"), "{err}");
     assert_clean_error(&lamina().args(["sft", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--lora", "0"]).output().unwrap(), "rank");
+}
+
+/// `lamina eval`: multiple choice (lm-evaluation-harness's acc and acc_norm), preference
+/// accuracy on the HH held-out pairs, one line per task and a JSON report; a bad record
+/// names its file and line, a pair longer than the context window is refused.
+#[test]
+fn eval_scores_multiple_choice_and_preferences() {
+    let dir = tempfile::tempdir().unwrap();
+    let mc = dir.path().join("mc.jsonl");
+    let qs = [
+        r#"{"question": "What is the capital of France?", "choices": ["Paris", "Banana", "Seven", "Blue"], "answer": 0}"#,
+        r#"{"question": "What color is the sky on a clear day?", "choices": ["Green", "Blue", "Purple", "Black"], "answer": "Blue"}"#,
+        r#"{"question": "What do bees make?", "choices": ["Honey", "Steel", "Glass", "Plastic"], "answer": 0}"#,
+    ];
+    std::fs::write(&mc, qs.join("\n")).unwrap();
+    let hh = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/datasets/hh_rlhf_harmless_base_test.jsonl.gz");
+    let json = dir.path().join("report.json");
+    let out = lamina().args(["eval", "--task", mc.to_str().unwrap(), hh, "--last", "8", "--json", json.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("mc.jsonl (multiple_choice, 3 records): acc 1.0000") && text.contains("(preference, 8 records): accuracy"), "{text}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let acc = report["tasks"][1]["metrics"]["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&acc) && (acc * 8.0).fract() == 0.0, "{report}");
+
+    std::fs::write(&mc, [qs[0], r#"{"question": "?", "choices": ["a", "b"], "answer": 5}"#].join("\n")).unwrap();
+    assert_clean_error(&lamina().args(["eval", "--task", mc.to_str().unwrap()]).output().unwrap(), "mc.jsonl: line 2");
+    assert_clean_error(&lamina().args(["eval", "--task", hh, "--last", "4", "--ctx", "32"]).output().unwrap(), "more than the context window");
 }

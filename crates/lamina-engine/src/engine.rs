@@ -492,6 +492,11 @@ impl Engine {
     /// `rows` index their tokens laid back to back (the second sequence's first token is
     /// row `seqs[0].len()`). Needs the blocks for all of them free.
     pub fn logits_of_batch(&mut self, seqs: &[&[u32]], rows: &[usize], out: &mut Vec<f32>) -> Result<()> {
+        self.logits_of_batch_with(seqs, rows, None, out)
+    }
+
+    /// [`logits_of_batch`](Self::logits_of_batch) with every sequence run through `lora`.
+    pub fn logits_of_batch_with(&mut self, seqs: &[&[u32]], rows: &[usize], lora: Option<&ModelLora>, out: &mut Vec<f32>) -> Result<()> {
         let bs = self.config.block_size;
         let need: usize = seqs.iter().map(|s| s.len().div_ceil(bs)).sum();
         if let Some(long) = seqs.iter().find(|s| s.len() > self.config.context_length) {
@@ -503,7 +508,7 @@ impl Engine {
         }
         let tables: Vec<Vec<u32>> =
             seqs.iter().map(|s| (0..s.len().div_ceil(bs)).map(|_| self.blocks.allocate().expect("checked free blocks")).collect()).collect();
-        let chunks: Vec<SeqChunk<'_>> = seqs.iter().zip(&tables).map(|(s, t)| SeqChunk { len: s.len(), start: 0, blocks: t, lora: None }).collect();
+        let chunks: Vec<SeqChunk<'_>> = seqs.iter().zip(&tables).map(|(s, t)| SeqChunk { len: s.len(), start: 0, blocks: t, lora }).collect();
         let tokens: Vec<u32> = seqs.concat();
         let result = self.model.forward(BatchInput { tokens: &tokens, seqs: &chunks, logits_rows: rows }, &mut self.kv, &mut self.scratch, &self.workers, out);
         for t in &tables {

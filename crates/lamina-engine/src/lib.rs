@@ -21,7 +21,7 @@ pub mod stop;
 pub use embed::{EmbedInput, Embedder, Embedding, EmbeddingNet, Pooling};
 pub use engine::{model_fingerprint, Engine, EngineConfig, EngineStats, Request};
 pub use grammar::grammar_compiler;
-pub use loglikelihood::{loglikelihoods, Continuation, LogLikelihood};
+pub use loglikelihood::{loglikelihoods, loglikelihoods_with, Continuation, LogLikelihood};
 pub use pipeline::{FinishReason, GenerationParams, LogitsProcessor, TokenLogprob, TokenOutput};
 pub use sampler::{Sampler, SamplingParams};
 pub use sequence::{Finished, SeqId, SeqStats, TokenCallback, TokenEvent};

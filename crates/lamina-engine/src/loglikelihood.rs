@@ -6,6 +6,7 @@
 
 use crate::engine::Engine;
 use lamina_core::{Error, Result};
+use lamina_model::ModelLora;
 
 /// A context and the continuation to score after it. The context must not be empty (start
 /// it with the model's BOS token, or a chat template's opening, when there is nothing else).
@@ -41,6 +42,11 @@ const MAX_ROWS: usize = 512;
 /// engine's free KV blocks, `max_batch_tokens` tokens and [`MAX_ROWS`] scored tokens (an
 /// item bigger than the last two runs alone). The engine must be idle.
 pub fn loglikelihoods(engine: &mut Engine, items: &[Continuation<'_>], max_batch_tokens: usize) -> Result<Vec<LogLikelihood>> {
+    loglikelihoods_with(engine, items, max_batch_tokens, None)
+}
+
+/// [`loglikelihoods`] under the LoRA adapter `lora` (prepared for the engine's model).
+pub fn loglikelihoods_with(engine: &mut Engine, items: &[Continuation<'_>], max_batch_tokens: usize, lora: Option<&ModelLora>) -> Result<Vec<LogLikelihood>> {
     let ctx = engine.context_length();
     for (i, it) in items.iter().enumerate() {
         if it.context.is_empty() {
@@ -82,7 +88,7 @@ pub fn loglikelihoods(engine: &mut Engine, items: &[Continuation<'_>], max_batch
             offset += s.len();
         }
         let views: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
-        engine.logits_of_batch(&views, &row_ids, &mut logits)?;
+        engine.logits_of_batch_with(&views, &row_ids, lora, &mut logits)?;
         let mut r = 0;
         for it in batch {
             let (mut logprob, mut greedy) = (0.0, true);

@@ -134,6 +134,115 @@ pub fn encode_conversation(tok: &Tokenizer, messages: &[ChatMessage]) -> std::re
     Ok(Example { tokens: ids, targets })
 }
 
+/// A record and where it is: `line N` (JSON lines) or `record N` (a JSON array); a line
+/// that is not JSON is an `Err` with the reason.
+pub type Located = (String, std::result::Result<serde_json::Value, String>);
+
+/// The records of a JSON array or JSON lines file, gzip-compressed or not (`.gz`).
+pub fn read_records(path: &Path) -> Result<Vec<Located>> {
+    let raw = lamina_core::fs::read_regular(path)?;
+    let bytes = if path.extension().is_some_and(|x| x == "gz") {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&raw[..]), &mut out)
+            .map_err(|e| Error::invalid_file(path, format!("not gzip data: {e}")))?;
+        out
+    } else {
+        raw
+    };
+    let text = std::str::from_utf8(&bytes).map_err(|e| Error::invalid_file(path, format!("not UTF-8 text (byte {})", e.valid_up_to())))?;
+    let mut records = Vec::new();
+    if text.trim_start().starts_with('[') {
+        let all: Vec<serde_json::Value> = serde_json::from_str(text).map_err(|e| Error::invalid_file(path, format!("line {}: {e}", e.line())))?;
+        records.extend(all.into_iter().enumerate().map(|(i, v)| (format!("record {}", i + 1), Ok(v))));
+    } else {
+        for (i, line) in text.lines().enumerate() {
+            if !line.trim().is_empty() {
+                records.push((format!("line {}", i + 1), serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))));
+            }
+        }
+    }
+    Ok(records)
+}
+
+/// A preference pair: the conversation before the answers, and the preferred and the
+/// rejected answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreferencePair {
+    pub prompt: Vec<ChatMessage>,
+    pub chosen: String,
+    pub rejected: String,
+}
+
+/// Splits an Anthropic HH dialogue (`\n\nHuman: … \n\nAssistant: …`) into turns.
+fn hh_turns(text: &str) -> std::result::Result<Vec<ChatMessage>, String> {
+    let mut turns = Vec::new();
+    let mut rest = text;
+    loop {
+        let (role, after) = if let Some(r) = rest.strip_prefix("\n\nHuman:") {
+            ("user", r)
+        } else if let Some(r) = rest.strip_prefix("\n\nAssistant:") {
+            ("assistant", r)
+        } else {
+            return Err("an HH dialogue is `\\n\\nHuman: …\\n\\nAssistant: …` turns".into());
+        };
+        let end = [after.find("\n\nHuman:"), after.find("\n\nAssistant:")].into_iter().flatten().min().unwrap_or(after.len());
+        turns.push(ChatMessage::new(role, after[..end].trim()));
+        rest = &after[end..];
+        if rest.is_empty() {
+            return Ok(turns);
+        }
+    }
+}
+
+/// The preference pair a record holds: `{"prompt", "chosen", "rejected"}` (strings), or
+/// `{"chosen", "rejected"}` as two whole Anthropic HH dialogues that differ in their last
+/// assistant turn.
+pub fn preference_pair(v: &serde_json::Value) -> std::result::Result<PreferencePair, String> {
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).ok_or(format!("a preference record needs a string `{k}`"));
+    let (chosen, rejected) = (s("chosen")?, s("rejected")?);
+    if let Some(p) = v.get("prompt") {
+        let p = p.as_str().ok_or("`prompt` must be a string")?;
+        return Ok(PreferencePair { prompt: vec![ChatMessage::user(p)], chosen: chosen.into(), rejected: rejected.into() });
+    }
+    let (mut c, mut r) = (hh_turns(chosen)?, hh_turns(rejected)?);
+    let (Some(ca), Some(ra)) = (c.pop(), r.pop()) else { return Err("an empty dialogue".into()) };
+    if ca.role != "assistant" || ra.role != "assistant" {
+        return Err("both dialogues must end with an assistant turn".into());
+    }
+    if c != r {
+        return Err("the two dialogues differ before their last assistant turn".into());
+    }
+    if c.is_empty() {
+        return Err("the dialogues have no turn before the answers".into());
+    }
+    Ok(PreferencePair { prompt: c, chosen: ca.content, rejected: ra.content })
+}
+
+/// A preference pair in token ids.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedPair {
+    /// The rendered conversation, with the generation prompt.
+    pub prompt: Vec<u32>,
+    /// Each answer as the template closes it.
+    pub chosen: Vec<u32>,
+    pub rejected: Vec<u32>,
+}
+
+/// Token ids of a pair.
+pub fn encode_pair(tok: &Tokenizer, pair: &PreferencePair) -> std::result::Result<EncodedPair, String> {
+    let render = |m: &[ChatMessage], gen: bool| tok.apply_chat_template(m, gen).map_err(|e| format!("the chat template cannot render this conversation: {e}"));
+    let prompt = render(&pair.prompt, true)?;
+    let answer = |a: &str| -> std::result::Result<Vec<u32>, String> {
+        let mut all = pair.prompt.clone();
+        all.push(ChatMessage::assistant(a));
+        let full = render(&all, false)?;
+        let tail = full.strip_prefix(prompt.as_str()).ok_or("the chat template's rendering with the answer does not extend the prompt's")?;
+        tok.encode(tail, false).map_err(|e| e.to_string())
+    };
+    let p = tok.encode(&prompt, true).map_err(|e| e.to_string())?;
+    Ok(EncodedPair { prompt: p, chosen: answer(&pair.chosen)?, rejected: answer(&pair.rejected)? })
+}
+
 /// What reading a data file gave.
 #[derive(Debug, Default)]
 pub struct Loaded {
@@ -149,20 +258,7 @@ pub struct Loaded {
 /// file and its line (JSON lines) or record number (array), or is skipped and counted,
 /// as `policy` says; `warn` hears about the first few skipped.
 pub fn load_examples(path: &Path, tok: &Tokenizer, max_len: usize, policy: OnBadRecord, warn: &mut dyn FnMut(&str)) -> Result<Loaded> {
-    let bytes = lamina_core::fs::read_regular(path)?;
-    let text = std::str::from_utf8(&bytes).map_err(|e| Error::invalid_file(path, format!("not UTF-8 text (byte {})", e.valid_up_to())))?;
-    // (where, record) pairs: "line N" for JSON lines, "record N" for an array.
-    let mut records: Vec<(String, std::result::Result<serde_json::Value, String>)> = Vec::new();
-    if text.trim_start().starts_with('[') {
-        let all: Vec<serde_json::Value> = serde_json::from_str(text).map_err(|e| Error::invalid_file(path, format!("line {}: {e}", e.line())))?;
-        records.extend(all.into_iter().enumerate().map(|(i, v)| (format!("record {}", i + 1), Ok(v))));
-    } else {
-        for (i, line) in text.lines().enumerate() {
-            if !line.trim().is_empty() {
-                records.push((format!("line {}", i + 1), serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))));
-            }
-        }
-    }
+    let records = read_records(path)?;
     let mut out = Loaded::default();
     for (at, rec) in records {
         let example = rec.and_then(|v| record_messages(&v)).and_then(|m| encode_conversation(tok, &m)).and_then(|e| {

@@ -83,3 +83,25 @@ fn records_that_cannot_be_used_say_why() {
         assert!(e.contains(why), "{rec}: {e}");
     }
 }
+
+/// Anthropic HH pairs: two whole dialogues that share every turn but the last answer.
+#[test]
+fn hh_pairs_split_into_the_shared_conversation_and_two_answers() {
+    use lamina_train::instruct::{encode_pair, preference_pair};
+    let rec = serde_json::json!({
+        "chosen": "\n\nHuman: Hi there\n\nAssistant: Hello!\n\nHuman: Tell me a joke\n\nAssistant: Why did the chicken cross the road?",
+        "rejected": "\n\nHuman: Hi there\n\nAssistant: Hello!\n\nHuman: Tell me a joke\n\nAssistant: No."
+    });
+    let p = preference_pair(&rec).unwrap();
+    let roles: Vec<(&str, &str)> = p.prompt.iter().map(|m| (m.role.as_str(), m.content.as_str())).collect();
+    assert_eq!(roles, [("user", "Hi there"), ("assistant", "Hello!"), ("user", "Tell me a joke")]);
+    assert_eq!((p.chosen.as_str(), p.rejected.as_str()), ("Why did the chicken cross the road?", "No."));
+    let tok = tok();
+    let e = encode_pair(&tok, &p).unwrap();
+    assert_eq!(tok.decode(&e.rejected, false).unwrap(), "No.<|im_end|>\n");
+    assert!(tok.decode(&e.prompt, false).unwrap().ends_with("<|im_start|>assistant\n"));
+    let differ = serde_json::json!({"chosen": "\n\nHuman: A\n\nAssistant: B", "rejected": "\n\nHuman: C\n\nAssistant: B"});
+    assert!(preference_pair(&differ).unwrap_err().contains("differ before"));
+    let explicit = preference_pair(&serde_json::json!({"prompt": "Q", "chosen": "yes", "rejected": "no"})).unwrap();
+    assert_eq!(explicit.prompt.len(), 1);
+}

@@ -5,6 +5,7 @@ pub mod chat;
 pub mod compare;
 pub mod cost;
 pub mod embed;
+pub mod eval;
 pub mod gateway;
 pub mod index;
 pub mod info;
