@@ -50,6 +50,8 @@ enum Command {
     Export(train_cmds::ExportArgs),
     /// Rewrite a GGUF model with its matrices in another quantization type.
     Quantize(commands::quantize::QuantizeArgs),
+    /// Direct preference optimisation (DPO) of LoRA adapters on chosen/rejected pairs.
+    Dpo(commands::dpo::DpoArgs),
     /// Log-likelihood evaluation: multiple choice, preference accuracy, held-out loss.
     Eval(commands::eval::EvalArgs),
     /// Supervised fine-tuning with LoRA on instruction data (chat messages, Alpaca, prompt/completion).
@@ -88,6 +90,7 @@ fn main() {
         Command::Merge(a) => commands::merge::run(a),
         Command::Sft(a) => commands::sft::run(a),
         Command::Eval(a) => commands::eval::run(a),
+        Command::Dpo(a) => commands::dpo::run(a),
         Command::Generate(a) => commands::run::generate(a),
         Command::Tokenizer(a) => train_cmds::run_tokenizer(a),
         Command::Pretrain(a) => train_cmds::run_pretrain(a),

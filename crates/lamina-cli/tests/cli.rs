@@ -732,7 +732,7 @@ fn lora_run_and_merge_agree() {
     assert_eq!(greedy(merged.to_str().unwrap(), &["--precision", "f32"]), with);
     // Types kept: the merged Q4_1 file runs on the native path.
     let kept = dir.path().join("kept.gguf");
-    assert!(lamina().args(["merge", "smollm2-135m-instruct", a, "--out", kept.to_str().unwrap()]).status().unwrap().success());
+    assert!(lamina().args(["merge", "smollm2-135m-instruct", a, "--out", kept.to_str().unwrap()]).output().unwrap().status.success());
     let info = String::from_utf8(lamina().args(["info", kept.to_str().unwrap()]).output().unwrap().stdout).unwrap();
     assert!(info.contains("Q4_1"), "{info}");
     greedy(kept.to_str().unwrap(), &[]);
@@ -855,4 +855,54 @@ fn eval_scores_multiple_choice_and_preferences() {
     std::fs::write(&mc, [qs[0], r#"{"question": "?", "choices": ["a", "b"], "answer": 5}"#].join("\n")).unwrap();
     assert_clean_error(&lamina().args(["eval", "--task", mc.to_str().unwrap()]).output().unwrap(), "mc.jsonl: line 2");
     assert_clean_error(&lamina().args(["eval", "--task", hh, "--last", "4", "--ctx", "32"]).output().unwrap(), "more than the context window");
+}
+
+/// `lamina dpo --lora`: on pairs where the chosen answer is always the helpful one, a few
+/// steps raise the held-out implicit-reward margin above zero and lower the held-out DPO
+/// loss below log 2 (where it starts: the adapters begin at zero, so the policy is the
+/// reference); an over-long pair is a named bad record.
+#[test]
+fn dpo_with_lora_learns_held_out_preferences() {
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = [
+        "Can you help me bake bread?",
+        "How do I tie a tie?",
+        "What is a good name for a cat?",
+        "Can you explain rain?",
+        "How do I boil an egg?",
+        "What should I read next?",
+        "How can I sleep better?",
+        "Can you help me plan a trip?",
+        "How do I water a plant?",
+        "What is a prime number?",
+        "How do I start running?",
+        "Can you suggest a hobby?",
+    ];
+    let lines: Vec<String> = prompts
+        .iter()
+        .map(|p| serde_json::json!({"prompt": p, "chosen": "Sure, I would be glad to help with that.", "rejected": "No. Figure it out yourself."}).to_string())
+        .collect();
+    let data = dir.path().join("prefs.jsonl");
+    std::fs::write(&data, lines.join("\n")).unwrap();
+    let out = dir.path().join("dpo");
+    let r = lamina()
+        .args(["dpo", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--lora", "4", "--steps", "6", "--batch", "2"])
+        .args(["--held-out", "3", "--lr", "2e-3", "--warmup", "1", "--beta", "0.1"])
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let log: Vec<serde_json::Value> = std::fs::read_to_string(out.join("log.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let held: Vec<&serde_json::Value> = log.iter().filter_map(|l| l.get("held_out")).collect();
+    assert_eq!(held.len(), 2);
+    let (before, after) = (held[0], held[1]);
+    assert!((before["loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-6, "{before}");
+    assert!(after["loss"].as_f64().unwrap() < before["loss"].as_f64().unwrap() - 0.01 && after["margin"].as_f64().unwrap() > 0.0, "{before} → {after}");
+    assert_eq!(after["reward_accuracy"].as_f64(), Some(1.0), "{after}");
+    assert!(std::fs::metadata(out.join("adapter_model.safetensors")).is_ok());
+    let bad = dir.path().join("long.jsonl");
+    std::fs::write(&bad, format!("{}\n{}", lines[0], serde_json::json!({"prompt": "x ".repeat(300), "chosen": "a", "rejected": "b"}))).unwrap();
+    assert_clean_error(
+        &lamina().args(["dpo", "--data", bad.to_str().unwrap(), "--out", out.to_str().unwrap(), "--lora", "2", "--max-len", "64"]).output().unwrap(),
+        "long.jsonl: line 2",
+    );
 }

@@ -91,6 +91,8 @@ pub struct LoraVars {
     pub a: Var,
     pub b: Var,
     pub scale: f64,
+    /// Shared by all of a model's adapters: off, the model is its base (DPO's reference).
+    pub enabled: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// `v` as a tensor of the graph: detached (no gradient flows to it) when `frozen`.
@@ -136,8 +138,8 @@ impl Linear {
         };
         let y = match &self.lora {
             // (n, in) @ (in, r) → (n, r), times s, @ (r, out) → (n, out)
-            Some(l) => (y + (x2.matmul(&l.a.t()?)? * l.scale)?.matmul(&l.b.t()?)?)?,
-            None => y,
+            Some(l) if l.enabled.load(std::sync::atomic::Ordering::Relaxed) => (y + (x2.matmul(&l.a.t()?)? * l.scale)?.matmul(&l.b.t()?)?)?,
+            _ => y,
         };
         let mut out_dims = dims;
         let last = out_dims.len() - 1;
@@ -219,6 +221,7 @@ pub struct TrainableModel {
     /// attached; then only these train and the base is frozen.
     lora: BTreeMap<String, Var>,
     lora_config: Option<crate::lora::LoraConfig>,
+    lora_enabled: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Which names are residual output projections (scaled init).
@@ -392,6 +395,7 @@ impl TrainableModel {
             rope,
             lora: BTreeMap::new(),
             lora_config: None,
+            lora_enabled: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
         })
     }
 
@@ -467,7 +471,7 @@ impl TrainableModel {
             return Err(Error::InvalidInput("the model already has LoRA adapters".into()));
         }
         let mut rng = SplitMix64::new(seed);
-        let (dtype, device, scale) = (self.dtype, self.device.clone(), config.scale());
+        let (dtype, device, scale, enabled) = (self.dtype, self.device.clone(), config.scale(), self.lora_enabled.clone());
         let mut lora = BTreeMap::new();
         let mut attach = |l: &mut Linear| -> CResult<()> {
             l.frozen = true;
@@ -481,7 +485,7 @@ impl TrainableModel {
             let b = Var::from_tensor(&Tensor::zeros((o, r), dtype, &device)?)?;
             lora.insert(format!("{}.lora_A.weight", l.name), a.clone());
             lora.insert(format!("{}.lora_B.weight", l.name), b.clone());
-            l.lora = Some(LoraVars { a, b, scale });
+            l.lora = Some(LoraVars { a, b, scale, enabled: enabled.clone() });
             Ok(())
         };
         for block in &mut self.blocks {
@@ -503,6 +507,32 @@ impl TrainableModel {
         self.lora = lora;
         self.lora_config = Some(config.clone());
         Ok(())
+    }
+
+    /// Runs `f` with the adapters switched off: the model is its frozen base (the
+    /// reference policy of DPO, with no second copy of the weights).
+    pub fn with_adapters_disabled<T>(&self, f: impl FnOnce() -> T) -> T {
+        use std::sync::atomic::Ordering;
+        let was = self.lora_enabled.swap(false, Ordering::Relaxed);
+        let out = f();
+        self.lora_enabled.store(was, Ordering::Relaxed);
+        out
+    }
+
+    /// Σ log p(target) over each row's scored targets (not [`IGNORE`]): `tokens`,
+    /// `targets` (b, t) u32 → (b).
+    pub fn sequence_logprobs(&self, tokens: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        let (logits, _) = self.forward(tokens, None)?;
+        (|| -> CResult<Tensor> {
+            let (b, t, _) = logits.dims3()?;
+            let keep = targets.ne(IGNORE)?; // (b, t)
+            let safe = keep.where_cond(targets, &targets.zeros_like()?)?.unsqueeze(2)?; // (b, t, 1)
+            let m = logits.max_keepdim(D::Minus1)?.detach(); // (b, t, 1)
+            let lse = (logits.broadcast_sub(&m)?.exp()?.sum_keepdim(D::Minus1)?.log()? + &m)?; // (b, t, 1)
+            let lp = (logits.gather(&safe, 2)? - lse)?.reshape((b, t))?; // (b, t)
+            (lp * keep.to_dtype(logits.dtype())?)?.sum(1) // (b)
+        })()
+        .map_err(candle_err)
     }
 
     /// The parameters that train: the LoRA matrices when adapters are attached, else all.

@@ -244,31 +244,32 @@ pub fn encode_pair(tok: &Tokenizer, pair: &PreferencePair) -> std::result::Resul
 }
 
 /// What reading a data file gave.
-#[derive(Debug, Default)]
-pub struct Loaded {
-    pub examples: Vec<Example>,
+#[derive(Debug)]
+pub struct Loaded<T> {
+    pub examples: Vec<T>,
     /// Records left out under [`OnBadRecord::Skip`].
     pub skipped: usize,
     /// Of those, records longer than the length limit.
     pub too_long: usize,
 }
 
-/// Reads `path` (a JSON array or JSON lines) into examples of at most `max_len` tokens.
-/// A bad record (malformed, unrenderable, longer than `max_len`) is an error naming the
-/// file and its line (JSON lines) or record number (array), or is skipped and counted,
-/// as `policy` says; `warn` hears about the first few skipped.
-pub fn load_examples(path: &Path, tok: &Tokenizer, max_len: usize, policy: OnBadRecord, warn: &mut dyn FnMut(&str)) -> Result<Loaded> {
-    let records = read_records(path)?;
-    let mut out = Loaded::default();
-    for (at, rec) in records {
-        let example = rec.and_then(|v| record_messages(&v)).and_then(|m| encode_conversation(tok, &m)).and_then(|e| {
-            if e.tokens.len() > max_len {
-                Err(format!("{} tokens, more than the limit of {max_len}", e.tokens.len()))
-            } else {
-                Ok(e)
-            }
-        });
-        match example {
+/// The reason given for a record over the length limit.
+fn too_long(n: usize, max_len: usize) -> String {
+    format!("{n} tokens, more than the limit of {max_len}")
+}
+
+/// Reads `path`'s records through `make`. A record `make` refuses is an error naming the
+/// file and its line (JSON lines) or record number (array), or is skipped and counted, as
+/// `policy` says; `warn` hears about the first few skipped.
+fn load_with<T>(
+    path: &Path,
+    policy: OnBadRecord,
+    warn: &mut dyn FnMut(&str),
+    make: &dyn Fn(serde_json::Value) -> std::result::Result<T, String>,
+) -> Result<Loaded<T>> {
+    let mut out = Loaded { examples: Vec::new(), skipped: 0, too_long: 0 };
+    for (at, rec) in read_records(path)? {
+        match rec.and_then(make) {
             Ok(e) => out.examples.push(e),
             Err(why) => {
                 let msg = format!("{}: {at}: {why}", path.display());
@@ -289,18 +290,49 @@ pub fn load_examples(path: &Path, tok: &Tokenizer, max_len: usize, policy: OnBad
     Ok(out)
 }
 
-/// `examples[idx]` padded to the longest of them: `(tokens, targets)` row-major
-/// `len(idx) × t`, padding positions with token 0 and target [`IGNORE`].
-pub fn pad_batch(examples: &[Example], idx: &[usize]) -> (Vec<u32>, Vec<u32>, usize) {
-    let t = idx.iter().map(|&i| examples[i].tokens.len()).max().unwrap_or(0);
-    let mut tokens = Vec::with_capacity(idx.len() * t);
-    let mut targets = Vec::with_capacity(idx.len() * t);
-    for &i in idx {
-        let e = &examples[i];
-        tokens.extend_from_slice(&e.tokens);
-        tokens.extend(std::iter::repeat_n(0, t - e.tokens.len()));
-        targets.extend_from_slice(&e.targets);
-        targets.extend(std::iter::repeat_n(IGNORE, t - e.targets.len()));
+/// Reads `path` (a JSON array or JSON lines) into examples of at most `max_len` tokens;
+/// bad records (malformed, unrenderable, too long) as [`load_with`] says.
+pub fn load_examples(path: &Path, tok: &Tokenizer, max_len: usize, policy: OnBadRecord, warn: &mut dyn FnMut(&str)) -> Result<Loaded<Example>> {
+    load_with(path, policy, warn, &|v| {
+        let e = record_messages(&v).and_then(|m| encode_conversation(tok, &m))?;
+        if e.tokens.len() > max_len {
+            return Err(too_long(e.tokens.len(), max_len));
+        }
+        Ok(e)
+    })
+}
+
+/// A preference pair as two training sequences (prompt + answer) scored on the answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairExample {
+    pub chosen: Example,
+    pub rejected: Example,
+}
+
+fn answer_example(prompt: &[u32], answer: &[u32]) -> Example {
+    let seq: Vec<u32> = prompt.iter().chain(answer).copied().collect();
+    let targets = seq[1..].iter().enumerate().map(|(i, &t)| if i + 1 >= prompt.len() { t } else { IGNORE }).collect();
+    Example { tokens: seq[..seq.len() - 1].to_vec(), targets }
+}
+
+impl PairExample {
+    pub fn new(e: &EncodedPair) -> PairExample {
+        PairExample { chosen: answer_example(&e.prompt, &e.chosen), rejected: answer_example(&e.prompt, &e.rejected) }
     }
-    (tokens, targets, t)
+}
+
+/// Reads preference pairs (see [`preference_pair`]) of at most `max_len` tokens each side;
+/// a pair longer is a bad record.
+pub fn load_pairs(path: &Path, tok: &Tokenizer, max_len: usize, policy: OnBadRecord, warn: &mut dyn FnMut(&str)) -> Result<Loaded<PairExample>> {
+    load_with(path, policy, warn, &|v| {
+        let e = encode_pair(tok, &preference_pair(&v)?)?;
+        if e.chosen.is_empty() || e.rejected.is_empty() {
+            return Err("an answer is empty".into());
+        }
+        let n = e.prompt.len() + e.chosen.len().max(e.rejected.len()) - 1;
+        if n > max_len {
+            return Err(too_long(n, max_len));
+        }
+        Ok(PairExample::new(&e))
+    })
 }

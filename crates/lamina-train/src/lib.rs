@@ -25,6 +25,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod dpo;
 pub mod eval;
 pub mod export;
 pub mod fused;

@@ -8,7 +8,7 @@
 //! candle's autograd on [`TrainableModel`] (the reference the fused pre-training engine is
 //! checked against).
 
-use crate::instruct::{pad_batch, Example};
+use crate::instruct::Example;
 use crate::optim::{clip_grad_norm, lr_at, AdamW, AdamWConfig};
 use candle_core::{DType, Tensor};
 use lamina_core::{Error, Result};
@@ -90,16 +90,42 @@ pub fn held_out_loss(model: &TrainableModel, examples: &[Example], batch: usize)
     Ok(sum / count as f64)
 }
 
-fn batch_loss(model: &TrainableModel, examples: &[Example], idx: &[usize]) -> Result<Tensor> {
-    let (tokens, targets, t) = pad_batch(examples, idx);
+/// The next `batch` indices of `0..n` in shuffled epochs (`order` holds what is left of
+/// the current one and is refilled, reshuffled, when used up).
+pub(crate) fn next_batch(order: &mut Vec<usize>, rng: &mut SplitMix64, n: usize, batch: usize) -> Vec<usize> {
+    let mut idx = Vec::with_capacity(batch);
+    while idx.len() < batch {
+        if order.is_empty() {
+            *order = (0..n).collect();
+            for i in (1..order.len()).rev() {
+                order.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+        }
+        idx.push(order.pop().expect("refilled"));
+    }
+    idx
+}
+
+/// `(tokens, targets)` tensors of `examples[idx]` padded to the longest.
+pub(crate) fn batch_tensors(model: &TrainableModel, examples: &[&Example]) -> Result<(Tensor, Tensor)> {
+    let t = examples.iter().map(|e| e.tokens.len()).max().unwrap_or(0);
+    let (mut tokens, mut targets) = (Vec::with_capacity(examples.len() * t), Vec::with_capacity(examples.len() * t));
+    for e in examples {
+        tokens.extend(e.tokens.iter().copied().chain(std::iter::repeat_n(0, t - e.tokens.len())));
+        targets.extend(e.targets.iter().copied().chain(std::iter::repeat_n(lamina_model::trainable::IGNORE, t - e.targets.len())));
+    }
     let dev = model.device();
-    let x = Tensor::from_vec(tokens, (idx.len(), t), dev).map_err(candle_err)?;
-    let y = Tensor::from_vec(targets, (idx.len(), t), dev).map_err(candle_err)?;
+    Ok((Tensor::from_vec(tokens, (examples.len(), t), dev).map_err(candle_err)?, Tensor::from_vec(targets, (examples.len(), t), dev).map_err(candle_err)?))
+}
+
+fn batch_loss(model: &TrainableModel, examples: &[Example], idx: &[usize]) -> Result<Tensor> {
+    let rows: Vec<&Example> = idx.iter().map(|&i| &examples[i]).collect();
+    let (x, y) = batch_tensors(model, &rows)?;
     let (_, loss) = model.forward(&x, Some(&y))?;
     loss.ok_or_else(|| Error::Other("no loss".into()))
 }
 
-fn scalar(t: &Tensor) -> Result<f64> {
+pub(crate) fn scalar(t: &Tensor) -> Result<f64> {
     t.to_dtype(DType::F64).and_then(|t| t.to_scalar::<f64>()).map_err(candle_err)
 }
 
@@ -122,17 +148,7 @@ pub fn finetune(model: &TrainableModel, train: &[Example], held_out: &[Example],
     let (mut tokens, mut train_secs) = (0usize, 0f64);
     let mut last = held_out_before;
     for step in 1..=cfg.steps {
-        // An epoch's shuffled order, refilled when used up.
-        let mut idx = Vec::with_capacity(cfg.batch);
-        while idx.len() < cfg.batch {
-            if order.is_empty() {
-                order = (0..train.len()).collect();
-                for i in (1..order.len()).rev() {
-                    order.swap(i, rng.below(i as u64 + 1) as usize);
-                }
-            }
-            idx.push(order.pop().expect("refilled"));
-        }
+        let idx = next_batch(&mut order, &mut rng, train.len(), cfg.batch);
         let ts = Instant::now();
         let loss = batch_loss(model, train, &idx)?;
         let lv = scalar(&loss)?;

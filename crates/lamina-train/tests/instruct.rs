@@ -4,7 +4,7 @@
 
 use lamina_model::trainable::IGNORE;
 use lamina_tokenizer::Tokenizer;
-use lamina_train::instruct::{encode_conversation, pad_batch, record_messages};
+use lamina_train::instruct::{encode_conversation, record_messages};
 
 fn tok() -> Tokenizer {
     Tokenizer::from_gguf(lamina_core::registry::default_model_path().unwrap()).unwrap()
@@ -57,16 +57,6 @@ fn only_assistant_turns_are_scored_in_every_record_shape() {
     assert_eq!(no_input[0].content, "Say yes.");
     let pc = record_messages(&serde_json::json!({"prompt": "Q?", "completion": "A."})).unwrap();
     assert_eq!(scored_runs(&tok, &encode_conversation(&tok, &pc).unwrap().targets), ["A.<|im_end|>\n"]);
-
-    // Padding: token 0, never scored.
-    let a = encode_conversation(&tok, &pc).unwrap();
-    let b = encode_conversation(&tok, &m).unwrap();
-    let (tokens, targets, t) = pad_batch(&[a.clone(), b.clone()], &[0, 1]);
-    assert_eq!(t, a.tokens.len().max(b.tokens.len()));
-    let short = if a.tokens.len() < b.tokens.len() { 0 } else { 1 };
-    let len = [a.tokens.len(), b.tokens.len()][short];
-    assert!(tokens[short * t + len..(short + 1) * t].iter().all(|&x| x == 0));
-    assert!(targets[short * t + len..(short + 1) * t].iter().all(|&x| x == IGNORE));
 }
 
 #[test]
