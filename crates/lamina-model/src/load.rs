@@ -251,29 +251,24 @@ pub(crate) fn safetensors_parse(bytes: &[u8], path: &Path) -> Result<Vec<NamedTe
 
 /// Hugging Face "rotate_half" rows → adjacent-pair rows, per head (llama.cpp's permute).
 pub fn permute_rotary_rows(w: &[f32], heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; w.len()];
-    let half = head_dim / 2;
-    for h in 0..heads {
-        for j in 0..half {
-            for k in 0..2 {
-                let dst = h * head_dim + 2 * j + k;
-                let src = h * head_dim + k * half + j;
-                out[dst * cols..(dst + 1) * cols].copy_from_slice(&w[src * cols..(src + 1) * cols]);
-            }
-        }
-    }
-    out
+    move_rotary_rows(w, heads, head_dim, cols, true)
 }
 
 /// The inverse of [`permute_rotary_rows`]: adjacent-pair rows → Hugging Face order.
 pub fn unpermute_rotary_rows(w: &[f32], heads: usize, head_dim: usize, cols: usize) -> Vec<f32> {
+    move_rotary_rows(w, heads, head_dim, cols, false)
+}
+
+/// Row `h·hd + k·hd/2 + j` (rotate-half order) ↔ row `h·hd + 2j + k` (adjacent pairs), in
+/// the direction `to_pairs` says.
+fn move_rotary_rows(w: &[f32], heads: usize, head_dim: usize, cols: usize, to_pairs: bool) -> Vec<f32> {
     let mut out = vec![0.0; w.len()];
     let half = head_dim / 2;
     for h in 0..heads {
         for j in 0..half {
             for k in 0..2 {
-                let src = h * head_dim + 2 * j + k;
-                let dst = h * head_dim + k * half + j;
+                let (pair, halves) = (h * head_dim + 2 * j + k, h * head_dim + k * half + j);
+                let (dst, src) = if to_pairs { (pair, halves) } else { (halves, pair) };
                 out[dst * cols..(dst + 1) * cols].copy_from_slice(&w[src * cols..(src + 1) * cols]);
             }
         }

@@ -90,24 +90,6 @@ pub struct LoraModule {
     pub b: Vec<f32>,
 }
 
-impl LoraModule {
-    /// `B·A` (out × in), row-major, times `scale`.
-    pub fn delta(&self, scale: f32) -> Vec<f32> {
-        let mut d = vec![0f32; self.out_dim * self.in_dim];
-        for (o, row) in d.chunks_exact_mut(self.in_dim).enumerate() {
-            for k in 0..self.r {
-                let bk = self.b[o * self.r + k] * scale;
-                if bk != 0.0 {
-                    for (x, a) in row.iter_mut().zip(&self.a[k * self.in_dim..(k + 1) * self.in_dim]) {
-                        *x += bk * a;
-                    }
-                }
-            }
-        }
-        d
-    }
-}
-
 /// A LoRA adapter: its config and the update of every adapted layer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoraAdapter {
@@ -334,7 +316,7 @@ mod tests {
     fn delta_is_scaled_b_times_a() {
         let a = adapter();
         let m = &a.modules["model.layers.0.self_attn.q_proj"];
-        let d = m.delta(a.scale());
+        let d = crate::adapter::LinearLora::new(m.r, m.in_dim, m.out_dim, m.a.clone(), &m.b, a.scale()).unwrap().delta();
         assert_eq!(a.scale(), 4.0);
         // Row 1, column 2: s · Σ_k B[1,k] A[k,2] = 4 · (0.5 · 0.0 + 0.75 · 1.5).
         assert_eq!(d[3 + 2], 4.0 * (0.5 * 0.0 + 0.75 * 1.5));

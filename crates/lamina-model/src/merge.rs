@@ -11,7 +11,7 @@
 //!
 //! Every file is written atomically.
 
-use crate::adapter::{lora_modules, Proj};
+use crate::adapter::{lora_modules, LinearLora, Proj};
 use crate::load::load_gguf;
 use crate::lora::LoraAdapter;
 use crate::model::Precision;
@@ -74,7 +74,8 @@ pub fn merge_hf_folder(base: &Path, adapter: &LoraAdapter, scale: f32, out: &Pat
                         return Err(Error::ShapeMismatch { name: name.clone(), expected: vec![m.out_dim, m.in_dim], actual: view.shape().to_vec() });
                     }
                     report.changed += 1;
-                    let delta = m.delta(s);
+                    // In Hugging Face row order: the file's own.
+                    let delta = LinearLora::new(m.r, m.in_dim, m.out_dim, m.a.clone(), &m.b, s)?.delta();
                     add_in_dtype(view.dtype(), view.data(), &delta)
                         .ok_or_else(|| Error::UnsupportedTensorType { tensor: name.clone(), dtype: format!("{:?}", view.dtype()) })?
                 }
